@@ -1,0 +1,5 @@
+"""l2c-bench: a benchmark harness for layer caching in diffusion transformers."""
+
+from .pipeline import GenerationResult, generate
+
+__all__ = ["generate", "GenerationResult"]

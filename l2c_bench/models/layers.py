@@ -1,0 +1,86 @@
+"""Layers shared by DiT and U-ViT, named so that state dicts match the official checkpoints."""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Branch indices used by the caching engine: compute[nfe, block, branch].
+ATTN, MLP = 0, 1
+
+
+class BranchRunner(Protocol):
+    """What a block calls to evaluate one residual branch (attention or MLP).
+
+    The caching engine implements it to decide per (block, branch) whether to run
+    `fn(*args)` or hand back a stored tensor. `None` in its place means "always compute".
+    """
+
+    def __call__(self, block_index: int, branch: int, fn: Callable, *args) -> torch.Tensor: ...
+
+
+def run_branch(runner: BranchRunner | None, block_index: int, branch: int, fn: Callable, *args):
+    """Evaluate a branch directly, or through the runner when one is installed."""
+    if runner is None:
+        return fn(*args)
+    return runner(block_index, branch, fn, *args)
+
+
+class PatchEmbed(nn.Module):
+    """(N, C, H, W) -> (N, (H/p)*(W/p), D) with a strided conv (key `proj`)."""
+
+    def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
+            raise ValueError(f"input {tuple(x.shape)} is not divisible by patch {self.patch_size}")
+        return self.proj(x).flatten(2).transpose(1, 2)  # (N, D, h, w) -> (N, h*w, D)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with keys `qkv` and `proj`, using fused SDPA."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        # (N, T, 3D) -> (3, N, heads, T, D/heads)
+        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (N, heads, T, D/heads)
+        return self.proj(out.transpose(1, 2).reshape(n, t, d))
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2 (DiT: tanh-approximated GELU; U-ViT: exact GELU)."""
+
+    def __init__(self, dim: int, hidden: int, gelu_approximate: str):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate=gelu_approximate)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def unpatchify(x: torch.Tensor, channels: int, patch_size: int) -> torch.Tensor:
+    """(N, h*w, p*p*C) -> (N, C, h*p, w*p); each token is read as (p, p, C), channels last."""
+    n, tokens, _ = x.shape
+    grid = int(round(tokens**0.5))
+    if grid * grid != tokens:
+        raise ValueError(f"unpatchify expects a square token grid, got {tokens} tokens")
+    x = x.reshape(n, grid, grid, patch_size, patch_size, channels)
+    x = torch.einsum("nhwpqc->nchpwq", x)
+    return x.reshape(n, channels, grid * patch_size, grid * patch_size)

@@ -1,0 +1,105 @@
+"""`generate`: the one sampling entry point used by notebooks, tests, `run.py` and the benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .sampling import (
+    CONVENTIONS,
+    GuidedDenoiser,
+    SpacedDiffusion,
+    check_sampler,
+    ddim_sample,
+    ddpm_sample,
+    dpm_solver2_sample,
+    dpm_solver_fast_sample,
+    initial_noise,
+    sample_generators,
+)
+
+
+@dataclass
+class GenerationResult:
+    latents: torch.Tensor  # (N, C, H, W) final sampler state (latents, or pixels for pixel models)
+    labels: torch.Tensor  # (N,)
+    seeds: list[int]
+    nfe: int
+    sampler: str
+    guidance_scale: float
+    guidance_convention: str
+    images: torch.Tensor | None = None  # (N, 3, H', W') in [-1, 1] when decode=True
+    schedules: list = field(default_factory=list)  # per batch: the compute mask that ran (caching)
+
+    @property
+    def schedule(self):
+        """The compute mask [nfe, block, 2] that ran (identical for every batch of a static method)."""
+        return self.schedules[0] if self.schedules else None
+
+
+def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progress: bool):
+    if name == "ddim":
+        return ddim_sample(denoise, x, SpacedDiffusion.create(nfe), eta=eta, generators=generators,
+                           progress=progress)
+    if name == "ddpm":
+        return ddpm_sample(denoise, x, SpacedDiffusion.create(nfe), generators=generators, progress=progress)
+    if name == "dpm_solver2":
+        return dpm_solver2_sample(denoise, x, nfe, progress=progress)
+    return dpm_solver_fast_sample(denoise, x, nfe, progress=progress)
+
+
+def to_images(samples: torch.Tensor, vae: nn.Module | None) -> torch.Tensor:
+    """Decode latents with the VAE, or treat a pixel model's output as the image; clamp to [-1, 1]."""
+    if vae is not None:
+        from .models.vae import decode_latents
+
+        samples = decode_latents(vae, samples)
+    return samples.clamp(-1, 1)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: Sequence[int],
+             steps: int, sampler: str, guidance_scale: float, cache=None, decode: bool = False,
+             vae: nn.Module | None = None, batch_size: int | None = None, eta: float = 0.0,
+             guidance_channels: int = 3, progress: bool = False) -> GenerationResult:
+    """Sample one image per (seed, label) pair with `steps` NFE.
+
+    guidance_scale is in the model family's convention (DiT: w, 1 = off; U-ViT: s, 0 = off).
+    Sample i starts from randn((C, H, W), generator=Generator().manual_seed(seeds[i])), so
+    results do not depend on batch_size. `cache` is what `l2c_bench.caching.make_cache` returns.
+    """
+    seeds = [int(s) for s in seeds]
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if len(labels) != len(seeds):
+        raise ValueError(f"got {len(labels)} labels for {len(seeds)} seeds: give one label per seed")
+    if len(seeds) == 0:
+        raise ValueError("seeds is empty: nothing to generate")
+    if labels.min() < 0 or labels.max() > model.null_class:
+        raise ValueError(f"labels must lie in [0, {model.num_classes}] ({model.null_class} = null class)")
+    check_sampler(sampler, model.family, steps)
+    device = next(model.parameters()).device
+    shape = (model.in_channels, model.input_size, model.input_size)
+    batch_size = batch_size or len(seeds)
+    out, schedules = [], []
+    batches = range(0, len(seeds), batch_size)
+    for start in tqdm(batches, disable=not progress or len(batches) == 1, desc="batches", leave=False):
+        batch_seeds = seeds[start : start + batch_size]
+        generators = sample_generators(batch_seeds)
+        x = initial_noise(generators, shape, device)
+        run_cache = cache.start(model=model, sampler=sampler, nfe=steps) if cache is not None else None
+        denoise = GuidedDenoiser(model, labels[start : start + batch_size].to(device), guidance_scale,
+                                 guidance_channels, run_cache)
+        x = _run_sampler(sampler, denoise, x, steps, generators, eta, progress)
+        out.append(x[:, : model.in_channels])
+        if run_cache is not None:
+            schedules.append(run_cache.schedule)
+    latents = torch.cat(out)
+    return GenerationResult(
+        latents=latents, labels=labels, seeds=seeds, nfe=steps, sampler=sampler,
+        guidance_scale=float(guidance_scale), guidance_convention=CONVENTIONS[model.family],
+        images=to_images(latents, vae) if decode else None, schedules=schedules,
+    )

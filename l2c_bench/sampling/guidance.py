@@ -1,0 +1,62 @@
+"""Classifier-free guidance in each model family's own convention.
+
+DiT:   out = uncond + w * (cond - uncond) on the first `channels` output channels (default 3),
+       conditional and null halves evaluated as one batch of 2N; the remaining channels
+       (eps channel 3, learned variance) come from the conditional half. w = 1: no guidance.
+U-ViT: eps = cond + s * (cond - uncond) on all channels, two passes; s = 0: no guidance.
+(U-ViT's s corresponds to DiT's w = 1 + s.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+CONVENTIONS = {
+    "dit": "uncond + w*(cond - uncond), batched halves, first 3 channels",
+    "uvit": "cond + s*(cond - uncond), two passes, all channels",
+}
+
+
+@dataclass
+class GuidedDenoiser:
+    """denoise(x (N,C,H,W), t_model (N,)) -> guided model output for fixed labels (N,).
+
+    `cache` (optional) is the caching engine's per-run state: before each evaluation it hands
+    out one branch runner per forward pass (DiT: one, shared by both halves; U-ViT: cond, uncond).
+    """
+
+    model: nn.Module
+    labels: torch.Tensor
+    scale: float
+    channels: int = 3
+    cache: object | None = None
+
+    def __post_init__(self):
+        self.null = torch.full_like(self.labels, self.model.null_class)
+        self.guided = self.scale != (1.0 if self.model.family == "dit" else 0.0)
+        self.passes = 1 if (self.model.family == "dit" or not self.guided) else 2
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        runners = self.cache.begin_evaluation(self.passes) if self.cache is not None else [None] * 2
+        if self.model.family == "dit":
+            return self._dit(x, t, runners[0])
+        return self._uvit(x, t, runners)
+
+    def _dit(self, x, t, runner):
+        if not self.guided:
+            return self.model(x, t, self.labels, runner)
+        out = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, self.null]), runner)
+        cond, uncond = out.chunk(2)  # each (N, C_out, H, W)
+        c = self.channels
+        guided = uncond[:, :c] + self.scale * (cond[:, :c] - uncond[:, :c])
+        return torch.cat([guided, cond[:, c:]], dim=1)
+
+    def _uvit(self, x, t, runners):
+        cond = self.model(x, t, self.labels, runners[0])
+        if not self.guided:
+            return cond
+        uncond = self.model(x, t, self.null, runners[1])
+        return cond + self.scale * (cond - uncond)

@@ -1,0 +1,24 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get("L2C_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+
+
+def load_reference(name: str) -> dict:
+    path = REFERENCE / name
+    if not path.is_file():  # a core fixture: fail loudly, never skip
+        raise FileNotFoundError(f"reference file {path} missing (set L2C_REFERENCE_DIR)")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch, tmp_path):
+    """Tests never touch the network or the user's W&B/HF state."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,94 @@
+"""Our DiT, U-ViT and VAE have exactly the official state-dict layouts."""
+
+import pytest
+import torch
+
+from conftest import load_reference
+from l2c_bench.models import MODEL_SPECS, build_model
+from l2c_bench.models.vae import build_vae, ldm_to_diffusers_key, to_diffusers_state_dict
+
+LAYOUTS = [
+    ("DiT-XL/2", {}, "dit_xl2_256_state_dict.json"),
+    ("DiT-XL/2", {"input_size": 64}, "dit_xl2_512_state_dict.json"),
+    ("DiT-B/2", {}, "dit_b2_256_state_dict.json"),
+    ("DiT-S/2", {}, "dit_s2_256_state_dict.json"),
+    ("U-ViT-H/2", {}, "uvit_h2_256_state_dict.json"),
+    ("U-ViT-H/4", {}, "uvit_h4_512_state_dict.json"),
+    ("U-ViT-L/2", {}, "uvit_l2_256_state_dict.json"),
+    ("U-ViT-L/4", {}, "uvit_l4_512_state_dict.json"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,manifest", LAYOUTS)
+def test_state_dict_layout_matches_official(name, overrides, manifest):
+    ref = load_reference(manifest)
+    model = build_model(name, device="meta", **overrides)
+    state = model.state_dict()
+    assert [(k, list(v.shape)) for k, v in state.items()] == [
+        (e["name"], e["shape"]) for e in ref["state_dict"]
+    ]
+    assert sum(v.numel() for v in state.values()) == ref["num_params_total"]
+    assert list(model.buffers()) == []
+    frozen = [k for k, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == ref.get("non_trainable_parameters", [])
+    # A checkpoint with exactly the manifest's keys loads strictly.
+    fake = {e["name"]: torch.empty(e["shape"], device="meta") for e in ref["state_dict"]}
+    model.load_state_dict(fake, strict=True, assign=True)
+
+
+def test_dit_pos_embed_is_the_fixed_sincos_table():
+    ref = load_reference("dit_s2_256_state_dict.json")["pos_embed_check"]
+    pos = build_model("DiT-S/2").pos_embed[0].double()
+    assert pos.sum().item() == pytest.approx(ref["sum"], abs=1e-3)
+    assert pos.abs().sum().item() == pytest.approx(ref["abs_sum"], abs=1e-3)
+    for key, value in ref["samples"].items():
+        token, dim = map(int, key.split(","))
+        assert pos[token, dim].item() == pytest.approx(value, abs=1e-6)
+
+
+def test_every_official_dit_variant_builds():
+    for size in ("S", "B", "L", "XL"):
+        for patch in (2, 4, 8):
+            model = build_model(f"DiT-{size}/{patch}", device="meta")
+            assert model.x_embedder.proj.kernel_size == (patch, patch)
+    assert build_model("DiT-XL/2", device="meta").num_blocks == 28
+    assert build_model("U-ViT-H/2", device="meta").num_blocks == 29
+    assert build_model("DiT-XL/2", device="meta", learn_sigma=False).out_channels == 4
+
+
+def test_unknown_model_and_argument_are_clear_errors():
+    with pytest.raises(KeyError, match="DiT-XL/2"):
+        build_model("DiT-XXL/2")
+    with pytest.raises(TypeError, match="hidden"):
+        build_model("DiT-S/2", hiden_size=12)
+    assert "U-ViT-H/4" in MODEL_SPECS
+
+
+def test_forward_shapes_and_null_class():
+    torch.manual_seed(0)
+    dit = build_model("DiT-S/2", depth=2, input_size=8)
+    out = dit(torch.randn(3, 4, 8, 8), torch.tensor([0, 500, 999]), torch.tensor([0, 999, 1000]))
+    assert out.shape == (3, 8, 8, 8)
+    uvit = build_model("U-ViT-H/2", embed_dim=64, depth=2, num_heads=4, img_size=8)
+    out = uvit(torch.randn(2, 4, 8, 8), torch.tensor([1000.0, 20.5]), torch.tensor([3, 1000]))
+    assert out.shape == (2, 4, 8, 8)
+    assert dit.null_class == uvit.null_class == 1000
+
+
+def test_vae_layout_and_ldm_key_map():
+    ref = load_reference("sd_vae_ft_ema_diffusers_state_dict.json")
+    vae = build_vae(device="meta")
+    assert [(k, list(v.shape)) for k, v in vae.state_dict().items()] == [
+        (e["name"], e["shape"]) for e in ref["state_dict"]
+    ]
+    pairs = ref["ldm_to_diffusers"]["pairs"]
+    assert len(pairs) == 248
+    for pair in pairs:
+        assert ldm_to_diffusers_key(pair["ldm"]) == pair["diffusers"]
+    # U-ViT's LDM-named file converts to shapes that load strictly, 1x1 convs squeezed.
+    uvit_ae = load_reference("uvit_autoencoder_state_dict.json")
+    converted = to_diffusers_state_dict(
+        {e["name"]: torch.empty(e["shape"], device="meta") for e in uvit_ae["state_dict"]}
+    )
+    assert sum(p["reshape"] for p in pairs) == 8
+    vae.load_state_dict(converted, strict=True, assign=True)
