@@ -1,0 +1,86 @@
+"""Typed config schema for every Hydra group.
+
+The top-level `Config` is registered as `base_config`; `conf/config.yaml` lists it first, so
+every group file merges into a typed node and a misspelt key or a wrong type fails at compose
+time with Hydra's own message (e.g. `Key 'chekpoint' not in 'ModelConfig'`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ScaleConfig:
+    name: str = "toy"  # toy | paper
+    features: str = "toy"  # feature network for quality metrics: toy | inception
+
+
+@dataclass
+class ModelConfig:
+    family: str = "dit"  # dit | uvit
+    arch: str = "DiT-toy"  # a name of l2c_bench.models.MODEL_SPECS
+    checkpoint: str = "toy"  # a path, "toy" (shipped asset) or "random" (latency/MAC studies)
+    vae: str = "none"  # none (pixel space) | sd (the SD kl-f8 VAE)
+    vae_checkpoint: Optional[str] = None
+    guidance_scale: float = 1.5  # in the family's convention (DiT: w, 1 = off; U-ViT: s, 0 = off)
+    guidance_channels: int = 3  # DiT only: guided eps channels
+    default_sampler: str = "ddim"
+    latency_includes_decode: bool = False  # paper: DiT latency excludes the VAE, U-ViT includes it
+    overrides: dict[str, Any] = field(default_factory=dict)  # constructor overrides of the arch
+
+
+@dataclass
+class SamplerConfig:
+    name: Optional[str] = None  # None: the model's default_sampler
+    eta: float = 0.0  # DDIM only
+
+
+@dataclass
+class CacheConfig:
+    name: str = "none"
+
+
+@dataclass
+class MetricsConfig:
+    num_samples: int = 100  # generated per run for quality metrics
+    batch_size: int = 50
+    class_accuracy: bool = True  # on-class rate under the feature network's classifier
+    fid: bool = True  # FID against the scale's reference statistics
+    reference_samples: int = 2000  # images behind the toy reference statistics
+    timing_batch: int = 8  # images per timed sampling call (paper: 8, with CFG)
+    timing_repeats: int = 3
+    timing_warmup: int = 1
+    grid_samples: int = 32  # images in samples.png
+
+
+@dataclass
+class TrackerConfig:
+    name: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "l2c-bench"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: the Hydra sweep folder's name
+    dir: Optional[str] = None  # default: <results_dir>
+
+
+@dataclass
+class Config:
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    steps: int = 20  # NFE, as in the paper's tables
+    seed: int = 0  # sample i uses seed + i
+    results_dir: str = "results"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    force: bool = False  # rerun even if an ok row exists
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)

@@ -1,0 +1,95 @@
+"""The local results store: one `result.json` row per run, the source of truth.
+
+Layout: `<results_dir>/<run_id>/result.json` (+ `samples.png`). Rows are written atomically
+(temp file in the same folder, fsync, rename), so a reader sees a whole row or none and a killed
+run leaves no partial file. Row schema (flat keys, see ROW_SCHEMA in the README):
+  run_id, status (ok | failed | unsupported), error, config.* (the resolved config, flattened),
+  metrics.* (numbers; None where not applicable), provenance.* (git, versions, device, host,
+  SLURM job id, start/end time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+RESULT_FILE = "result.json"
+# Config keys that do not change what a run computes: excluded from its identity.
+NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists and scalars are leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def run_key(config: Mapping[str, Any]) -> str:
+    """Stable identity of a run: a hash of its resolved config without paths/launcher/tracker."""
+    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    blob = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def run_id_for(config: Mapping[str, Any]) -> str:
+    """Readable and unique: `<family>-<sampler>-<cache>-nfe<steps>-<key>`."""
+    sampler = config["sampler"]["name"] or config["model"]["default_sampler"]
+    return (f"{config['model']['family']}-{sampler}-{config['cache']['name']}-nfe{config['steps']}-"
+            f"{run_key(config)}")
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as None ("not available")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_row(results_dir: str | os.PathLike, run_id: str, row: Mapping[str, Any]) -> Path:
+    """Atomically write `<results_dir>/<run_id>/result.json`; returns its path."""
+    folder = Path(results_dir) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / RESULT_FILE
+    payload = json.dumps({k: _clean(v) for k, v in row.items()}, indent=1, sort_keys=True, default=str)
+    fd, tmp = tempfile.mkstemp(prefix=".result.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_row(results_dir: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
+    path = Path(results_dir) / run_id / RESULT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def load_results(path: str | os.PathLike):
+    """Every row under `path` (recursively) as a pandas DataFrame, one row per run."""
+    import pandas as pd
+
+    rows = []
+    for file in sorted(Path(path).rglob(RESULT_FILE)):
+        try:
+            rows.append(json.loads(file.read_text()))
+        except json.JSONDecodeError as exc:  # only possible for files not written by write_row
+            raise ValueError(f"corrupt result row {file}: {exc}") from None
+    return pd.DataFrame(rows)

@@ -1,0 +1,224 @@
+"""One benchmark point: build -> sample -> measure -> record.
+
+    python -m l2c_bench.run                                    # toy DiT, DDIM, 20 NFE
+    python -m l2c_bench.run -m model=dit,uvit steps=10,20,50   # a six-point sweep
+    python -m l2c_bench.run --cfg job                          # print the resolved config only
+
+Each run writes `<results_dir>/<run_id>/result.json` (status ok or failed) and `samples.png`,
+and mirrors both to W&B (offline by default). A run whose ok row exists is skipped unless
+`force=true`.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from . import generate
+from .config import register_configs
+from .models import build_model, load_checkpoint
+from .records import flatten, read_row, run_id_for, write_row
+from .records.provenance import collect, now
+from .records.tracker import make_tracker
+from .sampling import check_sampler
+
+log = logging.getLogger("l2c_bench.run")
+TOY_ASSETS = Path(__file__).resolve().parent / "toy" / "assets"
+CACHES = ("none",)
+register_configs()
+
+
+class RunConfigError(ValueError):
+    """A configuration value that cannot work; raised before any compute."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunConfigError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
+    return device
+
+
+def validate(cfg: DictConfig) -> str:
+    """Check every value that can be checked without compute; return the sampler name."""
+    sampler = cfg.sampler.name or cfg.model.default_sampler
+    if cfg.model.family not in ("dit", "uvit"):
+        raise RunConfigError(f"model.family={cfg.model.family!r} is unknown; valid: dit, uvit")
+    check_sampler(sampler, cfg.model.family, cfg.steps)
+    if cfg.cache.name not in CACHES:
+        raise RunConfigError(f"cache.name={cfg.cache.name!r} is unknown; valid: {', '.join(CACHES)}")
+    if cfg.model.vae not in ("none", "sd"):
+        raise RunConfigError(f"model.vae={cfg.model.vae!r} is unknown; valid: none, sd")
+    for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats"):
+        if cfg.metrics[key] < 1:
+            raise RunConfigError(f"metrics.{key} must be >= 1, got {cfg.metrics[key]}")
+    if cfg.metrics.fid and cfg.metrics.num_samples < 2:
+        raise RunConfigError("metrics.fid needs metrics.num_samples >= 2")
+    return sampler
+
+
+def load_model(cfg: DictConfig, device: torch.device):
+    """The diffusion model (and VAE, or None) as configured; checkpoints load strictly."""
+    model = build_model(cfg.model.arch, **cfg.model.overrides)
+    checkpoint = cfg.model.checkpoint
+    if checkpoint == "toy":
+        if cfg.scale.name != "toy":
+            raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
+        checkpoint = TOY_ASSETS / f"{cfg.model.family}_toy.pt"
+    if checkpoint != "random":
+        load_checkpoint(model, checkpoint, config_key="model.checkpoint")
+    vae = None
+    if cfg.model.vae == "sd":
+        from .models.vae import build_vae, load_vae
+
+        if checkpoint == "random" and cfg.model.vae_checkpoint in (None, "random"):
+            vae = build_vae()
+        else:
+            vae = load_vae(cfg.model.vae_checkpoint, config_key="model.vae_checkpoint")
+        vae = vae.to(device)
+    return model.to(device).eval().requires_grad_(False), vae
+
+
+def quality_metrics(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Quality numbers for the configured feature network; None where not available."""
+    out: dict = {"features": cfg.scale.features}
+    if cfg.model.checkpoint == "random":
+        return {**out, "quality_note": "random weights: quality not applicable"}
+    if cfg.scale.features != "toy":
+        return {**out, "quality_note": "inception features are not wired into run.py yet"}
+    from .metrics import fid_from_statistics, feature_statistics, on_class_rate, per_class_rate
+    from .metrics.toy_features import toy_features, toy_reference_statistics
+
+    feats, logits = toy_features(images)
+    if cfg.metrics.class_accuracy:
+        out["on_class_rate"] = on_class_rate(logits, labels.numpy())
+        out["on_class_rate_per_class"] = per_class_rate(logits, labels.numpy(), logits.shape[1])
+    if cfg.metrics.fid:
+        mu_ref, sigma_ref = toy_reference_statistics(cfg.metrics.reference_samples,
+                                                     Path(cfg.results_dir) / "_reference")
+        out["fid"] = fid_from_statistics(*feature_statistics(feats), mu_ref, sigma_ref)
+    return out
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> dict:
+    """Sample, time and score one point; returns its metrics (flat)."""
+    from torchvision.utils import save_image
+
+    from .metrics import device_sync, measure
+
+    sampler = validate(cfg)
+    device = resolve_device(cfg.device)
+    model, vae = load_model(cfg, device)
+    num_classes = model.num_classes
+    seeds = [cfg.seed + i for i in range(cfg.metrics.num_samples)]
+    labels = torch.arange(cfg.metrics.num_samples) % num_classes  # class-balanced
+    common = dict(steps=cfg.steps, sampler=sampler, guidance_scale=cfg.model.guidance_scale,
+                  guidance_channels=cfg.model.guidance_channels, eta=cfg.sampler.eta, vae=vae)
+    result = generate(model, labels=labels, seeds=seeds, decode=True, batch_size=cfg.metrics.batch_size,
+                      progress=True, **common)
+    images = result.images.cpu()
+    grid = run_dir / "samples.png"
+    grid.parent.mkdir(parents=True, exist_ok=True)
+    save_image((images[: cfg.metrics.grid_samples] + 1) / 2, grid, nrow=8)
+
+    batch = cfg.metrics.timing_batch
+    decode = cfg.model.latency_includes_decode
+    picks = [i % len(seeds) for i in range(batch)]  # the first `batch` samples, cycled if fewer
+
+    def sample_batch():
+        generate(model, labels=labels[picks], seeds=[seeds[i] for i in picks], decode=decode, **common)
+
+    timing = measure({"sampling": sample_batch}, repeats=cfg.metrics.timing_repeats,
+                     warmup=cfg.metrics.timing_warmup, sync=device_sync(device))["sampling"]
+    metrics = {
+        "nfe": cfg.steps,
+        "sampler": sampler,
+        "guidance_convention": result.guidance_convention,
+        "num_samples": len(seeds),
+        "latency_ms": timing.median_s * 1e3,
+        "latency_ms_q25": timing.q25_s * 1e3,
+        "latency_ms_q75": timing.q75_s * 1e3,
+        "latency_batch": batch,
+        "latency_includes_decode": decode,
+        "timing_repeats": timing.repeats,
+        "peak_memory_mb": peak_memory_mb(device),
+        "dtype": "float32",
+    }
+    metrics.update(quality_metrics(cfg, images, labels))
+    return metrics
+
+
+def run_point(cfg: DictConfig) -> dict:
+    """Run one point and write its row (ok or failed). Returns the row."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    run_id = run_id_for(config)
+    existing = read_row(cfg.results_dir, run_id)
+    if existing and existing.get("status") == "ok" and not cfg.force:
+        log.info("skipped %s: an ok row exists (force=true reruns it)", run_id)
+        return existing
+    run_dir = Path(cfg.results_dir) / run_id
+    device = torch.device("cpu")
+    try:
+        device = resolve_device(cfg.device)
+    except RunConfigError:
+        pass  # reported by execute() below, as a failed row
+    row = {"run_id": run_id, **flatten({"config": config}),
+           **flatten({"provenance": collect(device)}), "provenance.start_time": now()}
+    group = cfg.tracker.group or _sweep_name()
+    tracker = make_tracker(cfg.tracker, group=group, name=run_id, results_dir=cfg.results_dir,
+                           config=flatten(config))
+    status = "failed"
+    try:
+        metrics = execute(cfg, run_dir)
+        row.update({f"metrics.{k}": v for k, v in metrics.items()}, status="ok", error=None)
+        status = "ok"
+        log.info("ok %s: %s", run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    except Exception as exc:  # noqa: BLE001 - any failure becomes a failed row, then is reported
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                   traceback="".join(traceback.format_exception(exc))[-4000:])
+        log.error("failed %s: %s: %s", run_id, type(exc).__name__, exc)
+    row["provenance.end_time"] = now()
+    if tracker is not None:
+        row["provenance.wandb_dir"] = tracker.directory
+    write_row(cfg.results_dir, run_id, row)
+    if tracker is not None:
+        tracker.log({k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.")},
+                    image_path=str(run_dir / "samples.png"))
+        tracker.finish(exit_code=0 if status == "ok" else 1)
+    return row
+
+
+def _sweep_name() -> str:
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return "interactive"
+    return Path(hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.run.dir).name
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    row = run_point(cfg)
+    if row["status"] != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(1)  # a single failed run fails the command; a sweep goes on
+
+
+if __name__ == "__main__":
+    main()
