@@ -41,7 +41,15 @@ class SamplerConfig:
 
 @dataclass
 class CacheConfig:
-    name: str = "none"
+    """The union of every method's parameters; each method reads only its own."""
+
+    name: str = "none"  # none | l2c | fora | heuristic | layer_drop
+    router: str = "official"  # l2c: router file, or `official`
+    threshold: float = 0.1  # l2c: recompute iff sigmoid(logit) > threshold (paper: DiT 0.1, U-ViT 0.9)
+    interval: int = 2  # fora: full evaluation every `interval`
+    strategy: str = "bottom"  # heuristic: bottom | top | random
+    ratio: float = 0.5  # heuristic/layer_drop: fraction of branches reused/dropped per cache step
+    seed: int = 0  # heuristic/layer_drop random choices
 
 
 @dataclass

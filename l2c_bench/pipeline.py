@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -33,12 +33,17 @@ class GenerationResult:
     guidance_scale: float
     guidance_convention: str
     images: torch.Tensor | None = None  # (N, 3, H', W') in [-1, 1] when decode=True
-    schedules: list = field(default_factory=list)  # per batch: the compute mask that ran (caching)
+    plan: object | None = None  # the caching plan that ran (None: no cache)
 
     @property
-    def schedule(self):
-        """The compute mask [nfe, block, 2] that ran (identical for every batch of a static method)."""
-        return self.schedules[0] if self.schedules else None
+    def schedule(self) -> torch.Tensor | None:
+        """The compute mask (nfe, blocks, 2) that ran; None without a cache."""
+        return None if self.plan is None else self.plan.mask()
+
+    @property
+    def cached_ratio(self) -> float:
+        """Reused / all branch evaluations in the method's cache steps (paper Table 4); 0 uncached."""
+        return 0.0 if self.plan is None else self.plan.cached_ratio
 
 
 def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progress: bool):
@@ -84,7 +89,7 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
     device = next(model.parameters()).device
     shape = (model.in_channels, model.input_size, model.input_size)
     batch_size = batch_size or len(seeds)
-    out, schedules = [], []
+    out, plan = [], None
     batches = range(0, len(seeds), batch_size)
     for start in tqdm(batches, disable=not progress or len(batches) == 1, desc="batches", leave=False):
         batch_seeds = seeds[start : start + batch_size]
@@ -96,10 +101,11 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
         x = _run_sampler(sampler, denoise, x, steps, generators, eta, progress)
         out.append(x[:, : model.in_channels])
         if run_cache is not None:
-            schedules.append(run_cache.schedule)
+            run_cache.schedule  # noqa: B018 - raises if the sampler did not follow the plan
+            plan = run_cache.plan
     latents = torch.cat(out)
     return GenerationResult(
         latents=latents, labels=labels, seeds=seeds, nfe=steps, sampler=sampler,
         guidance_scale=float(guidance_scale), guidance_convention=CONVENTIONS[model.family],
-        images=to_images(latents, vae) if decode else None, schedules=schedules,
+        images=to_images(latents, vae) if decode else None, plan=plan,
     )

@@ -29,11 +29,11 @@ from .models import build_model, load_checkpoint
 from .records import flatten, read_row, run_id_for, write_row
 from .records.provenance import collect, now
 from .records.tracker import make_tracker
+from .caching import CACHE_METHODS, CacheMethod, UnsupportedCombination, make_cache
 from .sampling import check_sampler
 
 log = logging.getLogger("l2c_bench.run")
 TOY_ASSETS = Path(__file__).resolve().parent / "toy" / "assets"
-CACHES = ("none",)
 register_configs()
 
 
@@ -50,14 +50,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def validate(cfg: DictConfig) -> str:
-    """Check every value that can be checked without compute; return the sampler name."""
+def build_cache(cfg: DictConfig) -> CacheMethod | None:
+    """The configured cache method with only its own parameters (None for `none`)."""
+    if cfg.cache.name not in CACHE_METHODS:
+        raise RunConfigError(f"cache.name={cfg.cache.name!r} is unknown; valid: {', '.join(CACHE_METHODS)}")
+    if cfg.cache.name == "none":
+        return None
+    from dataclasses import fields
+
+    params = {f.name: cfg.cache[f.name] for f in fields(CACHE_METHODS[cfg.cache.name]) if f.name in cfg.cache}
+    return make_cache(cfg.cache.name, **params)
+
+
+def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
+    """Check every value that can be checked without compute; return sampler name and cache."""
     sampler = cfg.sampler.name or cfg.model.default_sampler
     if cfg.model.family not in ("dit", "uvit"):
         raise RunConfigError(f"model.family={cfg.model.family!r} is unknown; valid: dit, uvit")
     check_sampler(sampler, cfg.model.family, cfg.steps)
-    if cfg.cache.name not in CACHES:
-        raise RunConfigError(f"cache.name={cfg.cache.name!r} is unknown; valid: {', '.join(CACHES)}")
     if cfg.model.vae not in ("none", "sd"):
         raise RunConfigError(f"model.vae={cfg.model.vae!r} is unknown; valid: none, sd")
     for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats"):
@@ -65,7 +75,11 @@ def validate(cfg: DictConfig) -> str:
             raise RunConfigError(f"metrics.{key} must be >= 1, got {cfg.metrics[key]}")
     if cfg.metrics.fid and cfg.metrics.num_samples < 2:
         raise RunConfigError("metrics.fid needs metrics.num_samples >= 2")
-    return sampler
+    cache = build_cache(cfg)
+    if cache is not None:  # plan on a weightless copy: router shapes etc. fail before any compute
+        cache.plan(model=build_model(cfg.model.arch, device="meta", **cfg.model.overrides),
+                   sampler=sampler, nfe=cfg.steps)
+    return sampler, cache
 
 
 def load_model(cfg: DictConfig, device: torch.device):
@@ -90,14 +104,15 @@ def load_model(cfg: DictConfig, device: torch.device):
     return model.to(device).eval().requires_grad_(False), vae
 
 
-def quality_metrics(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def quality_metrics(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor,
+                    reference_images: torch.Tensor | None) -> dict:
     """Quality numbers for the configured feature network; None where not available."""
     out: dict = {"features": cfg.scale.features}
     if cfg.model.checkpoint == "random":
         return {**out, "quality_note": "random weights: quality not applicable"}
     if cfg.scale.features != "toy":
         return {**out, "quality_note": "inception features are not wired into run.py yet"}
-    from .metrics import fid_from_statistics, feature_statistics, on_class_rate, per_class_rate
+    from .metrics import feature_statistics, fid_from_statistics, on_class_rate, per_class_rate
     from .metrics.toy_features import toy_features, toy_reference_statistics
 
     feats, logits = toy_features(images)
@@ -108,7 +123,21 @@ def quality_metrics(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor)
         mu_ref, sigma_ref = toy_reference_statistics(cfg.metrics.reference_samples,
                                                      Path(cfg.results_dir) / "_reference")
         out["fid"] = fid_from_statistics(*feature_statistics(feats), mu_ref, sigma_ref)
+    if reference_images is not None:
+        _, reference_logits = toy_features(reference_images)
+        out["class_flip_rate"] = float((logits.argmax(1) != reference_logits.argmax(1)).mean())
     return out
+
+
+def paired_fidelity(result, reference) -> dict:
+    """Cached vs uncached on the same seeds and labels: MSE/PSNR on latents and images."""
+    from .metrics.quality import mse, psnr
+
+    return {
+        "paired_latent_mse": mse(result.latents, reference.latents),
+        "paired_image_mse": mse(result.images, reference.images),
+        "paired_image_psnr_db": psnr(result.images, reference.images, peak_to_peak=2.0),
+    }
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -123,7 +152,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
 
     from .metrics import device_sync, measure
 
-    sampler = validate(cfg)
+    sampler, cache = validate(cfg)
     device = resolve_device(cfg.device)
     model, vae = load_model(cfg, device)
     num_classes = model.num_classes
@@ -131,37 +160,55 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
     labels = torch.arange(cfg.metrics.num_samples) % num_classes  # class-balanced
     common = dict(steps=cfg.steps, sampler=sampler, guidance_scale=cfg.model.guidance_scale,
                   guidance_channels=cfg.model.guidance_channels, eta=cfg.sampler.eta, vae=vae)
-    result = generate(model, labels=labels, seeds=seeds, decode=True, batch_size=cfg.metrics.batch_size,
-                      progress=True, **common)
+    every = dict(labels=labels, seeds=seeds, decode=True, batch_size=cfg.metrics.batch_size, progress=True)
+    result = generate(model, cache=cache, **every, **common)
+    reference = generate(model, **every, **common) if cache is not None else None
     images = result.images.cpu()
     grid = run_dir / "samples.png"
     grid.parent.mkdir(parents=True, exist_ok=True)
     save_image((images[: cfg.metrics.grid_samples] + 1) / 2, grid, nrow=8)
 
+    # Speed: the method and the uncached reference, interleaved in this process.
     batch = cfg.metrics.timing_batch
     decode = cfg.model.latency_includes_decode
     picks = [i % len(seeds) for i in range(batch)]  # the first `batch` samples, cycled if fewer
+    timed = dict(labels=labels[picks], seeds=[seeds[i] for i in picks], decode=decode, **common)
+    fns = {"method": lambda: generate(model, cache=cache, **timed)}
+    if cache is not None:
+        fns["uncached"] = lambda: generate(model, **timed)
+    timings = measure(fns, repeats=cfg.metrics.timing_repeats, warmup=cfg.metrics.timing_warmup,
+                      sync=device_sync(device))
+    method, uncached = timings["method"], timings.get("uncached", timings["method"])
 
-    def sample_batch():
-        generate(model, labels=labels[picks], seeds=[seeds[i] for i in picks], decode=decode, **common)
+    from .metrics.macs import macs
 
-    timing = measure({"sampling": sample_batch}, repeats=cfg.metrics.timing_repeats,
-                     warmup=cfg.metrics.timing_warmup, sync=device_sync(device))["sampling"]
+    macs_method = macs(model, result.schedule, nfe=cfg.steps)
+    macs_uncached = macs(model, None, nfe=cfg.steps)
     metrics = {
         "nfe": cfg.steps,
         "sampler": sampler,
         "guidance_convention": result.guidance_convention,
         "num_samples": len(seeds),
-        "latency_ms": timing.median_s * 1e3,
-        "latency_ms_q25": timing.q25_s * 1e3,
-        "latency_ms_q75": timing.q75_s * 1e3,
+        "latency_ms": method.median_s * 1e3,
+        "latency_ms_q25": method.q25_s * 1e3,
+        "latency_ms_q75": method.q75_s * 1e3,
+        "latency_ms_uncached": uncached.median_s * 1e3,
+        "speedup": uncached.median_s / method.median_s,
         "latency_batch": batch,
         "latency_includes_decode": decode,
-        "timing_repeats": timing.repeats,
+        "timing_repeats": method.repeats,
+        "macs_g": macs_method / 1e9,  # per image, linear/conv layers (the paper's count)
+        "macs_all_g": macs(model, result.schedule, nfe=cfg.steps, count="all") / 1e9,
+        "macs_uncached_g": macs_uncached / 1e9,
+        "macs_speedup": macs_uncached / macs_method,
+        "cached_ratio": result.cached_ratio,
+        "reused_ratio_all": 0.0 if result.plan is None else result.plan.reused_ratio_all,
         "peak_memory_mb": peak_memory_mb(device),
         "dtype": "float32",
     }
-    metrics.update(quality_metrics(cfg, images, labels))
+    if reference is not None:
+        metrics.update(paired_fidelity(result, reference))
+    metrics.update(quality_metrics(cfg, images, labels, None if reference is None else reference.images.cpu()))
     return metrics
 
 
@@ -190,6 +237,9 @@ def run_point(cfg: DictConfig) -> dict:
         row.update({f"metrics.{k}": v for k, v in metrics.items()}, status="ok", error=None)
         status = "ok"
         log.info("ok %s: %s", run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    except UnsupportedCombination as exc:
+        row.update(status="unsupported", error=str(exc))
+        log.warning("unsupported %s: %s", run_id, exc)
     except Exception as exc:  # noqa: BLE001 - any failure becomes a failed row, then is reported
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                    traceback="".join(traceback.format_exception(exc))[-4000:])

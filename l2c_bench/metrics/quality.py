@@ -32,3 +32,17 @@ def per_class_rate(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> 
     labels = np.asarray(labels)
     return [float((predictions[labels == c] == c).mean()) if (labels == c).any() else None
             for c in range(num_classes)]
+
+
+def mse(a, b) -> float:
+    """Mean squared error between two paired tensors/arrays of the same shape."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in shape: {a.shape} vs {b.shape}")
+    return float(np.mean((a - b) ** 2))
+
+
+def psnr(a, b, peak_to_peak: float) -> float:
+    """Peak signal-to-noise ratio in dB; inf for identical inputs."""
+    error = mse(a, b)
+    return float("inf") if error == 0 else float(10 * np.log10(peak_to_peak**2 / error))

@@ -1,0 +1,45 @@
+"""Layer caching: `make_cache(name, **params)` -> a method that `generate(..., cache=...)` runs.
+
+    cache = make_cache("l2c", router="DDIM20_router.pt", threshold=0.1)
+    out = l2c_bench.generate(model, ..., cache=cache)
+    out.schedule        # bool (nfe, blocks, 2): what ran
+    out.cached_ratio    # paper Table 4 ratio
+
+Adding a method: one module in `methods/` (a dataclass subclassing CacheMethod with a `plan`),
+one line in CACHE_METHODS, one `conf/cache/<name>.yaml`, its tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from .engine import CacheConfigError, CacheMethod, CacheRun, Plan, UnsupportedCombination, full_plan
+from .methods.fora import Fora
+from .methods.heuristic import Heuristic, LayerDrop
+from .methods.l2c import L2C, l2c_plan
+from .methods.none import NoCache
+from .router import load_router, save_router
+
+CACHE_METHODS: dict[str, type[CacheMethod]] = {
+    "none": NoCache,
+    "l2c": L2C,
+    "fora": Fora,
+    "heuristic": Heuristic,
+    "layer_drop": LayerDrop,
+}
+
+
+def make_cache(name: str, **params) -> CacheMethod:
+    """Build a cache method by name; unknown names and parameters are errors naming them."""
+    if name not in CACHE_METHODS:
+        raise CacheConfigError(f"cache.name={name!r} is unknown; valid: {', '.join(CACHE_METHODS)}")
+    cls = CACHE_METHODS[name]
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise CacheConfigError(f"cache={name} has no parameter(s) {unknown}; valid: {sorted(valid)}")
+    return cls(**params)
+
+
+__all__ = ["make_cache", "CACHE_METHODS", "CacheMethod", "CacheRun", "Plan", "CacheConfigError",
+           "UnsupportedCombination", "full_plan", "l2c_plan", "load_router", "save_router"]

@@ -1,0 +1,139 @@
+"""The caching engine: every method becomes a plan, and one runner executes any plan.
+
+A plan's `compute[nfe][block][branch]` (branch 0 = attention, 1 = MLP) says which branch
+outputs are recomputed at each model evaluation; a reused branch returns the tensor from the
+most recent evaluation that computed it (a reference, never a copy). What is stored is the
+branch output before DiT's gate: gates, shifts, scales and U-ViT's skip_linear always run.
+Each guidance pass has its own store (DiT: one pass over both CFG halves; U-ViT: cond and
+uncond). A fresh `CacheRun` per batch means caches never leak across batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+class CacheConfigError(ValueError):
+    """A cache setting that cannot work for this model/sampler/NFE (raised before compute)."""
+
+
+class UnsupportedCombination(CacheConfigError):
+    """The method is not defined for this model family or sampler (a sweep records it)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A static schedule. `cache_steps`: the evaluations the method designates for reuse
+    (the denominator of the paper's Table 4 cached ratio)."""
+
+    compute: tuple[tuple[tuple[bool, bool], ...], ...]  # [nfe][block][branch]
+    cache_steps: tuple[int, ...]
+    drop: bool = False  # layer dropout: a skipped branch contributes zero instead of its cache
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.compute:
+            raise CacheConfigError("a plan needs at least one evaluation")
+        first = self.compute[0]
+        if not self.drop and not all(all(branches) for branches in first):
+            raise CacheConfigError("the first evaluation must compute every branch: the cache is empty")
+
+    @property
+    def nfe(self) -> int:
+        return len(self.compute)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.compute[0])
+
+    def mask(self) -> torch.Tensor:
+        """Boolean compute mask (nfe, blocks, 2)."""
+        return torch.tensor(self.compute, dtype=torch.bool)
+
+    @property
+    def cached_ratio(self) -> float:
+        """Reused branch evaluations / branch evaluations in cache steps (paper Table 4)."""
+        reused, total = self.reused_in_cache_steps
+        return reused / total if total else 0.0
+
+    @property
+    def reused_in_cache_steps(self) -> tuple[int, int]:
+        reused = sum(not c for n in self.cache_steps for block in self.compute[n] for c in block)
+        return reused, len(self.cache_steps) * self.num_blocks * 2
+
+    @property
+    def reused_ratio_all(self) -> float:
+        """Reused branch evaluations / all branch evaluations."""
+        reused = sum(not c for row in self.compute for block in row for c in block)
+        return reused / (self.nfe * self.num_blocks * 2)
+
+
+def full_plan(nfe: int, num_blocks: int) -> Plan:
+    return Plan(tuple(((True, True),) * num_blocks for _ in range(nfe)), ())
+
+
+class _Runner:
+    """Branch runner for one guidance pass of one evaluation (see models.layers.BranchRunner)."""
+
+    __slots__ = ("row", "store", "drop")
+
+    def __init__(self, row, store: dict, drop: bool):
+        self.row, self.store, self.drop = row, store, drop
+
+    def __call__(self, block: int, branch: int, fn, *args):
+        if self.row[block][branch]:
+            out = fn(*args)
+            self.store[block, branch] = out  # a reference: the model never writes in place
+            return out
+        if self.drop:
+            return 0.0  # x + gate * 0: the branch is skipped entirely
+        return self.store[block, branch]
+
+
+class CacheRun:
+    """Per-batch state: counts evaluations, hands out runners, checks the plan was followed."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.evaluations = 0
+        self._stores: list[dict] = []
+
+    def begin_evaluation(self, passes: int) -> list[_Runner]:
+        if self.evaluations >= self.plan.nfe:
+            raise RuntimeError(f"the sampler made more than the planned {self.plan.nfe} evaluations")
+        while len(self._stores) < passes:
+            self._stores.append({})
+        row = self.plan.compute[self.evaluations]
+        self.evaluations += 1
+        return [_Runner(row, store, self.plan.drop) for store in self._stores[:passes]]
+
+    @property
+    def schedule(self) -> torch.Tensor:
+        """The compute mask (nfe, blocks, 2) that ran."""
+        if self.evaluations != self.plan.nfe:
+            raise RuntimeError(f"plan has {self.plan.nfe} evaluations, sampler made {self.evaluations}")
+        return self.plan.mask()
+
+
+class CacheMethod:
+    """Base of every method: subclasses implement `plan(model, sampler, nfe)`.
+
+    A method object is config (plain values, YAML round-trippable); `start()` gives the
+    per-batch state `generate()` needs.
+    """
+
+    name = "base"
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def start(self, *, model, sampler: str, nfe: int) -> CacheRun:
+        plan = self.plan(model=model, sampler=sampler, nfe=nfe)
+        if plan.nfe != nfe or plan.num_blocks != model.num_blocks:
+            raise CacheConfigError(
+                f"cache={self.name} planned {plan.nfe} evaluations x {plan.num_blocks} blocks for a "
+                f"{model.num_blocks}-block model at {nfe} NFE"
+            )
+        return CacheRun(plan)

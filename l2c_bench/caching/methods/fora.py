@@ -1,0 +1,23 @@
+"""`fora`: FORA (Selvaraju et al., 2024) -- every branch is recomputed at every `interval`-th
+evaluation and reused from it at all others."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine import CacheConfigError, CacheMethod, Plan
+
+
+@dataclass
+class Fora(CacheMethod):
+    interval: int = 2
+    name = "fora"
+
+    def __post_init__(self):
+        if int(self.interval) != self.interval or self.interval < 1:
+            raise CacheConfigError(f"cache.interval={self.interval} must be an integer >= 1")
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        blocks = model.num_blocks
+        compute = tuple(((n % self.interval == 0,) * 2,) * blocks for n in range(nfe))
+        return Plan(compute, tuple(n for n in range(nfe) if n % self.interval))

@@ -1,0 +1,69 @@
+"""`l2c`: Learning-to-Cache (Ma et al., NeurIPS 2024, Sec. 3.4-3.5) at inference.
+
+In each cache step (see `pairing`), branch (block b, j) is recomputed iff
+sigmoid(router[row][2b + j]) > threshold, else the previous evaluation's output is reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..engine import CacheConfigError, CacheMethod, Plan
+from ..router import load_router
+from .pairing import l2c_cache_steps
+
+
+ROUTER_DIR = Path(__file__).resolve().parents[1] / "routers"
+OFFICIAL_TAGS = {"ddim": "ddim", "dpm_solver2": "dpm"}
+
+
+def resolve_router(router: str, family: str, sampler: str, nfe: int) -> str:
+    """`official` -> the shipped copy of the official L2C router for (family, sampler, NFE)."""
+    if router != "official":
+        return router
+    path = ROUTER_DIR / f"official_{family}_{OFFICIAL_TAGS.get(sampler, sampler)}{nfe}.pt"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem.removeprefix("official_") for p in ROUTER_DIR.glob("official_*.pt")))
+        raise CacheConfigError(
+            f"cache.router=official: the L2C release has no router for {family}+{sampler} at {nfe} NFE "
+            f"(shipped: {shipped}); give a router file path"
+        )
+    return str(path)
+
+
+def l2c_plan(logits: torch.Tensor, threshold: float, family: str, sampler: str, nfe: int,
+             num_blocks: int) -> Plan:
+    """Pure: router logits (nfe, 2*blocks) + threshold -> plan."""
+    pairs = l2c_cache_steps(family, sampler, nfe)
+    if tuple(logits.shape) != (nfe, 2 * num_blocks):
+        raise CacheConfigError(
+            f"cache.router has shape {tuple(logits.shape)} but {family} with {num_blocks} blocks at "
+            f"{nfe} NFE needs ({nfe}, {2 * num_blocks}): a router is trained for one model and NFE"
+        )
+    recompute = (torch.sigmoid(logits.float()) > threshold).view(nfe, num_blocks, 2).tolist()
+    compute = [((True, True),) * num_blocks for _ in range(nfe)]
+    for n, row in pairs:
+        compute[n] = tuple((bool(a), bool(m)) for a, m in recompute[row])
+    return Plan(tuple(compute), tuple(n for n, _ in pairs))
+
+
+@dataclass
+class L2C(CacheMethod):
+    router: str = "official"  # a path, or `official` (paper-scale models, NFE 20/50)
+    threshold: float = 0.1
+    name = "l2c"
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise CacheConfigError(f"cache.threshold={self.threshold} must lie in [0, 1]")
+        if not self.router:
+            raise CacheConfigError("cache.router is empty: give the path of a router file")
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        l2c_cache_steps(model.family, sampler, nfe)  # unsupported pairs fail before reading files
+        path = resolve_router(self.router, model.family, sampler, nfe)
+        return l2c_plan(load_router(path), self.threshold, model.family, sampler, nfe,
+                        model.num_blocks)

@@ -1,0 +1,15 @@
+"""`none`: every branch at every evaluation (step reduction = this with fewer `steps`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine import CacheMethod, Plan, full_plan
+
+
+@dataclass
+class NoCache(CacheMethod):
+    name = "none"
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        return full_plan(nfe, model.num_blocks)

@@ -1,0 +1,194 @@
+"""The caching engine and its methods: exact reuse semantics, plans by hand, paper numbers."""
+
+import pytest
+import torch
+
+from conftest import REFERENCE
+from l2c_bench import generate
+from l2c_bench.caching import CacheConfigError, CacheRun, Plan, UnsupportedCombination, load_router, make_cache, save_router
+from l2c_bench.caching.methods.l2c import l2c_plan
+from l2c_bench.metrics.macs import macs
+from l2c_bench.models import build_model
+from l2c_bench.models.layers import run_branch
+
+ROUTERS = REFERENCE / "l2c_routers"
+T, F = True, False
+
+
+class Stub:
+    """What plan() needs from a model."""
+
+    def __init__(self, family, num_blocks):
+        self.family, self.num_blocks = family, num_blocks
+
+
+def perturbed(name, **overrides):
+    torch.manual_seed(0)
+    model = build_model(name, **overrides).eval()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+# --- the engine, with branches that return exact numbers ---------------------------------
+
+def exact_forward(run: CacheRun, evaluation: int, passes: int, num_blocks: int):
+    """Each branch's fresh value encodes (evaluation, pass, block, branch); returns what was used."""
+    used = []
+    for p, runner in enumerate(run.begin_evaluation(passes)):
+        for b in range(num_blocks):
+            for j in (0, 1):
+                value = run_branch(runner, b, j, lambda: torch.tensor(1000.0 * evaluation + 100 * p + 10 * b + j))
+                used.append(float(value))
+    return used
+
+
+def test_reuse_returns_the_latest_computed_value_per_pass():
+    plan = Plan(compute=((  # 4 evaluations x 2 blocks x (attn, mlp)
+        (T, T), (T, T)), ((F, T), (T, F)), ((F, F), (F, T)), ((T, F), (F, F))), cache_steps=(1, 2, 3))
+    run = CacheRun(plan)
+    got = [exact_forward(run, n, passes=2, num_blocks=2) for n in range(4)]
+    # evaluation 1: block0 attn reused from eval 0; block1 mlp reused from eval 0
+    assert got[1][:4] == [0.0, 1001.0, 1010.0, 11.0]
+    assert got[1][4:] == [100.0, 1101.0, 1110.0, 111.0]  # the second pass uses its own store
+    assert got[2][:4] == [0.0, 1001.0, 1010.0, 2011.0]
+    assert got[3][:4] == [3000.0, 1001.0, 1010.0, 2011.0]
+    assert torch.equal(run.schedule, torch.tensor(plan.compute))
+    assert plan.cached_ratio == 8 / 12 and plan.reused_ratio_all == 8 / 16
+
+
+def test_drop_contributes_nothing_and_plans_are_checked():
+    run = CacheRun(Plan(compute=(((T, F),), ((F, T),)), cache_steps=(1,), drop=True))
+    assert exact_forward(run, 0, 1, 1) == [0.0, 0.0] and exact_forward(run, 1, 1, 1) == [0.0, 1001.0]
+    with pytest.raises(CacheConfigError, match="first evaluation must compute"):
+        Plan(compute=(((F, T),),), cache_steps=(0,))
+    with pytest.raises(RuntimeError, match="more than the planned 1"):
+        run = CacheRun(Plan(compute=(((T, T),),), cache_steps=()))
+        run.begin_evaluation(1), run.begin_evaluation(1)
+
+
+# --- bit identity and batch independence through generate() -----------------------------
+
+@pytest.mark.parametrize("name,sampler,scale", [("DiT-toy", "ddim", 1.5), ("U-ViT-toy", "dpm_solver2", 0.4)])
+def test_all_compute_schedules_are_bit_identical(name, sampler, scale, tmp_path):
+    model = perturbed(name)
+    kwargs = dict(labels=[1, 2, 3], seeds=[4, 5, 6], steps=6, sampler=sampler, guidance_scale=scale)
+    plain = generate(model, **kwargs).latents
+    assert torch.equal(generate(model, cache=make_cache("none"), **kwargs).latents, plain)
+    assert torch.equal(generate(model, cache=make_cache("fora", interval=1), **kwargs).latents, plain)
+    router = tmp_path / "r.pt"
+    save_router(torch.randn(6, 2 * model.num_blocks), router)
+    l2c_all = generate(model, cache=make_cache("l2c", router=str(router), threshold=0.0), **kwargs)
+    assert torch.equal(l2c_all.latents, plain) and l2c_all.cached_ratio == 0.0
+    cached = generate(model, cache=make_cache("fora", interval=2), **kwargs)
+    assert not torch.equal(cached.latents, plain) and cached.cached_ratio == 1.0
+
+
+def test_caches_reset_between_batches():
+    model = perturbed("U-ViT-toy")
+    kwargs = dict(labels=[1, 2, 3, 4], seeds=[4, 5, 6, 7], steps=6, sampler="dpm_solver2",
+                  guidance_scale=0.4, cache=make_cache("heuristic", strategy="random", ratio=0.5))
+    assert torch.equal(generate(model, batch_size=4, **kwargs).latents, generate(model, batch_size=1, **kwargs).latents)
+
+
+def test_cache_reuse_in_a_real_model_matches_a_manual_reuse():
+    """Under fora(2) evaluation 1's branch outputs equal evaluation 0's exactly (pre-gate)."""
+    model = perturbed("DiT-toy")
+    seen = []
+    original = model.blocks[3].attn_branch
+    model.blocks[3].attn_branch = lambda *a: seen.append(original(*a)) or seen[-1]
+    outputs = []
+    model.blocks[3].register_forward_hook(lambda m, a, out: outputs.append(out))
+    generate(model, labels=[1], seeds=[0], steps=3, sampler="ddim", guidance_scale=1.5,
+             cache=make_cache("fora", interval=2))
+    assert len(seen) == 2  # computed at evaluations 0 and 2 only
+
+
+# --- plans written out by hand ------------------------------------------------------------
+
+def test_fora_plan_by_hand():
+    plan = make_cache("fora", interval=2).plan(model=Stub("dit", 2), sampler="ddim", nfe=5)
+    assert [row[0][0] for row in plan.compute] == [T, F, T, F, T]
+    assert plan.cache_steps == (1, 3) and plan.cached_ratio == 1.0
+
+
+def test_l2c_dit_plan_by_hand():
+    logits = torch.tensor([[5.0, -5, -5, 5], [0, 0, 0, 0], [-5, 5, 5, -5], [0, 0, 0, 0]])  # (nfe=4, 2 blocks x 2)
+    plan = l2c_plan(logits, 0.1, "dit", "ddim", 4, 2)
+    # n=0 -> i=3 full; n=1 -> i=2 cache (row 2); n=2 -> i=1 full; n=3 -> i=0 cache (row 0)
+    assert plan.compute == (((T, T), (T, T)), ((F, T), (T, F)), ((T, T), (T, T)), ((T, F), (F, T)))
+    assert plan.cache_steps == (1, 3)
+
+
+def test_l2c_uvit_shifted_cache_steps_by_hand():
+    logits = torch.zeros(6, 2)
+    logits[1] = torch.tensor([-5.0, 5.0])
+    logits[2] = torch.tensor([5.0, -5.0])
+    plan = l2c_plan(logits, 0.5, "uvit", "dpm_solver2", 6, 1)
+    assert plan.cache_steps == (2, 4)  # first evaluation of solver steps 1 and 2
+    assert plan.compute == (((T, T),), ((T, T),), ((F, T),), ((T, T),), ((T, F),), ((T, T),))
+
+
+def test_heuristic_and_layer_drop_plans_by_hand():
+    stub = Stub("dit", 2)
+    bottom = make_cache("heuristic", strategy="bottom", ratio=0.5).plan(model=stub, sampler="ddim", nfe=4)
+    top = make_cache("heuristic", strategy="top", ratio=0.25).plan(model=stub, sampler="ddim", nfe=4)
+    assert bottom.compute[1] == ((F, F), (T, T)) and top.compute[3] == ((T, T), (T, F))
+    rand = make_cache("layer_drop", ratio=0.5, seed=3).plan(model=stub, sampler="ddim", nfe=4)
+    again = make_cache("layer_drop", ratio=0.5, seed=3).plan(model=stub, sampler="ddim", nfe=4)
+    assert rand == again and rand.drop and rand.reused_in_cache_steps == (4, 8)
+
+
+@pytest.mark.parametrize("file,family,sampler,nfe,threshold,blocks,expected", [
+    ("DDIM20_router.pt", "dit", "ddim", 20, 0.1, 28, (248, 560)),
+    ("DDIM50_router.pt", "dit", "ddim", 50, 0.1, 28, (664, 1400)),
+    ("dpm20_router.pth", "uvit", "dpm_solver2", 20, 0.9, 29, (333, 522)),
+    ("dpm50_router.pth", "uvit", "dpm_solver2", 50, 0.9, 29, (1304, 1392)),
+])
+def test_official_routers_reproduce_paper_table4(file, family, sampler, nfe, threshold, blocks, expected):
+    plan = make_cache("l2c", router=str(ROUTERS / file), threshold=threshold).plan(
+        model=Stub(family, blocks), sampler=sampler, nfe=nfe)
+    assert plan.reused_in_cache_steps == expected
+    shipped = make_cache("l2c", router="official", threshold=threshold).plan(
+        model=Stub(family, blocks), sampler=sampler, nfe=nfe)
+    assert shipped == plan
+
+
+def test_router_round_trip_through_our_format(tmp_path):
+    logits = load_router(ROUTERS / "DDIM20_router.pt")
+    save_router(logits, tmp_path / "ours.pt", {"lam": 5e-6})
+    assert torch.equal(load_router(tmp_path / "ours.pt"), logits)
+
+
+# --- MACs ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch,file,sampler,nfe,threshold,uncached_t,l2c_t", [
+    ("DiT-XL/2", "DDIM20_router.pt", "ddim", 20, 0.1, 2.29, 1.78),
+    ("DiT-XL/2", "DDIM50_router.pt", "ddim", 50, 0.1, 5.72, 4.36),
+    ("U-ViT-H/2", "dpm50_router.pth", "dpm_solver2", 50, 0.9, 6.44, 3.79),
+])
+def test_macs_reproduce_paper_tables_1_and_2(arch, file, sampler, nfe, threshold, uncached_t, l2c_t):
+    model = build_model(arch, device="meta")
+    plan = make_cache("l2c", router=str(ROUTERS / file), threshold=threshold).plan(model=model, sampler=sampler, nfe=nfe)
+    assert macs(model, None, nfe=nfe) / 1e12 == pytest.approx(uncached_t, rel=0.01)
+    assert macs(model, plan.mask()) / 1e12 == pytest.approx(l2c_t, rel=0.01)
+    assert macs(model, None, nfe=1, count="all") > macs(model, None, nfe=1)
+
+
+# --- bad configurations -------------------------------------------------------------------
+
+def test_bad_cache_configs_name_the_key(tmp_path):
+    with pytest.raises(CacheConfigError, match=r"cache.threshold=1.5 must lie in \[0, 1\]"):
+        make_cache("l2c", router="x.pt", threshold=1.5)
+    with pytest.raises(CacheConfigError, match="cache.interval=0"):
+        make_cache("fora", interval=0)
+    with pytest.raises(CacheConfigError, match="cache.name='deepkash' is unknown; valid: none, l2c"):
+        make_cache("deepkash")
+    with pytest.raises(CacheConfigError, match="no parameter.*intervall"):
+        make_cache("fora", intervall=3)
+    with pytest.raises(CacheConfigError, match=r"cache.router has shape \(20, 56\) but dit with 8 blocks"):
+        make_cache("l2c", router=str(ROUTERS / "DDIM20_router.pt")).plan(model=Stub("dit", 8), sampler="ddim", nfe=20)
+    with pytest.raises(UnsupportedCombination, match="dit\\+ddpm"):
+        make_cache("l2c", router="official").plan(model=Stub("dit", 28), sampler="ddpm", nfe=20)
+    with pytest.raises(FileNotFoundError, match="cache.router"):
+        make_cache("l2c", router=str(tmp_path / "missing.pt")).plan(model=Stub("dit", 28), sampler="ddim", nfe=20)
