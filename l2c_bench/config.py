@@ -43,10 +43,12 @@ class SamplerConfig:
 class CacheConfig:
     """The union of every method's parameters; each method reads only its own."""
 
-    name: str = "none"  # none | l2c | fora | heuristic | layer_drop
+    name: str = "none"  # none | l2c | fora | heuristic | layer_drop | deepcache | faster_diffusion
     router: str = "official"  # l2c: router file, or `official`
     threshold: float = 0.1  # l2c: recompute iff sigmoid(logit) > threshold (paper: DiT 0.1, U-ViT 0.9)
-    interval: int = 2  # fora: full evaluation every `interval`
+    interval: int = 2  # fora/deepcache/faster_diffusion: full evaluation every `interval`
+    depth: int = 1  # deepcache: shallow blocks kept fresh at each end
+    key_steps: Optional[list[int]] = None  # faster_diffusion: explicit full evaluations
     strategy: str = "bottom"  # heuristic: bottom | top | random
     ratio: float = 0.5  # heuristic/layer_drop: fraction of branches reused/dropped per cache step
     seed: int = 0  # heuristic/layer_drop random choices

@@ -22,3 +22,22 @@ def _offline_env(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local one-node SLURM cluster (tests/slurm/cluster.sh), started once per session.
+
+    Yields the environment a client needs. CI starts it in .ci/run already; starting twice is a no-op.
+    """
+    import subprocess
+
+    script = ROOT / "tests" / "slurm" / "cluster.sh"
+    proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not start the test SLURM cluster:\n{proc.stderr[-3000:]}")
+    env = dict(os.environ)
+    for line in subprocess.run(["bash", str(script), "env"], capture_output=True, text=True).stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value.replace("$PATH", env.get("PATH", ""))
+    yield env

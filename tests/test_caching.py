@@ -192,3 +192,63 @@ def test_bad_cache_configs_name_the_key(tmp_path):
         make_cache("l2c", router="official").plan(model=Stub("dit", 28), sampler="ddpm", nfe=20)
     with pytest.raises(FileNotFoundError, match="cache.router"):
         make_cache("l2c", router=str(tmp_path / "missing.pt")).plan(model=Stub("dit", 28), sampler="ddim", nfe=20)
+
+
+# --- block-level reuse ------------------------------------------------------------------------
+
+def test_deepcache_and_faster_diffusion_plans_by_hand():
+    deep = make_cache("deepcache", interval=2, depth=1).plan(model=Stub("uvit", 5), sampler="dpm_solver2", nfe=4)
+    assert deep.span == (1, 4) and deep.span_mode == "output" and deep.cache_steps == (1, 3)
+    assert deep.compute[1] == ((T, T), (F, F), (F, F), (F, F), (T, T))
+    assert make_cache("deepcache", depth=2).plan(model=Stub("dit", 6), sampler="ddim", nfe=2).span_mode == "delta"
+    fast = make_cache("faster_diffusion", key_steps=[0, 3]).plan(model=Stub("uvit", 5), sampler="dpm_solver2", nfe=4)
+    assert fast.span == (0, 3) and fast.cache_steps == (1, 2)
+    with pytest.raises(UnsupportedCombination, match="faster_diffusion"):
+        make_cache("faster_diffusion").plan(model=Stub("dit", 4), sampler="ddim", nfe=4)
+    with pytest.raises(CacheConfigError, match="cache.depth=3 leaves no deep blocks"):
+        make_cache("deepcache", depth=3).plan(model=Stub("dit", 6), sampler="ddim", nfe=4)
+
+
+def test_uvit_deepcache_reuses_the_deep_output_and_keeps_shallow_skips_fresh():
+    """At a reused evaluation the out-block after the span gets exactly the cached deep output,
+    while its skip comes from the fresh shallow in-block."""
+    model = perturbed("U-ViT-toy")
+    entering, skips_seen, shallow_out = [], [], []
+    last_out = model.out_blocks[-1]  # execution index 8 = end of the span (1, 8)
+    def record(module, args):
+        entering.append(args[0].clone())
+        skips_seen.append(args[1].clone())
+
+    last_out.register_forward_pre_hook(record)
+    model.in_blocks[0].register_forward_hook(lambda m, args, out: shallow_out.append(out.clone()))
+    generate(model, labels=[1], seeds=[0], steps=4, sampler="dpm_solver2", guidance_scale=0.0,
+             cache=make_cache("deepcache", interval=2, depth=1))
+    assert len(entering) == 4 and torch.equal(entering[1], entering[0]) and torch.equal(entering[3], entering[2])
+    assert not torch.equal(entering[2], entering[0])
+    assert all(torch.equal(s, o) for s, o in zip(skips_seen, shallow_out))  # skips always fresh
+
+
+def test_dit_deepcache_reuses_the_residual_update():
+    model = perturbed("DiT-toy")
+    ins, outs = [], []
+    model.blocks[1].register_forward_pre_hook(lambda m, args: ins.append(args[0].clone()))
+    model.blocks[6].register_forward_hook(lambda m, args, out: outs.append(out.clone()))
+    final_in = []
+    model.blocks[7].register_forward_pre_hook(lambda m, args: final_in.append(args[0].clone()))
+    model_x0 = []
+    model.blocks[0].register_forward_hook(lambda m, args, out: model_x0.append(out.clone()))
+    generate(model, labels=[1], seeds=[0], steps=2, sampler="ddim", guidance_scale=1.0,
+             cache=make_cache("deepcache", interval=2, depth=1))
+    assert len(ins) == 1 and len(outs) == 1  # the middle span ran once
+    delta = outs[0] - ins[0]
+    torch.testing.assert_close(final_in[1], model_x0[1] + delta)
+
+
+def test_faster_diffusion_runs_out_blocks_fresh_on_cached_skips():
+    model = perturbed("U-ViT-toy")
+    calls = {"in": 0, "out": 0}
+    model.in_blocks[0].register_forward_hook(lambda *a: calls.__setitem__("in", calls["in"] + 1))
+    model.out_blocks[0].register_forward_hook(lambda *a: calls.__setitem__("out", calls["out"] + 1))
+    result = generate(model, labels=[1], seeds=[0], steps=6, sampler="dpm_solver2", guidance_scale=0.0,
+                      cache=make_cache("faster_diffusion", interval=3))
+    assert calls == {"in": 2, "out": 6} and result.cached_ratio == 4 * 5 * 2 / (4 * 9 * 2)

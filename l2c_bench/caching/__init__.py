@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from .engine import CacheConfigError, CacheMethod, CacheRun, Plan, UnsupportedCombination, full_plan
+from .methods.deepcache import DeepCache, FasterDiffusion
 from .methods.fora import Fora
 from .methods.heuristic import Heuristic, LayerDrop
 from .methods.l2c import L2C, l2c_plan
@@ -26,6 +27,8 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "fora": Fora,
     "heuristic": Heuristic,
     "layer_drop": LayerDrop,
+    "deepcache": DeepCache,
+    "faster_diffusion": FasterDiffusion,
 }
 
 

@@ -31,6 +31,12 @@ class Plan:
     compute: tuple[tuple[tuple[bool, bool], ...], ...]  # [nfe][block][branch]
     cache_steps: tuple[int, ...]
     drop: bool = False  # layer dropout: a skipped branch contributes zero instead of its cache
+    # Block-level reuse (DeepCache, Faster Diffusion): blocks [start, end) in execution order run
+    # as one unit whose effect is cached at evaluations that compute them and reused where
+    # `compute` marks all of them reused. "delta" reuses the residual update (out - in, DiT),
+    # "output" reuses the span's output (and, for U-ViT, the skips it leaves on the stack).
+    span: tuple[int, int] | None = None
+    span_mode: str = "output"
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -39,6 +45,12 @@ class Plan:
         first = self.compute[0]
         if not self.drop and not all(all(branches) for branches in first):
             raise CacheConfigError("the first evaluation must compute every branch: the cache is empty")
+        if self.span is not None:
+            start, end = self.span
+            if not 0 <= start < end <= len(first):
+                raise CacheConfigError(f"block span {self.span} does not fit {len(first)} blocks")
+            if self.span_mode not in ("delta", "output"):
+                raise CacheConfigError(f"span_mode={self.span_mode!r}; valid: delta, output")
 
     @property
     def nfe(self) -> int:
@@ -47,6 +59,12 @@ class Plan:
     @property
     def num_blocks(self) -> int:
         return len(self.compute[0])
+
+    def span_reused(self, n: int) -> bool:
+        if self.span is None:
+            return False
+        start, end = self.span
+        return not any(any(branches) for branches in self.compute[n][start:end])
 
     def mask(self) -> torch.Tensor:
         """Boolean compute mask (nfe, blocks, 2)."""
@@ -77,10 +95,20 @@ def full_plan(nfe: int, num_blocks: int) -> Plan:
 class _Runner:
     """Branch runner for one guidance pass of one evaluation (see models.layers.BranchRunner)."""
 
-    __slots__ = ("row", "store", "drop")
+    __slots__ = ("row", "store", "drop", "span", "span_mode", "span_reuse")
 
-    def __init__(self, row, store: dict, drop: bool):
+    def __init__(self, row, store: dict, drop: bool, span=None, span_mode="output", span_reuse=False):
         self.row, self.store, self.drop = row, store, drop
+        self.span, self.span_mode, self.span_reuse = span, span_mode, span_reuse
+
+    def run_span(self, h, fn):
+        """Blocks `self.span` as one unit: fn(h) -> (h_out, extras) computed or reused."""
+        if self.span_reuse:
+            cached, extras = self.store["span"]
+            return (h + cached if self.span_mode == "delta" else cached), extras
+        out, extras = fn(h)
+        self.store["span"] = (out - h if self.span_mode == "delta" else out, extras)
+        return out, extras
 
     def __call__(self, block: int, branch: int, fn, *args):
         if self.row[block][branch]:
@@ -105,9 +133,10 @@ class CacheRun:
             raise RuntimeError(f"the sampler made more than the planned {self.plan.nfe} evaluations")
         while len(self._stores) < passes:
             self._stores.append({})
-        row = self.plan.compute[self.evaluations]
+        plan, n = self.plan, self.evaluations
         self.evaluations += 1
-        return [_Runner(row, store, self.plan.drop) for store in self._stores[:passes]]
+        return [_Runner(plan.compute[n], store, plan.drop, plan.span, plan.span_mode, plan.span_reused(n))
+                for store in self._stores[:passes]]
 
     @property
     def schedule(self) -> torch.Tensor:

@@ -29,7 +29,7 @@ def load_toy_classifier(path: str = str(CLASSIFIER_ASSET)) -> ToyClassifier:
 
 @torch.no_grad()
 def toy_features(images: torch.Tensor, batch_size: int = 250) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3, 32, 32) images in [-1, 1] -> features (N, 256) and logits (N, 10), float64."""
+    """(N, 3, 32, 32) images in [-1, 1] -> features (N, 128) and logits (N, 10), float64."""
     net = load_toy_classifier()
     feats, logits = [], []
     for chunk in images.float().cpu().split(batch_size):

@@ -29,8 +29,11 @@ class CheckpointError(RuntimeError):
 
 def official_source(model: nn.Module) -> str:
     name = getattr(model, "name", "")
+    if name.endswith("-toy"):
+        return ("a toy asset shipped with the package; retrain it with "
+                "`python -m l2c_bench.toy.train --model dit|uvit`")
     return OFFICIAL_SOURCES.get(f"{name}@{getattr(model, 'input_size', '')}") or OFFICIAL_SOURCES.get(
-        name, "no official release: use a checkpoint written by this project's training"
+        name, "not officially released: use a checkpoint written by the model's training code"
     )
 
 
@@ -43,7 +46,7 @@ def read_state_dict(path: str | os.PathLike, *, config_key: str = "model.checkpo
     """
     path = Path(path)
     if not path.is_file():
-        where = f" The official file is {source}." if source else ""
+        where = f" Where it comes from: {source}." if source else ""
         raise FileNotFoundError(
             f"checkpoint not found: {path} (set by config key `{config_key}`).{where}"
         )

@@ -175,10 +175,21 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
+    def _run_blocks(self, h, c, runner, start: int, end: int):
+        for index in range(start, end):
+            h = self.blocks[index](h, c, runner, index)
+        return h
+
     def forward(self, x, t, y, runner: BranchRunner | None = None):
         h = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = (H/p)*(W/p)
         c = self.t_embedder(t) + self.y_embedder(y)  # (N, D)
-        for index, block in enumerate(self.blocks):
-            h = block(h, c, runner, index)
+        span = getattr(runner, "span", None)
+        if span is None:
+            h = self._run_blocks(h, c, runner, 0, len(self.blocks))
+        else:  # block-level caching: the span runs (or is reused) as one unit
+            start, end = span
+            h = self._run_blocks(h, c, runner, 0, start)
+            h, _ = runner.run_span(h, lambda x: (self._run_blocks(x, c, runner, start, end), None))
+            h = self._run_blocks(h, c, runner, end, len(self.blocks))
         h = self.final_layer(h, c)  # (N, T, p*p*C_out)
         return unpatchify(h, self.out_channels, self.patch_size)  # (N, C_out, H, W)

@@ -116,18 +116,41 @@ class UViT(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def _run_blocks(self, h, skips: list, runner, start: int, end: int):
+        """Blocks with execution index in [start, end): in-blocks push skips, out-blocks pop them."""
+        mid = len(self.in_blocks)
+        for index in range(start, end):
+            if index < mid:
+                h = self.in_blocks[index](h, runner=runner, index=index)
+                skips.append(h)
+            elif index == mid:
+                h = self.mid_block(h, runner=runner, index=index)
+            else:
+                h = self.out_blocks[index - mid - 1](h, skips.pop(), runner=runner, index=index)
+        return h
+
     def forward(self, x, t, y, runner: BranchRunner | None = None):
         h = self.patch_embed(x)  # (N, L, D)
         time_token = self.time_embed(timestep_sinusoid(t, self.embed_dim)).unsqueeze(1)  # (N, 1, D)
         label_token = self.label_emb(y).unsqueeze(1)  # (N, 1, D)
         h = torch.cat([label_token, time_token, h], dim=1) + self.pos_embed  # (N, 2 + L, D)
-        skips = []
-        for index, block in enumerate(self.in_blocks):
-            h = block(h, runner=runner, index=index)
-            skips.append(h)
-        mid = len(self.in_blocks)
-        h = self.mid_block(h, runner=runner, index=mid)
-        for offset, block in enumerate(self.out_blocks):
-            h = block(h, skips.pop(), runner=runner, index=mid + 1 + offset)
+        skips: list[torch.Tensor] = []
+        span = getattr(runner, "span", None)
+        if span is None:
+            h = self._run_blocks(h, skips, runner, 0, self.num_blocks)
+        else:  # block-level caching; extras = the skips the span leaves on the stack
+            start, end = span
+
+            def run_span(x):
+                depth = len(skips)
+                out = self._run_blocks(x, skips, runner, start, end)
+                added = skips[depth:]
+                del skips[depth:]
+                return out, added
+
+            h = self._run_blocks(h, skips, runner, 0, start)
+            h, added = runner.run_span(h, run_span)
+            skips.extend(added)
+            h = self._run_blocks(h, skips, runner, end, self.num_blocks)
         h = self.decoder_pred(self.norm(h))[:, self.extras :]  # (N, L, p*p*C)
         return self.final_layer(unpatchify(h, self.in_channels, self.patch_size))

@@ -1,6 +1,6 @@
 """The toy feature network: a small CNN trained on the procedural set.
 
-`features(x)` (N, 3, 32, 32) in [-1, 1] -> (N, 256) pooled features (FID/KID/precision-recall
+`features(x)` (N, 3, 32, 32) in [-1, 1] -> (N, 128) pooled features (FID/KID/precision-recall
 at toy scale); `forward(x)` -> (N, 10) class logits (Inception Score, on-class accuracy).
 """
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from .data import NUM_CLASSES
 
-FEATURE_DIM = 256
+FEATURE_DIM = 128
 
 
 class ToyClassifier(nn.Module):
@@ -23,11 +23,11 @@ class ToyClassifier(nn.Module):
                                  nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(8, c_out), nn.SiLU())
 
         self.stages = nn.Sequential(stage(3, 32), nn.AvgPool2d(2), stage(32, 64), nn.AvgPool2d(2),
-                                    stage(64, 128), nn.AvgPool2d(2), stage(128, FEATURE_DIM))
+                                    stage(64, FEATURE_DIM))
         self.head = nn.Linear(FEATURE_DIM, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x).mean(dim=(2, 3))  # (N, C, 4, 4) -> (N, C)
+        return self.stages(x).mean(dim=(2, 3))  # (N, C, 8, 8) -> (N, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..models import build_model, save_checkpoint
+from ..models import build_model, read_state_dict, save_checkpoint
 from ..sampling.diffusion import linear_betas
 from ..sampling.dpm_solver import sd_betas
 from .classifier import ToyClassifier
@@ -54,13 +54,15 @@ def diffusion_loss(model, x0: torch.Tensor, labels: torch.Tensor, g: torch.Gener
 
 
 def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int,
-          out: Path) -> dict:
+          out: Path, init: Path | None = None) -> dict:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     if kind == "classifier":
         model = ToyClassifier()
     else:
         model = build_model(TOY_MODELS[kind])
+    if init is not None:  # continue from a shipped/earlier asset (weights only; fresh optimiser)
+        model.load_state_dict({k: v.float() for k, v in read_state_dict(init).items()})
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     start, step, losses = time.time(), 0, []
@@ -105,12 +107,13 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="default: the shipped asset path")
+    parser.add_argument("--init", type=Path, default=None, help="start from these weights")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     lr = args.lr or (2e-3 if args.model == "classifier" else 1e-3)
     out = args.out or ASSETS / f"{args.model}_toy.pt"
-    train(args.model, args.minutes, args.max_steps, args.batch_size, lr, args.seed, out)
+    train(args.model, args.minutes, args.max_steps, args.batch_size, lr, args.seed, out, args.init)
 
 
 if __name__ == "__main__":

