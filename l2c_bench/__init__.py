@@ -2,4 +2,4 @@
 
 from .pipeline import GenerationResult, generate
 
-__all__ = ["generate", "GenerationResult"]
+__all__ = ["GenerationResult", "generate"]

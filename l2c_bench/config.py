@@ -8,7 +8,7 @@ time with Hydra's own message (e.g. `Key 'chekpoint' not in 'ModelConfig'`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -25,7 +25,7 @@ class ModelConfig:
     arch: str = "DiT-toy"  # a name of l2c_bench.models.MODEL_SPECS
     checkpoint: str = "toy"  # a path, "toy" (shipped asset) or "random" (latency/MAC studies)
     vae: str = "none"  # none (pixel space) | sd (the SD kl-f8 VAE)
-    vae_checkpoint: Optional[str] = None
+    vae_checkpoint: str | None = None
     guidance_scale: float = 1.5  # in the family's convention (DiT: w, 1 = off; U-ViT: s, 0 = off)
     guidance_channels: int = 3  # DiT only: guided eps channels
     default_sampler: str = "ddim"
@@ -35,7 +35,7 @@ class ModelConfig:
 
 @dataclass
 class SamplerConfig:
-    name: Optional[str] = None  # None: the model's default_sampler
+    name: str | None = None  # None: the model's default_sampler
     eta: float = 0.0  # DDIM only
 
 
@@ -48,7 +48,7 @@ class CacheConfig:
     threshold: float = 0.1  # l2c: recompute iff sigmoid(logit) > threshold (paper: DiT 0.1, U-ViT 0.9)
     interval: int = 2  # fora/deepcache/faster_diffusion: full evaluation every `interval`
     depth: int = 1  # deepcache: shallow blocks kept fresh at each end
-    key_steps: Optional[list[int]] = None  # faster_diffusion: explicit full evaluations
+    key_steps: list[int] | None = None  # faster_diffusion: explicit full evaluations
     strategy: str = "bottom"  # heuristic: bottom | top | random
     ratio: float = 0.5  # heuristic/layer_drop: fraction of branches reused/dropped per cache step
     seed: int = 0  # heuristic/layer_drop random choices
@@ -72,9 +72,9 @@ class TrackerConfig:
     name: str = "wandb"  # wandb | none
     mode: str = "offline"  # offline | online | disabled
     project: str = "l2c-bench"
-    entity: Optional[str] = None
-    group: Optional[str] = None  # default: the Hydra sweep folder's name
-    dir: Optional[str] = None  # default: <results_dir>
+    entity: str | None = None
+    group: str | None = None  # default: the Hydra sweep folder's name
+    dir: str | None = None  # default: <results_dir>
 
 
 @dataclass

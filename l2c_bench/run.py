@@ -24,12 +24,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import generate
+from .caching import CACHE_METHODS, CacheMethod, UnsupportedCombination, make_cache
 from .config import register_configs
 from .models import build_model, load_checkpoint
 from .records import flatten, read_row, run_id_for, write_row
 from .records.provenance import collect, now
 from .records.tracker import make_tracker
-from .caching import CACHE_METHODS, CacheMethod, UnsupportedCombination, make_cache
 from .sampling import check_sampler
 
 log = logging.getLogger("l2c_bench.run")

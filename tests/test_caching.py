@@ -2,10 +2,18 @@
 
 import pytest
 import torch
-
 from conftest import REFERENCE
+
 from l2c_bench import generate
-from l2c_bench.caching import CacheConfigError, CacheRun, Plan, UnsupportedCombination, load_router, make_cache, save_router
+from l2c_bench.caching import (
+    CacheConfigError,
+    CacheRun,
+    Plan,
+    UnsupportedCombination,
+    load_router,
+    make_cache,
+    save_router,
+)
 from l2c_bench.caching.methods.l2c import l2c_plan
 from l2c_bench.metrics.macs import macs
 from l2c_bench.models import build_model
@@ -38,7 +46,7 @@ def exact_forward(run: CacheRun, evaluation: int, passes: int, num_blocks: int):
     for p, runner in enumerate(run.begin_evaluation(passes)):
         for b in range(num_blocks):
             for j in (0, 1):
-                value = run_branch(runner, b, j, lambda: torch.tensor(1000.0 * evaluation + 100 * p + 10 * b + j))
+                value = run_branch(runner, b, j, lambda p=p, b=b, j=j: torch.tensor(1000.0 * evaluation + 100 * p + 10 * b + j))
                 used.append(float(value))
     return used
 
@@ -225,7 +233,7 @@ def test_uvit_deepcache_reuses_the_deep_output_and_keeps_shallow_skips_fresh():
              cache=make_cache("deepcache", interval=2, depth=1))
     assert len(entering) == 4 and torch.equal(entering[1], entering[0]) and torch.equal(entering[3], entering[2])
     assert not torch.equal(entering[2], entering[0])
-    assert all(torch.equal(s, o) for s, o in zip(skips_seen, shallow_out))  # skips always fresh
+    assert all(torch.equal(s, o) for s, o in zip(skips_seen, shallow_out, strict=True))  # skips always fresh
 
 
 def test_dit_deepcache_reuses_the_residual_update():

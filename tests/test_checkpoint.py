@@ -20,7 +20,7 @@ def test_round_trip_plain_and_wrapped(tmp_path):
                       ("model.pt", {"model": state})]:
         torch.save(obj, tmp_path / name)
         dst = load_checkpoint(small_dit(), tmp_path / name)
-        assert all(torch.equal(a, b) for a, b in zip(dst.state_dict().values(), state.values()))
+        assert all(torch.equal(a, b) for a, b in zip(dst.state_dict().values(), state.values(), strict=True))
 
 
 def test_training_checkpoint_with_argparse_namespace_loads_weights_only(tmp_path):

@@ -1,11 +1,11 @@
 """Every config group composes; bad keys and values fail at compose time, naming them."""
 
 import pytest
+from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from conftest import ROOT
 from l2c_bench.config import register_configs
 
 register_configs()

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import load_reference
+
 from l2c_bench.models import MODEL_SPECS, build_model
 from l2c_bench.models.vae import build_vae, ldm_to_diffusers_key, to_diffusers_state_dict
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT
 from l2c_bench.records import load_results, read_row, write_row
 from l2c_bench.run import run_point
 

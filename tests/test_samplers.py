@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import load_reference
+
 from l2c_bench.sampling import SpacedDiffusion, check_sampler
 from l2c_bench.sampling.ddim import _Tables, ddim_sample, p_mean_variance
 from l2c_bench.sampling.diffusion import linear_betas

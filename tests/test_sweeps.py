@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from l2c_bench.records import load_results
 
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))

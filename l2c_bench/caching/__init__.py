@@ -44,5 +44,16 @@ def make_cache(name: str, **params) -> CacheMethod:
     return cls(**params)
 
 
-__all__ = ["make_cache", "CACHE_METHODS", "CacheMethod", "CacheRun", "Plan", "CacheConfigError",
-           "UnsupportedCombination", "full_plan", "l2c_plan", "load_router", "save_router"]
+__all__ = [
+    "CACHE_METHODS",
+    "CacheConfigError",
+    "CacheMethod",
+    "CacheRun",
+    "Plan",
+    "UnsupportedCombination",
+    "full_plan",
+    "l2c_plan",
+    "load_router",
+    "make_cache",
+    "save_router",
+]

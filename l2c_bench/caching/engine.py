@@ -95,7 +95,7 @@ def full_plan(nfe: int, num_blocks: int) -> Plan:
 class _Runner:
     """Branch runner for one guidance pass of one evaluation (see models.layers.BranchRunner)."""
 
-    __slots__ = ("row", "store", "drop", "span", "span_mode", "span_reuse")
+    __slots__ = ("drop", "row", "span", "span_mode", "span_reuse", "store")
 
     def __init__(self, row, store: dict, drop: bool, span=None, span_mode="output", span_reuse=False):
         self.row, self.store, self.drop = row, store, drop

@@ -64,6 +64,14 @@ class _nullcontext:
 
 
 __all__ = [
-    "MODEL_SPECS", "build_model", "load_checkpoint", "read_state_dict", "save_checkpoint",
-    "CheckpointError", "DiT", "DiTArgs", "UViT", "UViTArgs",
+    "MODEL_SPECS",
+    "CheckpointError",
+    "DiT",
+    "DiTArgs",
+    "UViT",
+    "UViTArgs",
+    "build_model",
+    "load_checkpoint",
+    "read_state_dict",
+    "save_checkpoint",
 ]

@@ -15,8 +15,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 RESULT_FILE = "result.json"
 # Config keys that do not change what a run computes: excluded from its identity.

@@ -47,7 +47,18 @@ def check_sampler(name: str, family: str, nfe: int) -> SamplerSpec:
 
 
 __all__ = [
-    "SAMPLERS", "SamplerSpec", "check_sampler", "SpacedDiffusion", "space_timesteps",
-    "DiscreteVPSchedule", "ddim_sample", "ddpm_sample", "dpm_solver2_sample",
-    "dpm_solver_fast_sample", "GuidedDenoiser", "CONVENTIONS", "initial_noise", "sample_generators",
+    "CONVENTIONS",
+    "SAMPLERS",
+    "DiscreteVPSchedule",
+    "GuidedDenoiser",
+    "SamplerSpec",
+    "SpacedDiffusion",
+    "check_sampler",
+    "ddim_sample",
+    "ddpm_sample",
+    "dpm_solver2_sample",
+    "dpm_solver_fast_sample",
+    "initial_noise",
+    "sample_generators",
+    "space_timesteps",
 ]

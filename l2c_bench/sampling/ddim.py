@@ -7,7 +7,7 @@ Respaced index k runs from K-1 (first evaluation) down to 0 (last).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -57,7 +57,7 @@ class SpacedDiffusion:
     betas: np.ndarray  # (K,) float64 respaced betas
 
     @classmethod
-    def create(cls, spec: str | int, num_timesteps: int = 1000) -> "SpacedDiffusion":
+    def create(cls, spec: str | int, num_timesteps: int = 1000) -> SpacedDiffusion:
         base_alphas_cumprod = np.cumprod(1.0 - linear_betas(num_timesteps))
         kept = space_timesteps(num_timesteps, spec)
         betas, last = [], 1.0

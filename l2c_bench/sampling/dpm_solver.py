@@ -12,7 +12,7 @@ Coefficients are computed in float32 as the official implementation does.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

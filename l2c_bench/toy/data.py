@@ -49,7 +49,7 @@ def _masks(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     split = size / 2 + 8 * (torch.rand(n, generator=g) - 0.5)
     p, ph = period[:, None, None], phase[:, None, None]
     r = torch.sqrt((xx - cx[:, None, None]) ** 2 + (yy - cy[:, None, None]) ** 2)  # (N, 32, 32)
-    square = lambda z: (torch.sin(z) > 0).float()  # noqa: E731
+    square = lambda z: (torch.sin(z) > 0).float()
     candidates = torch.stack([
         square(2 * math.pi * yy / p + ph),
         square(2 * math.pi * xx / p + ph),

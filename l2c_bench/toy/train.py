@@ -81,7 +81,7 @@ def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float,
         opt.step()
         decay = min(EMA_DECAY, (1 + step) / (10 + step))
         with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
+            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
                 p_ema.lerp_(p, 1 - decay)
         losses.append(loss.item())
         step += 1

@@ -15,7 +15,6 @@ from ..engine import CacheConfigError, CacheMethod, Plan
 from ..router import load_router
 from .pairing import l2c_cache_steps
 
-
 ROUTER_DIR = Path(__file__).resolve().parents[1] / "routers"
 OFFICIAL_TAGS = {"ddim": "ddim", "dpm_solver2": "dpm"}
 
