@@ -260,3 +260,15 @@ def test_faster_diffusion_runs_out_blocks_fresh_on_cached_skips():
     result = generate(model, labels=[1], seeds=[0], steps=6, sampler="dpm_solver2", guidance_scale=0.0,
                       cache=make_cache("faster_diffusion", interval=3))
     assert calls == {"in": 2, "out": 6} and result.cached_ratio == 4 * 5 * 2 / (4 * 9 * 2)
+
+
+def test_greedy_heuristic_reuses_the_branches_that_change_least():
+    from l2c_bench.caching.methods.heuristic import branch_change
+
+    model = perturbed("DiT-toy")
+    change = branch_change(model, "ddim", 6)
+    assert change.shape == (6, 8, 2) and (change[0] == 0).all() and (change[1:] > 0).all()
+    plan = make_cache("heuristic", strategy="greedy", ratio=0.25).plan(model=model, sampler="ddim", nfe=6)
+    for n in plan.cache_steps:
+        reused = [2 * b + j for b in range(8) for j in (0, 1) if not plan.compute[n][b][j]]
+        assert sorted(reused) == sorted(torch.argsort(change[n].reshape(-1))[:4].tolist())

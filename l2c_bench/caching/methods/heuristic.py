@@ -1,8 +1,10 @@
 """`heuristic` and `layer_drop`: the paper's hand-made baselines (Fig. 4; Tables 5/7).
 
 Both use L2C's cache steps. In each, `round(ratio * 2 * blocks)` branches are chosen -- in
-branch order 2b + j from the bottom (input side), from the top, or at random (seeded, fresh
-per step) -- and reused (`heuristic`) or dropped entirely (`layer_drop`).
+branch order 2b + j from the bottom (input side), from the top, at random (seeded, fresh per
+step), or `greedy`: those whose output changes least from the previous evaluation, measured
+as mean ||f(h_n) - f(h_{n-1})||^2 on a few uncached calibration samples (the per-layer error
+of the paper's Fig. 3) -- and reused (`heuristic`) or dropped entirely (`layer_drop`).
 """
 
 from __future__ import annotations
@@ -11,14 +13,66 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine import CacheConfigError, CacheMethod, Plan
+from ..engine import CacheConfigError, CacheMethod, CacheRun, Plan, full_plan
 from .pairing import l2c_cache_steps
 
-STRATEGIES = ("bottom", "top", "random")
+STRATEGIES = ("bottom", "top", "random", "greedy")
+CALIBRATION_SEEDS = range(1_000_000, 1_000_004)  # 4 samples, disjoint from benchmark seeds
 
 
-def chosen_branches(strategy: str, ratio: float, num_branches: int, generator: torch.Generator) -> list[int]:
+class _ChangeRecorder(CacheRun):
+    """Computes everything and records each branch's mean squared change between evaluations."""
+
+    def __init__(self, nfe: int, num_blocks: int):
+        super().__init__(full_plan(nfe, num_blocks))
+        self.change = torch.zeros(nfe, num_blocks, 2, dtype=torch.float64)
+        self.previous: dict = {}
+
+    def begin_evaluation(self, passes: int):
+        n = self.evaluations
+        recorder = self
+
+        def runner(block, branch, fn, *args):
+            out = fn(*args)
+            key = (block, branch)
+            if key in recorder.previous:
+                recorder.change[n, block, branch] += (out - recorder.previous[key]).float().pow(2).mean().item()
+            recorder.previous[key] = out
+            return out
+
+        super().begin_evaluation(passes)
+        return [runner] * passes
+
+
+class _Recording:
+    def __init__(self):
+        self.runs = []
+
+    def start(self, *, model, sampler, nfe):
+        self.runs.append(_ChangeRecorder(nfe, model.num_blocks))
+        return self.runs[-1]
+
+
+def branch_change(model, sampler: str, nfe: int) -> torch.Tensor:
+    """Mean squared change of each branch output vs the previous evaluation: (nfe, blocks, 2)."""
+    from ...pipeline import generate
+
+    if next(model.parameters()).device.type == "meta":
+        raise CacheConfigError("cache.strategy=greedy calibrates on the real model; it cannot plan on `meta`")
+    recording = _Recording()
+    labels = [i % model.num_classes for i in range(len(CALIBRATION_SEEDS))]
+    guidance = 1.0 if model.family == "dit" else 0.0  # unguided: the conditional branch outputs
+    generate(model, labels=labels, seeds=list(CALIBRATION_SEEDS), steps=nfe, sampler=sampler,
+             guidance_scale=guidance, cache=recording)
+    return recording.runs[0].change
+
+
+def chosen_branches(strategy: str, ratio: float, num_branches: int, generator: torch.Generator,
+                    change: torch.Tensor | None = None) -> list[int]:
+    """Indices 2b + j of the branches to reuse/drop in one cache step."""
     k = round(ratio * num_branches)
+    if strategy == "greedy":
+        return torch.argsort(change.reshape(-1), stable=True)[:k].tolist()  # least change first
     if strategy == "bottom":
         return list(range(k))
     if strategy == "top":
@@ -45,9 +99,11 @@ class Heuristic(CacheMethod):
         generator = torch.Generator().manual_seed(int(self.seed))
         compute = [((True, True),) * blocks for _ in range(nfe)]
         pairs = l2c_cache_steps(model.family, sampler, nfe)
+        change = branch_change(model, sampler, nfe) if self.strategy == "greedy" else None
         for n, _ in pairs:
             flat = [True] * (2 * blocks)
-            for index in chosen_branches(self.strategy, self.ratio, 2 * blocks, generator):
+            step_change = None if change is None else change[n]
+            for index in chosen_branches(self.strategy, self.ratio, 2 * blocks, generator, step_change):
                 flat[index] = False
             compute[n] = tuple((flat[2 * b], flat[2 * b + 1]) for b in range(blocks))
         return Plan(tuple(compute), tuple(n for n, _ in pairs), drop=self.drop)
