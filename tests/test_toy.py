@@ -35,7 +35,7 @@ def test_toy_classifier_recognises_the_procedural_set():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family,name,sampler,scale", [("dit", "DiT-toy", "ddim", 1.5),
-                                                       ("uvit", "U-ViT-toy", "dpm_solver2", 0.5)])
+                                                       ("uvit", "U-ViT-toy", "dpm_solver2", 3.0)])
 def test_toy_models_generate_on_class_samples(family, name, sampler, scale):
     model = load_checkpoint(build_model(name), TOY_ASSETS / f"{family}_toy.pt").eval()
     labels = torch.arange(200) % NUM_CLASSES
