@@ -85,20 +85,22 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
 
 def load_model(cfg: DictConfig, device: torch.device):
     """The diffusion model (and VAE, or None) as configured; checkpoints load strictly."""
-    model = build_model(cfg.model.arch, **cfg.model.overrides)
     checkpoint = cfg.model.checkpoint
     if checkpoint == "toy":
         if cfg.scale.name != "toy":
             raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
         checkpoint = TOY_ASSETS / f"{cfg.model.family}_toy.pt"
-    if checkpoint != "random":
+    if checkpoint == "random":
+        model = build_model(cfg.model.arch, **cfg.model.overrides)
+    else:  # built weightless, then given the file's tensors: no wasted init of a large model
+        model = build_model(cfg.model.arch, device="meta", **cfg.model.overrides)
         load_checkpoint(model, checkpoint, config_key="model.checkpoint")
     vae = None
     if cfg.model.vae == "sd":
         from .models.vae import build_vae, load_vae
 
-        if checkpoint == "random" and cfg.model.vae_checkpoint in (None, "random"):
-            vae = build_vae()
+        if checkpoint == "random" or cfg.model.vae_checkpoint == "random":
+            vae = build_vae()  # speed studies: weights do not matter
         else:
             vae = load_vae(cfg.model.vae_checkpoint, config_key="model.vae_checkpoint")
         vae = vae.to(device)

@@ -79,3 +79,14 @@ def test_missing_file_names_file_key_and_official_source(tmp_path):
     assert "dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt" in msg
     with pytest.raises(FileNotFoundError, match="imagenet256_uvit_huge.pth"):
         load_checkpoint(build_model("U-ViT-H/2", device="meta"), tmp_path / "x.pth")
+
+
+def test_meta_built_model_takes_the_file_tensors(tmp_path):
+    src = small_dit()
+    save_checkpoint(src, tmp_path / "half.pt", half=True)
+    meta = build_model("DiT-S/2", depth=2, input_size=8, device="meta")
+    loaded = load_checkpoint(meta, tmp_path / "half.pt")
+    for (name, p), q in zip(loaded.named_parameters(), src.parameters(), strict=True):
+        assert p.device.type == "cpu" and p.dtype == torch.float32, name
+        assert p.requires_grad == q.requires_grad  # pos_embed stays frozen
+        assert torch.allclose(p, q, atol=1e-3)

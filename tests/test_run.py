@@ -112,3 +112,25 @@ def test_interrupted_write_leaves_no_partial_row(tmp_path, monkeypatch):
         write_row(tmp_path, "r1", {"status": "ok"})
     assert not list(tmp_path.rglob("*")) or not list(tmp_path.rglob("result.json"))
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_paper_scale_with_random_weights_runs_the_real_vae_path(tmp_path):
+    """`model.checkpoint=random` at paper scale: real architecture code (shrunk here for CI),
+    random SD VAE decoding, quality marked not applicable, speed still measured."""
+    row = run_point(config(tmp_path, "tracker=none", "scale=paper", "model.checkpoint=random",
+                           "metrics.num_samples=1", "metrics.timing_batch=1", "metrics.fid=false",
+                           "+model.overrides.depth=1", "+model.overrides.hidden_size=64",
+                           "+model.overrides.num_heads=4"))
+    assert row["status"] == "ok", row.get("error")
+    assert row["config.model.arch"] == "DiT-XL/2" and row["config.model.vae"] == "sd"
+    assert row["metrics.quality_note"].startswith("random weights")
+    assert "metrics.fid" not in row and row["metrics.latency_ms"] > 0
+
+
+def test_paper_scale_missing_checkpoint_names_file_key_and_source(tmp_path):
+    row = run_point(config(tmp_path, "tracker=none", "scale=paper", "model=uvit",
+                           f"model.checkpoint={tmp_path}/imagenet256_uvit_huge.pth"))
+    assert row["status"] == "failed"
+    assert "imagenet256_uvit_huge.pth" in row["error"] and "model.checkpoint" in row["error"]
+    assert "U-ViT README" in row["error"]

@@ -100,10 +100,19 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], origin
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, *,
                     config_key: str = "model.checkpoint") -> nn.Module:
-    """Load `path` into `model` strictly and return the model."""
+    """Load `path` into `model` strictly and return the model.
+
+    A model built on the `meta` device (no memory, no initialisation) receives the file's
+    tensors directly, cast to the model's dtypes: the fast way to load a large checkpoint.
+    """
     state = read_state_dict(path, config_key=config_key, source=official_source(model))
     check_state_dict(model, state, f"checkpoint {path} (config key `{config_key}`)")
-    model.load_state_dict(state, strict=True)
+    expected = model.state_dict()
+    if any(t.device.type == "meta" for t in expected.values()):
+        state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+        model.load_state_dict(state, strict=True, assign=True)
+    else:
+        model.load_state_dict(state, strict=True)
     return model
 
 
