@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from l2c_bench.metrics import feature_statistics, fid_from_statistics, measure, on_class_rate, per_class_rate
+from l2c_bench.metrics import (
+    feature_statistics,
+    fid_from_statistics,
+    measure,
+    on_class_rate,
+    per_class_rate,
+)
 from l2c_bench.metrics.quality import mse, psnr
 
 

@@ -39,8 +39,9 @@ def test_four_point_sweep_relaunch_and_provenance(slurm_cluster, tmp_path):
 def test_hard_killed_job_is_reported_and_leaves_no_row(slurm_cluster, tmp_path):
     """A job SIGKILLed mid-run: the sweep returns (no hang), no partial row; relaunch completes it."""
     # A slow point (many samples) so that it is surely running when we kill it.
+    slow = ["steps=50", "metrics.num_samples=100", "metrics.batch_size=100", "seed=5"]
     cmd = [sys.executable, "-m", "l2c_bench.run", "-m", "hydra/launcher=slurm", f"results_dir={tmp_path}",
-           *TINY, "steps=50", "metrics.num_samples=400", "metrics.batch_size=400", "seed=5"]
+           *TINY, *slow]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_cluster)
     job = None
     for _ in range(120):
@@ -60,9 +61,10 @@ def test_hard_killed_job_is_reported_and_leaves_no_row(slurm_cluster, tmp_path):
         pytest.fail("the sweep hung on a hard-killed job")
     assert not list(tmp_path.rglob("result.json"))
     assert not list(tmp_path.rglob("*.tmp"))
-    done = sweep(slurm_cluster, tmp_path, "seed=5")
+    done = sweep(slurm_cluster, tmp_path, *slow)  # the same point again
     assert done.returncode == 0, done.stderr[-2000:]
-    assert load_results(tmp_path).status.tolist() == ["ok"]
+    rows = load_results(tmp_path)
+    assert rows.status.tolist() == ["ok"] and rows["config.steps"].tolist() == [50]
 
 
 def _running_job(env, timeout_s=60):
@@ -82,8 +84,14 @@ def test_requeued_job_completes_with_one_row(slurm_cluster, tmp_path):
     assert job, "the job never started"
     time.sleep(2)
     subprocess.run(["scontrol", "requeue", job], env=slurm_cluster, check=True)
-    # SLURM delays a requeued job's start; let it go at once.
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm_cluster)
+    # SLURM delays a requeued job's start by minutes; once it is pending again, let it go at once.
+    for _ in range(60):
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True,
+                               env=slurm_cluster).stdout.strip()
+        if state == "PENDING":
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm_cluster)
+            break
+        time.sleep(0.5)
     _, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-2000:]
     rows = load_results(tmp_path)
