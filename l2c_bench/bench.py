@@ -20,7 +20,7 @@ import resource
 import torch
 
 from . import generate
-from .caching import make_cache
+from .caching import FixedPlan, make_cache
 from .metrics import device_sync, measure
 from .metrics.macs import macs
 from .models import build_model
@@ -42,7 +42,7 @@ def run_bench(args) -> dict:
     params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
     if args.cache == "fora":
         params = {"interval": args.interval}
-    cache = make_cache(args.cache, **params)
+    cache = FixedPlan.of(make_cache(args.cache, **params), model=model, sampler=args.sampler, nfe=args.nfe)
     common = dict(labels=[i % model.num_classes for i in range(args.batch)], seeds=list(range(args.batch)),
                   steps=args.nfe, sampler=args.sampler, guidance_scale=args.guidance)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]

@@ -89,20 +89,20 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
     device = next(model.parameters()).device
     shape = (model.in_channels, model.input_size, model.input_size)
     batch_size = batch_size or len(seeds)
-    out, plan = [], None
+    plan = cache.checked_plan(model=model, sampler=sampler, nfe=steps) if cache is not None else None
+    out = []
     batches = range(0, len(seeds), batch_size)
     for start in tqdm(batches, disable=not progress or len(batches) == 1, desc="batches", leave=False):
         batch_seeds = seeds[start : start + batch_size]
         generators = sample_generators(batch_seeds)
         x = initial_noise(generators, shape, device)
-        run_cache = cache.start(model=model, sampler=sampler, nfe=steps) if cache is not None else None
+        run_cache = cache.run(plan) if cache is not None else None  # empty caches for every batch
         denoise = GuidedDenoiser(model, labels[start : start + batch_size].to(device), guidance_scale,
                                  guidance_channels, run_cache)
         x = _run_sampler(sampler, denoise, x, steps, generators, eta, progress)
         out.append(x[:, : model.in_channels])
         if run_cache is not None:
             run_cache.schedule  # noqa: B018 - raises if the sampler did not follow the plan
-            plan = run_cache.plan
     latents = torch.cat(out)
     return GenerationResult(
         latents=latents, labels=labels, seeds=seeds, nfe=steps, sampler=sampler,

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import generate
-from .caching import CACHE_METHODS, CacheMethod, UnsupportedCombination, make_cache
+from .caching import CACHE_METHODS, CacheMethod, FixedPlan, UnsupportedCombination, make_cache
 from .config import register_configs
 from .models import build_model, load_checkpoint
 from .records import flatten, read_row, run_id_for, write_row
@@ -158,6 +158,8 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
     sampler, cache = validate(cfg)
     device = resolve_device(cfg.device)
     model, vae = load_model(cfg, device)
+    if cache is not None:  # plan once (router read, calibration): never inside a timed call
+        cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
     num_classes = model.num_classes
     seeds = [cfg.seed + i for i in range(cfg.metrics.num_samples)]
     labels = torch.arange(cfg.metrics.num_samples) % num_classes  # class-balanced

@@ -272,3 +272,20 @@ def test_greedy_heuristic_reuses_the_branches_that_change_least():
     for n in plan.cache_steps:
         reused = [2 * b + j for b in range(8) for j in (0, 1) if not plan.compute[n][b][j]]
         assert sorted(reused) == sorted(torch.argsort(change[n].reshape(-1))[:4].tolist())
+
+
+def test_plan_is_made_once_per_generate_call(monkeypatch):
+    from l2c_bench.caching import FixedPlan
+    from l2c_bench.caching.methods import fora
+
+    calls = []
+    original = fora.Fora.plan
+    monkeypatch.setattr(fora.Fora, "plan", lambda self, **kw: calls.append(1) or original(self, **kw))
+    model = perturbed("DiT-toy")
+    method = make_cache("fora", interval=2)
+    kwargs = dict(labels=[1, 2, 3], seeds=[1, 2, 3], steps=4, sampler="ddim", guidance_scale=1.5, batch_size=1)
+    generate(model, cache=method, **kwargs)
+    assert len(calls) == 1  # three batches, one plan
+    fixed = FixedPlan.of(method, model=model, sampler="ddim", nfe=4)
+    assert torch.equal(generate(model, cache=fixed, **kwargs).latents, generate(model, cache=method, **kwargs).latents)
+    assert len(calls) == 3  # FixedPlan.of planned once; its own generate call planned nothing

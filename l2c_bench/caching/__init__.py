@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from .engine import CacheConfigError, CacheMethod, CacheRun, Plan, UnsupportedCombination, full_plan
+from .engine import (
+    CacheConfigError,
+    CacheMethod,
+    CacheRun,
+    FixedPlan,
+    Plan,
+    UnsupportedCombination,
+    full_plan,
+)
 from .methods.deepcache import DeepCache, FasterDiffusion
 from .methods.fora import Fora
 from .methods.heuristic import Heuristic, LayerDrop
@@ -49,6 +57,7 @@ __all__ = [
     "CacheConfigError",
     "CacheMethod",
     "CacheRun",
+    "FixedPlan",
     "Plan",
     "UnsupportedCombination",
     "full_plan",

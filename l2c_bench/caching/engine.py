@@ -149,8 +149,8 @@ class CacheRun:
 class CacheMethod:
     """Base of every method: subclasses implement `plan(model, sampler, nfe)`.
 
-    A method object is config (plain values, YAML round-trippable); `start()` gives the
-    per-batch state `generate()` needs.
+    A method object is config (plain values, YAML round-trippable); `generate()` asks it for a
+    checked plan once, then for fresh per-batch state (`run`) for every batch.
     """
 
     name = "base"
@@ -158,11 +158,31 @@ class CacheMethod:
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def start(self, *, model, sampler: str, nfe: int) -> CacheRun:
+    def checked_plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        """`plan()`, checked against the model and NFE; `generate` calls it once per call."""
         plan = self.plan(model=model, sampler=sampler, nfe=nfe)
         if plan.nfe != nfe or plan.num_blocks != model.num_blocks:
             raise CacheConfigError(
                 f"cache={self.name} planned {plan.nfe} evaluations x {plan.num_blocks} blocks for a "
                 f"{model.num_blocks}-block model at {nfe} NFE"
             )
+        return plan
+
+    def run(self, plan: Plan) -> CacheRun:
+        """Fresh per-batch state executing `plan`."""
         return CacheRun(plan)
+
+
+class FixedPlan(CacheMethod):
+    """A method whose plan is already made: timed calls then do no planning work (router
+    reading, calibration) inside the measured region."""
+
+    def __init__(self, plan: Plan, name: str):
+        self._plan, self.name = plan, name
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        return self._plan
+
+    @classmethod
+    def of(cls, method: CacheMethod, *, model, sampler: str, nfe: int) -> "FixedPlan":
+        return cls(method.checked_plan(model=model, sampler=sampler, nfe=nfe), method.name)

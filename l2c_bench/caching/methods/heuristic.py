@@ -45,11 +45,16 @@ class _ChangeRecorder(CacheRun):
 
 
 class _Recording:
+    """A cache argument for `generate` that computes everything and keeps its recorders."""
+
     def __init__(self):
         self.runs = []
 
-    def start(self, *, model, sampler, nfe):
-        self.runs.append(_ChangeRecorder(nfe, model.num_blocks))
+    def checked_plan(self, *, model, sampler, nfe):
+        return full_plan(nfe, model.num_blocks)
+
+    def run(self, plan):
+        self.runs.append(_ChangeRecorder(plan.nfe, plan.num_blocks))
         return self.runs[-1]
 
 
