@@ -76,7 +76,7 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     if cfg.metrics.fid and cfg.metrics.num_samples < 2:
         raise RunConfigError("metrics.fid needs metrics.num_samples >= 2")
     cache = build_cache(cfg)
-    if cache is not None and getattr(cache, "strategy", None) != "greedy":
+    if cache is not None and cache.plans_without_weights:
         # plan on a weightless copy: router shapes etc. fail before any compute
         cache.plan(model=build_model(cfg.model.arch, device="meta", **cfg.model.overrides),
                    sampler=sampler, nfe=cfg.steps)

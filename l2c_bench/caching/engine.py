@@ -155,6 +155,11 @@ class CacheMethod:
 
     name = "base"
 
+    @property
+    def plans_without_weights(self) -> bool:
+        """True if `plan()` works on a weightless (`meta`) model, i.e. before any compute."""
+        return True
+
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:  # pragma: no cover - interface
         raise NotImplementedError
 

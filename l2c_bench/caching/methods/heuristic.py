@@ -99,6 +99,10 @@ class Heuristic(CacheMethod):
         if not 0.0 <= float(self.ratio) <= 1.0:
             raise CacheConfigError(f"cache.ratio={self.ratio} must lie in [0, 1]")
 
+    @property
+    def plans_without_weights(self) -> bool:
+        return self.strategy != "greedy"  # greedy calibrates on the real model
+
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         blocks = model.num_blocks
         generator = torch.Generator().manual_seed(int(self.seed))
