@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import resource
 
 import torch
 
 from . import generate
 from .caching import FixedPlan, make_cache
+from .devices import peak_memory_mb, resolve_device
 from .metrics import device_sync, measure
 from .metrics.macs import macs
 from .models import build_model
@@ -36,7 +36,7 @@ def _override(text: str) -> tuple[str, object]:
 
 def run_bench(args) -> dict:
     torch.manual_seed(0)
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     model = build_model(args.arch, **dict(args.override)).to(device).eval().requires_grad_(False)
     params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
@@ -57,8 +57,6 @@ def run_bench(args) -> dict:
     u, c = timings["uncached"], timings["cached"]
     macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe)
     measured = u.median_s / c.median_s
-    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {
         "arch": args.arch, "overrides": dict(args.override), "sampler": args.sampler, "nfe": args.nfe,
         "cache": args.cache, "cached_ratio": plan_run.cached_ratio, "batch": args.batch,
@@ -66,7 +64,7 @@ def run_bench(args) -> dict:
         "cached_ms": c.median_s * 1e3, "cached_iqr_ms": c.iqr_s * 1e3,
         "measured_speedup": measured, "macs_uncached_g": macs_u / 1e9, "macs_cached_g": macs_c / 1e9,
         "macs_speedup": macs_u / macs_c, "efficiency": measured / (macs_u / macs_c),
-        "peak_memory_mb": peak, "dtype": args.dtype, "tf32": args.tf32, "compile": False,
+        "peak_memory_mb": peak_memory_mb(device), "dtype": args.dtype, "tf32": args.tf32, "compile": False,
         "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
     }
 

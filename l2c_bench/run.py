@@ -12,7 +12,6 @@ and mirrors both to W&B (offline by default). A run whose ok row exists is skipp
 from __future__ import annotations
 
 import logging
-import resource
 import sys
 import traceback
 from pathlib import Path
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import generate
 from .caching import CACHE_METHODS, CacheMethod, FixedPlan, UnsupportedCombination, make_cache
 from .config import register_configs
+from .devices import peak_memory_mb, resolve_device
 from .models import build_model, load_checkpoint
 from .records import flatten, read_row, run_id_for, write_row
 from .records.provenance import collect, now
@@ -39,15 +39,6 @@ register_configs()
 
 class RunConfigError(ValueError):
     """A configuration value that cannot work; raised before any compute."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunConfigError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
-    return device
 
 
 def build_cache(cfg: DictConfig) -> CacheMethod | None:
@@ -143,12 +134,6 @@ def paired_fidelity(result, reference) -> dict:
     }
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def execute(cfg: DictConfig, run_dir: Path) -> dict:
     """Sample, time and score one point; returns its metrics (flat)."""
     from torchvision.utils import save_image
@@ -229,7 +214,7 @@ def run_point(cfg: DictConfig) -> dict:
     device = torch.device("cpu")
     try:
         device = resolve_device(cfg.device)
-    except RunConfigError:
+    except ValueError:
         pass  # reported by execute() below, as a failed row
     row = {"run_id": run_id, **flatten({"config": config}),
            **flatten({"provenance": collect(device)}), "provenance.start_time": now()}
