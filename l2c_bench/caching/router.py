@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path
 from .engine import CacheConfigError
 
 
@@ -42,6 +43,5 @@ def save_router(logits: torch.Tensor, path: str | os.PathLike, metadata: dict | 
     payload = {"routers": {f"{i}.prob": row.detach().float().clone() for i, row in enumerate(logits)}}
     if metadata:
         payload["l2c_bench"] = metadata
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..models.checkpoint import read_state_dict
 from ..toy.classifier import ToyClassifier
 from ..toy.data import make_dataset
@@ -51,9 +51,7 @@ def toy_reference_statistics(num_images: int, cache_dir: str | os.PathLike) -> t
             return data["mu"], data["sigma"]
     images, _ = make_dataset(num_images, seed=REFERENCE_SEED)
     mu, sigma = feature_statistics(toy_features(images)[0])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=cache.parent)
-    with os.fdopen(fd, "wb") as fh:
-        np.savez(fh, mu=mu, sigma=sigma)
-    os.replace(tmp, cache)  # concurrent runs may both compute it; the rename keeps it whole
+    with atomic_path(cache) as tmp:  # concurrent runs may both compute it; each rename is whole
+        with open(tmp, "wb") as fh:
+            np.savez(fh, mu=mu, sigma=sigma)
     return mu, sigma

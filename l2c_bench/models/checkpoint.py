@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
+
 # Where each official file is published (facts from the official READMEs).
 OFFICIAL_SOURCES = {
     "DiT-XL/2@32": "DiT-XL-2-256x256.pt from https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt",
@@ -121,6 +123,5 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, half: bool = F
     path = Path(path)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
              for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)

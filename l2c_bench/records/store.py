@@ -14,10 +14,11 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_path
 
 RESULT_FILE = "result.json"
 # Config keys that do not change what a run computes: excluded from its identity.
@@ -59,20 +60,10 @@ def _clean(value: Any) -> Any:
 
 def write_row(results_dir: str | os.PathLike, run_id: str, row: Mapping[str, Any]) -> Path:
     """Atomically write `<results_dir>/<run_id>/result.json`; returns its path."""
-    folder = Path(results_dir) / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / RESULT_FILE
+    target = Path(results_dir) / run_id / RESULT_FILE
     payload = json.dumps({k: _clean(v) for k, v in row.items()}, indent=1, sort_keys=True, default=str)
-    fd, tmp = tempfile.mkstemp(prefix=".result.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        tmp.write_text(payload)
     return target
 
 
