@@ -6,7 +6,7 @@ import torch
 from conftest import load_reference
 
 from l2c_bench.sampling import SpacedDiffusion, check_sampler
-from l2c_bench.sampling.ddim import _Tables, ddim_sample, p_mean_variance
+from l2c_bench.sampling.ddim import DiffusionTables, ddim_sample, p_mean_variance
 from l2c_bench.sampling.diffusion import linear_betas
 from l2c_bench.sampling.dpm_solver import (
     DiscreteVPSchedule,
@@ -51,7 +51,7 @@ def test_dit_golden_p_mean_variance(case):
     x, model_output = torch.tensor(golden["x"]), torch.tensor(golden["model_output"])
     diffusion = SpacedDiffusion.create(case["spec"])
     assert diffusion.timestep_map[case["t_index"]] == case["model_timestep"]
-    mean, log_var, pred_x0 = p_mean_variance(_Tables(diffusion, x.device), model_output, x, case["t_index"])
+    mean, log_var, pred_x0 = p_mean_variance(DiffusionTables(diffusion, x.device), model_output, x, case["t_index"])
     for ours, key in ((mean, "mean"), (log_var, "log_variance"), (pred_x0, "pred_xstart")):
         torch.testing.assert_close(ours, torch.tensor(case[key]), rtol=1e-6, atol=1e-7)
 

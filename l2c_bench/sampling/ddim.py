@@ -18,7 +18,7 @@ from .diffusion import SpacedDiffusion
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class _Tables:
+class DiffusionTables:
     """The diffusion's float64 tables cast once to float32 tensors on the sampling device.
 
     The official code reads a float64 entry and casts it to float32 before it touches a tensor;
@@ -43,7 +43,7 @@ def step_noise(generators: Sequence[torch.Generator], like: torch.Tensor) -> tor
     return noise.to(device=like.device, dtype=like.dtype)
 
 
-def p_mean_variance(tables: _Tables, model_output: torch.Tensor, x: torch.Tensor, k: int):
+def p_mean_variance(tables: DiffusionTables, model_output: torch.Tensor, x: torch.Tensor, k: int):
     """Posterior mean, log-variance and x0 prediction at respaced index k (EPSILON mean).
 
     With 2C output channels the variance is learned-range; with C it is 'fixed large'.
@@ -61,7 +61,7 @@ def p_mean_variance(tables: _Tables, model_output: torch.Tensor, x: torch.Tensor
     return mean, log_variance, pred_x0
 
 
-def _model_timesteps(tables: _Tables, x: torch.Tensor, k: int) -> torch.Tensor:
+def model_timesteps(tables: DiffusionTables, x: torch.Tensor, k: int) -> torch.Tensor:
     return tables.timestep_map[k].expand(x.shape[0])
 
 
@@ -72,25 +72,36 @@ def ddim_sample(denoise: Denoiser, x: torch.Tensor, diffusion: SpacedDiffusion, 
         raise ValueError(f"sampler.eta must be >= 0, got {eta}")
     if eta > 0 and generators is None:
         raise ValueError("DDIM with eta > 0 needs per-sample generators for its noise")
-    tables = _Tables(diffusion, x.device)
+    tables = DiffusionTables(diffusion, x.device)
     for k in tqdm(range(diffusion.num_steps - 1, -1, -1), disable=not progress, desc="ddim", leave=False):
-        out = denoise(x, _model_timesteps(tables, x, k))
-        _, _, pred_x0 = p_mean_variance(tables, out, x, k)
-        eps = (tables.sqrt_recip_alphas_cumprod[k] * x - pred_x0) / tables.sqrt_recipm1_alphas_cumprod[k]
-        a, a_prev = tables.alphas_cumprod[k], tables.alphas_cumprod_prev[k]
-        sigma = eta * torch.sqrt((1 - a_prev) / (1 - a)) * torch.sqrt(1 - a / a_prev)
-        x = pred_x0 * torch.sqrt(a_prev) + torch.sqrt(1 - a_prev - sigma**2) * eps
+        x, sigma = ddim_update(tables, denoise(x, model_timesteps(tables, x, k)), x, k, eta)
         if eta > 0 and k > 0:
             x = x + sigma * step_noise(generators, x)
     return x
 
 
+def ddim_update(tables: DiffusionTables, model_output: torch.Tensor, x: torch.Tensor, k: int, eta: float = 0.0):
+    """One DDIM step from respaced index k to k-1 given the model output at k:
+    (the deterministic part of x_{k-1}, sigma); the caller adds sigma * noise when eta > 0."""
+    _, _, pred_x0 = p_mean_variance(tables, model_output, x, k)
+    eps = (tables.sqrt_recip_alphas_cumprod[k] * x - pred_x0) / tables.sqrt_recipm1_alphas_cumprod[k]
+    a, a_prev = tables.alphas_cumprod[k], tables.alphas_cumprod_prev[k]
+    sigma = eta * torch.sqrt((1 - a_prev) / (1 - a)) * torch.sqrt(1 - a / a_prev)
+    return pred_x0 * torch.sqrt(a_prev) + torch.sqrt(1 - a_prev - sigma**2) * eps, sigma
+
+
+def q_sample(tables: DiffusionTables, x0: torch.Tensor, noise: torch.Tensor, k: int) -> torch.Tensor:
+    """x0 noised to respaced index k: sqrt(abar_k) x0 + sqrt(1 - abar_k) noise."""
+    a = tables.alphas_cumprod[k]
+    return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * noise
+
+
 def ddpm_sample(denoise: Denoiser, x: torch.Tensor, diffusion: SpacedDiffusion, *,
                 generators: Sequence[torch.Generator], progress: bool = False) -> torch.Tensor:
     """Ancestral sampling (DiT's `p_sample_loop`); no noise is added at the last step."""
-    tables = _Tables(diffusion, x.device)
+    tables = DiffusionTables(diffusion, x.device)
     for k in tqdm(range(diffusion.num_steps - 1, -1, -1), disable=not progress, desc="ddpm", leave=False):
-        out = denoise(x, _model_timesteps(tables, x, k))
+        out = denoise(x, model_timesteps(tables, x, k))
         mean, log_variance, _ = p_mean_variance(tables, out, x, k)
         x = mean + torch.exp(0.5 * log_variance) * step_noise(generators, x) if k > 0 else mean
     return x

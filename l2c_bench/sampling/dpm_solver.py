@@ -63,7 +63,7 @@ class DiscreteVPSchedule:
         return _interp(log_alpha, self.log_alpha_array.flip(0), self.t_array.flip(0))
 
 
-class _DataPrediction:
+class DataPrediction:
     """x0(x, t) = (x - sigma_t * eps) / alpha_t, evaluating the eps-model at t_model = 1000 t."""
 
     def __init__(self, denoise: Denoiser, schedule: DiscreteVPSchedule):
@@ -76,7 +76,7 @@ class _DataPrediction:
         return (x - sigma * eps) / alpha
 
 
-def _update(model_x0: _DataPrediction, schedule: DiscreteVPSchedule, x: torch.Tensor,
+def solver_update(model_x0: DataPrediction, schedule: DiscreteVPSchedule, x: torch.Tensor,
             s: torch.Tensor, t: torch.Tensor, order: int, r1=None, r2=None) -> torch.Tensor:
     """One singlestep DPM-Solver++ update of `order` from s to t (scalars, float32 tensors)."""
     dev = x.device
@@ -121,10 +121,10 @@ def dpm_solver2_sample(denoise: Denoiser, x: torch.Tensor, nfe: int, *,
     if nfe < 2 or nfe % 2:
         raise ValueError(f"steps (NFE) must be a positive even number for dpm_solver2, got {nfe}")
     schedule = schedule or DiscreteVPSchedule()
-    model_x0 = _DataPrediction(denoise, schedule)
+    model_x0 = DataPrediction(denoise, schedule)
     grid = time_grid(nfe // 2)
     for i in tqdm(range(nfe // 2), disable=not progress, desc="dpm_solver2", leave=False):
-        x = _update(model_x0, schedule, x, grid[i : i + 1], grid[i + 1 : i + 2], order=2, r1=0.5)
+        x = solver_update(model_x0, schedule, x, grid[i : i + 1], grid[i + 1 : i + 2], order=2, r1=0.5)
     return x
 
 
@@ -144,7 +144,7 @@ def dpm_solver_fast_sample(denoise: Denoiser, x: torch.Tensor, nfe: int, *,
     if nfe < 1:
         raise ValueError(f"steps (NFE) must be >= 1 for dpm_solver_fast, got {nfe}")
     schedule = schedule or DiscreteVPSchedule()
-    model_x0 = _DataPrediction(denoise, schedule)
+    model_x0 = DataPrediction(denoise, schedule)
     grid = time_grid(nfe)
     i = 0
     for order in tqdm(fast_orders(nfe), disable=not progress, desc="dpm_solver_fast", leave=False):
@@ -152,6 +152,6 @@ def dpm_solver_fast_sample(denoise: Denoiser, x: torch.Tensor, nfe: int, *,
         h = lam[-1] - lam[0]
         r1 = (lam[1] - lam[0]) / h if order > 1 else None
         r2 = (lam[2] - lam[0]) / h if order > 2 else None
-        x = _update(model_x0, schedule, x, grid[i : i + 1], grid[i + order : i + order + 1], order, r1, r2)
+        x = solver_update(model_x0, schedule, x, grid[i : i + 1], grid[i + order : i + order + 1], order, r1, r2)
         i += order
     return x
