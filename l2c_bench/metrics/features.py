@@ -1,0 +1,125 @@
+"""Feature networks behind the quality metrics, and their reference sets.
+
+`feature_net("toy" | "inception", device)` -> an object with `.name`, `.tag` (what made the
+features: cache keys) and `.embed(images (N, 3, H, W) in [-1, 1]) -> (features (N, D), logits
+(N, K) or None)`, float64 numpy.
+
+Reference features (the real-data side of FID/KID/precision/recall), computed once and cached
+in `<results_dir>/_reference/`, keyed by the network tag and what made the set:
+- toy scale: `num_images` images of the procedural set (fixed seed, disjoint from training);
+- paper scale: `metrics.reference`, an `.npz` in ADM's format (`VIRTUAL_imagenet256_labeled.npz`:
+  stored `mu`/`sigma`, used as they are for FID, and `arr_0` uint8 images (N, H, W, 3), embedded
+  for KID and precision/recall) or with a `features` array (N, D).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path
+from .quality import feature_statistics
+
+REFERENCE_SEED = 1_000_000  # the toy reference images: disjoint from the training streams' seeds
+
+
+class ReferenceMissing(ValueError):
+    """Paper-scale quality without `metrics.reference`."""
+
+
+class ToyNet:
+    name = "toy"
+
+    @property
+    def tag(self) -> str:
+        from .toy_features import CLASSIFIER_ASSET
+
+        return f"toy-{hashlib.sha1(CLASSIFIER_ASSET.read_bytes()).hexdigest()[:10]}"
+
+    def embed(self, images: torch.Tensor):
+        from .toy_features import toy_features
+
+        return toy_features(images)
+
+
+class InceptionNet:
+    name = "inception"
+
+    def __init__(self, device: torch.device):
+        from .inception import Inception
+
+        self.net = Inception(device)
+
+    @property
+    def tag(self) -> str:
+        return self.net.tag
+
+    def embed(self, images: torch.Tensor):
+        return self.net.features(images), self.net.logits(images)
+
+
+def feature_net(name: str, device: torch.device):
+    if name == "toy":
+        return ToyNet()
+    if name == "inception":
+        return InceptionNet(device)
+    raise ValueError(f"scale.features={name!r} is unknown; valid: toy, inception")
+
+
+@dataclass
+class Reference:
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray | None  # None: stored statistics only (no KID / precision / recall)
+    origin: str
+
+
+def _cached(path: Path, compute) -> np.ndarray:
+    if path.is_file():
+        with np.load(path) as data:
+            return data["features"]
+    features = compute()
+    with atomic_path(path) as tmp:  # concurrent runs may both compute it; each rename is whole
+        with open(tmp, "wb") as fh:
+            np.savez(fh, features=features)
+    return features
+
+
+def reference_set(net, *, scale: str, num_images: int, reference: str | None, cache_dir: str | os.PathLike) -> Reference:
+    cache_dir = Path(cache_dir)
+    if scale == "toy":
+        from ..toy.data import make_dataset
+
+        features = _cached(cache_dir / f"ref_{net.tag}_toyset_n{num_images}_s{REFERENCE_SEED}.npz",
+                           lambda: net.embed(make_dataset(num_images, seed=REFERENCE_SEED)[0])[0])
+        return Reference(*feature_statistics(features), features, f"toy set, {num_images} images")
+    if not reference:
+        raise ReferenceMissing("paper-scale FID/KID/precision/recall need metrics.reference: ADM's reference batch "
+                               "(VIRTUAL_imagenet256_labeled.npz) or an .npz with `features`")
+    path = Path(reference)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference not found: {path} (set by config key `metrics.reference`)")
+    with np.load(path) as data:
+        keys = set(data.files)
+        stored = (data["mu"], data["sigma"]) if {"mu", "sigma"} <= keys else None
+        if "features" in keys:
+            features = data["features"].astype(np.float64)
+        elif "arr_0" in keys:
+            digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+
+            def compute():
+                images = torch.from_numpy(data["arr_0"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+                return net.embed(images)[0]
+
+            features = _cached(cache_dir / f"ref_{net.tag}_{path.stem}_{digest}.npz", compute)
+        else:
+            features = None
+    if stored is None and features is None:
+        raise ValueError(f"metrics.reference={path}: needs `mu`+`sigma`, `features` or `arr_0` images")
+    mu, sigma = stored if stored is not None else feature_statistics(features)
+    return Reference(np.asarray(mu, np.float64), np.asarray(sigma, np.float64), features, str(path))
