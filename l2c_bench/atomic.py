@@ -1,7 +1,9 @@
-"""Write-then-rename: readers see a whole file or none, and concurrent writers never share a temp."""
+"""Write-then-rename (readers see a whole file or none; concurrent writers never share a temp),
+and an advisory lock for one-at-a-time work (one trainer per router, one finaliser per run)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -27,3 +29,16 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def exclusive(lock_file: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive flock on `lock_file` (created if needed) for the block."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

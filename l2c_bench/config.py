@@ -44,14 +44,18 @@ class CacheConfig:
     """The union of every method's parameters; each method reads only its own."""
 
     name: str = "none"  # none | l2c | fora | heuristic | layer_drop | deepcache | faster_diffusion
-    router: str = "official"  # l2c: router file, or `official`
-    threshold: float = 0.1  # l2c: recompute iff sigmoid(logit) > threshold (paper: DiT 0.1, U-ViT 0.9)
+    # l2c: `auto` (the learned router for this model checkpoint, sampler, NFE and `router.*` recipe,
+    # from the router store; trained on demand at toy scale), `official` (the L2C release), or a path
+    router: str = "auto"
+    threshold: float | None = None  # l2c: recompute iff sigmoid(logit) > threshold; None: DiT 0.1, U-ViT 0.9
+    train_if_missing: bool = False  # l2c + auto at paper scale: train a missing router instead of failing
     interval: int = 2  # fora/deepcache/faster_diffusion: full evaluation every `interval`
     depth: int = 1  # deepcache: shallow blocks kept fresh at each end
     key_steps: list[int] | None = None  # faster_diffusion: explicit full evaluations
     strategy: str = "bottom"  # heuristic: bottom | top | random
     ratio: float = 0.5  # heuristic/layer_drop: fraction of branches reused/dropped per cache step
     seed: int = 0  # heuristic/layer_drop random choices
+    shifted: bool = True  # heuristic/layer_drop on U-ViT: False = cache step at the solver midpoint (Table 6)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class MetricsConfig:
     class_accuracy: bool = True  # on-class rate under the feature network's classifier
     fid: bool = True  # FID against the scale's reference statistics
     reference_samples: int = 2000  # images behind the toy reference statistics
+    reference: str | None = None  # paper scale: ADM reference batch .npz (mu/sigma, arr_0) or .npz of features
     timing_batch: int = 8  # images per timed sampling call (paper: 8, with CFG)
     timing_repeats: int = 3
     timing_warmup: int = 1
@@ -78,12 +83,43 @@ class TrackerConfig:
 
 
 @dataclass
+class RouterConfig:
+    """L2C router learning (`python -m l2c_bench.train_router`; `cache.router=auto` looks routers up
+    by this recipe). Family defaults (lam, clamp, loss, label_dropout) come from model_scale/."""
+
+    lam: float = 5e-6  # weight of sum(sigmoid(logits)) of the trained cache step
+    lr: float = 1e-3  # AdamW on the logits (official code and checkpoints: 1e-3; paper text: 1e-2)
+    iterations: int = 400
+    batch_size: int = 32  # global, split across data-parallel ranks
+    loss: str = "mean"  # mean (DiT: mean squared error) | sum (U-ViT: sum of squares per sample)
+    clamp: float | None = 5.0  # clamp logits to [-clamp, clamp] after each step (official DiT); None: off
+    label_dropout: float = 0.1  # labels replaced by the null class with this probability
+    init_std: float = 1.0  # logits start from seed-determined N(0, init_std^2) (official: randn)
+    seed: int = 0
+    data: str | None = "toy"  # toy (procedural set) | an ImageNet train/ folder | a .pt/.npz latent file
+    num_workers: int = 2  # image-folder loading only
+    checkpoint_every: int = 50  # a killed job loses at most this many iterations
+    log_every: int = 10
+
+
+@dataclass
+class ShardConfig:
+    """Split a run's samples across jobs (`shard.index=0,1,2 shard.count=3` in a multirun) or
+    torchrun ranks (automatic); not part of the run's identity: any split gives the same row."""
+
+    index: int = 0
+    count: int = 1
+
+
+@dataclass
 class Config:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     steps: int = 20  # NFE, as in the paper's tables
     seed: int = 0  # sample i uses seed + i

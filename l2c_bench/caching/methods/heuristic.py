@@ -1,7 +1,7 @@
 """`heuristic` and `layer_drop`: the paper's hand-made baselines (Fig. 4; Tables 5/7).
 
-Both use L2C's cache steps. In each, `round(ratio * 2 * blocks)` branches are chosen -- in
-branch order 2b + j from the bottom (input side), from the top, at random (seeded, fresh per
+Both use L2C's cache steps (U-ViT with `shifted=False`: each solver step's midpoint instead).
+In each, `round(ratio * 2 * blocks)` branches are chosen -- in branch order 2b + j from the bottom (input side), from the top, at random (seeded, fresh per
 step), or `greedy`: those whose output changes least from the previous evaluation, measured
 as mean ||f(h_n) - f(h_{n-1})||^2 on a few uncached calibration samples (the per-layer error
 of the paper's Fig. 3) -- and reused (`heuristic`) or dropped entirely (`layer_drop`).
@@ -90,6 +90,7 @@ class Heuristic(CacheMethod):
     strategy: str = "bottom"
     ratio: float = 0.5
     seed: int = 0
+    shifted: bool = True  # U-ViT: False puts the cache step at each solver step's midpoint (Table 6)
     name = "heuristic"
     drop = False
 
@@ -107,7 +108,7 @@ class Heuristic(CacheMethod):
         blocks = model.num_blocks
         generator = torch.Generator().manual_seed(int(self.seed))
         compute = [((True, True),) * blocks for _ in range(nfe)]
-        pairs = l2c_cache_steps(model.family, sampler, nfe)
+        pairs = l2c_cache_steps(model.family, sampler, nfe, shifted=bool(self.shifted))
         change = branch_change(model, sampler, nfe) if self.strategy == "greedy" else None
         for n, _ in pairs:
             flat = [True] * (2 * blocks)

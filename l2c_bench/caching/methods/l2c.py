@@ -49,20 +49,27 @@ def l2c_plan(logits: torch.Tensor, threshold: float, family: str, sampler: str, 
     return Plan(tuple(compute), tuple(n for n, _ in pairs))
 
 
+PAPER_THRESHOLDS = {"dit": 0.1, "uvit": 0.9}
+
+
 @dataclass
 class L2C(CacheMethod):
     router: str = "official"  # a path, or `official` (paper-scale models, NFE 20/50)
-    threshold: float = 0.1
+    threshold: float | None = None  # None: the paper's value for the model family
+    train_if_missing: bool = False  # read by run.py when resolving router=auto; no effect here
     name = "l2c"
 
     def __post_init__(self):
-        if not 0.0 <= float(self.threshold) <= 1.0:
+        if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise CacheConfigError(f"cache.threshold={self.threshold} must lie in [0, 1]")
         if not self.router:
             raise CacheConfigError("cache.router is empty: give the path of a router file")
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         l2c_cache_steps(model.family, sampler, nfe)  # unsupported pairs fail before reading files
+        if self.router == "auto":
+            raise CacheConfigError("cache.router=auto is resolved by `l2c_bench.run` from the router store; "
+                                   "through the Python API give a router file path")
         path = resolve_router(self.router, model.family, sampler, nfe)
-        return l2c_plan(load_router(path), self.threshold, model.family, sampler, nfe,
-                        model.num_blocks)
+        threshold = PAPER_THRESHOLDS[model.family] if self.threshold is None else float(self.threshold)
+        return l2c_plan(load_router(path), threshold, model.family, sampler, nfe, model.num_blocks)

@@ -1,0 +1,45 @@
+"""The configured diffusion model and VAE, loaded strictly (shared by run.py and train_router.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from .models import build_model, load_checkpoint
+
+TOY_ASSETS = Path(__file__).resolve().parent / "toy" / "assets"
+
+
+class RunConfigError(ValueError):
+    """A configuration value that cannot work; raised before any compute."""
+
+
+def checkpoint_path(cfg: DictConfig):
+    """model.checkpoint with `toy` resolved to the shipped asset; `random` stays `random`."""
+    if cfg.model.checkpoint == "toy":
+        if cfg.scale.name != "toy":
+            raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
+        return TOY_ASSETS / f"{cfg.model.family}_toy.pt"
+    return cfg.model.checkpoint
+
+
+def load_model(cfg: DictConfig, device: torch.device):
+    """The diffusion model (and VAE, or None) as configured; checkpoints load strictly."""
+    checkpoint = checkpoint_path(cfg)
+    if checkpoint == "random":
+        model = build_model(cfg.model.arch, **cfg.model.overrides)
+    else:  # built weightless, then given the file's tensors: no wasted init of a large model
+        model = build_model(cfg.model.arch, device="meta", **cfg.model.overrides)
+        load_checkpoint(model, checkpoint, config_key="model.checkpoint")
+    vae = None
+    if cfg.model.vae == "sd":
+        from .models.vae import build_vae, load_vae
+
+        if checkpoint == "random" or cfg.model.vae_checkpoint == "random":
+            vae = build_vae()  # speed studies: weights do not matter
+        else:
+            vae = load_vae(cfg.model.vae_checkpoint, config_key="model.vae_checkpoint")
+        vae = vae.to(device)
+    return model.to(device).eval().requires_grad_(False), vae

@@ -1,0 +1,67 @@
+"""Training pairs: a full sampler step that fills the cache, then the cache step it feeds.
+
+The pairing is the one used at inference (`caching.methods.pairing.l2c_cache_steps`):
+- DiT + DDIM: cache evaluation at respaced index i (even) with router row i; its full step is
+  the DDIM step from index i+1. Data are noised to i+1 with the respaced schedule.
+- U-ViT + DPM-Solver-2: cache evaluation 2k (the first evaluation of solver step k, router row
+  k) reuses the midpoint evaluation of step k-1. Data are noised to the grid time t_{k-1}; one
+  full solver step (two evaluations, the second overwriting the first in the cache) reaches t_k.
+The official U-ViT script feeds the model round(1000 t) at the cache step and noises with the
+rounded discrete time; we use the exact times the sampler uses at inference (1000 t).
+
+`prepare(...)` returns the cache step's input (x, t_model) under `torch.no_grad()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..caching.methods.pairing import l2c_cache_steps
+from ..sampling.ddim import DiffusionTables, ddim_update, model_timesteps, q_sample
+from ..sampling.diffusion import SpacedDiffusion
+from ..sampling.dpm_solver import DataPrediction, DiscreteVPSchedule, solver_update, time_grid
+
+# model(x (N,C,H,W), t_model (N,), labels (N,), runner) -> output
+Model = Callable[..., torch.Tensor]
+
+
+class DiTDDIMPairs:
+    def __init__(self, nfe: int, device: torch.device):
+        self.pairs = l2c_cache_steps("dit", "ddim", nfe)  # [(evaluation, row = respaced index)]
+        self.tables = DiffusionTables(SpacedDiffusion.create(nfe), device)
+
+    @torch.no_grad()
+    def prepare(self, model: Model, x0, labels, noise, row: int, runner):
+        full = row + 1
+        x = q_sample(self.tables, x0, noise, full)
+        out = model(x, model_timesteps(self.tables, x, full), labels, runner)
+        x_next, _ = ddim_update(self.tables, out, x, full, eta=0.0)
+        return x_next, model_timesteps(self.tables, x_next, row)
+
+
+class UViTDPMPairs:
+    def __init__(self, nfe: int, device: torch.device):
+        self.pairs = l2c_cache_steps("uvit", "dpm_solver2", nfe)  # [(2k, k)]
+        self.schedule = DiscreteVPSchedule()
+        self.grid = time_grid(nfe // 2)  # (steps + 1,) from 1 down to 1e-3
+
+    @torch.no_grad()
+    def prepare(self, model: Model, x0, labels, noise, row: int, runner):
+        s, t = self.grid[row - 1 : row], self.grid[row : row + 1]
+        dev = x0.device
+        x = self.schedule.alpha(s).to(dev) * x0 + self.schedule.sigma(s).to(dev) * noise
+        model_x0 = DataPrediction(lambda x_, t_: model(x_, t_, labels, runner), self.schedule)
+        x_next = solver_update(model_x0, self.schedule, x, s, t, order=2, r1=0.5)
+        return x_next, (t.to(dev) * 1000.0).expand(x0.shape[0])
+
+
+def make_pairs(family: str, sampler: str, nfe: int, device: torch.device):
+    """The training pairs for (family, sampler, NFE); other combinations are unsupported."""
+    l2c_cache_steps(family, sampler, nfe)  # raises UnsupportedCombination with the valid pairs
+    cls = DiTDDIMPairs if family == "dit" else UViTDPMPairs
+    pairs = cls(nfe, device)
+    if not pairs.pairs:
+        raise ValueError(f"{family}+{sampler} at {nfe} NFE has no cache step to learn a router for")
+    return pairs

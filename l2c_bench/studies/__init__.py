@@ -1,0 +1,1 @@
+"""Studies that need compute (training, sampling); `analysis/` only reads the results store."""
