@@ -89,12 +89,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     args = parser.parse_args(argv)
     row = run_bench(args)
-    if args.json:
-        print(json.dumps(row))
-    else:
-        for key, value in row.items():
-            print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+    print_row(row, as_json=args.json)
     return row
+
+
+def print_row(row: dict, as_json: bool) -> None:
+    """One JSON line, or an aligned `key: value` table (the benchmarks' output)."""
+    if as_json:
+        print(json.dumps(row))
+        return
+    width = max(map(len, row))
+    for key, value in row.items():
+        print(f"{key:>{width}}: {value:.4f}" if isinstance(value, float) else f"{key:>{width}}: {value}")
 
 
 if __name__ == "__main__":

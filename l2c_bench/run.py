@@ -12,8 +12,12 @@ and mirrors both to W&B (offline by default). A run whose ok row exists is skipp
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
 import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -21,28 +25,37 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from . import generate
+from .atomic import exclusive
 from .caching import CACHE_METHODS, CacheMethod, FixedPlan, UnsupportedCombination, make_cache
 from .config import register_configs
-from .devices import peak_memory_mb, resolve_device
-from .models import build_model, load_checkpoint
+from .devices import init_distributed, peak_memory_mb, resolve_device
+from .loading import TOY_ASSETS, RunConfigError, load_model  # noqa: F401 (TOY_ASSETS re-exported)
+from .models import build_model
 from .records import flatten, read_row, run_id_for, write_row
 from .records.provenance import collect, now
-from .records.tracker import make_tracker
-from .sampling import check_sampler
+from .records.tracker import check_tracker, make_tracker
+from .sampling import CONVENTIONS, check_sampler
+from .shards import (
+    Shard,
+    from_environment,
+    join_parts,
+    load_shards,
+    missing_shards,
+    sample_range,
+    save_shard,
+    shard_path,
+)
 
 log = logging.getLogger("l2c_bench.run")
-TOY_ASSETS = Path(__file__).resolve().parent / "toy" / "assets"
 register_configs()
 
 
-class RunConfigError(ValueError):
-    """A configuration value that cannot work; raised before any compute."""
-
-
-def build_cache(cfg: DictConfig) -> CacheMethod | None:
-    """The configured cache method with only its own parameters (None for `none`)."""
+def build_cache(cfg: DictConfig, router: str | None = None) -> CacheMethod | None:
+    """The configured cache method with only its own parameters (None for `none`);
+    `router` replaces cache.router (the resolved path of `auto`)."""
     if cfg.cache.name not in CACHE_METHODS:
         raise RunConfigError(f"cache.name={cfg.cache.name!r} is unknown; valid: {', '.join(CACHE_METHODS)}")
     if cfg.cache.name == "none":
@@ -50,11 +63,18 @@ def build_cache(cfg: DictConfig) -> CacheMethod | None:
     from dataclasses import fields
 
     params = {f.name: cfg.cache[f.name] for f in fields(CACHE_METHODS[cfg.cache.name]) if f.name in cfg.cache}
+    if router is not None:
+        params["router"] = router
     return make_cache(cfg.cache.name, **params)
 
 
+def uses_router_store(cfg: DictConfig) -> bool:
+    return cfg.cache.name == "l2c" and cfg.cache.router == "auto"
+
+
 def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
-    """Check every value that can be checked without compute; return sampler name and cache."""
+    """Check every value that can be checked without compute; return sampler name and cache
+    (None for `none`, and for an l2c router still to be learned: prepare() builds it then)."""
     sampler = cfg.sampler.name or cfg.model.default_sampler
     if cfg.model.family not in ("dit", "uvit"):
         raise RunConfigError(f"model.family={cfg.model.family!r} is unknown; valid: dit, uvit")
@@ -66,7 +86,19 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
             raise RunConfigError(f"metrics.{key} must be >= 1, got {cfg.metrics[key]}")
     if cfg.metrics.fid and cfg.metrics.num_samples < 2:
         raise RunConfigError("metrics.fid needs metrics.num_samples >= 2")
-    cache = build_cache(cfg)
+    router = None
+    if uses_router_store(cfg):
+        from .caching.methods.pairing import l2c_cache_steps
+        from .router_learning.job import recipe_from, resolve_auto
+
+        l2c_cache_steps(cfg.model.family, sampler, cfg.steps)  # unsupported pairs: recorded as such
+        recipe_from(cfg)  # a bad recipe (lam < 0, ...) fails here
+        path = resolve_auto(cfg, sampler)
+        if path is None:
+            build_cache(cfg, "(to be learned)")  # the method's own parameters (threshold) are checked now
+            return sampler, None  # learned in prepare(), on the loaded model
+        router = str(path)
+    cache = build_cache(cfg, router)
     if cache is not None and cache.plans_without_weights:
         # plan on a weightless copy: router shapes etc. fail before any compute
         cache.plan(model=build_model(cfg.model.arch, device="meta", **cfg.model.overrides),
@@ -74,111 +106,177 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     return sampler, cache
 
 
-def load_model(cfg: DictConfig, device: torch.device):
-    """The diffusion model (and VAE, or None) as configured; checkpoints load strictly."""
-    checkpoint = cfg.model.checkpoint
-    if checkpoint == "toy":
-        if cfg.scale.name != "toy":
-            raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
-        checkpoint = TOY_ASSETS / f"{cfg.model.family}_toy.pt"
-    if checkpoint == "random":
-        model = build_model(cfg.model.arch, **cfg.model.overrides)
-    else:  # built weightless, then given the file's tensors: no wasted init of a large model
-        model = build_model(cfg.model.arch, device="meta", **cfg.model.overrides)
-        load_checkpoint(model, checkpoint, config_key="model.checkpoint")
-    vae = None
-    if cfg.model.vae == "sd":
-        from .models.vae import build_vae, load_vae
+@dataclass
+class Point:
+    """One benchmark point, ready to sample: model, planned cache, sampler settings, shard."""
 
-        if checkpoint == "random" or cfg.model.vae_checkpoint == "random":
-            vae = build_vae()  # speed studies: weights do not matter
-        else:
-            vae = load_vae(cfg.model.vae_checkpoint, config_key="model.vae_checkpoint")
-        vae = vae.to(device)
-    return model.to(device).eval().requires_grad_(False), vae
+    cfg: DictConfig
+    sampler: str
+    device: torch.device
+    model: torch.nn.Module
+    vae: torch.nn.Module | None
+    cache: CacheMethod | None
+    shard: Shard
+    router_info: dict
+    features: object | None = None  # the feature network (metrics.features); None: no quality metrics
+
+    @property
+    def common(self) -> dict:
+        cfg = self.cfg
+        return dict(steps=cfg.steps, sampler=self.sampler, guidance_scale=cfg.model.guidance_scale,
+                    guidance_channels=cfg.model.guidance_channels, eta=cfg.sampler.eta, vae=self.vae)
 
 
-def quality_metrics(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor,
-                    reference_images: torch.Tensor | None) -> dict:
-    """Quality numbers for the configured feature network; None where not available."""
-    out: dict = {"features": cfg.scale.features}
-    if cfg.model.checkpoint == "random":
+def prepare(cfg: DictConfig) -> Point:
+    """Validate, resolve the shard, load the model, learn/find the router, plan once."""
+    sampler, cache = validate(cfg)
+    shard = from_environment(cfg.shard.index, cfg.shard.count)
+    sample_range(cfg.metrics.num_samples, cfg.metrics.batch_size, shard)  # an impossible split fails here
+    device = init_distributed(cfg.device)  # torchrun: this rank's GPU
+    model, vae = load_model(cfg, device)
+    router_info = {}
+    if uses_router_store(cfg):
+        from .router_learning.job import learn
+
+        router_path = learn(cfg, sampler, device=device, model=model, vae=vae)  # a stored one is reused
+        cache = build_cache(cfg, str(router_path))
+        router_info = {"router_file": router_path.name}
+    if cache is not None:  # plan once (router read, calibration): never inside a timed call
+        cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
+    features = None
+    if cfg.model.checkpoint != "random":  # random weights: quality is not applicable
+        from .metrics.features import feature_net
+
+        features = feature_net(cfg.scale.features, device)  # missing Inception weights: an error here
+    return Point(cfg, sampler, device, model, vae, cache, shard, router_info, features)
+
+
+def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
+    """Generate samples `indices` batch by batch (global batches, see shards.py) with the method
+    and, for a cached run, uncached on the same seeds; keep per-sample statistics (CPU)."""
+    cfg, common = point.cfg, point.common
+    out: dict[str, list] = {k: [] for k in ("index", "labels", "features", "logits", "reference_logits",
+                                            "latent_se", "image_se", "grid")}
+    size = cfg.metrics.batch_size
+    for start in tqdm(range(indices.start, indices.stop, size), disable=not progress, desc="batches", leave=False):
+        idx = torch.arange(start, min(start + size, indices.stop))
+        kwargs = dict(labels=idx % point.model.num_classes, seeds=[cfg.seed + int(i) for i in idx], decode=True,
+                      **common)
+        result = generate(point.model, cache=point.cache, **kwargs)
+        images = result.images.float().cpu()
+        out["index"].append(idx)
+        out["labels"].append(result.labels.cpu())
+        out["grid"].append(images[idx < cfg.metrics.grid_samples])
+        if point.features is not None:
+            feats, logits = point.features.embed(images)
+            out["features"].append(torch.from_numpy(feats))
+            if logits is not None:
+                out["logits"].append(torch.from_numpy(logits))
+        if point.cache is not None:
+            reference = generate(point.model, **kwargs)
+            ref_images = reference.images.float().cpu()
+            # per-sample sums of squared error (float64): metrics are sums over samples, so any
+            # split into shards gives the same numbers
+            out["latent_se"].append((result.latents.cpu().double() - reference.latents.cpu().double())
+                                    .pow(2).flatten(1).sum(1))
+            out["image_se"].append((images.double() - ref_images.double()).pow(2).flatten(1).sum(1))
+            if point.features is not None and (ref_logits := point.features.embed(ref_images)[1]) is not None:
+                out["reference_logits"].append(torch.from_numpy(ref_logits))
+        out.setdefault("latent_numel", result.latents[0].numel())
+        out.setdefault("image_numel", images[0].numel())
+    return {k: (torch.cat(v) if v else None) if isinstance(v, list) else v for k, v in out.items()}
+
+
+def quality_metrics(point: Point, part: dict) -> dict:
+    """Quality numbers from the run's features and logits; None (with a note) where not available."""
+    cfg = point.cfg
+    out: dict = {"features": cfg.scale.features, "sfid": None}  # sFID needs spatial features we do not keep
+    if point.features is None:
         return {**out, "quality_note": "random weights: quality not applicable"}
-    if cfg.scale.features != "toy":
-        return {**out, "quality_note": "inception features are not wired into run.py yet"}
-    from .metrics import feature_statistics, fid_from_statistics, on_class_rate, per_class_rate
-    from .metrics.toy_features import toy_features, toy_reference_statistics
+    from .metrics import (
+        feature_statistics,
+        fid_from_statistics,
+        inception_score,
+        kid,
+        on_class_rate,
+        per_class_rate,
+        precision_recall,
+    )
+    from .metrics.features import ReferenceMissing, reference_set
 
-    feats, logits = toy_features(images)
-    if cfg.metrics.class_accuracy:
-        out["on_class_rate"] = on_class_rate(logits, labels.numpy())
-        out["on_class_rate_per_class"] = per_class_rate(logits, labels.numpy(), logits.shape[1])
+    features, labels = part["features"].numpy(), part["labels"].numpy()
+    logits = None if part["logits"] is None else part["logits"].numpy()
+    out["features_tag"] = point.features.tag
+    if logits is not None and point.features.name == "toy" and cfg.metrics.class_accuracy:
+        out["on_class_rate"] = on_class_rate(logits, labels)
+        out["on_class_rate_per_class"] = per_class_rate(logits, labels, logits.shape[1])
+    if logits is None:
+        out["is_note"] = "no classifier logits in this feature network: IS not available"
+    elif len(logits) >= 10:  # 10 splits, as the field reports it (toy: over the 10 toy classes)
+        out["is"], out["is_std"] = inception_score(logits, splits=10)
     if cfg.metrics.fid:
-        mu_ref, sigma_ref = toy_reference_statistics(cfg.metrics.reference_samples,
-                                                     Path(cfg.results_dir) / "_reference")
-        out["fid"] = fid_from_statistics(*feature_statistics(feats), mu_ref, sigma_ref)
-    if reference_images is not None:
-        _, reference_logits = toy_features(reference_images)
-        out["class_flip_rate"] = float((logits.argmax(1) != reference_logits.argmax(1)).mean())
+        try:
+            ref = reference_set(point.features, scale=cfg.scale.name, num_images=cfg.metrics.reference_samples,
+                                reference=cfg.metrics.reference, cache_dir=Path(cfg.results_dir) / "_reference")
+        except ReferenceMissing as exc:
+            return {**out, "quality_note": str(exc)}
+        out["reference"] = ref.origin
+        out["fid"] = fid_from_statistics(*feature_statistics(features), ref.mu, ref.sigma)
+        if ref.features is not None:
+            out["kid"] = kid(features, ref.features)
+            if len(features) > 3:
+                out["precision"], out["recall"] = precision_recall(features, ref.features, k=3)
+    if part["reference_logits"] is not None:
+        out["class_flip_rate"] = float((logits.argmax(1) != part["reference_logits"].numpy().argmax(1)).mean())
     return out
 
 
-def paired_fidelity(result, reference) -> dict:
+def paired_fidelity(part: dict) -> dict:
     """Cached vs uncached on the same seeds and labels: MSE/PSNR on latents and images."""
-    from .metrics.quality import mse, psnr
-
-    return {
-        "paired_latent_mse": mse(result.latents, reference.latents),
-        "paired_image_mse": mse(result.images, reference.images),
-        "paired_image_psnr_db": psnr(result.images, reference.images, peak_to_peak=2.0),
-    }
+    n = len(part["index"])
+    latent_mse = float(part["latent_se"].sum()) / (n * part["latent_numel"])
+    image_mse = float(part["image_se"].sum()) / (n * part["image_numel"])
+    return {"paired_latent_mse": latent_mse, "paired_image_mse": image_mse,
+            "paired_image_psnr_db": float("inf") if image_mse == 0 else 10 * math.log10(4.0 / image_mse)}
 
 
-def execute(cfg: DictConfig, run_dir: Path) -> dict:
-    """Sample, time and score one point; returns its metrics (flat)."""
+def finalize(point: Point, part: dict, run_dir: Path) -> dict:
+    """Grid, interleaved timing, MACs and quality of a whole run's samples; its metrics (flat)."""
     from torchvision.utils import save_image
 
     from .metrics import device_sync, measure
+    from .metrics.macs import macs
 
-    sampler, cache = validate(cfg)
-    device = resolve_device(cfg.device)
-    model, vae = load_model(cfg, device)
-    if cache is not None:  # plan once (router read, calibration): never inside a timed call
-        cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
-    num_classes = model.num_classes
-    seeds = [cfg.seed + i for i in range(cfg.metrics.num_samples)]
-    labels = torch.arange(cfg.metrics.num_samples) % num_classes  # class-balanced
-    common = dict(steps=cfg.steps, sampler=sampler, guidance_scale=cfg.model.guidance_scale,
-                  guidance_channels=cfg.model.guidance_channels, eta=cfg.sampler.eta, vae=vae)
-    every = dict(labels=labels, seeds=seeds, decode=True, batch_size=cfg.metrics.batch_size, progress=True)
-    result = generate(model, cache=cache, **every, **common)
-    reference = generate(model, **every, **common) if cache is not None else None
-    images = result.images.cpu()
+    cfg, model, cache = point.cfg, point.model, point.cache
+    if not torch.equal(part["index"], torch.arange(cfg.metrics.num_samples)):
+        raise RuntimeError(f"{run_dir}: the shards do not cover samples 0..{cfg.metrics.num_samples - 1} exactly")
     grid = run_dir / "samples.png"
     grid.parent.mkdir(parents=True, exist_ok=True)
-    save_image((images[: cfg.metrics.grid_samples] + 1) / 2, grid, nrow=8)
+    save_image((part["grid"] + 1) / 2, grid, nrow=8)
 
     # Speed: the method and the uncached reference, interleaved in this process.
     batch = cfg.metrics.timing_batch
     decode = cfg.model.latency_includes_decode
-    picks = [i % len(seeds) for i in range(batch)]  # the first `batch` samples, cycled if fewer
-    timed = dict(labels=labels[picks], seeds=[seeds[i] for i in picks], decode=decode, **common)
+    picks = [i % cfg.metrics.num_samples for i in range(batch)]  # the first `batch` samples, cycled if fewer
+    timed = dict(labels=[i % model.num_classes for i in picks], seeds=[cfg.seed + i for i in picks], decode=decode,
+                 **point.common)
     fns = {"method": lambda: generate(model, cache=cache, **timed)}
     if cache is not None:
         fns["uncached"] = lambda: generate(model, **timed)
     timings = measure(fns, repeats=cfg.metrics.timing_repeats, warmup=cfg.metrics.timing_warmup,
-                      sync=device_sync(device))
+                      sync=device_sync(point.device))
     method, uncached = timings["method"], timings.get("uncached", timings["method"])
 
-    from .metrics.macs import macs
-
-    macs_method = macs(model, result.schedule, nfe=cfg.steps)
+    plan = None if cache is None else cache.checked_plan(model=model, sampler=point.sampler, nfe=cfg.steps)
+    schedule = None if plan is None else plan.mask()
+    macs_method = macs(model, schedule, nfe=cfg.steps)
     macs_uncached = macs(model, None, nfe=cfg.steps)
     metrics = {
         "nfe": cfg.steps,
-        "sampler": sampler,
-        "guidance_convention": result.guidance_convention,
-        "num_samples": len(seeds),
+        "sampler": point.sampler,
+        "guidance_convention": CONVENTIONS[model.family],
+        "num_samples": cfg.metrics.num_samples,
+        "shards": point.shard.count,
         "latency_ms": method.median_s * 1e3,
         "latency_ms_q25": method.q25_s * 1e3,
         "latency_ms_q75": method.q75_s * 1e3,
@@ -188,45 +286,82 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
         "latency_includes_decode": decode,
         "timing_repeats": method.repeats,
         "macs_g": macs_method / 1e9,  # per image, linear/conv layers (the paper's count)
-        "macs_all_g": macs(model, result.schedule, nfe=cfg.steps, count="all") / 1e9,
+        "macs_all_g": macs(model, schedule, nfe=cfg.steps, count="all") / 1e9,
         "macs_uncached_g": macs_uncached / 1e9,
         "macs_speedup": macs_uncached / macs_method,
-        "cached_ratio": result.cached_ratio,
-        "reused_ratio_all": 0.0 if result.plan is None else result.plan.reused_ratio_all,
-        "peak_memory_mb": peak_memory_mb(device),
+        "cached_ratio": 0.0 if plan is None else plan.cached_ratio,
+        "reused_ratio_all": 0.0 if plan is None else plan.reused_ratio_all,
+        "peak_memory_mb": peak_memory_mb(point.device),
         "dtype": "float32",
+        **point.router_info,
     }
-    if reference is not None:
-        metrics.update(paired_fidelity(result, reference))
-    metrics.update(quality_metrics(cfg, images, labels, None if reference is None else reference.images.cpu()))
+    if cache is not None:
+        metrics.update(paired_fidelity(part))
+    metrics.update(quality_metrics(point, part))
     return metrics
 
 
+def write_own_shard(point: Point, run_dir: Path) -> None:
+    """A sharded run's job: generate and save this shard, unless an earlier attempt did."""
+    cfg, shard = point.cfg, point.shard
+    if shard_path(run_dir, shard).is_file():
+        log.info("shard %d/%d of %s exists: not recomputed", shard.index, shard.count, run_dir.name)
+        return
+    indices = sample_range(cfg.metrics.num_samples, cfg.metrics.batch_size, shard)
+    save_shard(run_dir, shard, sample_part(point, indices))
+    log.info("shard %d/%d of %s written (samples %d..%d)", shard.index, shard.count, run_dir.name,
+             indices.start, indices.stop - 1)
+
+
 def run_point(cfg: DictConfig) -> dict:
-    """Run one point and write its row (ok or failed). Returns the row."""
+    """Run one point and write its row (ok, failed or unsupported); returns the row.
+
+    Sharded (shard.count > 1, or under torchrun): each job writes its shard; the job that finds
+    every shard present computes the metrics and writes the row (one at a time, under a lock;
+    a job that only wrote a shard returns {"run_id", "status": "shard"} and writes no row).
+    """
     config = OmegaConf.to_container(cfg, resolve=True)
     run_id = run_id_for(config)
     existing = read_row(cfg.results_dir, run_id)
     if existing and existing.get("status") == "ok" and not cfg.force:
         log.info("skipped %s: an ok row exists (force=true reruns it)", run_id)
         return existing
+    check_tracker(cfg.tracker)
     run_dir = Path(cfg.results_dir) / run_id
     device = torch.device("cpu")
     try:
         device = resolve_device(cfg.device)
     except ValueError:
-        pass  # reported by execute() below, as a failed row
+        pass  # reported by prepare() below, as a failed row
     row = {"run_id": run_id, **flatten({"config": config}),
            **flatten({"provenance": collect(device)}), "provenance.start_time": now()}
-    group = cfg.tracker.group or _sweep_name()
-    tracker = make_tracker(cfg.tracker, group=group, name=run_id, results_dir=cfg.results_dir,
-                           config=flatten(config))
-    status = "failed"
     try:
-        metrics = execute(cfg, run_dir)
-        row.update({f"metrics.{k}": v for k, v in metrics.items()}, status="ok", error=None)
-        status = "ok"
-        log.info("ok %s: %s", run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        point = prepare(cfg)
+        sharded = point.shard.count > 1
+        if sharded:
+            write_own_shard(point, run_dir)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()  # torchrun: rank 0 finalises once every rank's shard exists
+                if torch.distributed.get_rank() != 0:
+                    return {"run_id": run_id, "status": "shard"}
+        # one finaliser at a time per run; it re-checks whether another one already finished
+        with exclusive(run_dir / ".finalize.lock") if sharded else nullcontext():
+            if sharded:
+                done = read_row(cfg.results_dir, run_id)
+                if done and done.get("status") == "ok" and not cfg.force:
+                    return done
+                missing = missing_shards(run_dir, point.shard.count)
+                if missing:
+                    log.info("%s: shard(s) %s of %d still missing; the job writing the last one scores the run",
+                             run_id, missing, point.shard.count)
+                    return {"run_id": run_id, "status": "shard"}
+                part = join_parts(load_shards(run_dir, point.shard.count))
+            else:
+                part = sample_part(point, range(cfg.metrics.num_samples))
+            metrics = finalize(point, part, run_dir)
+            row.update({f"metrics.{k}": v for k, v in metrics.items()}, status="ok", error=None)
+            log.info("ok %s: %s", run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            return _record(cfg, run_id, run_dir, row, config)
     except UnsupportedCombination as exc:
         row.update(status="unsupported", error=str(exc))
         log.warning("unsupported %s: %s", run_id, exc)
@@ -234,14 +369,21 @@ def run_point(cfg: DictConfig) -> dict:
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                    traceback="".join(traceback.format_exception(exc))[-4000:])
         log.error("failed %s: %s: %s", run_id, type(exc).__name__, exc)
+    return _record(cfg, run_id, run_dir, row, config)
+
+
+def _record(cfg: DictConfig, run_id: str, run_dir: Path, row: dict, config: dict) -> dict:
+    """The one place a row is written (then mirrored to W&B)."""
     row["provenance.end_time"] = now()
+    tracker = make_tracker(cfg.tracker, group=cfg.tracker.group or _sweep_name(), name=run_id,
+                           results_dir=cfg.results_dir, config=flatten(config))
     if tracker is not None:
         row["provenance.wandb_dir"] = tracker.directory
     write_row(cfg.results_dir, run_id, row)
     if tracker is not None:
         tracker.log({k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.")},
                     image_path=str(run_dir / "samples.png"))
-        tracker.finish(exit_code=0 if status == "ok" else 1)
+        tracker.finish(exit_code=0 if row["status"] == "ok" else 1)
     return row
 
 
@@ -255,8 +397,14 @@ def _sweep_name() -> str:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    row = run_point(cfg)
-    if row["status"] != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        init_distributed(cfg.device)  # torchrun: each rank generates one shard of the run
+    try:
+        row = run_point(cfg)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if row["status"] not in ("ok", "shard") and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # a single failed run fails the command; a sweep goes on
 
 

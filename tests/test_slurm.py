@@ -11,7 +11,7 @@ from l2c_bench.records import load_results
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-TINY = ["steps=2", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.timing_batch=1",
+TINY = ["cache=none", "steps=2", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.timing_batch=1",
         "metrics.timing_repeats=1", "metrics.reference_samples=20", "metrics.grid_samples=2", "tracker=none",
         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 
@@ -112,3 +112,15 @@ def test_two_sweeps_into_one_folder_at_once(slurm_cluster, tmp_path):
     assert sorted(rows.run_id.unique()) == sorted(rows.run_id) and len(rows) == 3  # seeds 0, 1, 2
     for path in tmp_path.rglob("result.json"):
         json.loads(path.read_text())  # every row is whole
+
+
+def test_sharded_point_as_slurm_array_writes_one_row(slurm_cluster, tmp_path):
+    """Three shard jobs of one point (running side by side): three shard files, one scored row."""
+    proc = sweep(slurm_cluster, tmp_path, "metrics.num_samples=6", "metrics.batch_size=2", "shard.count=3",
+                 "shard.index=0,1,2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = load_results(tmp_path)
+    assert len(rows) == 1 and rows.status.iloc[0] == "ok", rows.get("error")
+    assert rows["metrics.shards"].iloc[0] == 3 and rows["metrics.num_samples"].iloc[0] == 6
+    run_dir = tmp_path / rows.run_id.iloc[0]
+    assert len(list((run_dir / "shards").glob("*-of-003.pt"))) == 3

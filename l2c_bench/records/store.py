@@ -22,7 +22,7 @@ from ..atomic import atomic_path
 
 RESULT_FILE = "result.json"
 # Config keys that do not change what a run computes: excluded from its identity.
-NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device")
+NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device", "shard")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -40,8 +40,25 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def run_key(config: Mapping[str, Any]) -> str:
     """Stable identity of a run: a hash of its resolved config without paths/launcher/tracker."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    cache = dict(identity.get("cache") or {})
+    if not (cache.get("name") == "l2c" and cache.get("router") == "auto"):
+        identity.pop("router", None)  # the learning recipe only matters where it picks the router
+    if cache:
+        relevant = _method_parameters(cache.get("name"), cache)
+        identity["cache"] = {k: v for k, v in cache.items() if k in relevant}
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _method_parameters(name, keys) -> set[str]:
+    """The cache keys that change what method `name` computes (the others are inert for it)."""
+    from dataclasses import fields
+
+    from ..caching import CACHE_METHODS
+
+    if name not in CACHE_METHODS:
+        return set(keys)  # an unknown method (a failed row): keep everything
+    return {"name"} | {f.name for f in fields(CACHE_METHODS[name])} - {"train_if_missing"}
 
 
 def run_id_for(config: Mapping[str, Any]) -> str:

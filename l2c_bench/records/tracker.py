@@ -61,10 +61,15 @@ class WandbMirror:
             log.warning("W&B finish failed (%s: %s)", type(exc).__name__, exc)
 
 
+def check_tracker(cfg) -> None:
+    """Fail before any compute on an unknown tracker."""
+    if cfg.name not in ("wandb", "none"):
+        raise ValueError(f"tracker.name={cfg.name!r} is unknown; valid: wandb, none")
+
+
 def make_tracker(cfg, *, group: str, name: str, results_dir: str, config: Mapping[str, Any]):
+    check_tracker(cfg)
     if cfg.name == "none" or cfg.mode == "disabled":
         return None
-    if cfg.name != "wandb":
-        raise ValueError(f"tracker.name={cfg.name!r} is unknown; valid: wandb, none")
     return WandbMirror(mode=cfg.mode, project=cfg.project, entity=cfg.entity, group=group, name=name,
                        directory=cfg.dir or results_dir, config=config)
