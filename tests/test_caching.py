@@ -289,3 +289,19 @@ def test_plan_is_made_once_per_generate_call(monkeypatch):
     fixed = FixedPlan.of(method, model=model, sampler="ddim", nfe=4)
     assert torch.equal(generate(model, cache=fixed, **kwargs).latents, generate(model, cache=method, **kwargs).latents)
     assert len(calls) == 3  # FixedPlan.of planned once; its own generate call planned nothing
+
+
+def test_table6_non_shifted_cache_step_reuses_each_midpoint():
+    """Paper Table 6: all branches reused at the midpoint (non-shifted) vs the next first evaluation."""
+    uvit = Stub("uvit", 29)
+    plain = make_cache("heuristic", ratio=1.0, shifted=False).plan(model=uvit, sampler="dpm_solver2", nfe=20)
+    shifted = make_cache("heuristic", ratio=1.0).plan(model=uvit, sampler="dpm_solver2", nfe=20)
+    assert plain.cache_steps == tuple(range(1, 20, 2))  # 10 midpoints
+    assert shifted.cache_steps == tuple(range(2, 20, 2))  # 9 first evaluations (step 0's is full)
+    for plan in (plain, shifted):
+        assert plan.cached_ratio == 1.0
+        assert all(not any(c for block in plan.compute[n] for c in block) for n in plan.cache_steps)
+        others = set(range(20)) - set(plan.cache_steps)
+        assert all(all(c for block in plan.compute[n] for c in block) for n in others)
+    with pytest.raises(UnsupportedCombination, match="DPM-Solver-2"):
+        make_cache("heuristic", shifted=False).plan(model=Stub("dit", 28), sampler="ddim", nfe=20)

@@ -1,0 +1,119 @@
+"""Speed-quality plots (paper Figure 4) and threshold curves (Figure 6) from the results store.
+
+    python -m analysis.pareto --results results --out analysis_out
+
+Figure 4: for each (scale, features, model, resolution, base NFE), FID against latency and
+against MACs; one series per method (step reduction = the uncached sampler at fewer steps,
+each heuristic, L2C, FORA, DeepCache, ...), the Pareto front of all points as a step line, the
+uncached point at the base NFE as dashed lines. Figure 6: FID and speedup against the L2C
+threshold, one curve per lambda. PNG and PDF; a method has the same colour in every plot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .cli import results_to_files  # noqa: E402
+from .labels import paper_frame  # noqa: E402
+from .paper import BASELINES  # noqa: E402
+
+AXES = {"latency_s": "Latency (s, one batch)", "macs_t": "MACs per image (T)"}
+
+
+def pareto_front(cost, quality) -> list[bool]:
+    """Points not dominated by another (lower-or-equal cost and FID, one strictly lower)."""
+    points = list(zip(cost, quality, strict=True))
+    return [not any(c2 <= c and q2 <= q and (c2 < c or q2 < q) for c2, q2 in points) for c, q in points]
+
+
+def colour(name: str):
+    """The same colour for a series in every plot (a stable hash into tab20)."""
+    index = int(hashlib.md5(name.encode()).hexdigest(), 16) % 20
+    return plt.get_cmap("tab20")(index)
+
+
+def figure4(points: pd.DataFrame, *, title: str, base_nfe: int):
+    """points: paper_frame rows of one model (all NFE <= base for the baselines, = base for methods)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    baseline = points[(points["method"].isin(BASELINES)) & (points["nfe"] == base_nfe)]
+    for ax, x in zip(axes, AXES, strict=True):
+        data = points.dropna(subset=[x, "fid"])
+        for name, group in data.groupby("series"):
+            group = group.sort_values(x)
+            ax.plot(group[x], group["fid"], "o-", color=colour(name), label=name, markersize=5)
+        if len(data):
+            front = data[pareto_front(data[x].tolist(), data["fid"].tolist())].sort_values(x)
+            ax.step(front[x], front["fid"], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto front")
+        for _, b in baseline.dropna(subset=[x, "fid"]).iterrows():
+            ax.axhline(b["fid"], linestyle="--", color="grey", linewidth=1)
+            ax.axvline(b[x], linestyle="--", color="grey", linewidth=1, label=f"uncached, NFE {base_nfe}")
+        ax.set_xlabel(AXES[x])
+        ax.set_ylabel("FID (lower is better)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def figure6(points: pd.DataFrame, *, title: str):
+    """FID and speedup against the threshold, one curve per lambda (L2C rows)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for lam, group in points.dropna(subset=["threshold"]).groupby(points["lambda"].fillna(-1)):
+        group = group.sort_values("threshold")
+        name = "lambda (official router)" if lam == -1 else f"lambda = {lam:g}"
+        for ax, y, label in ((axes[0], "fid", "FID (lower is better)"), (axes[1], "speedup", "Speedup (x)")):
+            ax.plot(group["threshold"], group[y], "o-", color=colour(name), label=name)
+            ax.set_xlabel("Router threshold")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return paths
+
+
+def write_all(results: pd.DataFrame, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    ours = paper_frame(results)
+    written = []
+    if ours.empty:
+        return written
+    for (scale, features, model, res), rows in ours.groupby(["scale", "features", "model", "resolution"]):
+        slug = f"{scale}_{features}_{model.replace('/', '')}_{res}"
+        for base in sorted(rows.loc[rows["method"].isin(BASELINES), "nfe"].unique()):
+            points = rows[((rows["method"].isin(BASELINES)) & (rows["nfe"] <= base))
+                          | (~rows["method"].isin(BASELINES) & (rows["nfe"] == base))]
+            if points["method"].nunique() < 2 or points["fid"].isna().all():
+                continue
+            title = f"{model} {res}px, base NFE {base} ({scale} scale, {features} features)"
+            written += _save(figure4(points, title=title, base_nfe=int(base)), out, f"fig4_{slug}_nfe{base}")
+        l2c = rows[(rows["cache"] == "l2c") & rows["threshold"].notna()]
+        for nfe, group in l2c.groupby("nfe"):
+            if group["threshold"].nunique() > 1:
+                title = f"{model} {res}px, NFE {nfe}: L2C threshold ({scale} scale, {features} features)"
+                written += _save(figure6(group, title=title), out, f"fig6_{slug}_nfe{nfe}")
+    return written
+
+
+def main(argv=None) -> None:
+    results_to_files(__doc__, write_all, argv)
+
+
+if __name__ == "__main__":
+    main()
