@@ -2,7 +2,7 @@
 
     python -m analysis.report --results results --out analysis_out    # -> analysis_out/index.html
 
-Runs `analysis.tables`, `analysis.pareto` and `analysis.routers` (the routers learned into
+Runs `analysis.tables`, `analysis.pareto`, `analysis.layer_error` and `analysis.routers` (the routers learned into
 `<results>/_routers/` and the shipped ones), then links every file they wrote, and shows the
 Hydra sweep configs (`<results>/_hydra/*/multirun.yaml`) that produced the rows.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from l2c_bench.records import load_results
 
-from . import pareto, routers, tables
+from . import layer_error, pareto, routers, tables
 
 
 def _html_table(table) -> str:
@@ -30,7 +30,7 @@ def write_report(results_dir: Path, out: Path) -> Path:
     results = load_results(results_dir)
     built = tables.build_all(results)
     table_files = tables.write_all(results, out)
-    figures = pareto.write_all(results, out)
+    figures = pareto.write_all(results, out) + layer_error.write_all(results, out)
     learned = sorted((results_dir / "_routers").glob("*.pt")) if (results_dir / "_routers").is_dir() else []
     figures += routers.write_all(learned + routers.default_routers(), out)
     parts = ["<!doctype html><meta charset='utf-8'><title>l2c-bench report</title>",

@@ -70,6 +70,7 @@ class MetricsConfig:
     timing_repeats: int = 3
     timing_warmup: int = 1
     grid_samples: int = 32  # images in samples.png
+    layer_error: bool = False  # diagnostic (paper Fig. 3): per-branch change between evaluations, in the row
 
 
 @dataclass

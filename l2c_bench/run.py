@@ -298,6 +298,10 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     if cache is not None:
         metrics.update(paired_fidelity(part))
     metrics.update(quality_metrics(point, part))
+    if cfg.metrics.layer_error:  # paper Fig. 3: mean ||f(h_n) - f(h_n-1)||^2 per evaluation, block, branch
+        from .caching.methods.heuristic import branch_change
+
+        metrics["branch_change"] = branch_change(model, point.sampler, cfg.steps).tolist()
     return metrics
 
 

@@ -147,3 +147,23 @@ def test_html_report_links_every_file(store, tmp_path):
     assert linked == files  # every file linked, every link a file
     assert "table1_dit_paper_inception.md" in linked and "steps: 10,20" in page
     assert "<b>3.40</b>" in page
+
+
+def test_layer_error_diagnostic_run_and_figure(tmp_path):
+    from conftest import ROOT
+    from hydra import compose, initialize_config_dir
+
+    from analysis import layer_error
+    from l2c_bench.run import run_point
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"results_dir={tmp_path / 'r'}", "tracker=none", "cache=none", "steps=6",
+                                           "metrics.layer_error=true", "metrics.num_samples=2", "metrics.fid=false",
+                                           "metrics.timing_batch=1", "metrics.timing_repeats=1"])
+    row = run_point(cfg)
+    assert row["status"] == "ok", row.get("error")
+    change = row["metrics.branch_change"]
+    assert len(change) == 6 and len(change[0]) == 8 and len(change[0][0]) == 2
+    assert all(v == 0 for block in change[0] for v in block) and min(v for b in change[1] for v in b) > 0
+    written = layer_error.write_all(load_results(tmp_path / "r"), tmp_path / "out")
+    assert [p.suffix for p in written] == [".png", ".pdf"] and written[0].stat().st_size > 5000
