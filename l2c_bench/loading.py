@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -10,6 +12,7 @@ from omegaconf import DictConfig
 from .models import build_model, load_checkpoint
 
 TOY_ASSETS = Path(__file__).resolve().parent / "toy" / "assets"
+_FINGERPRINTS: dict[tuple, str] = {}
 
 
 class RunConfigError(ValueError):
@@ -23,6 +26,20 @@ def checkpoint_path(cfg: DictConfig):
             raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
         return TOY_ASSETS / f"{cfg.model.family}_toy.pt"
     return cfg.model.checkpoint
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Content hash of a checkpoint (memoised per path, size and mtime: a paper-scale file is GBs)."""
+    path = Path(path)
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(chunk)
+        _FINGERPRINTS[memo] = digest.hexdigest()
+    return _FINGERPRINTS[memo]
 
 
 def load_model(cfg: DictConfig, device: torch.device):

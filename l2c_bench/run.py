@@ -11,6 +11,8 @@ and mirrors both to W&B (offline by default). A run whose ok row exists is skipp
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -28,11 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from . import generate
-from .atomic import exclusive
+from .atomic import atomic_path, exclusive
 from .caching import CACHE_METHODS, CacheMethod, FixedPlan, UnsupportedCombination, make_cache
 from .config import register_configs
 from .devices import init_distributed, peak_memory_mb, resolve_device
-from .loading import TOY_ASSETS, RunConfigError, load_model  # noqa: F401 (TOY_ASSETS re-exported)
+from .loading import TOY_ASSETS, RunConfigError, checkpoint_path, file_sha256, load_model  # noqa: F401 (TOY_ASSETS re-exported)
 from .models import build_model
 from .records import flatten, read_row, run_id_for, write_row
 from .records.provenance import collect, now
@@ -119,6 +121,7 @@ class Point:
     shard: Shard
     router_info: dict
     features: object | None = None  # the feature network (metrics.features); None: no quality metrics
+    model_sha256: str | None = None  # the weights' content hash (None: random weights)
 
     @property
     def common(self) -> dict:
@@ -148,7 +151,10 @@ def prepare(cfg: DictConfig) -> Point:
         from .metrics.features import feature_net
 
         features = feature_net(cfg.scale.features, device)  # missing Inception weights: an error here
-    return Point(cfg, sampler, device, model, vae, cache, shard, router_info, features)
+    model_sha256 = None
+    if cfg.model.checkpoint != "random":
+        model_sha256 = file_sha256(checkpoint_path(cfg))
+    return Point(cfg, sampler, device, model, vae, cache, shard, router_info, features, model_sha256)
 
 
 def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
@@ -173,11 +179,10 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
             if logits is not None:
                 out["logits"].append(torch.from_numpy(logits))
         if point.cache is not None:
-            reference = generate(point.model, **kwargs)
-            ref_images = reference.images.float().cpu()
+            ref_latents, ref_images = uncached_reference(point, kwargs)
             # per-sample sums of squared error (float64): metrics are sums over samples, so any
             # split into shards gives the same numbers
-            out["latent_se"].append((result.latents.cpu().double() - reference.latents.cpu().double())
+            out["latent_se"].append((result.latents.cpu().double() - ref_latents.double())
                                     .pow(2).flatten(1).sum(1))
             out["image_se"].append((images.double() - ref_images.double()).pow(2).flatten(1).sum(1))
             if point.features is not None and (ref_logits := point.features.embed(ref_images)[1]) is not None:
@@ -185,6 +190,37 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
         out.setdefault("latent_numel", result.latents[0].numel())
         out.setdefault("image_numel", images[0].numel())
     return {k: (torch.cat(v) if v else None) if isinstance(v, list) else v for k, v in out.items()}
+
+
+REFERENCE_FORMAT = 1  # bump when sampling numerics change: cached uncached latents are then recomputed
+
+
+def uncached_reference(point: Point, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uncached latents and images for one batch (CPU). The latents are cached in
+    `<results_dir>/_reference/uncached/` keyed by everything that determines them (model weights'
+    hash, sampler, NFE, guidance, seeds, labels, device type), so a sweep over methods samples
+    the uncached reference once; images are decoded from them each time (cheap next to sampling)."""
+    from .pipeline import to_images
+
+    if point.model_sha256 is None:  # random weights: nothing to share
+        reference = generate(point.model, **kwargs)
+        return reference.latents.cpu(), reference.images.float().cpu()
+    cfg = point.cfg
+    identity = {"format": REFERENCE_FORMAT, "model": point.model_sha256, "arch": cfg.model.arch,
+                "overrides": OmegaConf.to_container(cfg.model.overrides), "sampler": point.sampler, "nfe": cfg.steps,
+                "guidance": [cfg.model.guidance_scale, cfg.model.guidance_channels], "eta": cfg.sampler.eta,
+                "seeds": list(kwargs["seeds"]), "labels": [int(v) for v in kwargs["labels"]],
+                "device": point.device.type}
+    key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cfg.results_dir) / "_reference" / "uncached" / f"{key}.pt"
+    if path.is_file():
+        latents = torch.load(path, map_location="cpu", weights_only=True)
+        return latents, to_images(latents.to(point.device), point.vae).float().cpu()
+    reference = generate(point.model, **kwargs)
+    latents = reference.latents.cpu()
+    with atomic_path(path) as tmp:  # concurrent jobs may both write it: each rename is whole
+        torch.save(latents, tmp)
+    return latents, reference.images.float().cpu()
 
 
 def quality_metrics(point: Point, part: dict) -> dict:

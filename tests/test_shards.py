@@ -92,3 +92,19 @@ def test_torchrun_ranks_each_generate_one_shard(tmp_path):
     whole = run_point(config(tmp_path / "one"))
     for key in SCORES:
         assert row[f"metrics.{key}"] == whole[f"metrics.{key}"], key
+
+
+def test_uncached_reference_is_sampled_once_per_batch_and_reused(tmp_path):
+    first = run_point(config(tmp_path))  # fora: samples the uncached reference, 3 batches
+    stored = sorted((tmp_path / "_reference" / "uncached").glob("*.pt"))
+    assert len(stored) == 3
+    mtimes = [p.stat().st_mtime_ns for p in stored]
+    again = run_point(config(tmp_path, "force=true"))  # now read from the artifact, images decoded again
+    for key in ("paired_latent_mse", "paired_image_mse", "class_flip_rate", "fid"):
+        assert again[f"metrics.{key}"] == first[f"metrics.{key}"], key
+    other = run_point(config(tmp_path, "cache=heuristic", "cache.ratio=0.25"))  # another method, same seeds
+    assert other["status"] == "ok" and other["metrics.paired_latent_mse"] > 0
+    assert sorted((tmp_path / "_reference" / "uncached").glob("*.pt")) == stored
+    assert [p.stat().st_mtime_ns for p in stored] == mtimes
+    run_point(config(tmp_path, "cache=heuristic", "cache.ratio=0.25", "steps=6"))  # other NFE: its own reference
+    assert len(list((tmp_path / "_reference" / "uncached").glob("*.pt"))) == 6

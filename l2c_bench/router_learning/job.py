@@ -16,10 +16,10 @@ import torch
 from omegaconf import DictConfig
 
 from ..atomic import exclusive
-from ..loading import RunConfigError, checkpoint_path, load_model
+from ..loading import RunConfigError, checkpoint_path, file_sha256, load_model
 from .data import make_data
 from .pairs import make_pairs
-from .store import file_sha256, find_router, router_name, save_artifact, store_path
+from .store import find_router, router_name, save_artifact, store_path
 from .trainer import Recipe, train
 
 log = logging.getLogger("l2c_bench.train_router")

@@ -28,21 +28,6 @@ from .trainer import Recipe
 
 STORE_DIR = "_routers"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "caching" / "routers" / "learned"
-_FINGERPRINTS: dict[tuple, str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Content hash of a checkpoint (memoised per path, size and mtime: a paper-scale file is GBs)."""
-    path = Path(path)
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _FINGERPRINTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                digest.update(chunk)
-        _FINGERPRINTS[memo] = digest.hexdigest()
-    return _FINGERPRINTS[memo]
 
 
 def data_kind(spec: str | None) -> str:
