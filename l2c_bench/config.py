@@ -65,6 +65,7 @@ class MetricsConfig:
     class_accuracy: bool = True  # on-class rate under the feature network's classifier
     fid: bool = True  # FID against the scale's reference statistics
     reference_samples: int = 2000  # images behind the toy reference statistics
+    fid_mode: str = "clean"  # inception features: clean | legacy_tensorflow (ADM-evaluator comparable)
     reference: str | None = None  # paper scale: ADM reference batch .npz (mu/sigma, arr_0) or .npz of features
     timing_batch: int = 8  # images per timed sampling call (paper: 8, with CFG)
     timing_repeats: int = 3

@@ -150,7 +150,7 @@ def prepare(cfg: DictConfig) -> Point:
     if cfg.model.checkpoint != "random":  # random weights: quality is not applicable
         from .metrics.features import feature_net
 
-        features = feature_net(cfg.scale.features, device)  # missing Inception weights: an error here
+        features = feature_net(cfg.scale.features, device, cfg.metrics.fid_mode)  # no Inception file: error here
     model_sha256 = None
     if cfg.model.checkpoint != "random":
         model_sha256 = file_sha256(checkpoint_path(cfg))

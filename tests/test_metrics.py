@@ -156,6 +156,12 @@ def test_missing_inception_weights_say_where_they_go(monkeypatch, tmp_path):
     message = str(info.value)
     assert "inception-2015-12-05.pt" in message and inception.CLEANFID_URL in message
     assert "l2c-bench[inception]" in message
+    # the ADM-comparable mode needs clean-fid's own file (its in-network TF resize)
+    monkeypatch.setattr(inception, "fid_helper_file", lambda: tmp_path / "default_1.pt")
+    with pytest.raises(inception.InceptionUnavailable, match="legacy_tensorflow needs clean-fid's own"):
+        inception.Inception(torch.device("cpu"), mode="legacy_tensorflow")
+    with pytest.raises(ValueError, match="fid_mode='tf'"):
+        inception.Inception(torch.device("cpu"), mode="tf")
 
 
 @pytest.mark.slow

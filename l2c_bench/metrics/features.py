@@ -50,10 +50,10 @@ class ToyNet:
 class InceptionNet:
     name = "inception"
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, mode: str = "clean"):
         from .inception import Inception
 
-        self.net = Inception(device)
+        self.net = Inception(device, mode)
 
     @property
     def tag(self) -> str:
@@ -63,11 +63,11 @@ class InceptionNet:
         return self.net.features(images), self.net.logits(images)
 
 
-def feature_net(name: str, device: torch.device):
+def feature_net(name: str, device: torch.device, mode: str = "clean"):
     if name == "toy":
         return ToyNet()
     if name == "inception":
-        return InceptionNet(device)
+        return InceptionNet(device, mode)
     raise ValueError(f"scale.features={name!r} is unknown; valid: toy, inception")
 
 

