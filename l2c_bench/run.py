@@ -329,6 +329,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "reused_ratio_all": 0.0 if plan is None else plan.reused_ratio_all,
         "peak_memory_mb": peak_memory_mb(point.device),
         "dtype": "float32",
+        "tf32": bool(torch.backends.cuda.matmul.allow_tf32) if point.device.type == "cuda" else False,
         **point.router_info,
     }
     if cache is not None:

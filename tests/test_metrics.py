@@ -211,3 +211,45 @@ def test_toy_run_with_inception_features(tmp_path):
         assert row.get("metrics.is") is None and "IS not available" in row["metrics.is_note"]
     assert list((tmp_path / "_reference").glob("ref_fid-helper-*_toyset_n20_*.npz")) or \
         list((tmp_path / "_reference").glob("ref_clean-fid-*_toyset_n20_*.npz"))
+
+
+def test_reference_from_an_image_folder_and_from_clean_fid_statistics(tmp_path, monkeypatch):
+    import cleanfid
+    import torch
+    from PIL import Image
+
+    from l2c_bench.metrics.features import ToyNet, reference_set
+    from l2c_bench.toy.data import make_dataset
+
+    images, _ = make_dataset(5, seed=4)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    pixels = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    for i, array in enumerate(pixels):
+        Image.fromarray(array).save(folder / f"{i:03d}.png")
+    (folder / "notes.txt").write_text("not an image")
+    net = ToyNet()
+    ref = reference_set(net, scale="paper", num_images=0, reference=str(folder), cache_dir=tmp_path / "cache")
+    direct = np.concatenate([net.embed(torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1)[0]
+                             for a in pixels])
+    assert ref.features.shape == (5, 128) and np.array_equal(ref.features, direct)
+    assert "5 images" in ref.origin and len(list((tmp_path / "cache").glob("ref_toy-*_imgs_*.npz"))) == 1
+    # clean-fid's own statistics folder: a missing file names the path; a present one is read
+    stats = tmp_path / "cleanfid"
+    stats.mkdir()
+    (stats / "stats").mkdir()
+    monkeypatch.setattr(cleanfid, "__file__", str(stats / "__init__.py"))
+    with pytest.raises(ValueError, match="need scale.features=inception"):
+        reference_set(net, scale="paper", num_images=0, reference="cleanfid:imagenet/train/256", cache_dir=tmp_path)
+
+    class FakeInception(ToyNet):
+        name, mode = "inception", "clean"
+
+    inception_net = FakeInception()
+    with pytest.raises(FileNotFoundError, match="imagenet_clean_train_256.npz"):
+        reference_set(inception_net, scale="paper", num_images=0, reference="cleanfid:imagenet/train/256",
+                      cache_dir=tmp_path)
+    np.savez(stats / "stats" / "imagenet_clean_train_256.npz", mu=np.zeros(4), sigma=np.eye(4))
+    got = reference_set(inception_net, scale="paper", num_images=0, reference="cleanfid:imagenet/train/256",
+                        cache_dir=tmp_path)
+    assert np.array_equal(got.sigma, np.eye(4)) and got.features is None

@@ -7,9 +7,14 @@ features: cache keys) and `.embed(images (N, 3, H, W) in [-1, 1]) -> (features (
 Reference features (the real-data side of FID/KID/precision/recall), computed once and cached
 in `<results_dir>/_reference/`, keyed by the network tag and what made the set:
 - toy scale: `num_images` images of the procedural set (fixed seed, disjoint from training);
-- paper scale: `metrics.reference`, an `.npz` in ADM's format (`VIRTUAL_imagenet256_labeled.npz`:
-  stored `mu`/`sigma`, used as they are for FID, and `arr_0` uint8 images (N, H, W, 3), embedded
-  for KID and precision/recall) or with a `features` array (N, D).
+- paper scale: `metrics.reference`, one of
+  * an `.npz` in ADM's format (`VIRTUAL_imagenet256_labeled.npz`: stored `mu`/`sigma`, used as
+    they are for FID, and `arr_0` uint8 images (N, H, W, 3), embedded for KID and
+    precision/recall) or with a `features` array (N, D);
+  * a folder of images (png/jpg/jpeg/webp, read in name order), embedded once;
+  * `cleanfid:<name>/<split>/<res>`, clean-fid's precomputed statistics (e.g.
+    `cleanfid:imagenet/train/256`), read from clean-fid's own stats folder (and its `_kid`
+    features when present); offline, put the files there, the error says which.
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ class InceptionNet:
     def tag(self) -> str:
         return self.net.tag
 
+    @property
+    def mode(self) -> str:
+        return self.net.mode
+
     def embed(self, images: torch.Tensor):
         return self.net.features(images), self.net.logits(images)
 
@@ -98,10 +107,17 @@ def reference_set(net, *, scale: str, num_images: int, reference: str | None, ca
         features = _cached(cache_dir / f"ref_{net.tag}_toyset_n{num_images}_s{REFERENCE_SEED}.npz",
                            lambda: net.embed(make_dataset(num_images, seed=REFERENCE_SEED)[0])[0])
         return Reference(*feature_statistics(features), features, f"toy set, {num_images} images")
+    if reference and reference.startswith("cleanfid:"):
+        if net.name != "inception":
+            raise ValueError(f"metrics.reference={reference}: clean-fid's statistics are Inception statistics; "
+                             f"they need scale.features=inception")
+        return _cleanfid_statistics(reference, net.mode)
     if not reference:
         raise ReferenceMissing("paper-scale FID/KID/precision/recall need metrics.reference: ADM's reference batch "
                                "(VIRTUAL_imagenet256_labeled.npz) or an .npz with `features`")
     path = Path(reference)
+    if path.is_dir():
+        return _folder(net, path, cache_dir)
     if not path.is_file():
         raise FileNotFoundError(f"reference not found: {path} (set by config key `metrics.reference`)")
     with np.load(path) as data:
@@ -123,3 +139,53 @@ def reference_set(net, *, scale: str, num_images: int, reference: str | None, ca
         raise ValueError(f"metrics.reference={path}: needs `mu`+`sigma`, `features` or `arr_0` images")
     mu, sigma = stored if stored is not None else feature_statistics(features)
     return Reference(np.asarray(mu, np.float64), np.asarray(sigma, np.float64), features, str(path))
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def _folder(net, folder: Path, cache_dir: Path) -> Reference:
+    """Every image of a folder (name order), embedded once; cached by the listing (names, sizes, mtimes)."""
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(files) < 2:
+        raise ValueError(f"metrics.reference={folder}: needs at least 2 images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    digest = hashlib.sha1(repr(listing).encode()).hexdigest()[:12]
+
+    def compute():
+        features = []
+        for path in files:  # one at a time: a folder may mix image sizes
+            array = np.asarray(Image.open(path).convert("RGB"))
+            image = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+            features.append(net.embed(image)[0])
+        return np.concatenate(features)
+
+    features = _cached(cache_dir / f"ref_{net.tag}_{folder.name}_{digest}.npz", compute)
+    return Reference(*feature_statistics(features), features, f"{folder} ({len(files)} images)")
+
+
+def _cleanfid_statistics(spec: str, mode: str) -> Reference:
+    """`cleanfid:<name>/<split>/<res>` -> clean-fid's stats file in its package folder (no download)."""
+    import cleanfid
+
+    try:
+        name, split, res = spec.removeprefix("cleanfid:").split("/")
+    except ValueError:
+        raise ValueError(f"metrics.reference={spec!r}: write cleanfid:<name>/<split>/<res>, e.g. "
+                         f"cleanfid:imagenet/train/256") from None
+    folder = Path(cleanfid.__file__).parent / "stats"
+    stem = f"{name}_{mode}_{split}_{'na' if split == 'custom' else res}".lower()
+    path = folder / f"{stem}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics.reference={spec}: clean-fid's statistics are not on disk; put "
+                                f"https://www.cs.cmu.edu/~clean-fid/stats/{path.name} at {path}")
+    with np.load(path) as data:
+        mu, sigma = data["mu"], data["sigma"]
+    kid_path = folder / f"{stem}_kid.npz"
+    features = None
+    if kid_path.is_file():
+        with np.load(kid_path) as data:
+            features = data["feats"].astype(np.float64)
+    return Reference(np.asarray(mu, np.float64), np.asarray(sigma, np.float64), features, f"clean-fid {stem}")
