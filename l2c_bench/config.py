@@ -69,7 +69,8 @@ class MetricsConfig:
     reference: str | None = None  # paper scale: ADM reference batch .npz (mu/sigma, arr_0) or .npz of features
     timing_batch: int = 8  # images per timed sampling call (paper: 8, with CFG)
     timing_repeats: int = 3
-    timing_warmup: int = 1
+    timing_warmup: int = 1  # warm-up calls of each function, at least
+    timing_min_warmup_s: float = 0.0  # ... and more until this long has passed (paper scale: a few s)
     grid_samples: int = 32  # images in samples.png
     layer_error: bool = False  # diagnostic (paper Fig. 3): per-branch change between evaluations, in the row
 

@@ -162,7 +162,7 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
     and, for a cached run, uncached on the same seeds; keep per-sample statistics (CPU)."""
     cfg, common = point.cfg, point.common
     out: dict[str, list] = {k: [] for k in ("index", "labels", "features", "logits", "reference_logits",
-                                            "latent_se", "image_se", "grid")}
+                                            "latent_se", "reference_latent_range", "image_se", "grid")}
     size = cfg.metrics.batch_size
     for start in tqdm(range(indices.start, indices.stop, size), disable=not progress, desc="batches", leave=False):
         idx = torch.arange(start, min(start + size, indices.stop))
@@ -184,6 +184,8 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
             # split into shards gives the same numbers
             out["latent_se"].append((result.latents.cpu().double() - ref_latents.double())
                                     .pow(2).flatten(1).sum(1))
+            out["reference_latent_range"].append(torch.stack([ref_latents.flatten(1).amin(1),
+                                                              ref_latents.flatten(1).amax(1)], 1))
             out["image_se"].append((images.double() - ref_images.double()).pow(2).flatten(1).sum(1))
             if point.features is not None and (ref_logits := point.features.embed(ref_images)[1]) is not None:
                 out["reference_logits"].append(torch.from_numpy(ref_logits))
@@ -272,15 +274,22 @@ def paired_fidelity(part: dict) -> dict:
     n = len(part["index"])
     latent_mse = float(part["latent_se"].sum()) / (n * part["latent_numel"])
     image_mse = float(part["image_se"].sum()) / (n * part["image_numel"])
-    return {"paired_latent_mse": latent_mse, "paired_image_mse": image_mse,
-            "paired_image_psnr_db": float("inf") if image_mse == 0 else 10 * math.log10(4.0 / image_mse)}
+    # latents have no fixed range: their PSNR takes the uncached latents' peak-to-peak over the run
+    span = float(part["reference_latent_range"][:, 1].max() - part["reference_latent_range"][:, 0].min())
+
+    def psnr(mse: float, peak_to_peak: float) -> float:
+        return float("inf") if mse == 0 else 10 * math.log10(peak_to_peak**2 / mse)
+
+    return {"paired_latent_mse": latent_mse, "paired_latent_psnr_db": psnr(latent_mse, span),
+            "paired_latent_peak_to_peak": span, "paired_image_mse": image_mse,
+            "paired_image_psnr_db": psnr(image_mse, 2.0)}
 
 
 def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     """Grid, interleaved timing, MACs and quality of a whole run's samples; its metrics (flat)."""
     from torchvision.utils import save_image
 
-    from .metrics import device_sync, measure
+    from .metrics import cuda_event_timer, device_sync, measure
     from .metrics.macs import macs
 
     cfg, model, cache = point.cfg, point.model, point.cache
@@ -299,8 +308,9 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     fns = {"method": lambda: generate(model, cache=cache, **timed)}
     if cache is not None:
         fns["uncached"] = lambda: generate(model, **timed)
+    timer = cuda_event_timer(point.device) if point.device.type == "cuda" else None
     timings = measure(fns, repeats=cfg.metrics.timing_repeats, warmup=cfg.metrics.timing_warmup,
-                      sync=device_sync(point.device))
+                      min_warmup_s=cfg.metrics.timing_min_warmup_s, sync=device_sync(point.device), timer=timer)
     method, uncached = timings["method"], timings.get("uncached", timings["method"])
 
     plan = None if cache is None else cache.checked_plan(model=model, sampler=point.sampler, nfe=cfg.steps)
@@ -321,6 +331,8 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "latency_batch": batch,
         "latency_includes_decode": decode,
         "timing_repeats": method.repeats,
+        "timing_warmup_calls": method.warmup,
+        "timer": "cuda_events" if timer is not None else "perf_counter",
         "macs_g": macs_method / 1e9,  # per image, linear/conv layers (the paper's count)
         "macs_all_g": macs(model, schedule, nfe=cfg.steps, count="all") / 1e9,
         "macs_uncached_g": macs_uncached / 1e9,

@@ -253,3 +253,21 @@ def test_reference_from_an_image_folder_and_from_clean_fid_statistics(tmp_path, 
     got = reference_set(inception_net, scale="paper", num_images=0, reference="cleanfid:imagenet/train/256",
                         cache_dir=tmp_path)
     assert np.array_equal(got.sigma, np.eye(4)) and got.features is None
+
+
+def test_measure_with_a_device_timer():
+    """A GPU run times each call between CUDA events; `timer` is that hook (here a fake)."""
+    from l2c_bench.metrics import measure
+
+    calls = {"a": 0, "b": 0}
+
+    def fn(name):
+        def call():
+            calls[name] += 1
+        return call
+
+    durations = iter([0.3, 0.1, 0.2, 0.4, 0.5, 0.6])
+    timings = measure({"a": fn("a"), "b": fn("b")}, repeats=3, warmup=1, timer=lambda f: (f(), next(durations))[1])
+    assert calls == {"a": 4, "b": 4}  # 1 warm-up + 3 timed each
+    # ABBA order: a, b | b, a | a, b -> a gets 0.3, 0.4, 0.5 and b gets 0.1, 0.2, 0.6
+    assert timings["a"].median_s == 0.4 and timings["b"].median_s == 0.2

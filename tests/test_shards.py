@@ -16,8 +16,9 @@ from l2c_bench.shards import Shard, join_parts, load_shards, sample_range, shard
 SMALL = ["tracker=none", "cache=fora", "steps=4", "metrics.num_samples=12", "metrics.batch_size=4",
          "metrics.timing_batch=2", "metrics.timing_repeats=1", "metrics.timing_warmup=0",
          "metrics.reference_samples=40", "metrics.grid_samples=6"]
-SCORES = ("fid", "kid", "is", "is_std", "precision", "recall", "on_class_rate", "on_class_rate_per_class", "class_flip_rate", "paired_latent_mse",
-          "paired_image_mse", "paired_image_psnr_db", "cached_ratio", "macs_g", "num_samples")
+SCORES = ("fid", "kid", "is", "is_std", "precision", "recall", "on_class_rate", "on_class_rate_per_class",
+          "class_flip_rate", "paired_latent_mse", "paired_latent_psnr_db", "paired_image_mse", "paired_image_psnr_db",
+          "cached_ratio", "macs_g", "num_samples")
 
 
 def config(results_dir, *overrides):

@@ -9,10 +9,11 @@ from .quality import (
     per_class_rate,
     precision_recall,
 )
-from .timing import Timing, device_sync, measure
+from .timing import Timing, cuda_event_timer, device_sync, measure
 
 __all__ = [
     "Timing",
+    "cuda_event_timer",
     "device_sync",
     "feature_statistics",
     "fid_from_statistics",

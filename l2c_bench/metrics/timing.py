@@ -40,13 +40,30 @@ def device_sync(device: torch.device | str) -> Callable[[], None]:
     return lambda: None
 
 
+def cuda_event_timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
+    """Seconds one call takes on the GPU, between CUDA events recorded on the device's stream."""
+
+    def timed(fn: Callable[[], object]) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3  # ms -> s
+
+    return timed
+
+
 def measure(fns: Mapping[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1,
             sync: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.perf_counter,
-            min_warmup_s: float = 0.0) -> dict[str, Timing]:
+            min_warmup_s: float = 0.0, timer: Callable[[Callable[[], object]], float] | None = None
+            ) -> dict[str, Timing]:
     """Time every function `repeats` times, interleaved (ABBA order) so drift hits all alike.
 
-    Warm-up: `warmup` calls of each, then more until `min_warmup_s` has passed (sized from the
-    first call's duration). Each timed call is bracketed by `sync()`.
+    Warm-up: `warmup` calls of each, then more until `min_warmup_s` has passed (so the count is
+    sized from the first calls' duration). Each timed call is bracketed by `sync()` and read from
+    `clock`, or measured by `timer(fn)` (on a GPU: `cuda_event_timer`).
     """
     if repeats < 1:
         raise ValueError(f"timing repeats must be >= 1, got {repeats}")
@@ -63,6 +80,9 @@ def measure(fns: Mapping[str, Callable[[], object]], *, repeats: int = 5, warmup
     names = list(fns)
     for r in range(repeats):
         for name in names if r % 2 == 0 else reversed(names):
+            if timer is not None:
+                samples[name].append(timer(fns[name]))
+                continue
             sync()
             t0 = clock()
             fns[name]()
