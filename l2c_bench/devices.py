@@ -38,3 +38,8 @@ def init_distributed(name: str) -> torch.device:
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+def tf32_enabled(device: torch.device) -> bool:
+    """Whether float32 matmuls may use TF32 on this device (recorded with each row)."""
+    return device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)

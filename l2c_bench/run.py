@@ -33,7 +33,7 @@ from . import generate
 from .atomic import atomic_path, exclusive
 from .caching import CACHE_METHODS, CacheMethod, FixedPlan, UnsupportedCombination, make_cache
 from .config import register_configs
-from .devices import init_distributed, peak_memory_mb, resolve_device
+from .devices import init_distributed, peak_memory_mb, resolve_device, tf32_enabled
 from .loading import TOY_ASSETS, RunConfigError, checkpoint_path, file_sha256, load_model  # noqa: F401 (TOY_ASSETS re-exported)
 from .models import build_model
 from .records import flatten, read_row, run_id_for, write_row
@@ -341,7 +341,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "reused_ratio_all": 0.0 if plan is None else plan.reused_ratio_all,
         "peak_memory_mb": peak_memory_mb(point.device),
         "dtype": "float32",
-        "tf32": bool(torch.backends.cuda.matmul.allow_tf32) if point.device.type == "cuda" else False,
+        "tf32": tf32_enabled(point.device),
         **point.router_info,
     }
     if cache is not None:
@@ -448,8 +448,8 @@ def _sweep_name() -> str:
     return Path(hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.run.dir).name
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def entry(cfg: DictConfig) -> None:
+    """The command: one point (a torchrun rank: one shard of it); a single failed run exits 1."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         init_distributed(cfg.device)  # torchrun: each rank generates one shard of the run
     try:
@@ -459,6 +459,15 @@ def main(cfg: DictConfig) -> None:
             torch.distributed.destroy_process_group()
     if row["status"] not in ("ok", "shard") and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # a single failed run fails the command; a sweep goes on
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    # Under `python -m` this module is __main__, which submitit (SLURM) pickles by value; going
+    # through the importable module makes it pickle a reference instead.
+    import l2c_bench.run
+
+    l2c_bench.run.entry(cfg)
 
 
 if __name__ == "__main__":

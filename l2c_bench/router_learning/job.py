@@ -52,8 +52,11 @@ def name_for(cfg: DictConfig, sampler: str) -> str:
 def training_command(cfg: DictConfig, sampler: str) -> str:
     """The exact command that trains the router `cache.router=auto` looks for."""
     r = cfg.router
+    data = r.data or "/path/to/imagenet/train"  # unset at paper scale: the user's ImageNet folder goes here
     args = [f"scale={cfg.scale.name}", f"model={cfg.model.family}", f"model.checkpoint={cfg.model.checkpoint}",
-            f"sampler.name={sampler}", f"steps={cfg.steps}", f"router.data={r.data}", f"results_dir={cfg.results_dir}"]
+            f"sampler.name={sampler}", f"steps={cfg.steps}", f"router.data={data}", f"results_dir={cfg.results_dir}"]
+    if cfg.model.vae == "sd":  # image folders are encoded on the fly
+        args.insert(3, f"model.vae_checkpoint={cfg.model.vae_checkpoint}")
     args += [f"router.{k}={'null' if v is None else v}" for k, v in asdict(recipe_from(cfg)).items()]
     return "python -m l2c_bench.train_router " + " ".join(shlex.quote(a) for a in args)
 
@@ -80,6 +83,9 @@ def learn(cfg: DictConfig, sampler: str, *, device: torch.device, model=None, va
     """
     name = name_for(cfg, sampler)
     target = store_path(cfg.results_dir, name)
+    existing = find_router(cfg.results_dir, name)
+    if existing is not None and not force:
+        return existing
     distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
     # one trainer per router: a concurrent job (a sweep's other points) waits, then finds it
     with nullcontext() if distributed else exclusive(target.with_suffix(".lock")):
