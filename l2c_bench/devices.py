@@ -43,3 +43,9 @@ def init_distributed(name: str) -> torch.device:
 def tf32_enabled(device: torch.device) -> bool:
     """Whether float32 matmuls may use TF32 on this device (recorded with each row)."""
     return device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def set_tf32(device: torch.device, enabled: bool) -> None:
+    """`tf32=true`: let CUDA float32 matmuls use TF32 (no effect on a CPU)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = enabled

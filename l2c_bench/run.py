@@ -33,7 +33,7 @@ from . import generate
 from .atomic import atomic_path, exclusive
 from .caching import CACHE_METHODS, CacheMethod, FixedPlan, UnsupportedCombination, make_cache
 from .config import register_configs
-from .devices import init_distributed, peak_memory_mb, resolve_device, tf32_enabled
+from .devices import init_distributed, peak_memory_mb, resolve_device, set_tf32, tf32_enabled
 from .loading import TOY_ASSETS, RunConfigError, checkpoint_path, file_sha256, load_model  # noqa: F401 (TOY_ASSETS re-exported)
 from .models import build_model
 from .records import flatten, read_row, run_id_for, write_row
@@ -88,6 +88,8 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
             raise RunConfigError(f"metrics.{key} must be >= 1, got {cfg.metrics[key]}")
     if cfg.metrics.fid and cfg.metrics.num_samples < 2:
         raise RunConfigError("metrics.fid needs metrics.num_samples >= 2")
+    if cfg.dtype not in AUTOCAST:
+        raise RunConfigError(f"dtype={cfg.dtype!r} is unknown; valid: {', '.join(AUTOCAST)}")
     router = None
     if uses_router_store(cfg):
         from .caching.methods.pairing import l2c_cache_steps
@@ -108,6 +110,9 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     return sampler, cache
 
 
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class Point:
     """One benchmark point, ready to sample: model, planned cache, sampler settings, shard."""
@@ -123,6 +128,12 @@ class Point:
     features: object | None = None  # the feature network (metrics.features); None: no quality metrics
     model_sha256: str | None = None  # the weights' content hash (None: random weights)
 
+    def sample(self, cache=None, **kwargs):
+        """`generate` under the configured numerics (autocast for bf16/fp16)."""
+        dtype = AUTOCAST[self.cfg.dtype]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return generate(self.model, cache=cache, **kwargs)
+
     @property
     def common(self) -> dict:
         cfg = self.cfg
@@ -136,6 +147,7 @@ def prepare(cfg: DictConfig) -> Point:
     shard = from_environment(cfg.shard.index, cfg.shard.count)
     sample_range(cfg.metrics.num_samples, cfg.metrics.batch_size, shard)  # an impossible split fails here
     device = init_distributed(cfg.device)  # torchrun: this rank's GPU
+    set_tf32(device, bool(cfg.tf32))
     model, vae = load_model(cfg, device)
     router_info = {}
     if uses_router_store(cfg):
@@ -168,7 +180,7 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
         idx = torch.arange(start, min(start + size, indices.stop))
         kwargs = dict(labels=idx % point.model.num_classes, seeds=[cfg.seed + int(i) for i in idx], decode=True,
                       **common)
-        result = generate(point.model, cache=point.cache, **kwargs)
+        result = point.sample(point.cache, **kwargs)
         images = result.images.float().cpu()
         out["index"].append(idx)
         out["labels"].append(result.labels.cpu())
@@ -205,20 +217,20 @@ def uncached_reference(point: Point, kwargs: dict) -> tuple[torch.Tensor, torch.
     from .pipeline import to_images
 
     if point.model_sha256 is None:  # random weights: nothing to share
-        reference = generate(point.model, **kwargs)
+        reference = point.sample(**kwargs)
         return reference.latents.cpu(), reference.images.float().cpu()
     cfg = point.cfg
     identity = {"format": REFERENCE_FORMAT, "model": point.model_sha256, "arch": cfg.model.arch,
                 "overrides": OmegaConf.to_container(cfg.model.overrides), "sampler": point.sampler, "nfe": cfg.steps,
                 "guidance": [cfg.model.guidance_scale, cfg.model.guidance_channels], "eta": cfg.sampler.eta,
                 "seeds": list(kwargs["seeds"]), "labels": [int(v) for v in kwargs["labels"]],
-                "device": point.device.type}
+                "device": point.device.type, "dtype": cfg.dtype, "tf32": tf32_enabled(point.device)}
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cfg.results_dir) / "_reference" / "uncached" / f"{key}.pt"
     if path.is_file():
         latents = torch.load(path, map_location="cpu", weights_only=True)
         return latents, to_images(latents.to(point.device), point.vae).float().cpu()
-    reference = generate(point.model, **kwargs)
+    reference = point.sample(**kwargs)
     latents = reference.latents.cpu()
     with atomic_path(path) as tmp:  # concurrent jobs may both write it: each rename is whole
         torch.save(latents, tmp)
@@ -305,9 +317,9 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     picks = [i % cfg.metrics.num_samples for i in range(batch)]  # the first `batch` samples, cycled if fewer
     timed = dict(labels=[i % model.num_classes for i in picks], seeds=[cfg.seed + i for i in picks], decode=decode,
                  **point.common)
-    fns = {"method": lambda: generate(model, cache=cache, **timed)}
+    fns = {"method": lambda: point.sample(cache, **timed)}
     if cache is not None:
-        fns["uncached"] = lambda: generate(model, **timed)
+        fns["uncached"] = lambda: point.sample(**timed)
     timer = cuda_event_timer(point.device) if point.device.type == "cuda" else None
     timings = measure(fns, repeats=cfg.metrics.timing_repeats, warmup=cfg.metrics.timing_warmup,
                       min_warmup_s=cfg.metrics.timing_min_warmup_s, sync=device_sync(point.device), timer=timer)
@@ -340,7 +352,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "cached_ratio": 0.0 if plan is None else plan.cached_ratio,
         "reused_ratio_all": 0.0 if plan is None else plan.reused_ratio_all,
         "peak_memory_mb": peak_memory_mb(point.device),
-        "dtype": "float32",
+        "dtype": cfg.dtype,
         "tf32": tf32_enabled(point.device),
         **point.router_info,
     }

@@ -134,3 +134,17 @@ def test_paper_scale_missing_checkpoint_names_file_key_and_source(tmp_path):
     assert row["status"] == "failed"
     assert "imagenet256_uvit_huge.pth" in row["error"] and "model.checkpoint" in row["error"]
     assert "U-ViT README" in row["error"]
+
+
+def test_bf16_autocast_run_is_recorded_and_close_to_fp32(tmp_path):
+    common = ["tracker=none", "cache=fora", "steps=4", "metrics.num_samples=4", "metrics.batch_size=4",
+              "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.fid=false"]
+    fp32 = run_point(config(tmp_path, *common))
+    bf16 = run_point(config(tmp_path, *common, "dtype=bf16"))
+    assert fp32["status"] == bf16["status"] == "ok", bf16.get("error")
+    assert fp32["run_id"] != bf16["run_id"]  # numerics are part of a run's identity
+    assert (fp32["metrics.dtype"], bf16["metrics.dtype"]) == ("fp32", "bf16") and bf16["metrics.tf32"] is False
+    # caching error measured against an uncached reference in the same numerics: same order of magnitude
+    assert 0.2 < bf16["metrics.paired_latent_mse"] / fp32["metrics.paired_latent_mse"] < 5
+    bad = run_point(config(tmp_path, *common, "dtype=fp8"))
+    assert bad["status"] == "failed" and "dtype='fp8'" in bad["error"]

@@ -157,7 +157,7 @@ def _folder(net, folder: Path, cache_dir: Path) -> Reference:
     def compute():
         features = []
         for path in files:  # one at a time: a folder may mix image sizes
-            array = np.asarray(Image.open(path).convert("RGB"))
+            array = np.array(Image.open(path).convert("RGB"))  # a writable copy for torch
             image = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 127.5 - 1.0
             features.append(net.embed(image)[0])
         return np.concatenate(features)
