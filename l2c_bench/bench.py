@@ -42,7 +42,7 @@ def run_bench(args) -> dict:
     params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
     if args.cache == "fora":
         params = {"interval": args.interval}
-    cache = FixedPlan.of(make_cache(args.cache, **params), model=model, sampler=args.sampler, nfe=args.nfe)
+    cache = _Keeping.of(make_cache(args.cache, **params), model=model, sampler=args.sampler, nfe=args.nfe)
     common = dict(labels=[i % model.num_classes for i in range(args.batch)], seeds=list(range(args.batch)),
                   steps=args.nfe, sampler=args.sampler, guidance_scale=args.guidance)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -52,8 +52,11 @@ def run_bench(args) -> dict:
             return generate(model, cache=method, **common)
 
     plan_run = call(cache)
-    timings = measure({"uncached": lambda: call(None), "cached": lambda: call(cache)},
-                      repeats=args.repeats, warmup=args.warmup, sync=device_sync(device))
+    cache_mb = cache.last.cache_bytes / 2**20  # held at the end of sampling: every cached branch, every pass
+    fns = {"uncached": lambda: call(None), "cached": lambda: call(cache)}
+    if args.overhead:
+        fns["plain_loop"] = lambda: plain_ddim(model, common["labels"], args.nfe, args.guidance, device)
+    timings = measure(fns, repeats=args.repeats, warmup=args.warmup, sync=device_sync(device))
     u, c = timings["uncached"], timings["cached"]
     macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe)
     measured = u.median_s / c.median_s
@@ -64,9 +67,38 @@ def run_bench(args) -> dict:
         "cached_ms": c.median_s * 1e3, "cached_iqr_ms": c.iqr_s * 1e3,
         "measured_speedup": measured, "macs_uncached_g": macs_u / 1e9, "macs_cached_g": macs_c / 1e9,
         "macs_speedup": macs_u / macs_c, "efficiency": measured / (macs_u / macs_c),
-        "peak_memory_mb": peak_memory_mb(device), "dtype": args.dtype, "tf32": args.tf32, "compile": False,
-        "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "peak_memory_mb": peak_memory_mb(device), "cache_mb": cache_mb, "dtype": args.dtype, "tf32": args.tf32,
+        "compile": False, "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+        **({"plain_loop_ms": timings["plain_loop"].median_s * 1e3,
+            "harness_overhead": u.median_s / timings["plain_loop"].median_s} if args.overhead else {}),
     }
+
+
+class _Keeping(FixedPlan):
+    """A fixed plan that keeps its last per-batch state (to read the cache's size)."""
+
+    def run(self, plan):
+        self.last = super().run(plan)
+        return self.last
+
+
+@torch.no_grad()
+def plain_ddim(model, labels, nfe: int, guidance: float, device) -> torch.Tensor:
+    """Uncached DDIM with batched CFG written as a bare loop: what the harness must not be slower than."""
+    from .sampling.ddim import DiffusionTables, ddim_update
+    from .sampling.diffusion import SpacedDiffusion
+
+    tables = DiffusionTables(SpacedDiffusion.create(nfe), device)
+    y = torch.as_tensor(labels, device=device)
+    x = torch.randn(len(y), model.in_channels, model.input_size, model.input_size, device=device)
+    y2 = torch.cat([y, torch.full_like(y, model.null_class)])
+    for k in range(nfe - 1, -1, -1):
+        t = tables.timestep_map[k].expand(2 * len(y))
+        out = model(torch.cat([x, x]), t, y2)
+        cond, uncond = out.chunk(2)
+        eps = torch.cat([uncond[:, :3] + guidance * (cond[:, :3] - uncond[:, :3]), cond[:, 3:]], dim=1)
+        x, _ = ddim_update(tables, eps, x, k)
+    return x
 
 
 def main(argv=None) -> dict:
@@ -86,6 +118,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--tf32", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--overhead", action="store_true",
+                        help="also time a bare DDIM loop (DiT): harness_overhead = uncached generate / bare loop")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     args = parser.parse_args(argv)
     row = run_bench(args)

@@ -111,3 +111,29 @@ def test_sampler_configuration_errors():
     with pytest.raises(ValueError, match="valid for dit: ddim, ddpm"):
         check_sampler("dpm_solver2", "dit", 20)
     assert check_sampler("dpm_solver2", "uvit", 20).family == "uvit"
+
+
+def test_dpm_solver2_precomputed_steps_match_the_generic_update_bit_for_bit():
+    """The device-side coefficient table reproduces `solver_update` (order 2, r1 = 1/2) exactly."""
+    import torch
+
+    from l2c_bench.sampling.dpm_solver import (
+        DataPrediction,
+        DiscreteVPSchedule,
+        dpm_solver2_sample,
+        solver_update,
+        time_grid,
+    )
+
+    weights = torch.randn(4, 4, generator=torch.Generator().manual_seed(0)) * 0.1
+
+    def denoise(x, t):  # any deterministic eps-model of x and t
+        return torch.tanh(torch.einsum("nchw,cd->ndhw", x, weights) + t.view(-1, 1, 1, 1) / 1000.0)
+
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    schedule = DiscreteVPSchedule()
+    for nfe in (2, 10, 20):
+        reference, grid, model_x0 = x.clone(), time_grid(nfe // 2), DataPrediction(denoise, schedule)
+        for i in range(nfe // 2):
+            reference = solver_update(model_x0, schedule, reference, grid[i : i + 1], grid[i + 1 : i + 2], 2, r1=0.5)
+        assert torch.equal(dpm_solver2_sample(denoise, x.clone(), nfe), reference), nfe

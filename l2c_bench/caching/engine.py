@@ -139,6 +139,19 @@ class CacheRun:
                 for store in self._stores[:passes]]
 
     @property
+    def cache_bytes(self) -> int:
+        """Bytes the cache holds now (each stored tensor once; references, never copies)."""
+        tensors = {}
+        for store in self._stores:
+            for value in store.values():
+                for t in (value if isinstance(value, tuple) else (value,)):
+                    items = t if isinstance(t, (list, tuple)) else (t,)
+                    for item in items:
+                        if isinstance(item, torch.Tensor):
+                            tensors[id(item)] = item.numel() * item.element_size()
+        return sum(tensors.values())
+
+    @property
     def schedule(self) -> torch.Tensor:
         """The compute mask (nfe, blocks, 2) that ran."""
         if self.evaluations != self.plan.nfe:

@@ -114,17 +114,50 @@ def time_grid(num_intervals: int) -> torch.Tensor:
     return torch.linspace(T_START, T_END, num_intervals + 1)
 
 
+class DPMSolver2Steps:
+    """Every per-step coefficient of singlestep DPM-Solver-2 (r1 = 1/2) for an NFE, computed once
+    on the host in float32 exactly as `solver_update` computes them, then moved to the device in
+    one copy: the sampling loop does no host work and no host-device transfer per step."""
+
+    # columns of `table`: model times, x0 conversion at s and s1, and the update's coefficients
+    COLUMNS = ("t_s", "t_s1", "sigma_s", "alpha_s", "sigma_s1", "alpha_s1", "a1", "b1", "a", "b", "c")
+
+    def __init__(self, nfe: int, schedule: DiscreteVPSchedule, device: torch.device):
+        grid = time_grid(nfe // 2)
+        rows = []
+        r1 = torch.as_tensor(0.5, dtype=torch.float32)
+        for i in range(nfe // 2):
+            s, t = grid[i : i + 1], grid[i + 1 : i + 2]
+            lam_s, lam_t = schedule.lam(s), schedule.lam(t)
+            h = lam_t - lam_s
+            sigma_s, sigma_t, alpha_t = schedule.sigma(s), schedule.sigma(t), schedule.alpha(t)
+            phi_1 = torch.expm1(-h)
+            s1 = schedule.inverse_lam(lam_s + r1 * h)
+            rows.append(torch.cat([
+                s * 1000.0, s1 * 1000.0, sigma_s, schedule.alpha(s), schedule.sigma(s1), schedule.alpha(s1),
+                schedule.sigma(s1) / sigma_s, schedule.alpha(s1) * torch.expm1(-r1 * h),  # x_s1 = a1 x - b1 x0_s
+                sigma_t / sigma_s, alpha_t * phi_1, 0.5 / r1 * alpha_t * phi_1,  # x_t = a x - b x0_s - c (x0_s1 - x0_s)
+            ]))
+        self.table = torch.stack(rows).to(device)  # (steps, 11) float32
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 def dpm_solver2_sample(denoise: Denoiser, x: torch.Tensor, nfe: int, *,
                        schedule: DiscreteVPSchedule | None = None, progress: bool = False) -> torch.Tensor:
     """Singlestep DPM-Solver-2 with NFE/2 t-uniform steps; the 2 evaluations of a step are
     (first: at s, the L2C cache step) then (second: at the log-SNR midpoint)."""
     if nfe < 2 or nfe % 2:
         raise ValueError(f"steps (NFE) must be a positive even number for dpm_solver2, got {nfe}")
-    schedule = schedule or DiscreteVPSchedule()
-    model_x0 = DataPrediction(denoise, schedule)
-    grid = time_grid(nfe // 2)
-    for i in tqdm(range(nfe // 2), disable=not progress, desc="dpm_solver2", leave=False):
-        x = solver_update(model_x0, schedule, x, grid[i : i + 1], grid[i + 1 : i + 2], order=2, r1=0.5)
+    steps = DPMSolver2Steps(nfe, schedule or DiscreteVPSchedule(), x.device)
+    n = x.shape[0]
+    for i in tqdm(range(len(steps)), disable=not progress, desc="dpm_solver2", leave=False):
+        t_s, t_s1, sigma_s, alpha_s, sigma_s1, alpha_s1, a1, b1, a, b, c = steps.table[i]
+        x0_s = (x - sigma_s * denoise(x, t_s.expand(n))) / alpha_s
+        x_s1 = a1 * x - b1 * x0_s
+        x0_s1 = (x_s1 - sigma_s1 * denoise(x_s1, t_s1.expand(n))) / alpha_s1
+        x = a * x - b * x0_s - c * (x0_s1 - x0_s)
     return x
 
 

@@ -1,0 +1,19 @@
+"""The speed benchmark runs at toy scale and prints every column the speed issue asks for."""
+
+import json
+
+from l2c_bench.bench import main
+
+
+def test_bench_prints_every_column_at_toy_scale(capsys):
+    row = main(["--arch", "DiT-toy", "--sampler", "ddim", "--nfe", "4", "--cache", "fora", "--interval", "2",
+                "--batch", "2", "--repeats", "1", "--warmup", "0", "--dtype", "bf16", "--overhead", "--json"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == json.loads(json.dumps(row))
+    for key in ("uncached_ms", "uncached_iqr_ms", "cached_ms", "cached_iqr_ms", "measured_speedup", "macs_speedup",
+                "efficiency", "peak_memory_mb", "cache_mb", "dtype", "tf32", "compile", "plain_loop_ms",
+                "harness_overhead"):
+        assert key in row, key
+    assert row["dtype"] == "bf16" and row["macs_speedup"] > 1 and row["efficiency"] > 0
+    # FORA at interval 2 holds every branch of the toy DiT: 8 blocks x 2 branches x (2N=4, 64 tokens, 128) float32
+    assert row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 4 or row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 2
