@@ -158,13 +158,11 @@ def prepare(cfg: DictConfig) -> Point:
         router_info = {"router_file": router_path.name}
     if cache is not None:  # plan once (router read, calibration): never inside a timed call
         cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
-    features = None
-    if cfg.model.checkpoint != "random":  # random weights: quality is not applicable
+    features = model_sha256 = None
+    if cfg.model.checkpoint != "random":  # random weights: no quality metrics, no shared reference
         from .metrics.features import feature_net
 
         features = feature_net(cfg.scale.features, device, cfg.metrics.fid_mode)  # no Inception file: error here
-    model_sha256 = None
-    if cfg.model.checkpoint != "random":
         model_sha256 = file_sha256(checkpoint_path(cfg))
     return Point(cfg, sampler, device, model, vae, cache, shard, router_info, features, model_sha256)
 
