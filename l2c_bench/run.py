@@ -1,6 +1,7 @@
 """One benchmark point: build -> sample -> measure -> record.
 
-    python -m l2c_bench.run                                    # toy DiT, DDIM, 20 NFE
+    python -m l2c_bench.run                                    # toy DiT, DDIM, 20 NFE, L2C (learned router)
+    python -m l2c_bench.run cache=none                         # the same point uncached
     python -m l2c_bench.run -m model=dit,uvit steps=10,20,50   # a six-point sweep
     python -m l2c_bench.run --cfg job                          # print the resolved config only
 
