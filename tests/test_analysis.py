@@ -167,3 +167,24 @@ def test_layer_error_diagnostic_run_and_figure(tmp_path):
     assert all(v == 0 for block in change[0] for v in block) and min(v for b in change[1] for v in b) > 0
     written = layer_error.write_all(load_results(tmp_path / "r"), tmp_path / "out")
     assert [p.suffix for p in written] == [".png", ".pdf"] and written[0].stat().st_size > 5000
+
+
+def test_rows_from_the_wandb_mirror_read_like_the_local_store(store):
+    """A stand-in for wandb.Api: runs carry the flattened config and the metrics summary."""
+    from types import SimpleNamespace
+
+    from analysis.sources import wandb_rows
+
+    local = store[store.status == "ok"]
+    runs = []
+    for _, r in local.iterrows():
+        config = {k.removeprefix("config."): v for k, v in r.items() if k.startswith("config.") and v == v}
+        summary = {k.removeprefix("metrics."): v for k, v in r.items() if k.startswith("metrics.") and v == v}
+        runs.append(SimpleNamespace(name=r["run_id"], state="finished", config=config,
+                                    summary={**summary, "_runtime": 3.0, "samples": "<image>"}))
+    api = SimpleNamespace(runs=lambda path: runs if path == "me/l2c-bench" else [])
+    rows = wandb_rows("l2c-bench", "me", api=api)
+    assert len(rows) == len(local) and set(rows.status) == {"ok"} and "metrics._runtime" not in rows
+    mirrored = {t.stem: t.frame for t in build_all(rows)}
+    for table in build_all(local):
+        assert mirrored[table.stem].equals(table.frame), table.stem
