@@ -24,6 +24,7 @@ from .devices import peak_memory_mb, resolve_device
 from .metrics import device_sync, measure
 from .metrics.macs import macs
 from .models import build_model
+from .models.layers import compile_branches
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -39,6 +40,8 @@ def run_bench(args) -> dict:
     device = resolve_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     model = build_model(args.arch, **dict(args.override)).to(device).eval().requires_grad_(False)
+    if args.compile:
+        compile_branches(model)  # compiled during the warm-up calls below
     params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
     if args.cache == "fora":
         params = {"interval": args.interval}
@@ -68,7 +71,7 @@ def run_bench(args) -> dict:
         "measured_speedup": measured, "macs_uncached_g": macs_u / 1e9, "macs_cached_g": macs_c / 1e9,
         "macs_speedup": macs_u / macs_c, "efficiency": measured / (macs_u / macs_c),
         "peak_memory_mb": peak_memory_mb(device), "cache_mb": cache_mb, "dtype": args.dtype, "tf32": args.tf32,
-        "compile": False, "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "compile": args.compile, "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
         **({"plain_loop_ms": timings["plain_loop"].median_s * 1e3,
             "harness_overhead": u.median_s / timings["plain_loop"].median_s} if args.overhead else {}),
     }
@@ -118,6 +121,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--tf32", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the branch functions")
     parser.add_argument("--overhead", action="store_true",
                         help="also time a bare DDIM loop (DiT): harness_overhead = uncached generate / bare loop")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")

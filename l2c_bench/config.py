@@ -127,6 +127,7 @@ class Config:
     steps: int = 20  # NFE, as in the paper's tables
     dtype: str = "fp32"  # fp32 | bf16 | fp16: autocast for sampling (and the uncached reference)
     tf32: bool = False  # CUDA: let float32 matmuls use TF32
+    compile: bool = False  # torch.compile the attention/MLP branch functions (one graph each, any schedule)
     seed: int = 0  # sample i uses seed + i
     results_dir: str = "results"
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -150,6 +150,10 @@ def prepare(cfg: DictConfig) -> Point:
     device = init_distributed(cfg.device)  # torchrun: this rank's GPU
     set_tf32(device, bool(cfg.tf32))
     model, vae = load_model(cfg, device)
+    if cfg.compile:
+        from .models.layers import compile_branches
+
+        compile_branches(model)  # compiled on the first batch, before anything is timed
     router_info = {}
     if uses_router_store(cfg):
         from .router_learning.job import learn
@@ -223,7 +227,8 @@ def uncached_reference(point: Point, kwargs: dict) -> tuple[torch.Tensor, torch.
                 "overrides": OmegaConf.to_container(cfg.model.overrides), "sampler": point.sampler, "nfe": cfg.steps,
                 "guidance": [cfg.model.guidance_scale, cfg.model.guidance_channels], "eta": cfg.sampler.eta,
                 "seeds": list(kwargs["seeds"]), "labels": [int(v) for v in kwargs["labels"]],
-                "device": point.device.type, "dtype": cfg.dtype, "tf32": tf32_enabled(point.device)}
+                "device": point.device.type, "dtype": cfg.dtype, "tf32": tf32_enabled(point.device),
+                "compile": bool(cfg.compile)}
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cfg.results_dir) / "_reference" / "uncached" / f"{key}.pt"
     if path.is_file():
@@ -353,6 +358,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "peak_memory_mb": peak_memory_mb(point.device),
         "dtype": cfg.dtype,
         "tf32": tf32_enabled(point.device),
+        "compile": bool(cfg.compile),
         **point.router_info,
     }
     if cache is not None:

@@ -85,3 +85,17 @@ def unpatchify(x: torch.Tensor, channels: int, patch_size: int) -> torch.Tensor:
     x = x.reshape(n, grid, grid, patch_size, patch_size, channels)
     x = torch.einsum("nhwpqc->nchpwq", x)
     return x.reshape(n, channels, grid * patch_size, grid * patch_size)
+
+
+def compile_branches(model: nn.Module, **options) -> nn.Module:
+    """`torch.compile` every block's attention and MLP branch function, in place.
+
+    The caching engine decides in Python which branches run, so only the branch bodies are
+    compiled: one graph per branch kind serves every block (module weights are graph inputs)
+    and every step of any schedule (no recompilation per step or per cache pattern).
+    """
+    blocks = [m for m in model.modules() if hasattr(m, "attn_branch") and hasattr(m, "mlp_branch")]
+    for block in blocks:
+        block.attn_branch = torch.compile(block.attn_branch, dynamic=False, **options)
+        block.mlp_branch = torch.compile(block.mlp_branch, dynamic=False, **options)
+    return model
