@@ -57,6 +57,7 @@ def training_command(cfg: DictConfig, sampler: str) -> str:
             f"sampler.name={sampler}", f"steps={cfg.steps}", f"router.data={data}", f"results_dir={cfg.results_dir}"]
     if cfg.model.vae == "sd":  # image folders are encoded on the fly
         args.insert(3, f"model.vae_checkpoint={cfg.model.vae_checkpoint}")
+    args[2:2] = [f"model.arch={cfg.model.arch}"] + [f"+model.overrides.{k}={v}" for k, v in cfg.model.overrides.items()]
     args += [f"router.{k}={'null' if v is None else v}" for k, v in asdict(recipe_from(cfg)).items()]
     return "python -m l2c_bench.train_router " + " ".join(shlex.quote(a) for a in args)
 
