@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
+from ..loading import file_sha256
 from .quality import feature_statistics
 
 REFERENCE_SEED = 1_000_000  # the toy reference images: disjoint from the training streams' seeds
@@ -42,9 +43,9 @@ class ToyNet:
 
     @property
     def tag(self) -> str:
-        from .toy_features import CLASSIFIER_ASSET
+        from .toy_features import classifier_hash
 
-        return f"toy-{hashlib.sha1(CLASSIFIER_ASSET.read_bytes()).hexdigest()[:10]}"
+        return f"toy-{classifier_hash()}"
 
     def embed(self, images: torch.Tensor):
         from .toy_features import toy_features
@@ -126,7 +127,7 @@ def reference_set(net, *, scale: str, num_images: int, reference: str | None, ca
         if "features" in keys:
             features = data["features"].astype(np.float64)
         elif "arr_0" in keys:
-            digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+            digest = file_sha256(path)[:12]  # streamed and memoised: ADM's batch is ~1.4 GB
 
             def compute():
                 images = torch.from_numpy(data["arr_0"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0

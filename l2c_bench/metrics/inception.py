@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +82,11 @@ class Inception:
     def has_logits(self) -> bool:
         return self.source == "clean-fid"
 
-    @property
+    @cached_property
     def tag(self) -> str:
-        """What made the features (cache keys of reference statistics)."""
-        digest = hashlib.sha1(self.file.read_bytes()[:1 << 20]).hexdigest()[:10]
+        """What made the features (cache keys of reference statistics): the file's first MiB, hashed once."""
+        with open(self.file, "rb") as fh:
+            digest = hashlib.sha1(fh.read(1 << 20)).hexdigest()[:10]
         return f"{self.source}-{digest}" + ("-legacy_tf" if self.mode == "legacy_tensorflow" else "")
 
     def _resized(self, images: torch.Tensor) -> torch.Tensor:

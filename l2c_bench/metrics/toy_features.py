@@ -1,4 +1,4 @@
-"""Toy-scale feature network: the shipped classifier, and reference statistics of the toy set."""
+"""Toy-scale feature network: the shipped classifier (features and logits) and its content hash."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from ..models.checkpoint import read_state_dict
 from ..toy.classifier import ToyClassifier
 
 CLASSIFIER_ASSET = Path(__file__).resolve().parents[1] / "toy" / "assets" / "classifier_toy.pt"
-REFERENCE_SEED = 1_000_000  # disjoint from the training streams' seeds
 
 
 @lru_cache(maxsize=1)
@@ -35,5 +34,7 @@ def toy_features(images: torch.Tensor, batch_size: int = 250) -> tuple[np.ndarra
     return torch.cat(feats).double().numpy(), torch.cat(logits).double().numpy()
 
 
-def _asset_hash() -> str:
+@lru_cache(maxsize=1)
+def classifier_hash() -> str:
+    """What made the toy features (reference caches are keyed by it); read once per process."""
     return hashlib.sha1(CLASSIFIER_ASSET.read_bytes()).hexdigest()[:10]
