@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from .cli import results_to_files  # noqa: E402
+from .figures import save_figure  # noqa: E402
 
 
 def figure3(change: np.ndarray, title: str):
@@ -47,12 +48,8 @@ def write_all(results, out):
     for _, row in results[results["metrics.branch_change"].notna()].iterrows():
         title = (f"{row['config.model.arch']}, {row['metrics.sampler']} NFE {int(row['config.steps'])}: "
                  f"per-branch change between evaluations ({row['config.scale.name']} scale)")
-        fig = figure3(np.array(row["metrics.branch_change"]), title)
-        for suffix in (".png", ".pdf"):
-            path = out / f"fig3_layer_error_{row['run_id']}{suffix}"
-            fig.savefig(path, dpi=120)
-            written.append(path)
-        plt.close(fig)
+        written += save_figure(figure3(np.array(row["metrics.branch_change"]), title), out,
+                               f"fig3_layer_error_{row['run_id']}", dpi=120)
     return written
 
 

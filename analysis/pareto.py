@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .cli import results_to_files  # noqa: E402
+from .figures import save_figure  # noqa: E402
 from .labels import paper_frame  # noqa: E402
 from .paper import BASELINES  # noqa: E402
 
@@ -80,14 +81,6 @@ def figure6(points: pd.DataFrame, *, title: str):
     return fig
 
 
-def _save(fig, out: Path, stem: str) -> list[Path]:
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return paths
-
-
 def write_all(results: pd.DataFrame, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     ours = paper_frame(results)
@@ -102,12 +95,12 @@ def write_all(results: pd.DataFrame, out: Path) -> list[Path]:
             if points["method"].nunique() < 2 or points["fid"].isna().all():
                 continue
             title = f"{model} {res}px, base NFE {base} ({scale} scale, {features} features)"
-            written += _save(figure4(points, title=title, base_nfe=int(base)), out, f"fig4_{slug}_nfe{base}")
+            written += save_figure(figure4(points, title=title, base_nfe=int(base)), out, f"fig4_{slug}_nfe{base}")
         l2c = rows[(rows["cache"] == "l2c") & rows["threshold"].notna()]
         for nfe, group in l2c.groupby("nfe"):
             if group["threshold"].nunique() > 1:
                 title = f"{model} {res}px, NFE {nfe}: L2C threshold ({scale} scale, {features} features)"
-                written += _save(figure6(group, title=title), out, f"fig6_{slug}_nfe{nfe}")
+                written += save_figure(figure6(group, title=title), out, f"fig6_{slug}_nfe{nfe}")
     return written
 
 

@@ -24,6 +24,8 @@ from l2c_bench.caching.methods.l2c import PAPER_THRESHOLDS, ROUTER_DIR  # noqa: 
 from l2c_bench.caching.methods.pairing import l2c_cache_steps  # noqa: E402
 from l2c_bench.router_learning.store import SHIPPED_DIR, read_metadata  # noqa: E402
 
+from .figures import save_figure  # noqa: E402
+
 
 def describe(path: Path) -> dict:
     """family, sampler, nfe, blocks and a label for a router file."""
@@ -68,12 +70,7 @@ def write_all(paths: list[Path], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
-        fig = heatmap(Path(path))
-        for suffix in (".png", ".pdf"):
-            target = out / f"fig5_router_{Path(path).stem}{suffix}"
-            fig.savefig(target, dpi=120)
-            written.append(target)
-        plt.close(fig)
+        written += save_figure(heatmap(Path(path)), out, f"fig5_router_{Path(path).stem}", dpi=120)
     return written
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import sys
 import traceback
@@ -287,18 +286,16 @@ def quality_metrics(point: Point, part: dict) -> dict:
 
 def paired_fidelity(part: dict) -> dict:
     """Cached vs uncached on the same seeds and labels: MSE/PSNR on latents and images."""
+    from .metrics.quality import psnr_from_mse
+
     n = len(part["index"])
     latent_mse = float(part["latent_se"].sum()) / (n * part["latent_numel"])
     image_mse = float(part["image_se"].sum()) / (n * part["image_numel"])
     # latents have no fixed range: their PSNR takes the uncached latents' peak-to-peak over the run
     span = float(part["reference_latent_range"][:, 1].max() - part["reference_latent_range"][:, 0].min())
-
-    def psnr(mse: float, peak_to_peak: float) -> float:
-        return float("inf") if mse == 0 else 10 * math.log10(peak_to_peak**2 / mse)
-
-    return {"paired_latent_mse": latent_mse, "paired_latent_psnr_db": psnr(latent_mse, span),
+    return {"paired_latent_mse": latent_mse, "paired_latent_psnr_db": psnr_from_mse(latent_mse, span),
             "paired_latent_peak_to_peak": span, "paired_image_mse": image_mse,
-            "paired_image_psnr_db": psnr(image_mse, 2.0)}
+            "paired_image_psnr_db": psnr_from_mse(image_mse, 2.0)}
 
 
 def finalize(point: Point, part: dict, run_dir: Path) -> dict:

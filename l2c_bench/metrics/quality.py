@@ -45,7 +45,11 @@ def mse(a, b) -> float:
 
 def psnr(a, b, peak_to_peak: float) -> float:
     """Peak signal-to-noise ratio in dB; inf for identical inputs."""
-    error = mse(a, b)
+    return psnr_from_mse(mse(a, b), peak_to_peak)
+
+
+def psnr_from_mse(error: float, peak_to_peak: float) -> float:
+    """PSNR in dB of a mean squared error; inf for 0."""
     return float("inf") if error == 0 else float(10 * np.log10(peak_to_peak**2 / error))
 
 
