@@ -88,6 +88,10 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
             raise RunConfigError(f"metrics.{key} must be >= 1, got {cfg.metrics[key]}")
     if cfg.metrics.fid and cfg.metrics.num_samples < 2:
         raise RunConfigError("metrics.fid needs metrics.num_samples >= 2")
+    if cfg.metrics.fid and cfg.metrics.reference and cfg.scale.name != "toy" and cfg.model.checkpoint != "random":
+        from .metrics.features import locate_reference
+
+        locate_reference(cfg.metrics.reference, cfg.scale.features, cfg.metrics.fid_mode)  # before any sampling
     if cfg.dtype not in AUTOCAST:
         raise RunConfigError(f"dtype={cfg.dtype!r} is unknown; valid: {', '.join(AUTOCAST)}")
     router = None

@@ -271,3 +271,21 @@ def test_measure_with_a_device_timer():
     assert calls == {"a": 4, "b": 4}  # 1 warm-up + 3 timed each
     # ABBA order: a, b | b, a | a, b -> a gets 0.3, 0.4, 0.5 and b gets 0.1, 0.2, 0.6
     assert timings["a"].median_s == 0.4 and timings["b"].median_s == 0.2
+
+
+def test_a_missing_paper_reference_fails_before_any_sampling(tmp_path):
+    from conftest import ROOT
+    from hydra import compose, initialize_config_dir
+
+    from l2c_bench.run import validate
+
+    ckpt = tmp_path / "DiT-XL-2-256x256.pt"
+    ckpt.write_bytes(b"never loaded: validate() runs before the model")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for reference, error, message in [(str(tmp_path / "VIRTUAL_missing.npz"), FileNotFoundError, "metrics.reference"),
+                                          ("cleanfid:imagenet/train/256", FileNotFoundError, "clean-fid's statistics"),
+                                          ("cleanfid:imagenet", ValueError, "cleanfid:<name>/<split>/<res>")]:
+            cfg = compose("config", overrides=["scale=paper", "model=dit", "cache=none", f"model.checkpoint={ckpt}",
+                                               f"metrics.reference={reference}"])
+            with pytest.raises(error, match=message):
+                validate(cfg)

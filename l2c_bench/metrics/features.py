@@ -100,6 +100,20 @@ def _cached(path: Path, compute) -> np.ndarray:
     return features
 
 
+def locate_reference(reference: str, features: str, mode: str = "clean") -> Path:
+    """The file or folder `metrics.reference` names, or an error naming the key (run.py calls this
+    before any sampling; `reference_set` through it)."""
+    if reference.startswith("cleanfid:"):
+        if features != "inception":
+            raise ValueError(f"metrics.reference={reference}: clean-fid's statistics are Inception statistics; "
+                             f"they need scale.features=inception")
+        return _cleanfid_path(reference, mode)
+    path = Path(reference)
+    if not path.exists():
+        raise FileNotFoundError(f"reference not found: {path} (set by config key `metrics.reference`)")
+    return path
+
+
 def reference_set(net, *, scale: str, num_images: int, reference: str | None, cache_dir: str | os.PathLike) -> Reference:
     cache_dir = Path(cache_dir)
     if scale == "toy":
@@ -108,19 +122,15 @@ def reference_set(net, *, scale: str, num_images: int, reference: str | None, ca
         features = _cached(cache_dir / f"ref_{net.tag}_toyset_n{num_images}_s{REFERENCE_SEED}.npz",
                            lambda: net.embed(make_dataset(num_images, seed=REFERENCE_SEED)[0])[0])
         return Reference(*feature_statistics(features), features, f"toy set, {num_images} images")
-    if reference and reference.startswith("cleanfid:"):
-        if net.name != "inception":
-            raise ValueError(f"metrics.reference={reference}: clean-fid's statistics are Inception statistics; "
-                             f"they need scale.features=inception")
-        return _cleanfid_statistics(reference, net.mode)
     if not reference:
         raise ReferenceMissing("paper-scale FID/KID/precision/recall need metrics.reference: ADM's reference batch "
                                "(VIRTUAL_imagenet256_labeled.npz) or an .npz with `features`")
-    path = Path(reference)
+    located = locate_reference(reference, net.name, getattr(net, "mode", "clean"))
+    if reference.startswith("cleanfid:"):
+        return _cleanfid_statistics(located)
+    path = located
     if path.is_dir():
         return _folder(net, path, cache_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"reference not found: {path} (set by config key `metrics.reference`)")
     with np.load(path) as data:
         keys = set(data.files)
         stored = (data["mu"], data["sigma"]) if {"mu", "sigma"} <= keys else None
@@ -167,7 +177,7 @@ def _folder(net, folder: Path, cache_dir: Path) -> Reference:
     return Reference(*feature_statistics(features), features, f"{folder} ({len(files)} images)")
 
 
-def _cleanfid_statistics(spec: str, mode: str) -> Reference:
+def _cleanfid_path(spec: str, mode: str) -> Path:
     """`cleanfid:<name>/<split>/<res>` -> clean-fid's stats file in its package folder (no download)."""
     import cleanfid
 
@@ -182,11 +192,16 @@ def _cleanfid_statistics(spec: str, mode: str) -> Reference:
     if not path.is_file():
         raise FileNotFoundError(f"metrics.reference={spec}: clean-fid's statistics are not on disk; put "
                                 f"https://www.cs.cmu.edu/~clean-fid/stats/{path.name} at {path}")
+    return path
+
+
+def _cleanfid_statistics(path: Path) -> Reference:
+    """clean-fid's statistics (and its `_kid` features when present) from `path`."""
     with np.load(path) as data:
         mu, sigma = data["mu"], data["sigma"]
-    kid_path = folder / f"{stem}_kid.npz"
+    kid_path = path.with_name(f"{path.stem}_kid.npz")
     features = None
     if kid_path.is_file():
         with np.load(kid_path) as data:
             features = data["feats"].astype(np.float64)
-    return Reference(np.asarray(mu, np.float64), np.asarray(sigma, np.float64), features, f"clean-fid {stem}")
+    return Reference(np.asarray(mu, np.float64), np.asarray(sigma, np.float64), features, f"clean-fid {path.stem}")
