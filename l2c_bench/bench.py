@@ -20,8 +20,8 @@ import torch
 
 from . import generate
 from .caching import FixedPlan, make_cache
-from .devices import peak_memory_mb, resolve_device
-from .metrics import device_sync, measure
+from .devices import call_peak_memory_mb, device_name, host_syncs, peak_memory_mb, resolve_device, set_tf32
+from .metrics import cuda_event_timer, device_sync, measure
 from .metrics.macs import macs
 from .models import build_model
 from .models.layers import compile_branches
@@ -35,11 +35,14 @@ def _override(text: str) -> tuple[str, object]:
         return key, value
 
 
-def run_bench(args) -> dict:
+def run_bench(args, model: torch.nn.Module | None = None) -> dict:
+    """One benchmark row; `model` (already on the device) saves rebuilding it in a suite."""
     torch.manual_seed(0)
     device = resolve_device(args.device)
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32
-    model = build_model(args.arch, **dict(args.override)).to(device).eval().requires_grad_(False)
+    set_tf32(device, args.tf32)
+    if model is None:
+        model = build_model(args.arch, **dict(args.override))
+    model = model.to(device).eval().requires_grad_(False)
     if args.compile:
         compile_branches(model)  # compiled during the warm-up calls below
     params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
@@ -56,10 +59,14 @@ def run_bench(args) -> dict:
 
     plan_run = call(cache)
     cache_mb = cache.last.cache_bytes / 2**20  # held at the end of sampling: every cached branch, every pass
+    peak_u = call_peak_memory_mb(lambda: call(None), device)  # CUDA: each method's own peak, one call each
+    peak_c = call_peak_memory_mb(lambda: call(cache), device)
+    syncs = host_syncs(lambda: call(cache), device)  # a static plan should need none inside the loop
     fns = {"uncached": lambda: call(None), "cached": lambda: call(cache)}
     if args.overhead:
         fns["plain_loop"] = lambda: plain_ddim(model, common["labels"], args.nfe, args.guidance, device)
-    timings = measure(fns, repeats=args.repeats, warmup=args.warmup, sync=device_sync(device))
+    timer = cuda_event_timer(device) if device.type == "cuda" else None
+    timings = measure(fns, repeats=args.repeats, warmup=args.warmup, sync=device_sync(device), timer=timer)
     u, c = timings["uncached"], timings["cached"]
     macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe)
     measured = u.median_s / c.median_s
@@ -70,8 +77,10 @@ def run_bench(args) -> dict:
         "cached_ms": c.median_s * 1e3, "cached_iqr_ms": c.iqr_s * 1e3,
         "measured_speedup": measured, "macs_uncached_g": macs_u / 1e9, "macs_cached_g": macs_c / 1e9,
         "macs_speedup": macs_u / macs_c, "efficiency": measured / (macs_u / macs_c),
-        "peak_memory_mb": peak_memory_mb(device), "cache_mb": cache_mb, "dtype": args.dtype, "tf32": args.tf32,
-        "compile": args.compile, "device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "peak_memory_mb": peak_memory_mb(device), "peak_uncached_mb": peak_u, "peak_cached_mb": peak_c,
+        "cache_mb": cache_mb, "host_syncs": None if syncs is None else len(syncs),
+        "host_sync_sites": None if syncs is None else sorted(set(syncs))[:3], "dtype": args.dtype, "tf32": args.tf32,
+        "compile": args.compile, "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
         **({"plain_loop_ms": timings["plain_loop"].median_s * 1e3,
             "harness_overhead": u.median_s / timings["plain_loop"].median_s} if args.overhead else {}),
     }
@@ -104,7 +113,7 @@ def plain_ddim(model, labels, nfe: int, guidance: float, device) -> torch.Tensor
     return x
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="DiT-S/2")
     parser.add_argument("--override", type=_override, action="append", default=[], metavar="KEY=VALUE")
@@ -125,7 +134,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--overhead", action="store_true",
                         help="also time a bare DDIM loop (DiT): harness_overhead = uncached generate / bare loop")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     row = run_bench(args)
     print_row(row, as_json=args.json)
     return row

@@ -24,6 +24,46 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def call_peak_memory_mb(fn, device: torch.device) -> float | None:
+    """Peak allocated CUDA memory during one call of `fn`, in MiB (None on a CPU, whose RSS peak
+    cannot be reset between calls)."""
+    if device.type != "cuda":
+        fn()
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def host_syncs(fn, device: torch.device) -> list[str] | None:
+    """The host-device synchronisations one call of `fn` makes (CUDA's sync debug mode warns at
+    each `.item()`, `.cpu()`, `nonzero`...), first line of each; None on a CPU."""
+    import warnings
+
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+
+
+def device_name(device: torch.device) -> str:
+    """What produced a timing: the GPU's name, or the CPU's model and thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
 def init_distributed(name: str) -> torch.device:
     """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPU) and
     return this rank's device (cuda:LOCAL_RANK); otherwise just the resolved device."""

@@ -1,0 +1,170 @@
+"""The paper-scale GPU speed suite: every figure the speed issue asks of a GPU, in one short run.
+
+    python -m l2c_bench.bench_gpu --out gpu_bench            # on a CUDA machine
+    python -m l2c_bench.bench_gpu --out /tmp/x --smoke        # toy models, any machine (the CI test)
+
+Random weights (speed does not depend on them), batch 8 with classifier-free guidance (16 rows
+per evaluation), official L2C routers:
+
+- DiT-XL/2 256, DDIM-20 and DDIM-50, threshold 0.1;
+- U-ViT-H/2 256, DPM-Solver-2 NFE 20 and 50, threshold 0.9;
+
+each uncached vs L2C in fp32 (TF32 off) and bf16 autocast, then DiT-XL/2 DDIM-20 with TF32, with
+`torch.compile`, the harness overhead against a bare DDIM loop, and the cost of one
+router-learning iteration at paper scale. Rows are appended to `<out>/gpu_bench.jsonl` as they
+finish (a run cut short keeps what it measured); `<out>/gpu_bench.md` sets the latencies beside
+the paper's (A5000, Tables 1 and 2). Points not started within `--budget-s` are listed as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import bench, bench_router
+from .models import build_model
+
+PAPER_NUMBERS = Path(__file__).resolve().parent.parent / "analysis" / "paper_numbers"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One benchmark row: `bench` arguments for a model family at an NFE and numeric setting."""
+
+    family: str  # dit | uvit
+    nfe: int
+    dtype: str = "fp32"
+    tf32: bool = False
+    compile: bool = False
+    overhead: bool = False
+    extra: tuple[str, ...] = field(default=())
+
+    def argv(self, smoke: bool, repeats: int) -> list[str]:
+        if self.family == "dit":
+            model = ["--arch", "DiT-toy" if smoke else "DiT-XL/2", "--sampler", "ddim", "--threshold", "0.1",
+                     "--guidance", "1.5"]
+        else:
+            model = ["--arch", "U-ViT-toy" if smoke else "U-ViT-H/2", "--sampler", "dpm_solver2",
+                     "--threshold", "0.9", "--guidance", "0.4"]
+        if smoke:  # toy width, but the paper's block count so the official routers fit
+            model += ["--override", "depth=28"]
+        return [*model, "--nfe", str(self.nfe), "--cache", "l2c", "--router", "official",
+                "--batch", "2" if smoke else "8",
+                "--repeats", str(repeats), "--warmup", "1", "--dtype", self.dtype,
+                *(["--tf32"] if self.tf32 else []), *(["--compile"] if self.compile else []),
+                *(["--overhead"] if self.overhead else []), *self.extra]
+
+
+# Grouped by model (one build each); compile last, since it changes the model it is given.
+POINTS = [
+    Point("dit", 20), Point("dit", 20, "bf16", overhead=True), Point("dit", 50), Point("dit", 50, "bf16"),
+    Point("dit", 20, tf32=True),
+    Point("uvit", 20), Point("uvit", 20, "bf16"), Point("uvit", 50), Point("uvit", 50, "bf16"),
+    Point("dit", 20, "bf16", compile=True),
+]
+
+
+def paper_latency(family: str, nfe: int) -> tuple[float | None, float | None]:
+    """The paper's A5000 seconds (uncached, L2C) for DiT-XL/2 / U-ViT-H/2 at 256 px and this NFE."""
+    name, model = ("table1_dit.csv", "DiT-XL/2") if family == "dit" else ("table2_uvit.csv", "U-ViT-H/2")
+    base, l2c = None, None
+    with open(PAPER_NUMBERS / name) as f:
+        for row in csv.DictReader(f):
+            if row["model"] != model or row["resolution"] != "256" or int(row["nfe"]) != nfe:
+                continue
+            if row["method"] == "L2C":
+                l2c = float(row["latency_s"])
+            elif row["method"] in ("DDIM", "DPM-Solver-2"):
+                base = float(row["latency_s"])
+    return base, l2c
+
+
+def markdown(rows: list[dict], skipped: list[str]) -> str:
+    head = ("| model | NFE | dtype | TF32 | compile | uncached s (IQR) | L2C s (IQR) | speedup | MACs speedup | "
+            "efficiency | paper A5000 s | peak MiB uncached / L2C | cache MiB | host syncs |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        base, l2c = paper_latency("dit" if r["arch"].startswith("DiT") else "uvit", r["nfe"])
+        paper = f"{base} -> {l2c}" if base else "-"
+        peak = f"{r['peak_uncached_mb']:.0f} / {r['peak_cached_mb']:.0f}" if r["peak_uncached_mb"] else "-"
+        lines.append(
+            f"| {r['arch']} | {r['nfe']} | {r['dtype']} | {r['tf32']} | {r['compile']} | "
+            f"{r['uncached_ms'] / 1e3:.3f} ({r['uncached_iqr_ms'] / 1e3:.3f}) | "
+            f"{r['cached_ms'] / 1e3:.3f} ({r['cached_iqr_ms'] / 1e3:.3f}) | {r['measured_speedup']:.3f} | "
+            f"{r['macs_speedup']:.3f} | **{r['efficiency']:.3f}** | {paper} | {peak} | {r['cache_mb']:.0f} | "
+            f"{r['host_syncs']} |")
+    gpus = sorted({r["device_name"] for r in rows})
+    batches = sorted({r["batch"] for r in rows})
+    lines += ["", f"Device: {', '.join(gpus) or '-'}; torch {torch.__version__}; batch {batches} with CFG "
+              "(twice the rows per evaluation)."]
+    for r in rows:
+        if "harness_overhead" in r:
+            lines.append(f"Harness overhead ({r['arch']} NFE {r['nfe']} {r['dtype']}): uncached generate "
+                         f"{r['uncached_ms']:.1f} ms / bare DDIM loop {r['plain_loop_ms']:.1f} ms = "
+                         f"{r['harness_overhead']:.3f}")
+    if skipped:
+        lines.append(f"Skipped (budget): {', '.join(skipped)}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget-s", type=float, default=420.0, help="start no new point after this many seconds")
+    parser.add_argument("--smoke", action="store_true",
+                        help="toy widths at the paper's depth, batch 2, one repeat (a check that it runs)")
+    parser.add_argument("--first", type=int, help="only the first N points")
+    parser.add_argument("--no-router", action="store_true", help="skip the router-learning iteration cost")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "gpu_bench.jsonl"
+    start, rows, skipped, models = time.perf_counter(), [], [], {}
+    repeats = 1 if args.smoke else args.repeats
+    for point in POINTS[:args.first]:
+        name = f"{point.family} NFE {point.nfe} {point.dtype}{' tf32' if point.tf32 else ''}" \
+               f"{' compile' if point.compile else ''}"
+        if time.perf_counter() - start > args.budget_s:
+            skipped.append(name)
+            continue
+        bench_args = bench.parse_args(point.argv(args.smoke, repeats))
+        key = (bench_args.arch, tuple(bench_args.override))
+        if key not in models:  # one random model per architecture (building XL takes seconds)
+            models.clear()  # free the other model's GPU memory first
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            models[key] = build_model(bench_args.arch, **dict(bench_args.override))
+        t0 = time.perf_counter()
+        row = bench.run_bench(bench_args, model=models[key])
+        row["wall_s"] = time.perf_counter() - t0
+        rows.append(row)
+        with open(log, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"[{time.perf_counter() - start:6.1f} s] {name}: {row['uncached_ms']:.1f} -> {row['cached_ms']:.1f} ms, "
+              f"efficiency {row['efficiency']:.3f}, host syncs {row['host_syncs']}", flush=True)
+    models.clear()
+    if not args.no_router:
+        for arch, sampler in (("DiT-XL/2", "ddim"), ("U-ViT-H/2", "dpm_solver2")):
+            if time.perf_counter() - start > args.budget_s:
+                skipped.append(f"router iteration {arch}")
+                continue
+            argv_r = ["--nfe", "20", "--batch", "8", "--repeats", str(repeats), "--json"]
+            argv_r += ["--model", "dit" if arch.startswith("DiT") else "uvit"] if args.smoke else \
+                ["--arch", arch, "--sampler", sampler]
+            row = bench_router.main(argv_r)
+            with open(log, "a") as f:
+                f.write(json.dumps({"router_iteration": True, **row}) + "\n")
+    text = markdown(rows, skipped)
+    (args.out / "gpu_bench.md").write_text(text)
+    print(text)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The GPU speed suite runs end to end (toy widths, paper depths, so the official routers fit)."""
+
+import json
+
+from l2c_bench.bench_gpu import POINTS, main, paper_latency
+
+
+def test_suite_writes_rows_table_and_router_cost(tmp_path):
+    rows = main(["--out", str(tmp_path), "--smoke", "--first", "2"])
+    assert [(r["arch"], r["nfe"], r["dtype"]) for r in rows] == [("DiT-toy", 20, "fp32"), ("DiT-toy", 20, "bf16")]
+    logged = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
+    assert len(logged) == 4 and sum("router_iteration" in r for r in logged) == 2  # DiT and U-ViT iteration cost
+    assert all(r["iteration_in_forwards"] > 1 for r in logged if "router_iteration" in r)
+    for row in rows:  # the official DDIM-20 router at 0.1 on 28 blocks: MACs speedup of Table 1's setting
+        assert 1.2 < row["macs_speedup"] < 1.35 and row["cached_ratio"] > 0.2
+    table = (tmp_path / "gpu_bench.md").read_text()
+    assert "2.87 -> 2.26" in table and "Harness overhead" in table and table.count("| DiT-toy |") == 2
+
+
+def test_budget_skips_points_and_says_so(tmp_path):
+    assert main(["--out", str(tmp_path), "--smoke", "--budget-s", "0", "--no-router"]) == []
+    assert (tmp_path / "gpu_bench.md").read_text().count("dit NFE") == sum(p.family == "dit" for p in POINTS)
+
+
+def test_paper_latencies_are_tables_1_and_2():
+    assert paper_latency("dit", 20) == (2.87, 2.26) and paper_latency("dit", 50) == (7.25, 5.57)
+    assert paper_latency("uvit", 20) == (7.69, 5.64) and paper_latency("uvit", 50) == (19.37, 11.16)
