@@ -64,10 +64,15 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     syncs = host_syncs(lambda: call(cache), device)  # a static plan should need none inside the loop
     fns = {"uncached": lambda: call(None), "cached": lambda: call(cache)}
     if args.overhead:
-        fns["plain_loop"] = lambda: plain_ddim(model, common["labels"], args.nfe, args.guidance, device)
+        def plain_loop():  # same numerics as `call`: the autocast wraps both
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                return plain_ddim(model, common["labels"], args.nfe, args.guidance, device)
+
+        fns["plain_loop"] = plain_loop
     timer = cuda_event_timer(device) if device.type == "cuda" else None
     timings = measure(fns, repeats=args.repeats, warmup=args.warmup, sync=device_sync(device), timer=timer)
     u, c = timings["uncached"], timings["cached"]
+    profiled = gpu_profile({"uncached": fns["uncached"], "cached": fns["cached"]}, device) if args.profile else None
     macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe)
     measured = u.median_s / c.median_s
     return {
@@ -79,11 +84,42 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
         "macs_speedup": macs_u / macs_c, "efficiency": measured / (macs_u / macs_c),
         "peak_memory_mb": peak_memory_mb(device), "peak_uncached_mb": peak_u, "peak_cached_mb": peak_c,
         "cache_mb": cache_mb, "host_syncs": None if syncs is None else len(syncs),
-        "host_sync_sites": None if syncs is None else sorted(set(syncs))[:3], "dtype": args.dtype, "tf32": args.tf32,
+        "host_sync_sites": None if syncs is None else sorted(set(syncs)), "dtype": args.dtype, "tf32": args.tf32,
         "compile": args.compile, "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+        **({"profile": profiled} if args.profile else {}),
         **({"plain_loop_ms": timings["plain_loop"].median_s * 1e3,
             "harness_overhead": u.median_s / timings["plain_loop"].median_s} if args.overhead else {}),
     }
+
+
+def gpu_profile(fns: dict, device: torch.device, top: int = 8) -> dict:
+    """Where one (warm) call of each function spends GPU time: its wall time, the summed kernel
+    time, their ratio (GPU busy; well below 1 = the host cannot launch kernels fast enough),
+    the kernel count and the `top` kernels by time. CUDA only (an empty dict elsewhere)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if device.type != "cuda":
+        return {}
+    out = {}
+    for name, fn in fns.items():
+        torch.cuda.synchronize(device)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernel_ms = sum(e.device_time for e in kernels) / 1e3  # us -> ms
+        per_name: dict[str, list[float]] = {}
+        for e in kernels:
+            per_name.setdefault(e.name[:80], []).append(e.device_time / 1e3)
+        ranked = sorted(per_name.items(), key=lambda kv: -sum(kv[1]))[:top]
+        wall_ms = start.elapsed_time(end)
+        out[name] = {"wall_ms": wall_ms, "kernel_ms": kernel_ms, "gpu_busy": kernel_ms / wall_ms,
+                     "kernels": len(kernels), "top": [[k, round(sum(v), 3), len(v)] for k, v in ranked]}
+    return out
 
 
 class _Keeping(FixedPlan):
@@ -133,6 +169,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the branch functions")
     parser.add_argument("--overhead", action="store_true",
                         help="also time a bare DDIM loop (DiT): harness_overhead = uncached generate / bare loop")
+    parser.add_argument("--profile", action="store_true",
+                        help="CUDA: profile one uncached and one cached call (GPU busy share, top kernels)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     return parser.parse_args(argv)
 

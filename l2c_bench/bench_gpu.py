@@ -63,7 +63,7 @@ class Point:
 
 # Grouped by model (one build each); compile last, since it changes the model it is given.
 POINTS = [
-    Point("dit", 20), Point("dit", 20, "bf16", overhead=True), Point("dit", 50), Point("dit", 50, "bf16"),
+    Point("dit", 20, extra=("--profile",)), Point("dit", 20, "bf16", overhead=True, extra=("--profile",)), Point("dit", 50), Point("dit", 50, "bf16"),
     Point("dit", 20, tf32=True),
     Point("uvit", 20), Point("uvit", 20, "bf16"), Point("uvit", 50), Point("uvit", 50, "bf16"),
     Point("dit", 20, "bf16", compile=True),
@@ -108,6 +108,11 @@ def markdown(rows: list[dict], skipped: list[str]) -> str:
             lines.append(f"Harness overhead ({r['arch']} NFE {r['nfe']} {r['dtype']}): uncached generate "
                          f"{r['uncached_ms']:.1f} ms / bare DDIM loop {r['plain_loop_ms']:.1f} ms = "
                          f"{r['harness_overhead']:.3f}")
+    for r in rows:
+        for method, p in (r.get("profile") or {}).items():
+            lines.append(f"Profile ({r['arch']} NFE {r['nfe']} {r['dtype']}, {method}): wall {p['wall_ms']:.1f} ms, "
+                         f"kernels {p['kernel_ms']:.1f} ms in {p['kernels']} launches, GPU busy {p['gpu_busy']:.2f}; "
+                         f"top: {p['top'][:4]}")
     if skipped:
         lines.append(f"Skipped (budget): {', '.join(skipped)}")
     return "\n".join(lines) + "\n"

@@ -52,7 +52,7 @@ def host_syncs(fn, device: torch.device) -> list[str] | None:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+    return [f"{w.filename}:{w.lineno}" for w in caught if "synchronizing" in str(w.message).lower()]
 
 
 def device_name(device: torch.device) -> str:
