@@ -126,13 +126,16 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--smoke", action="store_true",
                         help="toy widths at the paper's depth, batch 2, one repeat (a check that it runs)")
     parser.add_argument("--first", type=int, help="only the first N points")
+    parser.add_argument("--select", type=lambda t: [int(i) for i in t.split(",")],
+                        help="only these points, by 0-based index into POINTS, e.g. 1,3")
     parser.add_argument("--no-router", action="store_true", help="skip the router-learning iteration cost")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "gpu_bench.jsonl"
     start, rows, skipped, models = time.perf_counter(), [], [], {}
     repeats = 1 if args.smoke else args.repeats
-    for point in POINTS[:args.first]:
+    points = [POINTS[i] for i in args.select] if args.select else POINTS[:args.first]
+    for point in points:
         name = f"{point.family} NFE {point.nfe} {point.dtype}{' tf32' if point.tf32 else ''}" \
                f"{' compile' if point.compile else ''}"
         if time.perf_counter() - start > args.budget_s:

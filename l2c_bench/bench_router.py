@@ -28,8 +28,6 @@ from .router_learning.trainer import initial_logits
 
 
 def run(args) -> dict:
-    from .loading import TOY_ASSETS
-
     device = resolve_device(args.device)
     torch.manual_seed(0)
     family = "dit" if (args.arch or args.model).lower().startswith("dit") else "uvit"
@@ -37,6 +35,8 @@ def run(args) -> dict:
     if args.arch:
         model = build_model(args.arch)
     else:
+        from .loading import TOY_ASSETS  # (imports omegaconf; paper scale needs only torch)
+
         model = load_checkpoint(build_model("DiT-toy" if family == "dit" else "U-ViT-toy"), TOY_ASSETS / f"{family}_toy.pt")
     model = model.to(device).eval().requires_grad_(False)
     pairs = make_pairs(family, sampler, args.nfe, device)

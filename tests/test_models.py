@@ -92,3 +92,32 @@ def test_vae_layout_and_ldm_key_map():
     )
     assert sum(p["reshape"] for p in pairs) == 8
     vae.load_state_dict(converted, strict=True, assign=True)
+
+
+def test_rowwise_linear_under_autocast_casts_before_expanding():
+    """The adaLN product under bf16 autocast: the same values as autocast's own bmm, and no op
+    makes an (N, D_in, D_out) tensor (N copies of the weight: 28% of DiT-XL/2's bf16 GPU time)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from l2c_bench.models.dit import rowwise_linear
+
+    class Largest(TorchDispatchMode):  # the largest storage any op allocates (views share theirs)
+        nbytes = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor):
+                    Largest.nbytes = max(Largest.nbytes, t.untyped_storage().nbytes())
+            return out
+
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(64, 96), torch.randn(8, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = torch.bmm(x.unsqueeze(1), linear.weight.t().expand(8, -1, -1)).squeeze(1) + linear.bias
+        with Largest():
+            got = rowwise_linear(linear, x)
+    assert got.dtype == expected.dtype == torch.float32 and torch.equal(got, expected)
+    assert Largest.nbytes == 64 * 96 * 2  # the bf16 weight, never 8 copies of it
+    plain = torch.bmm(x.unsqueeze(1), linear.weight.t().expand(8, -1, -1)).squeeze(1) + linear.bias
+    assert torch.equal(rowwise_linear(linear, x), plain)  # float32 without autocast: unchanged

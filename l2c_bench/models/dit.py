@@ -37,9 +37,19 @@ def rowwise_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     BLAS picks different kernels for 1 row and for several, so a plain GEMM on the few
     conditioning rows makes sample i depend on the batch size; a batched product with one
     row per sample keeps it bit-identical whatever the batch (paired determinism).
+
+    Under autocast the weight is cast *before* it is expanded: autocast would otherwise cast the
+    expanded (N, D_in, D_out) view, materialising N copies of the weight (on an H200, DiT-XL/2
+    bf16 at batch 16: 28% of the sampling time, all of it in steps that caching cannot skip).
     """
-    out = torch.bmm(x.unsqueeze(1), linear.weight.t().expand(x.shape[0], -1, -1)).squeeze(1)
-    return out + linear.bias if linear.bias is not None else out
+    weight, bias = linear.weight, linear.bias
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        weight, x = weight.to(dtype), x.to(dtype)  # the bias stays float32, as autocast's bmm + add gave
+    with torch.autocast(device_type, enabled=False):
+        out = torch.bmm(x.unsqueeze(1), weight.t().expand(x.shape[0], -1, -1)).squeeze(1)  # (N, D_out)
+        return out + bias if bias is not None else out
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
