@@ -44,12 +44,17 @@ def rowwise_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """
     weight, bias = linear.weight, linear.bias
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
         weight, x = weight.to(dtype), x.to(dtype)  # the bias stays float32, as autocast's bmm + add gave
-    with torch.autocast(device_type, enabled=False):
-        out = torch.bmm(x.unsqueeze(1), weight.t().expand(x.shape[0], -1, -1)).squeeze(1)  # (N, D_out)
-        return out + bias if bias is not None else out
+        with torch.autocast(device_type, enabled=False):
+            return _rowwise(x, weight, bias)
+    return _rowwise(x, weight, bias)
+
+
+def _rowwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    out = torch.bmm(x.unsqueeze(1), weight.t().expand(x.shape[0], -1, -1)).squeeze(1)  # (N, D_out)
+    return out + bias if bias is not None else out
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
