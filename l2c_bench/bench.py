@@ -58,7 +58,7 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
             return generate(model, cache=method, **common)
 
     plan_run = call(cache)
-    cache_mb = cache.last.cache_bytes / 2**20  # held at the end of sampling: every cached branch, every pass
+    cache_mb = cache.release() / 2**20  # held at the end of sampling: every cached branch, every pass
     peak_u = call_peak_memory_mb(lambda: call(None), device)  # CUDA: each method's own peak, one call each
     peak_c = call_peak_memory_mb(lambda: call(cache), device)
     syncs = host_syncs(lambda: call(cache), device)  # a static plan should need none inside the loop
@@ -123,11 +123,22 @@ def gpu_profile(fns: dict, device: torch.device, top: int = 8) -> dict:
 
 
 class _Keeping(FixedPlan):
-    """A fixed plan that keeps its last per-batch state (to read the cache's size)."""
+    """A fixed plan that keeps the per-batch state of its first run (to read the cache's size)."""
+
+    last = None
+    keep = True
 
     def run(self, plan):
-        self.last = super().run(plan)
-        return self.last
+        state = super().run(plan)
+        if self.keep:
+            self.last, self.keep = state, False
+        return state
+
+    def release(self) -> int:
+        """The kept cache's bytes; the state is dropped so later peaks do not count a stale cache
+        (the first GPU run did: its 'uncached' peaks held the L2C cache of the call before)."""
+        nbytes, self.last = self.last.cache_bytes, None
+        return nbytes
 
 
 @torch.no_grad()
