@@ -43,19 +43,23 @@ class SamplerConfig:
 class CacheConfig:
     """The union of every method's parameters; each method reads only its own."""
 
-    name: str = "none"  # none | l2c | fora | heuristic | layer_drop | deepcache | faster_diffusion
+    name: str = "none"  # none | l2c | fora | heuristic | layer_drop | deepcache | faster_diffusion | delta_dit
+    # | taylorseer
     # l2c: `auto` (the learned router for this model checkpoint, sampler, NFE and `router.*` recipe,
     # from the router store; trained on demand at toy scale), `official` (the L2C release), or a path
     router: str = "auto"
     threshold: float | None = None  # l2c: recompute iff sigmoid(logit) > threshold; None: DiT 0.1, U-ViT 0.9
     train_if_missing: bool = False  # l2c + auto at paper scale: train a missing router instead of failing
-    interval: int = 2  # fora/deepcache/faster_diffusion: full evaluation every `interval`
+    interval: int = 2  # l2c (cycle length) / fora / deepcache / faster_diffusion / delta_dit / taylorseer
     depth: int = 1  # deepcache: shallow blocks kept fresh at each end
     key_steps: list[int] | None = None  # faster_diffusion: explicit full evaluations
     strategy: str = "bottom"  # heuristic: bottom | top | random
     ratio: float = 0.5  # heuristic/layer_drop: fraction of branches reused/dropped per cache step
     seed: int = 0  # heuristic/layer_drop random choices
     shifted: bool = True  # heuristic/layer_drop on U-ViT: False = cache step at the solver midpoint (Table 6)
+    blocks: int | None = None  # delta_dit: blocks in the cached span (None: half)
+    boundary: int | None = None  # delta_dit: first evaluation of the front-span stage (None: NFE/2)
+    order: int = 1  # taylorseer: Taylor order of the forecast (0 = plain reuse, as FORA)
 
 
 @dataclass

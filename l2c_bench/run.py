@@ -96,10 +96,10 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
         raise RunConfigError(f"dtype={cfg.dtype!r} is unknown; valid: {', '.join(AUTOCAST)}")
     router = None
     if uses_router_store(cfg):
-        from .caching.methods.pairing import l2c_cache_steps
-        from .router_learning.job import recipe_from, resolve_auto
+        from .caching.methods.pairing import l2c_cycle
+        from .router_learning.job import l2c_interval, recipe_from, resolve_auto
 
-        l2c_cache_steps(cfg.model.family, sampler, cfg.steps)  # unsupported pairs: recorded as such
+        l2c_cycle(cfg.model.family, sampler, cfg.steps, interval=l2c_interval(cfg))  # unsupported: recorded
         recipe_from(cfg)  # a bad recipe (lam < 0, ...) fails here
         path = resolve_auto(cfg, sampler)
         if path is None:

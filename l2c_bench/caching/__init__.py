@@ -23,6 +23,8 @@ from .engine import (
     full_plan,
 )
 from .methods.deepcache import DeepCache, FasterDiffusion
+from .methods.delta_dit import DeltaDiT
+from .methods.taylorseer import TaylorSeer
 from .methods.fora import Fora
 from .methods.heuristic import Heuristic, LayerDrop
 from .methods.l2c import L2C, l2c_plan
@@ -37,6 +39,8 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "layer_drop": LayerDrop,
     "deepcache": DeepCache,
     "faster_diffusion": FasterDiffusion,
+    "delta_dit": DeltaDiT,
+    "taylorseer": TaylorSeer,
 }
 
 

@@ -37,6 +37,16 @@ class Plan:
     # "output" reuses the span's output (and, for U-ViT, the skips it leaves on the stack).
     span: tuple[int, int] | None = None
     span_mode: str = "output"
+    # Per-evaluation spans (overrides `span`; Delta-DiT moves its span from the rear blocks to the
+    # front ones): None entries run no span. A new span's first evaluation must compute it.
+    spans: tuple[tuple[int, int] | None, ...] | None = None
+    # Per evaluation: whether the branch outputs it computes replace the cached ones (None: all
+    # do). L2C with interval k > 2 refreshes only at full steps, so every cache step of a cycle
+    # reuses the full step's features, as its router was trained.
+    store: tuple[bool, ...] | None = None
+    # TaylorSeer: a reused branch is forecast from finite differences of its last computed
+    # outputs, to this order, in units of evaluations (None: plain reuse).
+    forecast_order: int | None = None
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -45,12 +55,23 @@ class Plan:
         first = self.compute[0]
         if not self.drop and not all(all(branches) for branches in first):
             raise CacheConfigError("the first evaluation must compute every branch: the cache is empty")
-        if self.span is not None:
-            start, end = self.span
+        if self.spans is not None and len(self.spans) != len(self.compute):
+            raise CacheConfigError("plan.spans needs one entry per evaluation")
+        previous = None
+        for n in range(len(self.compute)):
+            span = self.span_at(n)
+            if span is None:
+                continue
+            start, end = span
             if not 0 <= start < end <= len(first):
-                raise CacheConfigError(f"block span {self.span} does not fit {len(first)} blocks")
+                raise CacheConfigError(f"block span {span} does not fit {len(first)} blocks")
             if self.span_mode not in ("delta", "output"):
                 raise CacheConfigError(f"span_mode={self.span_mode!r}; valid: delta, output")
+            if span != previous and self.span_reused(n):
+                raise CacheConfigError(f"evaluation {n} reuses span {span} before any evaluation computed it")
+            previous = span
+        if self.store is not None and (len(self.store) != len(self.compute) or not self.store[0]):
+            raise CacheConfigError("plan.store needs one flag per evaluation, and the first must store")
 
     @property
     def nfe(self) -> int:
@@ -60,10 +81,14 @@ class Plan:
     def num_blocks(self) -> int:
         return len(self.compute[0])
 
+    def span_at(self, n: int) -> tuple[int, int] | None:
+        return self.span if self.spans is None else self.spans[n]
+
     def span_reused(self, n: int) -> bool:
-        if self.span is None:
+        span = self.span_at(n)
+        if span is None:
             return False
-        start, end = self.span
+        start, end = span
         return not any(any(branches) for branches in self.compute[n][start:end])
 
     def mask(self) -> torch.Tensor:
@@ -95,11 +120,13 @@ def full_plan(nfe: int, num_blocks: int) -> Plan:
 class _Runner:
     """Branch runner for one guidance pass of one evaluation (see models.layers.BranchRunner)."""
 
-    __slots__ = ("drop", "row", "span", "span_mode", "span_reuse", "store")
+    __slots__ = ("drop", "evaluation", "order", "refresh", "row", "span", "span_mode", "span_reuse", "store")
 
-    def __init__(self, row, store: dict, drop: bool, span=None, span_mode="output", span_reuse=False):
-        self.row, self.store, self.drop = row, store, drop
+    def __init__(self, row, store: dict, drop: bool, span=None, span_mode="output", span_reuse=False,
+                 refresh: bool = True, evaluation: int = 0, order: int | None = None):
+        self.row, self.store, self.drop, self.refresh = row, store, drop, refresh
         self.span, self.span_mode, self.span_reuse = span, span_mode, span_reuse
+        self.evaluation, self.order = evaluation, order
 
     def run_span(self, h, fn):
         """Blocks `self.span` as one unit: fn(h) -> (h_out, extras) computed or reused."""
@@ -113,11 +140,38 @@ class _Runner:
     def __call__(self, block: int, branch: int, fn, *args):
         if self.row[block][branch]:
             out = fn(*args)
-            self.store[block, branch] = out  # a reference: the model never writes in place
+            if self.order is not None:
+                self.store[block, branch] = taylor_update(self.store.get((block, branch)), out, self.evaluation,
+                                                          self.order)
+            elif self.refresh:
+                self.store[block, branch] = out  # a reference: the model never writes in place
             return out
         if self.drop:
             return 0.0  # x + gate * 0: the branch is skipped entirely
+        if self.order is not None:
+            return taylor_forecast(self.store[block, branch], self.evaluation)
         return self.store[block, branch]
+
+
+def taylor_update(previous, out: torch.Tensor, n: int, order: int):
+    """(evaluation, [f, f', f'', ...]) after computing `out` at evaluation n: each derivative is
+    the difference of the one below it between the last two computations, over their distance."""
+    derivatives = [out]
+    if previous is not None:
+        n_prev, old = previous
+        for i in range(min(order, len(old))):
+            derivatives.append((derivatives[i] - old[i]) / (n - n_prev))
+    return n, derivatives
+
+
+def taylor_forecast(state, n: int) -> torch.Tensor:
+    """sum_i f^(i) (n - n_last)^i / i!: the branch output forecast at evaluation n."""
+    n_last, derivatives = state
+    out, step, factor = derivatives[0], n - n_last, 1.0
+    for i, d in enumerate(derivatives[1:], start=1):
+        factor *= step / i
+        out = out + factor * d
+    return out
 
 
 class CacheRun:
@@ -135,8 +189,9 @@ class CacheRun:
             self._stores.append({})
         plan, n = self.plan, self.evaluations
         self.evaluations += 1
-        return [_Runner(plan.compute[n], store, plan.drop, plan.span, plan.span_mode, plan.span_reused(n))
-                for store in self._stores[:passes]]
+        refresh = plan.store is None or plan.store[n]
+        return [_Runner(plan.compute[n], store, plan.drop, plan.span_at(n), plan.span_mode, plan.span_reused(n),
+                        refresh, n, plan.forecast_order) for store in self._stores[:passes]]
 
     @property
     def cache_bytes(self) -> int:

@@ -37,6 +37,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Method parameters added after results existed, with the value that reproduces the old
+# behaviour: omitted from the key at that value, so earlier run ids stay valid.
+LATER_KEYS = {"l2c": {"interval": 2}}
+
+
 def run_key(config: Mapping[str, Any]) -> str:
     """Stable identity of a run: a hash of its resolved config without paths/launcher/tracker."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
@@ -45,7 +50,8 @@ def run_key(config: Mapping[str, Any]) -> str:
         identity.pop("router", None)  # the learning recipe only matters where it picks the router
     if cache:
         relevant = _method_parameters(cache.get("name"), cache)
-        identity["cache"] = {k: v for k, v in cache.items() if k in relevant}
+        later = LATER_KEYS.get(cache.get("name"), {})  # at their old behaviour: absent, as before they existed
+        identity["cache"] = {k: v for k, v in cache.items() if k in relevant and later.get(k, object()) != v}
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

@@ -44,9 +44,14 @@ def model_sha256(cfg: DictConfig) -> str:
     return file_sha256(path)
 
 
+def l2c_interval(cfg: DictConfig) -> int:
+    """The L2C cycle the router is for: `cache.interval` when cache=l2c, else the paper's 2."""
+    return int(cfg.cache.get("interval", 2)) if cfg.cache.name == "l2c" else 2
+
+
 def name_for(cfg: DictConfig, sampler: str) -> str:
     return router_name(arch=cfg.model.arch, sampler=sampler, nfe=int(cfg.steps), recipe=recipe_from(cfg),
-                       model_sha256=model_sha256(cfg), data=cfg.router.data)
+                       model_sha256=model_sha256(cfg), data=cfg.router.data, interval=l2c_interval(cfg))
 
 
 def training_command(cfg: DictConfig, sampler: str) -> str:
@@ -58,6 +63,8 @@ def training_command(cfg: DictConfig, sampler: str) -> str:
     if cfg.model.vae == "sd":  # image folders are encoded on the fly
         args.insert(3, f"model.vae_checkpoint={cfg.model.vae_checkpoint}")
     args[2:2] = [f"model.arch={cfg.model.arch}"] + [f"+model.overrides.{k}={v}" for k, v in cfg.model.overrides.items()]
+    if l2c_interval(cfg) != 2:
+        args.append(f"cache.interval={l2c_interval(cfg)}")
     args += [f"router.{k}={'null' if v is None else v}" for k, v in asdict(recipe_from(cfg)).items()]
     return "python -m l2c_bench.train_router " + " ".join(shlex.quote(a) for a in args)
 
@@ -104,7 +111,7 @@ def _learn(cfg, sampler, name, target, *, device, model, vae, progress, force, t
     recipe = recipe_from(cfg)
     if model is None:
         model, vae = load_model(cfg, device)
-    pairs = make_pairs(cfg.model.family, sampler, int(cfg.steps), device)
+    pairs = make_pairs(cfg.model.family, sampler, int(cfg.steps), device, l2c_interval(cfg))
     data = make_data(cfg.router.data, seed=recipe.seed, model=model, vae=vae, num_workers=cfg.router.num_workers)
     work = target.with_suffix(".work")
     if force and (work / "checkpoint.pt").is_file():
@@ -125,7 +132,7 @@ def _learn(cfg, sampler, name, target, *, device, model, vae, progress, force, t
     if rank == 0:
         metadata = {
             "name": name, "family": cfg.model.family, "arch": cfg.model.arch, "sampler": sampler,
-            "nfe": int(cfg.steps), "recipe": asdict(recipe), "data": cfg.router.data,
+            "nfe": int(cfg.steps), "interval": l2c_interval(cfg), "recipe": asdict(recipe), "data": cfg.router.data,
             "model_checkpoint": str(checkpoint_path(cfg)), "model_sha256": model_sha256(cfg),
             "cache_rows": [row for _, row in pairs.pairs], "iterations_done": state.step,
             "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,

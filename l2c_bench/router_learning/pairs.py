@@ -2,7 +2,10 @@
 
 The pairing is the one used at inference (`caching.methods.pairing.l2c_cache_steps`):
 - DiT + DDIM: cache evaluation at respaced index i (even) with router row i; its full step is
-  the DDIM step from index i+1. Data are noised to i+1 with the respaced schedule.
+  the DDIM step from index i+1. Data are noised to i+1 with the respaced schedule. With a longer
+  cycle (interval k), cache step i reuses the full step at i+d (d = 1..k-1): data are noised to
+  i+d, the full evaluation there fills the cache, and d-1 further uncached DDIM steps (no grad,
+  not recorded) bring x to index i.
 - U-ViT + DPM-Solver-2: cache evaluation 2k (the first evaluation of solver step k, router row
   k) reuses the midpoint evaluation of step k-1. Data are noised to the grid time t_{k-1}; one
   full solver step (two evaluations, the second overwriting the first in the cache) reaches t_k.
@@ -18,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..caching.methods.pairing import l2c_cache_steps
+from ..caching.methods.pairing import l2c_cycle
 from ..sampling.ddim import DiffusionTables, ddim_update, model_timesteps, q_sample
 from ..sampling.diffusion import SpacedDiffusion
 from ..sampling.dpm_solver import DataPrediction, DiscreteVPSchedule, solver_update, time_grid
@@ -28,17 +31,20 @@ Model = Callable[..., torch.Tensor]
 
 
 class DiTDDIMPairs:
-    def __init__(self, nfe: int, device: torch.device):
-        self.pairs = l2c_cache_steps("dit", "ddim", nfe)  # [(evaluation, row = respaced index)]
+    def __init__(self, nfe: int, device: torch.device, interval: int = 2):
+        cycle = l2c_cycle("dit", "ddim", nfe, interval=interval)
+        self.pairs = [(n, row) for n, row, _ in cycle]  # [(evaluation, row = respaced index)]
+        self.distance = {row: d for _, row, d in cycle}
         self.tables = DiffusionTables(SpacedDiffusion.create(nfe), device)
 
     @torch.no_grad()
     def prepare(self, model: Model, x0, labels, noise, row: int, runner):
-        full = row + 1
+        full = row + self.distance[row]
         x = q_sample(self.tables, x0, noise, full)
-        out = model(x, model_timesteps(self.tables, x, full), labels, runner)
-        x_next, _ = ddim_update(self.tables, out, x, full, eta=0.0)
-        return x_next, model_timesteps(self.tables, x_next, row)
+        for index in range(full, row, -1):  # the full step (recorded), then uncached steps to `row`
+            out = model(x, model_timesteps(self.tables, x, index), labels, runner if index == full else None)
+            x, _ = ddim_update(self.tables, out, x, index, eta=0.0)
+        return x, model_timesteps(self.tables, x, row)
 
 
 class UViTDPMPairs:
@@ -57,11 +63,10 @@ class UViTDPMPairs:
         return x_next, (t.to(dev) * 1000.0).expand(x0.shape[0])
 
 
-def make_pairs(family: str, sampler: str, nfe: int, device: torch.device):
-    """The training pairs for (family, sampler, NFE); other combinations are unsupported."""
-    l2c_cache_steps(family, sampler, nfe)  # raises UnsupportedCombination with the valid pairs
-    cls = DiTDDIMPairs if family == "dit" else UViTDPMPairs
-    pairs = cls(nfe, device)
+def make_pairs(family: str, sampler: str, nfe: int, device: torch.device, interval: int = 2):
+    """The training pairs for (family, sampler, NFE, cycle); other combinations are unsupported."""
+    l2c_cycle(family, sampler, nfe, interval=interval)  # raises UnsupportedCombination with the valid pairs
+    pairs = DiTDDIMPairs(nfe, device, interval) if family == "dit" else UViTDPMPairs(nfe, device)
     if not pairs.pairs:
         raise ValueError(f"{family}+{sampler} at {nfe} NFE has no cache step to learn a router for")
     return pairs

@@ -35,12 +35,16 @@ def data_kind(spec: str | None) -> str:
     return "toy" if spec == "toy" else "imagenet"
 
 
-def router_name(*, arch: str, sampler: str, nfe: int, recipe: Recipe, model_sha256: str, data: str) -> str:
+def router_name(*, arch: str, sampler: str, nfe: int, recipe: Recipe, model_sha256: str, data: str,
+                interval: int = 2) -> str:
     identity = {"arch": arch, "sampler": sampler, "nfe": nfe, "recipe": asdict(recipe),
                 "model_sha256": model_sha256, "data": data_kind(data)}
+    if interval != 2:  # the paper's cycle keeps the key it had before intervals existed
+        identity["interval"] = interval
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9]+", "", arch)
-    return f"{slug}-{sampler}-nfe{nfe}-lam{recipe.lam:g}-{key}"
+    cycle = "" if interval == 2 else f"-k{interval}"
+    return f"{slug}-{sampler}-nfe{nfe}{cycle}-lam{recipe.lam:g}-{key}"
 
 
 def store_path(results_dir: str | os.PathLike, name: str) -> Path:

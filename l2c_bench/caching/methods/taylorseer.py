@@ -1,0 +1,36 @@
+"""`taylorseer`: TaylorSeer (Liu et al., 2025, "From Reusing to Forecasting: Accelerating
+Diffusion Models with TaylorSeers"), on branch outputs.
+
+Every `interval`-th evaluation computes every branch and updates, per branch, finite-difference
+estimates of its derivatives along the sampling trajectory up to `order`; the evaluations in
+between *forecast* each branch output by the Taylor polynomial from the last computation
+instead of reusing it (order 0 is FORA). Distances are counted in evaluations (the paper counts
+sampler steps; for DiT + DDIM they coincide, for DPM-Solver-2 a step's midpoint counts as one).
+Static schedule: MACs and cached ratio are exact (the forecast's elementwise work is not in the
+MACs count, as for every method); no host synchronisation. The store holds order+1 tensors per
+branch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine import CacheConfigError, CacheMethod, Plan
+
+
+@dataclass
+class TaylorSeer(CacheMethod):
+    interval: int = 3
+    order: int = 1
+    name = "taylorseer"
+
+    def __post_init__(self):
+        if int(self.interval) != self.interval or self.interval < 1:
+            raise CacheConfigError(f"cache.interval={self.interval} must be an integer >= 1")
+        if int(self.order) != self.order or self.order < 0:
+            raise CacheConfigError(f"cache.order={self.order} must be an integer >= 0")
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        blocks = model.num_blocks
+        compute = tuple(((n % self.interval == 0,) * 2,) * blocks for n in range(nfe))
+        return Plan(compute, tuple(n for n in range(nfe) if n % self.interval), forecast_order=int(self.order))

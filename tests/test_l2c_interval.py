@@ -1,0 +1,93 @@
+"""L2C with longer cycles (`cache.interval=k`): schedule, refresh rule, training pairs, identity."""
+
+import pytest
+import torch
+
+from l2c_bench.caching import CacheConfigError, l2c_plan, make_cache
+from l2c_bench.caching.engine import CacheRun, Plan, UnsupportedCombination
+from l2c_bench.caching.methods.pairing import l2c_cache_steps, l2c_cycle
+from l2c_bench.records.store import run_key
+from l2c_bench.router_learning.pairs import DiTDDIMPairs
+from l2c_bench.router_learning.store import router_name
+from l2c_bench.router_learning.trainer import Recipe
+
+
+@pytest.mark.parametrize("nfe", [4, 5, 9, 10, 20, 21, 50])
+def test_interval_2_is_the_papers_pairing_exactly(nfe):
+    # official DiT code: respaced index i even (i < N-1) is a cache step with router row i
+    paper = [(n, nfe - 1 - n) for n in range(1, nfe) if (nfe - 1 - n) % 2 == 0]
+    assert l2c_cache_steps("dit", "ddim", nfe) == l2c_cache_steps("dit", "ddim", nfe, interval=2) == paper
+    assert all(d == 1 for *_, d in l2c_cycle("dit", "ddim", nfe))
+    logits = torch.randn(nfe, 8, generator=torch.Generator().manual_seed(nfe))
+    plan = l2c_plan(logits, 0.5, "dit", "ddim", nfe, 4, interval=2)
+    assert plan.store is None and plan.cache_steps == tuple(n for n, _ in paper)
+    recompute = (torch.sigmoid(logits) > 0.5).view(nfe, 4, 2)
+    for n in range(nfe):
+        expected = recompute[nfe - 1 - n] if n in plan.cache_steps else torch.ones(4, 2, dtype=torch.bool)
+        assert torch.equal(plan.mask()[n], expected)
+
+
+def test_interval_3_and_4_cycles_by_hand():
+    # NFE 10, indices 9..0: k=3 full at 9 (first) and i % 3 == 1 (7, 4, 1)
+    assert l2c_cycle("dit", "ddim", 10, interval=3) == [(1, 8, 1), (3, 6, 1), (4, 5, 2), (6, 3, 1), (7, 2, 2), (9, 0, 1)]
+    # k=4: full at 9, 5, 1; three cache steps after each full step
+    assert l2c_cycle("dit", "ddim", 10, interval=4) == [(1, 8, 1), (2, 7, 2), (3, 6, 3), (5, 4, 1), (6, 3, 2),
+                                                         (7, 2, 3), (9, 0, 1)]
+    plan = l2c_plan(torch.full((10, 2), -9.0), 0.5, "dit", "ddim", 10, 1, interval=4)  # reuse everything
+    assert plan.store == (True, False, False, False, True, False, False, False, True, False)
+    assert plan.reused_ratio_all == 7 / 10  # past the paper's 50% ceiling
+
+
+def test_cache_steps_of_a_cycle_reuse_the_full_step_not_a_recomputed_branch():
+    # one block; evaluation 0 full, 1 and 2 cache steps; evaluation 1 recomputes the attention branch
+    compute = (((True, True),), ((True, False),), ((False, False),))
+    outputs = []
+    for store in (None, (True, False, False)):
+        run, seen = CacheRun(Plan(compute, (1, 2), store=store)), []
+        for n in range(3):
+            runner = run.begin_evaluation(1)[0]
+            seen.append(runner(0, 0, lambda n=n: torch.tensor(float(n))).item())
+        outputs.append(seen)
+    assert outputs[0] == [0.0, 1.0, 1.0]  # every evaluation refreshes: step 2 reuses step 1's branch
+    assert outputs[1] == [0.0, 1.0, 0.0]  # refresh only at full steps: step 2 reuses the full step
+
+
+def test_training_pairs_start_at_the_full_step_distance_away():
+    calls = []
+
+    def model(x, t, labels, runner):
+        calls.append((int(t[0]), runner))
+        return torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:])
+
+    pairs = DiTDDIMPairs(10, torch.device("cpu"), interval=4)
+    assert pairs.pairs == [(n, row) for n, row, _ in l2c_cycle("dit", "ddim", 10, interval=4)]
+    x0, noise, marker = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), object()
+    x, t = pairs.prepare(model, x0, torch.zeros(2, dtype=torch.long), noise, 6, marker)  # row 6: d = 3
+    tmap = pairs.tables.timestep_map
+    assert [c[0] for c in calls] == [int(tmap[9]), int(tmap[8]), int(tmap[7])]  # full step 9, then 8 and 7
+    assert [c[1] is marker for c in calls] == [True, False, False]  # only the full step fills the cache
+    assert int(t[0]) == int(tmap[6])
+
+
+def test_identities_keep_the_paper_cycle_and_separate_longer_ones():
+    recipe = Recipe(lam=1e-4)
+    kw = dict(arch="DiT-toy", sampler="ddim", nfe=20, recipe=recipe, model_sha256="abc", data="toy")
+    assert router_name(**kw) == router_name(**kw, interval=2)
+    assert "-k3-" in router_name(**kw, interval=3) and router_name(**kw, interval=3) != router_name(**kw, interval=4)
+    cfg = {"model": {"family": "dit"}, "steps": 20, "cache": {"name": "l2c", "router": "x.pt", "threshold": 0.1}}
+    with_2 = {**cfg, "cache": {**cfg["cache"], "interval": 2}}
+    with_3 = {**cfg, "cache": {**cfg["cache"], "interval": 3}}
+    assert run_key(cfg) == run_key(with_2) != run_key(with_3)
+
+
+def test_interval_errors_are_clear():
+    with pytest.raises(UnsupportedCombination, match="midpoint"):
+        l2c_cycle("uvit", "dpm_solver2", 20, interval=3)
+    with pytest.raises(UnsupportedCombination, match=">= 2"):
+        l2c_cycle("dit", "ddim", 20, interval=1)
+
+    class Toy:
+        family, num_blocks = "dit", 28
+
+    with pytest.raises(CacheConfigError, match="interval 2"):
+        make_cache("l2c", router="official", interval=3).plan(model=Toy(), sampler="ddim", nfe=20)

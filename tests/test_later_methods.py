@@ -1,0 +1,102 @@
+"""Methods published after L2C, through the same engine: Delta-DiT and TaylorSeer."""
+
+import pytest
+import torch
+from test_caching import Stub, exact_forward, perturbed
+
+from l2c_bench import generate
+from l2c_bench.caching import CacheConfigError, CacheRun, Plan, UnsupportedCombination, make_cache
+from l2c_bench.caching.methods.delta_dit import delta_dit_plan
+from l2c_bench.metrics.macs import macs
+from l2c_bench.models.layers import run_branch
+
+T, F = True, False
+
+
+# --- Delta-DiT ------------------------------------------------------------------------------
+
+def test_delta_dit_plan_by_hand():
+    # 4 blocks, span of 2, interval 2, boundary 3: evaluations 0-2 rear span (2, 4), 3-5 front (0, 2)
+    plan = delta_dit_plan(6, 4, interval=2, blocks=2, boundary=3)
+    full, rear_reused, front_reused = ((T, T),) * 4, ((T, T), (T, T), (F, F), (F, F)), ((F, F), (F, F), (T, T), (T, T))
+    assert plan.compute == (full, rear_reused, full, full, front_reused, full)
+    assert [plan.span_at(n) for n in range(6)] == [(2, 4)] * 3 + [(0, 2)] * 3
+    assert plan.cache_steps == (1, 4) and plan.span_mode == "delta"
+    assert make_cache("delta_dit").plan(model=Stub("dit", 28), sampler="ddim", nfe=20).span_at(19) == (0, 14)
+    with pytest.raises(UnsupportedCombination, match="skips"):
+        make_cache("delta_dit").plan(model=Stub("uvit", 29), sampler="dpm_solver2", nfe=20)
+    with pytest.raises(CacheConfigError, match="before any evaluation computed it"):
+        Plan((full, front_reused), (1,), spans=((2, 4), (0, 2)), span_mode="delta")
+
+
+def test_delta_dit_adds_the_cached_span_offset_to_the_current_input():
+    model = perturbed("DiT-toy")  # 8 blocks, span of 4, NFE 4, boundary 2: rear (4, 8) at 0-1, front (0, 4) at 2-3
+    seen = {name: [] for name in ("embed", "in0", "out3", "in4", "out7", "final")}
+    model.x_embedder.register_forward_hook(lambda m, a, o: seen["embed"].append(o + model.pos_embed))
+    model.blocks[0].register_forward_pre_hook(lambda m, a: seen["in0"].append(a[0].clone()))
+    model.blocks[3].register_forward_hook(lambda m, a, o: seen["out3"].append(o.clone()))
+    model.blocks[4].register_forward_pre_hook(lambda m, a: seen["in4"].append(a[0].clone()))
+    model.blocks[7].register_forward_hook(lambda m, a, o: seen["out7"].append(o.clone()))
+    model.final_layer.register_forward_pre_hook(lambda m, a: seen["final"].append(a[0].clone()))
+    out = generate(model, labels=[1], seeds=[0], steps=4, sampler="ddim", guidance_scale=1.0,
+                   cache=make_cache("delta_dit", interval=2, blocks=4, boundary=2))
+    assert len(seen["in0"]) == 3 and len(seen["in4"]) == 3  # front skipped at 3, rear skipped at 1
+    # evaluation 1: the rear span is skipped; its output = its input now + the offset from evaluation 0
+    torch.testing.assert_close(seen["final"][1], seen["out3"][1] + (seen["out7"][0] - seen["in4"][0]))
+    # evaluation 3: the front span is skipped; block 4 gets the embedding now + the offset from evaluation 2
+    torch.testing.assert_close(seen["in4"][2], seen["embed"][3] + (seen["out3"][2] - seen["in0"][2]))
+    assert out.schedule[1, 4:].sum() == 0 and out.schedule[3, :4].sum() == 0 and out.schedule[2].all()
+    assert macs(model, out.schedule) / macs(model, None, nfe=4) == pytest.approx(1 - 2 * 4 / (4 * 8), rel=0.05)
+
+
+def test_delta_dit_with_every_evaluation_a_key_is_the_uncached_sampler():
+    model = perturbed("DiT-toy")
+    kw = dict(labels=[1, 2], seeds=[0, 1], steps=6, sampler="ddim", guidance_scale=1.5)
+    assert torch.equal(generate(model, cache=make_cache("delta_dit", interval=1), **kw).latents,
+                       generate(model, **kw).latents)
+
+
+# --- TaylorSeer -----------------------------------------------------------------------------
+
+def test_taylor_forecast_by_hand():
+    # one branch computed every 3rd evaluation (0, 3, 6, 9, 12), forecast at the others
+    nfe, interval = 13, 3
+
+    def forecast(order, fresh):
+        compute = tuple((((n % interval == 0),) * 2,) for n in range(nfe))
+        run = CacheRun(Plan(compute, tuple(n for n in range(nfe) if n % interval), forecast_order=order))
+        return [float(run_branch(run.begin_evaluation(1)[0], 0, 0, lambda n=n: torch.tensor(fresh(n))))
+                for n in range(nfe)]
+
+    line = forecast(1, lambda n: 3.0 + 2.0 * n)  # order 1 is exact on a line once two computations exist
+    assert line[1] == line[2] == 3.0  # one computation so far: plain reuse
+    assert line[4:] == pytest.approx([3.0 + 2.0 * n for n in range(4, nfe)])
+
+    def f(n):
+        return 1.0 - n + 0.5 * n * n
+
+    used = forecast(2, f)  # the paper's backward differences: F + dF k / N + d2F k^2 / (2 N^2)
+    for n in (7, 8):
+        k, d1, d2 = n - 6, f(6) - f(3), f(6) - 2 * f(3) + f(0)
+        assert used[n] == pytest.approx(f(6) + d1 * k / 3 + d2 * k * k / (2 * 9))
+
+
+def test_taylorseer_order_0_is_fora():
+    model = perturbed("DiT-toy")
+    kw = dict(labels=[1, 2], seeds=[0, 1], steps=8, sampler="ddim", guidance_scale=1.5)
+    fora = generate(model, cache=make_cache("fora", interval=3), **kw)
+    seer = generate(model, cache=make_cache("taylorseer", interval=3, order=0), **kw)
+    assert torch.equal(fora.latents, seer.latents) and torch.equal(fora.schedule, seer.schedule)
+    first = generate(model, cache=make_cache("taylorseer", interval=3, order=1), **kw)
+    assert not torch.equal(first.latents, fora.latents) and torch.equal(first.schedule, fora.schedule)
+
+
+def test_taylorseer_passes_keep_their_own_histories():
+    compute = ((((T, T),)), (((F, F),)), (((T, T),)), (((F, F),)))
+    run = CacheRun(Plan(compute, (1, 3), forecast_order=1))
+    used = [exact_forward(run, n, 2, 1) for n in range(4)]
+    # evaluation 3 forecasts each pass from its own values at 0 and 2: f(2) + (f(2) - f(0)) / 2
+    for p in range(2):
+        for j in range(2):
+            f0, f2 = 100 * p + j, 2000 + 100 * p + j
+            assert used[3][2 * p + j] == pytest.approx(f2 + (f2 - f0) / 2)
