@@ -10,7 +10,7 @@ from .metrics import METRICS
 
 SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm_solver2": "DPM-Solver-2", "dpm_solver_fast": "DPM-Solver (fast)"}
 METHOD_NAMES = {"l2c": "L2C", "deepcache": "DeepCache", "faster_diffusion": "Faster Diffusion", "fora": "FORA",
-                "layer_drop": "Random Drop"}
+                "layer_drop": "Random Drop", "taylorseer": "TaylorSeer", "delta_dit": "Δ-DiT"}
 
 
 def _get(row, key, default=None):
@@ -42,6 +42,9 @@ def method(row) -> str:
         if ratio == 1.0:
             return "Cache - shifted (all layers)" if shifted else "Cache (all layers)"
         return f"Heuristic ({_get(row, 'config.cache.strategy', 'bottom')}, {ratio:g})"
+    interval = int(_get(row, "config.cache.interval", 2))
+    if name == "l2c" and interval != 2:
+        return f"L2C (k={interval})"
     return METHOD_NAMES.get(name, name)
 
 
@@ -52,6 +55,8 @@ def series(row) -> str:
         return f"{method(row)} (step reduction)"
     if name == "heuristic" and float(_get(row, "config.cache.ratio", 0.5)) != 1.0:
         return f"Heuristic ({_get(row, 'config.cache.strategy', 'bottom')})"
+    if name == "l2c":
+        return "L2C"  # cycles k = 2, 3, 4 are points along one curve
     return method(row)
 
 

@@ -91,3 +91,23 @@ def test_interval_errors_are_clear():
 
     with pytest.raises(CacheConfigError, match="interval 2"):
         make_cache("l2c", router="official", interval=3).plan(model=Toy(), sampler="ddim", nfe=20)
+
+
+def test_a_run_with_a_longer_cycle_learns_its_own_router_and_saves_more(tmp_path):
+    from test_router_learning import config
+
+    from l2c_bench.router_learning.store import read_metadata
+    from l2c_bench.run import run_point
+
+    tiny = ["steps=8", "router.iterations=3", "router.batch_size=2", "metrics.num_samples=2", "metrics.batch_size=2",
+            "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.fid=false", "metrics.grid_samples=2",
+            "cache.threshold=0.99"]  # a threshold no fresh router passes: every cache step reuses everything
+    rows = {k: run_point(config(tmp_path, *tiny, f"cache.interval={k}")) for k in (2, 4)}
+    assert all(row["status"] == "ok" for row in rows.values()), [r.get("error") for r in rows.values()]
+    assert rows[2]["metrics.router_file"] != rows[4]["metrics.router_file"]
+    meta = read_metadata(tmp_path / "_routers" / rows[4]["metrics.router_file"])
+    assert meta["interval"] == 4 and meta["cache_rows"] == [row for _, row in l2c_cache_steps("dit", "ddim", 8, interval=4)]
+    # NFE 8, all reused: k=2 computes 4 of 8 evaluations, k=4 computes 3 (indices 7, 5, 1)
+    assert rows[2]["metrics.reused_ratio_all"] == pytest.approx(4 / 8)
+    assert rows[4]["metrics.reused_ratio_all"] == pytest.approx(5 / 8)
+    assert rows[4]["metrics.macs_speedup"] > rows[2]["metrics.macs_speedup"]
