@@ -20,7 +20,14 @@ import torch
 
 from . import generate
 from .caching import FixedPlan, make_cache
-from .devices import call_peak_memory_mb, device_name, host_syncs, peak_memory_mb, resolve_device, set_tf32
+from .devices import (
+    call_peak_memory_mb,
+    device_name,
+    host_syncs,
+    peak_memory_mb,
+    resolve_device,
+    set_tf32,
+)
 from .metrics import cuda_event_timer, device_sync, measure
 from .metrics.macs import macs
 from .models import build_model

@@ -43,12 +43,14 @@ class SamplerConfig:
 class CacheConfig:
     """The union of every method's parameters; each method reads only its own."""
 
-    name: str = "none"  # none | l2c | fora | heuristic | layer_drop | deepcache | faster_diffusion | delta_dit
-    # | taylorseer
+    # none | l2c | fora | heuristic | layer_drop | deepcache | faster_diffusion | delta_dit | taylorseer
+    # | fbcache | teacache
+    name: str = "none"
     # l2c: `auto` (the learned router for this model checkpoint, sampler, NFE and `router.*` recipe,
     # from the router store; trained on demand at toy scale), `official` (the L2C release), or a path
     router: str = "auto"
     threshold: float | None = None  # l2c: recompute iff sigmoid(logit) > threshold; None: DiT 0.1, U-ViT 0.9
+    # (fbcache / teacache: their reuse threshold; None: 0.08 / 0.1)
     train_if_missing: bool = False  # l2c + auto at paper scale: train a missing router instead of failing
     interval: int = 2  # l2c (cycle length) / fora / deepcache / faster_diffusion / delta_dit / taylorseer
     depth: int = 1  # deepcache: shallow blocks kept fresh at each end
@@ -60,6 +62,9 @@ class CacheConfig:
     blocks: int | None = None  # delta_dit: blocks in the cached span (None: half)
     boundary: int | None = None  # delta_dit: first evaluation of the front-span stage (None: NFE/2)
     order: int = 1  # taylorseer: Taylor order of the forecast (0 = plain reuse, as FORA)
+    # teacache: `auto` (the calibration artifact for this model, sampler, NFE; made on first use at
+    # toy scale, see `python -m l2c_bench.calibrate`), a calibration file, or a coefficient list
+    coefficients: Any = "auto"
 
 
 @dataclass
@@ -110,6 +115,15 @@ class RouterConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """TeaCache's rescaling polynomial (`python -m l2c_bench.calibrate`; `cache.coefficients=auto`)."""
+
+    samples: int = 8  # uncached samples whose per-evaluation changes are fitted
+    seed: int = 0
+    degree: int = 4  # polynomial degree (TeaCache: 4)
+
+
+@dataclass
 class ShardConfig:
     """Split a run's samples across jobs (`shard.index=0,1,2 shard.count=3` in a multirun) or
     torchrun ranks (automatic); not part of the run's identity: any split gives the same row."""
@@ -126,6 +140,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     steps: int = 20  # NFE, as in the paper's tables

@@ -34,16 +34,37 @@ class GenerationResult:
     guidance_convention: str
     images: torch.Tensor | None = None  # (N, 3, H', W') in [-1, 1] when decode=True
     plan: object | None = None  # the caching plan that ran (None: no cache)
+    # dynamic methods (fbcache, teacache): per batch, its size, the compute mask it realised, the
+    # span decision and the policy's indicator at each evaluation
+    realised: list[dict] | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        return self.plan is not None and self.plan.policy is not None
 
     @property
     def schedule(self) -> torch.Tensor | None:
-        """The compute mask (nfe, blocks, 2) that ran; None without a cache."""
-        return None if self.plan is None else self.plan.mask()
+        """The compute mask (nfe, blocks, 2) that ran; None without a cache. Dynamic methods with
+        several batches: the share of samples whose batch computed each branch (float)."""
+        if self.plan is None:
+            return None
+        if not self.dynamic:
+            return self.plan.mask()
+        if len(self.realised) == 1:
+            return self.realised[0]["schedule"]
+        total = sum(r["size"] for r in self.realised)
+        return sum(r["schedule"].double() * r["size"] for r in self.realised) / total
 
     @property
     def cached_ratio(self) -> float:
         """Reused / all branch evaluations in the method's cache steps (paper Table 4); 0 uncached."""
-        return 0.0 if self.plan is None else self.plan.cached_ratio
+        if self.plan is None:
+            return 0.0
+        if not self.dynamic:
+            return self.plan.cached_ratio
+        from .caching.engine import realised_ratios
+
+        return realised_ratios(self.plan, self.schedule)[0]
 
 
 def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progress: bool):
@@ -90,7 +111,7 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
     shape = (model.in_channels, model.input_size, model.input_size)
     batch_size = batch_size or len(seeds)
     plan = cache.checked_plan(model=model, sampler=sampler, nfe=steps) if cache is not None else None
-    out = []
+    out, realised = [], []
     batches = range(0, len(seeds), batch_size)
     for start in tqdm(batches, disable=not progress or len(batches) == 1, desc="batches", leave=False):
         batch_seeds = seeds[start : start + batch_size]
@@ -102,10 +123,13 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
         x = _run_sampler(sampler, denoise, x, steps, generators, eta, progress)
         out.append(x[:, : model.in_channels])
         if run_cache is not None:
-            run_cache.schedule  # noqa: B018 - raises if the sampler did not follow the plan
+            schedule = run_cache.schedule  # raises if the sampler did not follow the plan
+            if plan.policy is not None:
+                realised.append({"size": len(batch_seeds), "schedule": schedule, "decisions": run_cache.decisions,
+                                 "indicators": run_cache.indicators})
     latents = torch.cat(out)
     return GenerationResult(
         latents=latents, labels=labels, seeds=seeds, nfe=steps, sampler=sampler,
         guidance_scale=float(guidance_scale), guidance_convention=CONVENTIONS[model.family],
-        images=to_images(latents, vae) if decode else None, plan=plan,
+        images=to_images(latents, vae) if decode else None, plan=plan, realised=realised or None,
     )

@@ -74,6 +74,28 @@ def uses_router_store(cfg: DictConfig) -> bool:
     return cfg.cache.name == "l2c" and cfg.cache.router == "auto"
 
 
+def uses_calibration_store(cfg: DictConfig) -> bool:
+    return cfg.cache.name == "teacache" and cfg.cache.coefficients == "auto"
+
+
+def resolve_calibration(cfg: DictConfig, sampler: str, model) -> Path:
+    """TeaCache's calibration for this run: stored, or made now at toy scale; at paper scale a
+    missing one is an error printing the command that makes it."""
+    from .calibrate import find_or_calibrate, name_for
+    from .calibration import store_path
+
+    path = store_path(cfg.results_dir, name_for(cfg, sampler))
+    if path.is_file() or cfg.scale.name == "toy":
+        return find_or_calibrate(cfg, sampler, model=model)
+    overrides = " ".join(a for a in (f"scale={cfg.scale.name}", f"model={cfg.model.family}",
+                                     f"model.arch={cfg.model.arch}", f"model.checkpoint={cfg.model.checkpoint}",
+                                     f"sampler.name={sampler}", f"steps={cfg.steps}",
+                                     f"model.guidance_scale={cfg.model.guidance_scale}",
+                                     f"results_dir={cfg.results_dir}"))
+    raise RunConfigError(f"cache.coefficients=auto: no TeaCache calibration at {path}. Make it with\n"
+                         f"  python -m l2c_bench.calibrate {overrides}\nor give cache.coefficients=<file or list>.")
+
+
 def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     """Check every value that can be checked without compute; return sampler name and cache
     (None for `none`, and for an l2c router still to be learned: prepare() builds it then)."""
@@ -106,6 +128,9 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
             build_cache(cfg, "(to be learned)")  # the method's own parameters (threshold) are checked now
             return sampler, None  # learned in prepare(), on the loaded model
         router = str(path)
+    if uses_calibration_store(cfg):
+        build_cache(cfg)  # the method's own parameters (threshold) are checked now
+        return sampler, None  # calibration found or made in prepare(), on the loaded model
     cache = build_cache(cfg, router)
     if cache is not None and cache.plans_without_weights:
         # plan on a weightless copy: router shapes etc. fail before any compute
@@ -164,6 +189,11 @@ def prepare(cfg: DictConfig) -> Point:
         router_path = learn(cfg, sampler, device=device, model=model, vae=vae)  # a stored one is reused
         cache = build_cache(cfg, str(router_path))
         router_info = {"router_file": router_path.name}
+    if uses_calibration_store(cfg):
+        calibration = resolve_calibration(cfg, sampler, model)
+        cache = build_cache(cfg)
+        cache.coefficients = str(calibration)
+        router_info = {"calibration_file": calibration.name}
     if cache is not None:  # plan once (router read, calibration): never inside a timed call
         cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
     features = model_sha256 = None
@@ -180,7 +210,7 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
     and, for a cached run, uncached on the same seeds; keep per-sample statistics (CPU)."""
     cfg, common = point.cfg, point.common
     out: dict[str, list] = {k: [] for k in ("index", "labels", "features", "logits", "reference_logits",
-                                            "latent_se", "reference_latent_range", "image_se", "grid")}
+                                            "latent_se", "reference_latent_range", "image_se", "grid", "schedule")}
     size = cfg.metrics.batch_size
     for start in tqdm(range(indices.start, indices.stop, size), disable=not progress, desc="batches", leave=False):
         idx = torch.arange(start, min(start + size, indices.stop))
@@ -190,6 +220,8 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
         images = result.images.float().cpu()
         out["index"].append(idx)
         out["labels"].append(result.labels.cpu())
+        if result.dynamic:  # what each sample's batch computed: (n, nfe, blocks, 2) bool
+            out["schedule"].append(result.schedule.cpu().unsqueeze(0).expand(len(idx), -1, -1, -1))
         out["grid"].append(images[idx < cfg.metrics.grid_samples])
         if point.features is not None:
             feats, logits = point.features.embed(images)
@@ -306,6 +338,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     """Grid, interleaved timing, MACs and quality of a whole run's samples; its metrics (flat)."""
     from torchvision.utils import save_image
 
+    from .caching.engine import realised_ratios
     from .metrics import cuda_event_timer, device_sync, measure
     from .metrics.macs import macs
 
@@ -332,6 +365,14 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
 
     plan = None if cache is None else cache.checked_plan(model=model, sampler=point.sampler, nfe=cfg.steps)
     schedule = None if plan is None else plan.mask()
+    dynamic = plan is not None and plan.policy is not None
+    if dynamic:  # decided at run time: the share of samples that computed each branch
+        schedule = part["schedule"].double().mean(0)
+        cached_ratio, reused_ratio_all = realised_ratios(plan, schedule)
+    elif plan is not None:
+        cached_ratio, reused_ratio_all = plan.cached_ratio, plan.reused_ratio_all
+    else:
+        cached_ratio = reused_ratio_all = 0.0
     macs_method = macs(model, schedule, nfe=cfg.steps)
     macs_uncached = macs(model, None, nfe=cfg.steps)
     metrics = {
@@ -354,8 +395,9 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "macs_all_g": macs(model, schedule, nfe=cfg.steps, count="all") / 1e9,
         "macs_uncached_g": macs_uncached / 1e9,
         "macs_speedup": macs_uncached / macs_method,
-        "cached_ratio": 0.0 if plan is None else plan.cached_ratio,
-        "reused_ratio_all": 0.0 if plan is None else plan.reused_ratio_all,
+        "cached_ratio": cached_ratio,
+        "reused_ratio_all": reused_ratio_all,
+        "host_sync_per_evaluation": dynamic,  # dynamic methods read one scalar per evaluation
         "peak_memory_mb": peak_memory_mb(point.device),
         "dtype": cfg.dtype,
         "tf32": tf32_enabled(point.device),

@@ -24,11 +24,12 @@ from .engine import (
 )
 from .methods.deepcache import DeepCache, FasterDiffusion
 from .methods.delta_dit import DeltaDiT
-from .methods.taylorseer import TaylorSeer
+from .methods.dynamic import FBCache, TeaCache
 from .methods.fora import Fora
 from .methods.heuristic import Heuristic, LayerDrop
 from .methods.l2c import L2C, l2c_plan
 from .methods.none import NoCache
+from .methods.taylorseer import TaylorSeer
 from .router import load_router, save_router
 
 CACHE_METHODS: dict[str, type[CacheMethod]] = {
@@ -41,6 +42,8 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "faster_diffusion": FasterDiffusion,
     "delta_dit": DeltaDiT,
     "taylorseer": TaylorSeer,
+    "fbcache": FBCache,
+    "teacache": TeaCache,
 }
 
 

@@ -47,6 +47,10 @@ class Plan:
     # TaylorSeer: a reused branch is forecast from finite differences of its last computed
     # outputs, to this order, in units of evaluations (None: plain reuse).
     forecast_order: int | None = None
+    # Dynamic span reuse (FBCache, TeaCache): `policy.decide` chooses at run time, per evaluation,
+    # whether `span` is reused; `compute` is then the all-computed row and the realised schedule
+    # is read from the run (`CacheRun.schedule`). `cache_steps` = the evaluations allowed to reuse.
+    policy: object | None = None
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -70,6 +74,8 @@ class Plan:
             if span != previous and self.span_reused(n):
                 raise CacheConfigError(f"evaluation {n} reuses span {span} before any evaluation computed it")
             previous = span
+        if self.policy is not None and (self.span is None or self.spans is not None or 0 in self.cache_steps):
+            raise CacheConfigError("a dynamic plan needs one span and may not reuse at the first evaluation")
         if self.store is not None and (len(self.store) != len(self.compute) or not self.store[0]):
             raise CacheConfigError("plan.store needs one flag per evaluation, and the first must store")
 
@@ -113,6 +119,15 @@ class Plan:
         return reused / (self.nfe * self.num_blocks * 2)
 
 
+def realised_ratios(plan: Plan, schedule: torch.Tensor) -> tuple[float, float]:
+    """(cached ratio in the plan's cache steps, reused ratio over all evaluations) of a realised
+    compute mask (nfe, blocks, 2); float masks (a share of samples per entry) are averaged."""
+    reused = 1.0 - schedule.double()
+    steps = list(plan.cache_steps)
+    cached = reused[steps].mean().item() if steps else 0.0
+    return cached, reused.mean().item()
+
+
 def full_plan(nfe: int, num_blocks: int) -> Plan:
     return Plan(tuple(((True, True),) * num_blocks for _ in range(nfe)), ())
 
@@ -120,16 +135,22 @@ def full_plan(nfe: int, num_blocks: int) -> Plan:
 class _Runner:
     """Branch runner for one guidance pass of one evaluation (see models.layers.BranchRunner)."""
 
-    __slots__ = ("drop", "evaluation", "order", "refresh", "row", "span", "span_mode", "span_reuse", "store")
+    __slots__ = ("decide", "drop", "evaluation", "order", "refresh", "row", "span", "span_mode", "span_reuse",
+                 "store")
 
     def __init__(self, row, store: dict, drop: bool, span=None, span_mode="output", span_reuse=False,
-                 refresh: bool = True, evaluation: int = 0, order: int | None = None):
+                 refresh: bool = True, evaluation: int = 0, order: int | None = None, decide=None):
         self.row, self.store, self.drop, self.refresh = row, store, drop, refresh
         self.span, self.span_mode, self.span_reuse = span, span_mode, span_reuse
-        self.evaluation, self.order = evaluation, order
+        self.evaluation, self.order, self.decide = evaluation, order, decide
 
-    def run_span(self, h, fn):
-        """Blocks `self.span` as one unit: fn(h) -> (h_out, extras) computed or reused."""
+    def run_span(self, h, fn, probe=None):
+        """Blocks `self.span` as one unit: fn(h) -> (h_out, extras) computed or reused. `probe(kind)`
+        (from the model) gives a dynamic policy its indicator: "residual" = the span input minus
+        the blocks' input (the first block's residual for span (1, ...)); "modulated" = the first
+        block's timestep-modulated input (DiT; U-ViT: the blocks' input tokens)."""
+        if self.decide is not None:
+            self.span_reuse = self.decide(probe, "span" in self.store)
         if self.span_reuse:
             cached, extras = self.store["span"]
             return (h + cached if self.span_mode == "delta" else cached), extras
@@ -181,6 +202,18 @@ class CacheRun:
         self.plan = plan
         self.evaluations = 0
         self._stores: list[dict] = []
+        # dynamic plans: per evaluation, whether the span was reused and the policy's indicator
+        self.decisions: list[bool | None] = []
+        self.indicators: list[float | None] = []
+        self._policy_state = plan.policy.start() if plan.policy is not None else None
+
+    def _decide(self, n: int, probe, has_cache: bool) -> bool:
+        """The first guidance pass of evaluation n decides for all of them (one host sync)."""
+        if self.decisions[n] is None:
+            allowed = has_cache and n in self.plan.cache_steps
+            reuse, value = self.plan.policy.decide(self._policy_state, probe, allowed, n, self.plan.nfe)
+            self.decisions[n], self.indicators[n] = bool(reuse and allowed), value
+        return self.decisions[n]
 
     def begin_evaluation(self, passes: int) -> list[_Runner]:
         if self.evaluations >= self.plan.nfe:
@@ -190,8 +223,13 @@ class CacheRun:
         plan, n = self.plan, self.evaluations
         self.evaluations += 1
         refresh = plan.store is None or plan.store[n]
+        decide = None
+        if plan.policy is not None:
+            self.decisions.append(None)
+            self.indicators.append(None)
+            decide = lambda probe, has_cache: self._decide(n, probe, has_cache)  # noqa: E731
         return [_Runner(plan.compute[n], store, plan.drop, plan.span_at(n), plan.span_mode, plan.span_reused(n),
-                        refresh, n, plan.forecast_order) for store in self._stores[:passes]]
+                        refresh, n, plan.forecast_order, decide) for store in self._stores[:passes]]
 
     @property
     def cache_bytes(self) -> int:
@@ -211,7 +249,13 @@ class CacheRun:
         """The compute mask (nfe, blocks, 2) that ran."""
         if self.evaluations != self.plan.nfe:
             raise RuntimeError(f"plan has {self.plan.nfe} evaluations, sampler made {self.evaluations}")
-        return self.plan.mask()
+        mask = self.plan.mask()
+        if self.plan.policy is not None:  # what the policy decided at run time
+            start, end = self.plan.span
+            for n, reused in enumerate(self.decisions):
+                if reused:
+                    mask[n, start:end] = False
+        return mask
 
 
 class CacheMethod:

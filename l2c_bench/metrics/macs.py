@@ -70,14 +70,18 @@ def branch_macs(model, count: str = "linear") -> BranchMacs:
 
 
 def macs(model, schedule: torch.Tensor | None, *, nfe: int | None = None, count: str = "linear") -> float:
-    """MACs per image of a run: schedule (nfe, blocks, 2) bool, or None = all computed for `nfe`."""
+    """MACs per image of a run: schedule (nfe, blocks, 2) bool, or None = all computed for `nfe`.
+    A float schedule (a dynamic method over several batches: the share of samples that computed
+    each branch) gives the mean MACs per image."""
     costs = branch_macs(model, count)
     per_branch = torch.tensor(costs.branch, dtype=torch.float64)  # (blocks, 2)
     if schedule is None:
         if nfe is None:
             raise ValueError("give a schedule or nfe")
         return nfe * (costs.base + per_branch.sum().item())
-    schedule = torch.as_tensor(schedule, dtype=torch.bool)
+    schedule = torch.as_tensor(schedule)
+    if not schedule.is_floating_point():
+        schedule = schedule.bool()
     if schedule.shape[1:] != per_branch.shape:
         raise ValueError(f"schedule shape {tuple(schedule.shape)} does not fit {per_branch.shape[0]} blocks")
     return schedule.shape[0] * costs.base + (schedule.double() * per_branch).sum().item()

@@ -195,6 +195,18 @@ class DiT(nn.Module):
             h = self.blocks[index](h, c, runner, index)
         return h
 
+    def probe(self, kind: str, blocks_in, span_in, c) -> torch.Tensor:
+        """A dynamic cache's indicator (N, T, D): "residual" = span input - blocks' input (the first
+        block's residual when the span starts at block 1); "modulated" = block 0's
+        timestep-modulated input, modulate(norm1(h), shift_msa, scale_msa) (TeaCache's)."""
+        if kind == "residual":
+            return span_in - blocks_in
+        if kind == "modulated":
+            block = self.blocks[0]
+            shift, scale = rowwise_linear(block.adaLN_modulation[1], block.adaLN_modulation[0](c)).chunk(6, dim=1)[:2]
+            return modulate(block.norm1(blocks_in), shift, scale)
+        raise ValueError(f"unknown probe {kind!r}; valid: residual, modulated")
+
     def forward(self, x, t, y, runner: BranchRunner | None = None):
         h = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = (H/p)*(W/p)
         c = self.t_embedder(t) + self.y_embedder(y)  # (N, D)
@@ -203,8 +215,11 @@ class DiT(nn.Module):
             h = self._run_blocks(h, c, runner, 0, len(self.blocks))
         else:  # block-level caching: the span runs (or is reused) as one unit
             start, end = span
+            blocks_in = h
             h = self._run_blocks(h, c, runner, 0, start)
-            h, _ = runner.run_span(h, lambda x: (self._run_blocks(x, c, runner, start, end), None))
+            span_in = h
+            h, _ = runner.run_span(h, lambda x: (self._run_blocks(x, c, runner, start, end), None),
+                                   probe=lambda kind: self.probe(kind, blocks_in, span_in, c))
             h = self._run_blocks(h, c, runner, end, len(self.blocks))
         h = self.final_layer(h, c)  # (N, T, p*p*C_out)
         return unpatchify(h, self.out_channels, self.patch_size)  # (N, C_out, H, W)

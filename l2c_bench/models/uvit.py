@@ -148,8 +148,13 @@ class UViT(nn.Module):
                 del skips[depth:]
                 return out, added
 
+            blocks_in = h
             h = self._run_blocks(h, skips, runner, 0, start)
-            h, added = runner.run_span(h, run_span)
+            span_in = h
+            # indicator for a dynamic cache: U-ViT has no adaLN, so "modulated" is the blocks' input
+            # tokens (time and label tokens included); "residual" the blocks before the span
+            h, added = runner.run_span(h, run_span, probe=lambda kind: span_in - blocks_in if kind == "residual"
+                                       else blocks_in)
             skips.extend(added)
             h = self._run_blocks(h, skips, runner, end, self.num_blocks)
         h = self.decoder_pred(self.norm(h))[:, self.extras :]  # (N, L, p*p*C)

@@ -48,6 +48,8 @@ def run_key(config: Mapping[str, Any]) -> str:
     cache = dict(identity.get("cache") or {})
     if not (cache.get("name") == "l2c" and cache.get("router") == "auto"):
         identity.pop("router", None)  # the learning recipe only matters where it picks the router
+    if not (cache.get("name") == "teacache" and cache.get("coefficients") == "auto"):
+        identity.pop("calibration", None)  # likewise the TeaCache calibration settings
     if cache:
         relevant = _method_parameters(cache.get("name"), cache)
         later = LATER_KEYS.get(cache.get("name"), {})  # at their old behaviour: absent, as before they existed
