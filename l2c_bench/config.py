@@ -44,7 +44,7 @@ class CacheConfig:
     """The union of every method's parameters; each method reads only its own."""
 
     # none | l2c | fora | heuristic | layer_drop | deepcache | faster_diffusion | delta_dit | taylorseer
-    # | fbcache | teacache
+    # | fbcache | teacache | toca
     name: str = "none"
     # l2c: `auto` (the learned router for this model checkpoint, sampler, NFE and `router.*` recipe,
     # from the router store; trained on demand at toy scale), `official` (the L2C release), or a path
@@ -56,7 +56,7 @@ class CacheConfig:
     depth: int = 1  # deepcache: shallow blocks kept fresh at each end
     key_steps: list[int] | None = None  # faster_diffusion: explicit full evaluations
     strategy: str = "bottom"  # heuristic: bottom | top | random
-    ratio: float = 0.5  # heuristic/layer_drop: fraction of branches reused/dropped per cache step
+    ratio: float = 0.5  # heuristic/layer_drop: fraction of branches reused/dropped per cache step; toca: tokens recomputed
     seed: int = 0  # heuristic/layer_drop random choices
     shifted: bool = True  # heuristic/layer_drop on U-ViT: False = cache step at the solver midpoint (Table 6)
     blocks: int | None = None  # delta_dit: blocks in the cached span (None: half)

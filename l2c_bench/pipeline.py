@@ -49,7 +49,7 @@ class GenerationResult:
         if self.plan is None:
             return None
         if not self.dynamic:
-            return self.plan.mask()
+            return self.plan.mask() if self.plan.token_ratio is None else self.plan.share()
         if len(self.realised) == 1:
             return self.realised[0]["schedule"]
         total = sum(r["size"] for r in self.realised)

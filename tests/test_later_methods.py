@@ -1,4 +1,4 @@
-"""Methods published after L2C, through the same engine: Delta-DiT and TaylorSeer."""
+"""Methods published after L2C, through the same engine: Delta-DiT, TaylorSeer, ToCa."""
 
 import pytest
 import torch
@@ -100,3 +100,38 @@ def test_taylorseer_passes_keep_their_own_histories():
         for j in range(2):
             f0, f2 = 100 * p + j, 2000 + 100 * p + j
             assert used[3][2 * p + j] == pytest.approx(f2 + (f2 - f0) / 2)
+
+
+# --- ToCa ------------------------------------------------------------------------------------
+
+def test_toca_recomputes_the_tokens_whose_input_moved_most():
+    # one block; evaluation 0 full, evaluation 1 recomputes half the tokens of the MLP (branch 1)
+    plan = Plan(((((T, T),)), (((F, T),))), (1,), token_ratio=(1.0, 0.5))
+    run = CacheRun(plan)
+    double = lambda x: 2 * x  # noqa: E731 - a per-token "MLP"
+    x0 = torch.tensor([[[1.0], [1.0], [1.0], [1.0]]])  # (N=1, T=4, D=1)
+    run_branch(run.begin_evaluation(1)[0], 0, 1, double, x0)
+    x1 = torch.tensor([[[1.1], [3.0], [1.0], [0.2]]])  # relative changes 0.1, 2.0, 0, 0.8
+    runner = run.begin_evaluation(1)[0]
+    out = run_branch(runner, 0, 1, double, x1)
+    assert out.flatten().tolist() == [2.0, 6.0, 2.0, pytest.approx(0.4)]  # tokens 1 and 3 fresh, 0 and 2 cached
+    _, cached_in, age = runner.store[0, 1]
+    assert cached_in.flatten().tolist() == [1.0, 3.0, 1.0, pytest.approx(0.2)] and age.flatten().tolist() == [1, 0, 1, 0]
+    assert plan.share()[1, 0].tolist() == [0.0, 0.5] and plan.cached_ratio == pytest.approx(0.75)
+
+
+def test_toca_at_full_token_share_is_attention_reuse_exactly():
+    model = perturbed("DiT-toy")
+    kw = dict(labels=[1, 2], seeds=[0, 1], steps=6, sampler="ddim", guidance_scale=1.5)
+    toca = generate(model, cache=make_cache("toca", interval=3, ratio=1.0), **kw)
+    compute = tuple(((n % 3 == 0, True),) * 8 for n in range(6))
+
+    class AttentionOnly(type(make_cache("fora"))):
+        def plan(self, *, model, sampler, nfe):
+            return Plan(compute, (1, 2, 4, 5))
+
+    assert torch.equal(toca.latents, generate(model, cache=AttentionOnly(), **kw).latents)
+    quarter = generate(model, cache=make_cache("toca", interval=3, ratio=0.25), **kw)
+    full_macs, m = macs(model, None, nfe=6), macs(model, quarter.schedule)
+    mlp_share = 1 - macs(model, toca.schedule) / full_macs  # attention reused at 4 of 6 evaluations
+    assert full_macs - m > full_macs * mlp_share  # and 3/4 of the MLP tokens on top

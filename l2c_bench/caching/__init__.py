@@ -30,6 +30,7 @@ from .methods.heuristic import Heuristic, LayerDrop
 from .methods.l2c import L2C, l2c_plan
 from .methods.none import NoCache
 from .methods.taylorseer import TaylorSeer
+from .methods.toca import ToCa
 from .router import load_router, save_router
 
 CACHE_METHODS: dict[str, type[CacheMethod]] = {
@@ -44,6 +45,7 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "taylorseer": TaylorSeer,
     "fbcache": FBCache,
     "teacache": TeaCache,
+    "toca": ToCa,
 }
 
 

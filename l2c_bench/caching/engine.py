@@ -51,6 +51,9 @@ class Plan:
     # whether `span` is reused; `compute` is then the all-computed row and the realised schedule
     # is read from the run (`CacheRun.schedule`). `cache_steps` = the evaluations allowed to reuse.
     policy: object | None = None
+    # Token-wise MLP caching (ToCa): per evaluation, the share of tokens whose MLP output is
+    # recomputed (1.0 = all; the rest keep their cached outputs). None: whole branches only.
+    token_ratio: tuple[float, ...] | None = None
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -76,6 +79,9 @@ class Plan:
             previous = span
         if self.policy is not None and (self.span is None or self.spans is not None or 0 in self.cache_steps):
             raise CacheConfigError("a dynamic plan needs one span and may not reuse at the first evaluation")
+        if self.token_ratio is not None and (len(self.token_ratio) != len(self.compute) or self.token_ratio[0] != 1.0
+                                             or not all(0.0 < r <= 1.0 for r in self.token_ratio)):
+            raise CacheConfigError("plan.token_ratio needs one share in (0, 1] per evaluation, 1.0 at the first")
         if self.store is not None and (len(self.store) != len(self.compute) or not self.store[0]):
             raise CacheConfigError("plan.store needs one flag per evaluation, and the first must store")
 
@@ -101,9 +107,19 @@ class Plan:
         """Boolean compute mask (nfe, blocks, 2)."""
         return torch.tensor(self.compute, dtype=torch.bool)
 
+    def share(self) -> torch.Tensor:
+        """The share of each branch's work done (nfe, blocks, 2), float: the mask, with token-wise
+        MLP evaluations counted at their token share (what MACs and reuse ratios count)."""
+        share = self.mask().double()
+        if self.token_ratio is not None:
+            share[:, :, 1] *= torch.tensor(self.token_ratio, dtype=torch.float64)[:, None]
+        return share
+
     @property
     def cached_ratio(self) -> float:
         """Reused branch evaluations / branch evaluations in cache steps (paper Table 4)."""
+        if self.token_ratio is not None:
+            return realised_ratios(self, self.share())[0]
         reused, total = self.reused_in_cache_steps
         return reused / total if total else 0.0
 
@@ -115,6 +131,8 @@ class Plan:
     @property
     def reused_ratio_all(self) -> float:
         """Reused branch evaluations / all branch evaluations."""
+        if self.token_ratio is not None:
+            return realised_ratios(self, self.share())[1]
         reused = sum(not c for row in self.compute for block in row for c in block)
         return reused / (self.nfe * self.num_blocks * 2)
 
@@ -136,13 +154,14 @@ class _Runner:
     """Branch runner for one guidance pass of one evaluation (see models.layers.BranchRunner)."""
 
     __slots__ = ("decide", "drop", "evaluation", "order", "refresh", "row", "span", "span_mode", "span_reuse",
-                 "store")
+                 "store", "tokens")
 
     def __init__(self, row, store: dict, drop: bool, span=None, span_mode="output", span_reuse=False,
-                 refresh: bool = True, evaluation: int = 0, order: int | None = None, decide=None):
+                 refresh: bool = True, evaluation: int = 0, order: int | None = None, decide=None,
+                 tokens: float | None = None):
         self.row, self.store, self.drop, self.refresh = row, store, drop, refresh
         self.span, self.span_mode, self.span_reuse = span, span_mode, span_reuse
-        self.evaluation, self.order, self.decide = evaluation, order, decide
+        self.evaluation, self.order, self.decide, self.tokens = evaluation, order, decide, tokens
 
     def run_span(self, h, fn, probe=None):
         """Blocks `self.span` as one unit: fn(h) -> (h_out, extras) computed or reused. `probe(kind)`
@@ -159,6 +178,8 @@ class _Runner:
         return out, extras
 
     def __call__(self, block: int, branch: int, fn, *args):
+        if self.tokens is not None and branch == 1 and self.row[block][branch]:
+            return self._token_wise(block, fn, *args)
         if self.row[block][branch]:
             out = fn(*args)
             if self.order is not None:
@@ -172,6 +193,28 @@ class _Runner:
         if self.order is not None:
             return taylor_forecast(self.store[block, branch], self.evaluation)
         return self.store[block, branch]
+
+
+    def _token_wise(self, block: int, fn, x, *rest):
+        """ToCa's MLP: recompute the `tokens` share of tokens whose input moved most since their
+        output was cached (relative L2 per token; ties to the longest-cached), keep the rest.
+        x (N, T, D) is the branch input; the store keeps (output, input it came from, age)."""
+        key = (block, 1)
+        if self.tokens >= 1.0 or key not in self.store:
+            out = fn(x, *rest)
+            self.store[key] = (out, x, torch.zeros(x.shape[:2], device=x.device))
+            return out
+        out, x_cached, age = self.store[key]
+        k = max(1, round(self.tokens * x.shape[1]))
+        change = (x - x_cached).norm(dim=-1) / x_cached.norm(dim=-1).clamp_min(1e-12)  # (N, T)
+        picked = (change + 1e-6 * age).topk(k, dim=1).indices  # (N, k), on the device: no host sync
+        gather = picked.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        fresh_in = x.gather(1, gather)  # (N, k, D)
+        fresh = fn(fresh_in, *rest)  # (N, k, D_out): per-token branch, so a subset runs alone
+        out = out.scatter(1, picked.unsqueeze(-1).expand(-1, -1, fresh.shape[-1]), fresh.to(out.dtype))
+        self.store[key] = (out, x_cached.scatter(1, gather, fresh_in.to(x_cached.dtype)),
+                           (age + 1).scatter(1, picked, 0.0))
+        return out
 
 
 def taylor_update(previous, out: torch.Tensor, n: int, order: int):
@@ -228,8 +271,9 @@ class CacheRun:
             self.decisions.append(None)
             self.indicators.append(None)
             decide = lambda probe, has_cache: self._decide(n, probe, has_cache)  # noqa: E731
+        tokens = None if plan.token_ratio is None else plan.token_ratio[n]
         return [_Runner(plan.compute[n], store, plan.drop, plan.span_at(n), plan.span_mode, plan.span_reused(n),
-                        refresh, n, plan.forecast_order, decide) for store in self._stores[:passes]]
+                        refresh, n, plan.forecast_order, decide, tokens) for store in self._stores[:passes]]
 
     @property
     def cache_bytes(self) -> int:
