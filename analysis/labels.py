@@ -10,7 +10,8 @@ from .metrics import METRICS
 
 SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm_solver2": "DPM-Solver-2", "dpm_solver_fast": "DPM-Solver (fast)"}
 METHOD_NAMES = {"l2c": "L2C", "deepcache": "DeepCache", "faster_diffusion": "Faster Diffusion", "fora": "FORA",
-                "layer_drop": "Random Drop", "taylorseer": "TaylorSeer", "delta_dit": "Δ-DiT"}
+                "layer_drop": "Random Drop", "taylorseer": "TaylorSeer", "delta_dit": "Δ-DiT",
+                "fbcache": "FBCache", "teacache": "TeaCache", "toca": "ToCa"}
 
 
 def _get(row, key, default=None):

@@ -188,3 +188,30 @@ def test_rows_from_the_wandb_mirror_read_like_the_local_store(store):
     mirrored = {t.stem: t.frame for t in build_all(rows)}
     for table in build_all(local):
         assert mirrored[table.stem].equals(table.frame), table.stem
+
+
+def test_frontier_table_lists_methods_with_settings_and_the_front(tmp_path):
+    from analysis.frontier import frontier_tables
+
+    rows = [
+        _row("u20", scale="toy", arch="DiT-toy", fid=3.0, macs_g=2.0, speedup=1.0),
+        _row("u10", scale="toy", arch="DiT-toy", steps=10, fid=3.5, macs_g=1.0),
+        _row("fora3", scale="toy", arch="DiT-toy", cache="fora", fid=3.2, macs_g=0.8, speedup=2.3,
+             paired_image_psnr_db=20.0),
+        _row("tea", scale="toy", arch="DiT-toy", cache="teacache", threshold=0.2, fid=3.6, macs_g=1.25, speedup=1.5,
+             paired_image_psnr_db=25.0, host_sync_per_evaluation=True),
+    ]
+    rows[2]["config.cache.interval"] = 3
+    for r in rows:
+        write_row(tmp_path, r["run_id"], r)
+    tables = frontier_tables(load_results(tmp_path))
+    assert list(tables) == ["frontier_toy_toy_DiT-toy_32_nfe20"]  # base NFE 10 has no cached method
+    lines = tables["frontier_toy_toy_DiT-toy_32_nfe20"].splitlines()
+    body = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
+    assert [line.split(" | ")[0] for line in body] == ["| FORA", "| DDIM (step reduction)",
+                                                        "| TeaCache (host sync / evaluation)", "| DDIM (step reduction)"]
+    fora, u10, tea, u20 = body
+    assert "interval=3" in fora and "| 2.50 | 2.30 | 3.200 | 20.00 | **yes** |" in fora
+    assert "10 steps" in u10 and u10.endswith("|  |")  # FORA is cheaper and better
+    assert "threshold=0.2" in tea and tea.endswith("|  |")  # dominated by FORA and by 10-step DDIM
+    assert u20.endswith("| **yes** |")  # the best FID
