@@ -15,7 +15,7 @@ from pathlib import Path
 
 from l2c_bench.records import load_results
 
-from . import layer_error, pareto, routers, tables
+from . import frontier, layer_error, pareto, routers, tables
 
 
 def _html_table(table) -> str:
@@ -30,6 +30,7 @@ def write_report(results_dir: Path, out: Path) -> Path:
     results = load_results(results_dir)
     built = tables.build_all(results)
     table_files = tables.write_all(results, out)
+    frontier_files = frontier.write_all(results, out)
     figures = pareto.write_all(results, out) + layer_error.write_all(results, out)
     learned = sorted((results_dir / "_routers").glob("*.pt")) if (results_dir / "_routers").is_dir() else []
     figures += routers.write_all(learned + routers.default_routers(), out)
@@ -42,6 +43,9 @@ def write_report(results_dir: Path, out: Path) -> Path:
     for table in built:
         links = " ".join(f"<a href='{table.stem}{s}'>{s[1:]}</a>" for s in (".md", ".tex"))
         parts.append(_html_table(table) + f"<p>{links}</p>")
+    if frontier_files:
+        parts.append("<h2>Speed-quality frontiers</h2><ul>" + "".join(
+            f"<li><a href='{f.name}'>{html.escape(f.stem)}</a></li>" for f in frontier_files) + "</ul>")
     parts.append("<h2>Figures</h2>")
     for png in [f for f in figures if f.suffix == ".png"]:
         pdf = png.with_suffix(".pdf").name
@@ -53,7 +57,7 @@ def write_report(results_dir: Path, out: Path) -> Path:
                      f"{html.escape(config.read_text())}</pre></details>")
     index = out / "index.html"
     index.write_text("\n".join(parts))
-    assert all(f.parent == out for f in table_files + figures)
+    assert all(f.parent == out for f in table_files + frontier_files + figures)
     return index
 
 
