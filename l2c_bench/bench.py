@@ -55,6 +55,7 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
     if args.cache == "fora":
         params = {"interval": args.interval}
+    params.update(dict(args.param))  # any method's own parameters, e.g. --param order=2
     cache = _Keeping.of(make_cache(args.cache, **params), model=model, sampler=args.sampler, nfe=args.nfe)
     common = dict(labels=[i % model.num_classes for i in range(args.batch)], seeds=list(range(args.batch)),
                   steps=args.nfe, sampler=args.sampler, guidance_scale=args.guidance)
@@ -84,7 +85,7 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     measured = u.median_s / c.median_s
     return {
         "arch": args.arch, "overrides": dict(args.override), "sampler": args.sampler, "nfe": args.nfe,
-        "cache": args.cache, "cached_ratio": plan_run.cached_ratio, "batch": args.batch,
+        "cache": args.cache, "params": params, "cached_ratio": plan_run.cached_ratio, "batch": args.batch,
         "uncached_ms": u.median_s * 1e3, "uncached_iqr_ms": u.iqr_s * 1e3,
         "cached_ms": c.median_s * 1e3, "cached_iqr_ms": c.iqr_s * 1e3,
         "measured_speedup": measured, "macs_uncached_g": macs_u / 1e9, "macs_cached_g": macs_c / 1e9,
@@ -177,6 +178,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--router", default="official")
     parser.add_argument("--threshold", type=float, default=0.1)
     parser.add_argument("--interval", type=int, default=2)
+    parser.add_argument("--param", type=_override, action="append", default=[], metavar="KEY=VALUE",
+                        help="a parameter of the cache method (e.g. --cache toca --param ratio=0.1)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--guidance", type=float, default=1.5)
     parser.add_argument("--repeats", type=int, default=7)

@@ -17,3 +17,10 @@ def test_bench_prints_every_column_at_toy_scale(capsys):
     assert row["dtype"] == "bf16" and row["macs_speedup"] > 1 and row["efficiency"] > 0
     # FORA at interval 2 holds every branch of the toy DiT: 8 blocks x 2 branches x (2N=4, 64 tokens, 128) float32
     assert row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 4 or row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 2
+
+
+def test_bench_passes_any_method_parameter():
+    row = main(["--arch", "DiT-toy", "--sampler", "ddim", "--nfe", "6", "--cache", "toca", "--param", "interval=2",
+                "--param", "ratio=0.5", "--batch", "1", "--repeats", "1", "--warmup", "0", "--json"])
+    assert row["params"] == {"interval": 2, "ratio": 0.5}
+    assert row["cached_ratio"] == 0.75  # attention reused, half the MLP tokens, at the 3 cache steps
