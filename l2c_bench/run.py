@@ -406,6 +406,12 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     }
     if cache is not None:
         metrics.update(paired_fidelity(part))
+        # what ran: the (nfe, blocks, 2) share of each branch computed, and for dynamic methods
+        # every sample's realised mask (its batch's decisions)
+        with atomic_path(run_dir / "schedule.pt") as tmp:
+            torch.save({"schedule": schedule, "per_sample": part.get("schedule"), "cache_steps": plan.cache_steps,
+                        "dynamic": dynamic}, tmp)
+        metrics["schedule_file"] = "schedule.pt"
     metrics.update(quality_metrics(point, part))
     if cfg.metrics.layer_error:  # paper Fig. 3: mean ||f(h_n) - f(h_n-1)||^2 per evaluation, block, branch
         from .caching.methods.heuristic import branch_change

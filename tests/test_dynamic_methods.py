@@ -104,6 +104,9 @@ def test_teacache_run_calibrates_once_and_records_its_decisions(tmp_path):
     assert [p.name for p in stored] == [row["metrics.calibration_file"]]
     assert row["metrics.host_sync_per_evaluation"] is True
     assert 0 < row["metrics.reused_ratio_all"] < 1 and row["metrics.macs_speedup"] > 1
+    saved = torch.load(tmp_path / row["run_id"] / row["metrics.schedule_file"], weights_only=True)
+    assert saved["dynamic"] and saved["per_sample"].shape == (4, 8, 8, 2)  # samples, NFE, blocks, branches
+    assert 1 - saved["per_sample"].double().mean().item() == pytest.approx(row["metrics.reused_ratio_all"])
     mtime = stored[0].stat().st_mtime_ns
     again = run_point(config(tmp_path, *TINY, "cache=teacache", "cache.threshold=0.5"))
     assert again["status"] == "ok" and again["metrics.calibration_file"] == stored[0].name
