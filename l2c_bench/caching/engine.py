@@ -6,6 +6,11 @@ most recent evaluation that computed it (a reference, never a copy). What is sto
 branch output before DiT's gate: gates, shifts, scales and U-ViT's skip_linear always run.
 Each guidance pass has its own store (DiT: one pass over both CFG halves; U-ViT: cond and
 uncond). A fresh `CacheRun` per batch means caches never leak across batches.
+
+Refinements a plan can ask for (one each, see `Plan`): refresh only at some evaluations
+(`store`: L2C cycles), forecast instead of reuse (`forecast_order`: TaylorSeer), per-evaluation
+block spans (`spans`: Delta-DiT), run-time span decisions (`policy`: FBCache, TeaCache; the
+realised mask is `CacheRun.schedule`), and token-wise MLP recomputation (`token_ratio`: ToCa).
 """
 
 from __future__ import annotations
@@ -193,7 +198,6 @@ class _Runner:
         if self.order is not None:
             return taylor_forecast(self.store[block, branch], self.evaluation)
         return self.store[block, branch]
-
 
     def _token_wise(self, block: int, fn, x, *rest):
         """ToCa's MLP: recompute the `tokens` share of tokens whose input moved most since their
