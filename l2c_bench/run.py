@@ -91,7 +91,9 @@ def resolve_calibration(cfg: DictConfig, sampler: str, model) -> Path:
                                      f"model.arch={cfg.model.arch}", f"model.checkpoint={cfg.model.checkpoint}",
                                      f"sampler.name={sampler}", f"steps={cfg.steps}",
                                      f"model.guidance_scale={cfg.model.guidance_scale}",
-                                     f"results_dir={cfg.results_dir}"))
+                                     f"results_dir={cfg.results_dir}")
+                         + tuple(f"+model.overrides.{k}={v}" for k, v in cfg.model.overrides.items())
+                         + ((f"model.vae_checkpoint={cfg.model.vae_checkpoint}",) if cfg.model.vae == "sd" else ()))
     raise RunConfigError(f"cache.coefficients=auto: no TeaCache calibration at {path}. Make it with\n"
                          f"  python -m l2c_bench.calibrate {overrides}\nor give cache.coefficients=<file or list>.")
 
