@@ -117,3 +117,21 @@ def test_paper_scale_teacache_without_calibration_prints_the_command(tmp_path):
     row = run_point(config(tmp_path, "scale=paper", "model.checkpoint=random", "cache=teacache", "metrics.fid=false",
                            "metrics.num_samples=1", "metrics.batch_size=1"))
     assert row["status"] == "failed" and "python -m l2c_bench.calibrate" in row["error"]
+
+
+def test_calibrate_command_writes_the_artifact_runs_find(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "l2c_bench.calibrate", "steps=8", "calibration.samples=2",
+                           f"results_dir={tmp_path}", "tracker=none"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    path = tmp_path / "_calibration" / proc.stdout.strip().splitlines()[-1].rsplit("/", 1)[-1]
+    content = json.loads(path.read_text())
+    assert content["nfe"] == 8 and content["samples"] == 2 and len(content["coefficients"]) == 5
+    mtime = path.stat().st_mtime_ns
+    row = run_point(config(tmp_path, *TINY, "cache=teacache"))
+    assert row["status"] == "ok" and row["metrics.calibration_file"] == path.name and path.stat().st_mtime_ns == mtime
