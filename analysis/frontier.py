@@ -38,6 +38,8 @@ def settings(row: pd.Series) -> str:
         if key in SKIP or value is None or (isinstance(value, float) and pd.isna(value)):
             continue
         parts.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    if name == "l2c" and row.get("config.cache.router") == "auto":
+        parts.append(f"lam={row.get('config.router.lam'):g}")  # the learned router's lambda
     return ", ".join(parts)
 
 
