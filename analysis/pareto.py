@@ -34,9 +34,18 @@ def pareto_front(cost, quality) -> list[bool]:
     return [not any(c2 <= c and q2 <= q and (c2 < c or q2 < q) for c2, q2 in points) for c, q in points]
 
 
+# Distinct tab20 entries for the series that share plots (a hash would make some collide).
+PALETTE = {"L2C": 6, "FORA": 0, "DeepCache": 14, "Faster Diffusion": 15, "TaylorSeer": 2, "Δ-DiT": 17,
+           "FBCache": 8, "TeaCache": 4, "ToCa": 18, "Random Drop": 11, "Heuristic (bottom)": 1,
+           "Heuristic (top)": 3, "Heuristic (random)": 5, "Heuristic (greedy)": 9}
+
+
 def colour(name: str):
-    """The same colour for a series in every plot (a stable hash into tab20)."""
-    index = int(hashlib.md5(name.encode()).hexdigest(), 16) % 20
+    """The same colour for a series in every plot: a fixed one for known methods, step reduction
+    in dark grey, else a stable hash into tab20."""
+    if name.endswith("(step reduction)"):
+        return (0.25, 0.25, 0.25, 1.0)
+    index = PALETTE.get(name, int(hashlib.md5(name.encode()).hexdigest(), 16) % 20)
     return plt.get_cmap("tab20")(index)
 
 
