@@ -49,9 +49,10 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
     if ok.empty:
         return {}
     frame = paper_frame(ok).set_index("run_id")
-    frame["settings"] = [settings(row) for _, row in ok.set_index("run_id").loc[frame.index].reset_index().iterrows()]
-    frame["psnr"] = ok.set_index("run_id").loc[frame.index].get("metrics.paired_image_psnr_db")
-    frame["sync"] = ok.set_index("run_id").loc[frame.index].get("metrics.host_sync_per_evaluation")
+    source = ok.set_index("run_id").loc[frame.index]  # the raw rows, aligned with the paper frame
+    frame["settings"] = [settings(row) for _, row in source.iterrows()]
+    frame["psnr"] = source.get("metrics.paired_image_psnr_db")
+    frame["sync"] = source.get("metrics.host_sync_per_evaluation")
     tables = {}
     for (scale, features, model, res), rows in frame.groupby(["scale", "features", "model", "resolution"]):
         for base in sorted(rows.loc[rows["method"].isin(BASELINES), "nfe"].unique()):
