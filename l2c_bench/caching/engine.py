@@ -24,6 +24,12 @@ class CacheConfigError(ValueError):
     """A cache setting that cannot work for this model/sampler/NFE (raised before compute)."""
 
 
+def check_interval(interval) -> None:
+    """`cache.interval`: every interval-th evaluation is full (fora, deepcache, taylorseer, ...)."""
+    if int(interval) != interval or interval < 1:
+        raise CacheConfigError(f"cache.interval={interval} must be an integer >= 1")
+
+
 class UnsupportedCombination(CacheConfigError):
     """The method is not defined for this model family or sampler (a sweep records it)."""
 

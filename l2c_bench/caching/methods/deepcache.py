@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheConfigError, CacheMethod, Plan, UnsupportedCombination
+from ..engine import CacheConfigError, CacheMethod, Plan, UnsupportedCombination, check_interval
 
 
 def _span_plan(nfe: int, num_blocks: int, full: set[int], span: tuple[int, int], mode: str) -> Plan:
@@ -30,11 +30,6 @@ def _span_plan(nfe: int, num_blocks: int, full: set[int], span: tuple[int, int],
     return Plan(compute, tuple(n for n in range(nfe) if n not in full), span=span, span_mode=mode)
 
 
-def _check_interval(interval) -> None:
-    if int(interval) != interval or interval < 1:
-        raise CacheConfigError(f"cache.interval={interval} must be an integer >= 1")
-
-
 @dataclass
 class DeepCache(CacheMethod):
     interval: int = 2
@@ -42,7 +37,7 @@ class DeepCache(CacheMethod):
     name = "deepcache"
 
     def __post_init__(self):
-        _check_interval(self.interval)
+        check_interval(self.interval)
         if int(self.depth) != self.depth or self.depth < 0:
             raise CacheConfigError(f"cache.depth={self.depth} must be an integer >= 0")
 
@@ -62,7 +57,7 @@ class FasterDiffusion(CacheMethod):
     name = "faster_diffusion"
 
     def __post_init__(self):
-        _check_interval(self.interval)
+        check_interval(self.interval)
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         if model.family != "uvit":

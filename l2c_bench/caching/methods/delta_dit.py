@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheConfigError, CacheMethod, Plan, UnsupportedCombination
+from ..engine import CacheConfigError, CacheMethod, Plan, UnsupportedCombination, check_interval
 
 
 def delta_dit_plan(nfe: int, num_blocks: int, interval: int, blocks: int, boundary: int) -> Plan:
@@ -48,8 +48,7 @@ class DeltaDiT(CacheMethod):
     name = "delta_dit"
 
     def __post_init__(self):
-        if int(self.interval) != self.interval or self.interval < 1:
-            raise CacheConfigError(f"cache.interval={self.interval} must be an integer >= 1")
+        check_interval(self.interval)
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         if model.family != "dit":

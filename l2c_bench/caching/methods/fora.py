@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheConfigError, CacheMethod, Plan
+from ..engine import CacheMethod, Plan, check_interval
 
 
 @dataclass
@@ -14,8 +14,7 @@ class Fora(CacheMethod):
     name = "fora"
 
     def __post_init__(self):
-        if int(self.interval) != self.interval or self.interval < 1:
-            raise CacheConfigError(f"cache.interval={self.interval} must be an integer >= 1")
+        check_interval(self.interval)
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         blocks = model.num_blocks

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheConfigError, CacheMethod, Plan
+from ..engine import CacheConfigError, CacheMethod, Plan, check_interval
 
 
 @dataclass
@@ -25,8 +25,7 @@ class TaylorSeer(CacheMethod):
     name = "taylorseer"
 
     def __post_init__(self):
-        if int(self.interval) != self.interval or self.interval < 1:
-            raise CacheConfigError(f"cache.interval={self.interval} must be an integer >= 1")
+        check_interval(self.interval)
         if int(self.order) != self.order or self.order < 0:
             raise CacheConfigError(f"cache.order={self.order} must be an integer >= 0")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheConfigError, CacheMethod, Plan
+from ..engine import CacheConfigError, CacheMethod, Plan, check_interval
 
 
 @dataclass
@@ -26,8 +26,7 @@ class ToCa(CacheMethod):
     name = "toca"
 
     def __post_init__(self):
-        if int(self.interval) != self.interval or self.interval < 1:
-            raise CacheConfigError(f"cache.interval={self.interval} must be an integer >= 1")
+        check_interval(self.interval)
         if not 0.0 < float(self.ratio) <= 1.0:
             raise CacheConfigError(f"cache.ratio={self.ratio} (share of tokens recomputed) must lie in (0, 1]")
 
