@@ -8,6 +8,14 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("L2C_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
 
 
+def compose_config(results_dir, *overrides):
+    """The project's Hydra config (conf/config.yaml) with results in `results_dir`."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"results_dir={results_dir}", *overrides])
+
+
 def load_reference(name: str) -> dict:
     path = REFERENCE / name
     if not path.is_file():  # a core fixture: fail loudly, never skip

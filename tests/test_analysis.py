@@ -150,17 +150,14 @@ def test_html_report_links_every_file(store, tmp_path):
 
 
 def test_layer_error_diagnostic_run_and_figure(tmp_path):
-    from conftest import ROOT
-    from hydra import compose, initialize_config_dir
+    from conftest import compose_config
 
     from analysis import layer_error
     from l2c_bench.run import run_point
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"results_dir={tmp_path / 'r'}", "tracker=none", "cache=none", "steps=6",
-                                           "metrics.layer_error=true", "metrics.num_samples=2", "metrics.fid=false",
-                                           "metrics.timing_batch=1", "metrics.timing_repeats=1"])
-    row = run_point(cfg)
+    row = run_point(compose_config(tmp_path / "r", "tracker=none", "cache=none", "steps=6", "metrics.layer_error=true",
+                                   "metrics.num_samples=2", "metrics.fid=false", "metrics.timing_batch=1",
+                                   "metrics.timing_repeats=1"))
     assert row["status"] == "ok", row.get("error")
     change = row["metrics.branch_change"]
     assert len(change) == 6 and len(change[0]) == 8 and len(change[0][0]) == 2

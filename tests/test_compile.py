@@ -31,15 +31,12 @@ def test_compiled_branches_match_eager_without_recompiling_per_step(name, sample
 
 @pytest.mark.slow
 def test_run_with_compile_records_it(tmp_path):
-    from conftest import ROOT
-    from hydra import compose, initialize_config_dir
+    from conftest import compose_config
 
     from l2c_bench.run import run_point
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"results_dir={tmp_path}", "tracker=none", "cache=fora", "steps=4",
-                                           "compile=true", "metrics.num_samples=2", "metrics.fid=false",
-                                           "metrics.timing_batch=1", "metrics.timing_repeats=1"])
-    row = run_point(cfg)
+    row = run_point(compose_config(tmp_path, "tracker=none", "cache=fora", "steps=4", "compile=true",
+                                   "metrics.num_samples=2", "metrics.fid=false", "metrics.timing_batch=1",
+                                   "metrics.timing_repeats=1"))
     assert row["status"] == "ok", row.get("error")
     assert row["metrics.compile"] is True and row["config.compile"] is True

@@ -5,8 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
+from conftest import ROOT, compose_config
 
 from l2c_bench.caching import l2c_plan, load_router, make_cache, save_router
 from l2c_bench.caching.engine import _Runner
@@ -28,8 +27,7 @@ CPU = torch.device("cpu")
 
 
 def config(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"results_dir={tmp_path}", "tracker=none", *overrides])
+    return compose_config(tmp_path, "tracker=none", *overrides)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 
 from l2c_bench.records import load_results, read_row, write_row
 from l2c_bench.run import run_point
@@ -17,8 +16,7 @@ FAST = ["cache=none", "steps=2", "metrics.num_samples=4", "metrics.batch_size=4"
 
 
 def config(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"results_dir={tmp_path}", *FAST, *overrides])
+    return compose_config(tmp_path, *FAST, *overrides)
 
 
 def test_single_run_writes_an_ok_row_with_provenance_and_grid(tmp_path):

@@ -6,8 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 
 from l2c_bench.records import read_row
 from l2c_bench.run import prepare, run_point, sample_part
@@ -22,8 +21,7 @@ SCORES = ("fid", "kid", "is", "is_std", "precision", "recall", "on_class_rate", 
 
 
 def config(results_dir, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"results_dir={results_dir}", *SMALL, *overrides])
+    return compose_config(results_dir, *SMALL, *overrides)
 
 
 def test_shards_are_whole_contiguous_batches():
