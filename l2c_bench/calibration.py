@@ -21,22 +21,19 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
-from .caching.engine import CacheMethod, CacheRun
-from .caching.methods.dynamic import TeaCachePolicy, _dynamic_plan, relative_l1
+from .caching.engine import CacheRun
+from .caching.methods.dynamic import TeaCache, relative_l1
 
 STORE_DIR = "_calibration"
 
 
-class _Recording(CacheMethod):
-    """TeaCache's indicator on every evaluation, never reusing (threshold below any sum)."""
-
-    name = "teacache-calibration"
+class _Recording(TeaCache):
+    """TeaCache's indicator on every evaluation, never reusing: with identity rescaling the sum of
+    relative changes is >= 0, so it never stays below threshold 0. Keeps its per-batch runs."""
 
     def __init__(self):
+        super().__init__(threshold=0.0, coefficients=[1.0, 0.0])
         self.runs: list[CacheRun] = []
-
-    def plan(self, *, model, sampler: str, nfe: int):
-        return _dynamic_plan(nfe, model.num_blocks, (0, model.num_blocks), TeaCachePolicy(-1.0, (1.0, 0.0)))
 
     def run(self, plan) -> CacheRun:
         self.runs.append(CacheRun(plan))

@@ -155,7 +155,7 @@ class Point:
     vae: torch.nn.Module | None
     cache: CacheMethod | None
     shard: Shard
-    router_info: dict
+    artifacts: dict  # the learned router or calibration file the method uses, for the row
     features: object | None = None  # the feature network (metrics.features); None: no quality metrics
     model_sha256: str | None = None  # the weights' content hash (None: random weights)
 
@@ -184,18 +184,18 @@ def prepare(cfg: DictConfig) -> Point:
         from .models.layers import compile_branches
 
         compile_branches(model)  # compiled on the first batch, before anything is timed
-    router_info = {}
+    artifacts = {}
     if uses_router_store(cfg):
         from .router_learning.job import learn
 
         router_path = learn(cfg, sampler, device=device, model=model, vae=vae)  # a stored one is reused
         cache = build_cache(cfg, str(router_path))
-        router_info = {"router_file": router_path.name}
+        artifacts = {"router_file": router_path.name}
     if uses_calibration_store(cfg):
         calibration = resolve_calibration(cfg, sampler, model)
         cache = build_cache(cfg)
         cache.coefficients = str(calibration)
-        router_info = {"calibration_file": calibration.name}
+        artifacts = {"calibration_file": calibration.name}
     if cache is not None:  # plan once (router read, calibration): never inside a timed call
         cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
     features = model_sha256 = None
@@ -204,7 +204,7 @@ def prepare(cfg: DictConfig) -> Point:
 
         features = feature_net(cfg.scale.features, device, cfg.metrics.fid_mode)  # no Inception file: error here
         model_sha256 = file_sha256(checkpoint_path(cfg))
-    return Point(cfg, sampler, device, model, vae, cache, shard, router_info, features, model_sha256)
+    return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256)
 
 
 def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
@@ -404,7 +404,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "dtype": cfg.dtype,
         "tf32": tf32_enabled(point.device),
         "compile": bool(cfg.compile),
-        **point.router_info,
+        **point.artifacts,
     }
     if cache is not None:
         metrics.update(paired_fidelity(part))
