@@ -121,3 +121,37 @@ def test_rowwise_linear_under_autocast_casts_before_expanding():
     assert Largest.nbytes == 64 * 96 * 2  # the bf16 weight, never 8 copies of it
     plain = torch.bmm(x.unsqueeze(1), linear.weight.t().expand(8, -1, -1)).squeeze(1) + linear.bias
     assert torch.equal(rowwise_linear(linear, x), plain)  # float32 without autocast: unchanged
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_rowwise_linear_rows_do_not_depend_on_the_batch(dtype, device):
+    """Sample i's adaLN product is bit-identical alone, in a batch of 5 and in 20 rows (two chunks
+    of the autocast path, the second zero-padded); bf16 stays near the float32 product."""
+    from l2c_bench.models.dit import ROWWISE_CHUNK, rowwise_linear
+
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(1152, 6912).to(device), torch.randn(20, 1152, device=device)  # DiT-XL/2's adaLN
+    assert len(x) > ROWWISE_CHUNK
+    with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        full = rowwise_linear(linear, x)
+        for rows in (slice(0, 1), slice(0, 5), slice(17, 18), slice(3, 20)):
+            assert torch.equal(rowwise_linear(linear, x[rows]), full[rows])
+    assert full.dtype == torch.float32
+    assert (full - linear(x)).abs().max() < (0.05 if dtype else 1e-4)
+
+
+def test_gated_residual_fuses_under_autocast_and_keeps_float32_exact():
+    from l2c_bench.models.dit import gated_residual
+
+    torch.manual_seed(0)
+    x, gate, out = torch.randn(2, 5, 8), torch.randn(2, 8), torch.randn(2, 5, 8)
+    assert torch.equal(gated_residual(x, gate, out), x + gate.unsqueeze(1) * out)  # float32: official order
+    assert torch.equal(gated_residual(x, gate, 0.0), x + gate.unsqueeze(1) * 0.0)  # a dropped branch
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = gated_residual(x, gate, out.bfloat16())
+    assert fused.dtype == torch.float32
+    assert torch.allclose(fused, x + gate.unsqueeze(1) * out.bfloat16().float(), atol=1e-6)
