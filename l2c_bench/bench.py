@@ -21,17 +21,20 @@ import torch
 from . import generate
 from .caching import FixedPlan, make_cache
 from .devices import (
+    PageFaults,
     call_peak_memory_mb,
     device_name,
     host_syncs,
     peak_memory_mb,
     resolve_device,
+    retain_cpu_heap,
     set_tf32,
 )
 from .metrics import cuda_event_timer, device_sync, measure
 from .metrics.macs import macs
 from .models import build_model
 from .models.layers import compile_branches
+from .sampling.graphs import SamplingGraphs
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -47,6 +50,7 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     torch.manual_seed(0)
     device = resolve_device(args.device)
     set_tf32(device, args.tf32)
+    heap = None if device.type != "cpu" else "retained" if not args.os_heap and retain_cpu_heap() else "os default"
     if model is None:
         model = build_model(args.arch, **dict(args.override))
     model = model.to(device).eval().requires_grad_(False)
@@ -61,16 +65,25 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
                   steps=args.nfe, sampler=args.sampler, guidance_scale=args.guidance)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
 
-    def call(method):
+    graphs = SamplingGraphs() if args.cuda_graph else None
+
+    def call(method, graphed=True):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            return generate(model, cache=method, **common)
+            return generate(model, cache=method, graphs=graphs if graphed else None, **common)
 
     plan_run = call(cache)
+    # a replayed graph must give what the eager loop gives (the same kernels: expect 0)
+    graph_error = (plan_run.latents - call(cache, graphed=False).latents).abs().max().item() if graphs else None
     cache_mb = cache.release() / 2**20  # held at the end of sampling: every cached branch, every pass
-    peak_u = call_peak_memory_mb(lambda: call(None), device)  # CUDA: each method's own peak, one call each
-    peak_c = call_peak_memory_mb(lambda: call(cache), device)
+    # CUDA: each method's own peak, one call each (not under graphs: a replay allocates nothing,
+    # its memory is the private pool its capture reserved)
+    peak_u = None if graphs else call_peak_memory_mb(lambda: call(None), device)
+    peak_c = None if graphs else call_peak_memory_mb(lambda: call(cache), device)
+    if graphs:
+        call(None)  # capture the uncached loop's graph too, whatever --warmup says
     syncs = host_syncs(lambda: call(cache), device)  # a static plan should need none inside the loop
-    fns = {"uncached": lambda: call(None), "cached": lambda: call(cache)}
+    faults = {"uncached": PageFaults(lambda: call(None)), "cached": PageFaults(lambda: call(cache))}
+    fns = dict(faults)
     if args.overhead:
         def plain_loop():  # same numerics as `call`: the autocast wraps both
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -92,8 +105,10 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
         "macs_speedup": macs_u / macs_c, "efficiency": measured / (macs_u / macs_c),
         "peak_memory_mb": peak_memory_mb(device), "peak_uncached_mb": peak_u, "peak_cached_mb": peak_c,
         "cache_mb": cache_mb, "host_syncs": None if syncs is None else len(syncs),
-        "host_sync_sites": None if syncs is None else sorted(set(syncs)), "dtype": args.dtype, "tf32": args.tf32,
-        "compile": args.compile, "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "host_sync_sites": None if syncs is None else sorted(set(syncs)),
+        "page_faults_uncached": faults["uncached"].median(), "page_faults_cached": faults["cached"].median(),
+        "cpu_heap": heap, "dtype": args.dtype, "tf32": args.tf32,
+        "compile": args.compile, "cuda_graph": args.cuda_graph, "graph_vs_eager_max_abs": graph_error, "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
         **({"profile": profiled} if args.profile else {}),
         **({"plain_loop_ms": timings["plain_loop"].median_s * 1e3,
             "harness_overhead": u.median_s / timings["plain_loop"].median_s} if args.overhead else {}),
@@ -188,6 +203,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tf32", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the branch functions")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="CUDA: replay each whole sampling loop as a CUDA graph (sampling/graphs.py)")
+    parser.add_argument("--os-heap", action="store_true",
+                        help="CPU: leave glibc's heap trimming on (by default freed memory stays in the "
+                             "process for reuse; see devices.retain_cpu_heap)")
     parser.add_argument("--overhead", action="store_true",
                         help="also time a bare DDIM loop (DiT): harness_overhead = uncached generate / bare loop")
     parser.add_argument("--profile", action="store_true",

@@ -10,8 +10,8 @@ per evaluation), official L2C routers:
 - U-ViT-H/2 256, DPM-Solver-2 NFE 20 and 50, threshold 0.9;
 
 each uncached vs L2C in fp32 (TF32 off) and bf16 autocast, then DiT-XL/2 DDIM-20 with TF32, with
-`torch.compile`, the harness overhead against a bare DDIM loop, and the cost of one
-router-learning iteration at paper scale. Rows are appended to `<out>/gpu_bench.jsonl` as they
+`torch.compile`, the harness overhead against a bare DDIM loop, the cost of one router-learning
+iteration at paper scale, and (points 10-15) whole sampling loops replayed as CUDA graphs. Rows are appended to `<out>/gpu_bench.jsonl` as they
 finish (a run cut short keeps what it measured); `<out>/gpu_bench.md` sets the latencies beside
 the paper's (A5000, Tables 1 and 2). Points not started within `--budget-s` are listed as skipped.
 """
@@ -42,6 +42,7 @@ class Point:
     dtype: str = "fp32"
     tf32: bool = False
     compile: bool = False
+    graph: bool = False  # replay each sampling loop as a CUDA graph
     overhead: bool = False
     extra: tuple[str, ...] = field(default=())
 
@@ -58,6 +59,7 @@ class Point:
                 "--batch", "2" if smoke else "8",
                 "--repeats", str(repeats), "--warmup", "1", "--dtype", self.dtype,
                 *(["--tf32"] if self.tf32 else []), *(["--compile"] if self.compile else []),
+                *(["--cuda-graph"] if self.graph else []),
                 *(["--overhead"] if self.overhead else []), *self.extra]
 
 
@@ -67,6 +69,10 @@ POINTS = [
     Point("dit", 20, tf32=True),
     Point("uvit", 20), Point("uvit", 20, "bf16"), Point("uvit", 50), Point("uvit", 50, "bf16"),
     Point("dit", 20, "bf16", compile=True),
+    # CUDA graphs (10-15): compare with the eager rows of the same run, e.g. --select 1,10,3,11,...
+    Point("dit", 20, "bf16", graph=True), Point("dit", 50, "bf16", graph=True),
+    Point("dit", 20, tf32=True, graph=True), Point("dit", 20, graph=True),
+    Point("uvit", 20, "bf16", graph=True), Point("uvit", 50, "bf16", graph=True),
 ]
 
 
@@ -86,7 +92,7 @@ def paper_latency(family: str, nfe: int) -> tuple[float | None, float | None]:
 
 
 def markdown(rows: list[dict], skipped: list[str]) -> str:
-    head = ("| model | NFE | dtype | TF32 | compile | uncached s (IQR) | L2C s (IQR) | speedup | MACs speedup | "
+    head = ("| model | NFE | dtype | TF32 | compile | graph | uncached s (IQR) | L2C s (IQR) | speedup | MACs speedup | "
             "efficiency | paper A5000 s | peak MiB uncached / L2C | cache MiB | host syncs |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -94,7 +100,7 @@ def markdown(rows: list[dict], skipped: list[str]) -> str:
         paper = f"{base} -> {l2c}" if base else "-"
         peak = f"{r['peak_uncached_mb']:.0f} / {r['peak_cached_mb']:.0f}" if r["peak_uncached_mb"] else "-"
         lines.append(
-            f"| {r['arch']} | {r['nfe']} | {r['dtype']} | {r['tf32']} | {r['compile']} | "
+            f"| {r['arch']} | {r['nfe']} | {r['dtype']} | {r['tf32']} | {r['compile']} | {r['cuda_graph']} | "
             f"{r['uncached_ms'] / 1e3:.3f} ({r['uncached_iqr_ms'] / 1e3:.3f}) | "
             f"{r['cached_ms'] / 1e3:.3f} ({r['cached_iqr_ms'] / 1e3:.3f}) | {r['measured_speedup']:.3f} | "
             f"{r['macs_speedup']:.3f} | **{r['efficiency']:.3f}** | {paper} | {peak} | {r['cache_mb']:.0f} | "
@@ -114,7 +120,7 @@ def markdown(rows: list[dict], skipped: list[str]) -> str:
                          f"kernels {p['kernel_ms']:.1f} ms in {p['kernels']} launches, GPU busy {p['gpu_busy']:.2f}; "
                          f"top: {p['top'][:4]}")
     if skipped:
-        lines.append(f"Skipped (budget): {', '.join(skipped)}")
+        lines.append(f"Skipped or failed: {', '.join(skipped)}")
     return "\n".join(lines) + "\n"
 
 
@@ -137,9 +143,9 @@ def main(argv=None) -> list[dict]:
     points = [POINTS[i] for i in args.select] if args.select else POINTS[:args.first]
     for point in points:
         name = f"{point.family} NFE {point.nfe} {point.dtype}{' tf32' if point.tf32 else ''}" \
-               f"{' compile' if point.compile else ''}"
+               f"{' compile' if point.compile else ''}{' graph' if point.graph else ''}"
         if time.perf_counter() - start > args.budget_s:
-            skipped.append(name)
+            skipped.append(f"{name} (budget)")
             continue
         bench_args = bench.parse_args(point.argv(args.smoke, repeats))
         key = (bench_args.arch, tuple(bench_args.override))
@@ -149,13 +155,20 @@ def main(argv=None) -> list[dict]:
                 torch.cuda.empty_cache()
             models[key] = build_model(bench_args.arch, **dict(bench_args.override))
         t0 = time.perf_counter()
-        row = bench.run_bench(bench_args, model=models[key])
+        try:
+            row = bench.run_bench(bench_args, model=models[key])
+        except Exception as error:  # noqa: BLE001 - keep the other points of a short GPU lease
+            print(f"{name}: failed: {type(error).__name__}: {error}", flush=True)
+            skipped.append(f"{name} (failed: {type(error).__name__}: {str(error)[:200]})")
+            continue
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)
         with open(log, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"[{time.perf_counter() - start:6.1f} s] {name}: {row['uncached_ms']:.1f} -> {row['cached_ms']:.1f} ms, "
-              f"efficiency {row['efficiency']:.3f}, host syncs {row['host_syncs']}", flush=True)
+              f"efficiency {row['efficiency']:.3f}, host syncs {row['host_syncs']}"
+              f"{'' if row['graph_vs_eager_max_abs'] is None else ', graph-eager ' + str(row['graph_vs_eager_max_abs'])}",
+              flush=True)
     models.clear()
     if not args.no_router:
         for arch, sampler in (("DiT-XL/2", "ddim"), ("U-ViT-H/2", "dpm_solver2")):

@@ -147,6 +147,9 @@ class Config:
     dtype: str = "fp32"  # fp32 | bf16 | fp16: autocast for sampling (and the uncached reference)
     tf32: bool = False  # CUDA: let float32 matmuls use TF32
     compile: bool = False  # torch.compile the attention/MLP branch functions (one graph each, any schedule)
+    # CUDA: replay each batch's whole sampling loop as one CUDA graph (ddim with eta 0 or
+    # dpm_solver2; uncached or a static cache plan): no per-kernel launch cost on the host
+    cuda_graph: bool = False
     seed: int = 0  # sample i uses seed + i
     results_dir: str = "results"
     device: str = "auto"  # auto | cpu | cuda | cuda:N

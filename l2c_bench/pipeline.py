@@ -11,6 +11,9 @@ from tqdm.auto import tqdm
 
 from .sampling import (
     CONVENTIONS,
+    DiffusionTables,
+    DiscreteVPSchedule,
+    DPMSolver2Steps,
     GuidedDenoiser,
     SpacedDiffusion,
     check_sampler,
@@ -21,6 +24,7 @@ from .sampling import (
     initial_noise,
     sample_generators,
 )
+from .sampling.graphs import SamplingGraphs, check_graphable, numerics_key, plan_key
 
 
 @dataclass
@@ -67,14 +71,24 @@ class GenerationResult:
         return realised_ratios(self.plan, self.schedule)[0]
 
 
-def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progress: bool):
+def _prepare_sampler(name: str, nfe: int, device: torch.device):
+    """The sampler's per-step coefficients on the device, made once per `generate` call."""
+    if name in ("ddim", "ddpm"):
+        return DiffusionTables(SpacedDiffusion.create(nfe), device)
+    if name == "dpm_solver2":
+        return DPMSolver2Steps(nfe, DiscreteVPSchedule(), device)
+    return None  # dpm_solver_fast: orders and coefficients vary per update, computed in its loop
+
+
+def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progress: bool, prepared):
     if name == "ddim":
         return ddim_sample(denoise, x, SpacedDiffusion.create(nfe), eta=eta, generators=generators,
-                           progress=progress)
+                           progress=progress, tables=prepared)
     if name == "ddpm":
-        return ddpm_sample(denoise, x, SpacedDiffusion.create(nfe), generators=generators, progress=progress)
+        return ddpm_sample(denoise, x, SpacedDiffusion.create(nfe), generators=generators, progress=progress,
+                           tables=prepared)
     if name == "dpm_solver2":
-        return dpm_solver2_sample(denoise, x, nfe, progress=progress)
+        return dpm_solver2_sample(denoise, x, nfe, progress=progress, steps=prepared)
     return dpm_solver_fast_sample(denoise, x, nfe, progress=progress)
 
 
@@ -91,12 +105,15 @@ def to_images(samples: torch.Tensor, vae: nn.Module | None) -> torch.Tensor:
 def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: Sequence[int],
              steps: int, sampler: str, guidance_scale: float, cache=None, decode: bool = False,
              vae: nn.Module | None = None, batch_size: int | None = None, eta: float = 0.0,
-             guidance_channels: int = 3, progress: bool = False) -> GenerationResult:
+             guidance_channels: int = 3, progress: bool = False,
+             graphs: SamplingGraphs | None = None) -> GenerationResult:
     """Sample one image per (seed, label) pair with `steps` NFE.
 
     guidance_scale is in the model family's convention (DiT: w, 1 = off; U-ViT: s, 0 = off).
     Sample i starts from randn((C, H, W), generator=Generator().manual_seed(seeds[i])), so
     results do not depend on batch_size. `cache` is what `l2c_bench.caching.make_cache` returns.
+    `graphs` (CUDA): replay each batch's whole loop as a CUDA graph, captured on first use
+    (see `l2c_bench.sampling.graphs` for what can be captured).
     """
     seeds = [int(s) for s in seeds]
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
@@ -111,22 +128,35 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
     shape = (model.in_channels, model.input_size, model.input_size)
     batch_size = batch_size or len(seeds)
     plan = cache.checked_plan(model=model, sampler=sampler, nfe=steps) if cache is not None else None
+    if graphs is not None:
+        check_graphable(sampler, eta, plan, device)
+    prepared = _prepare_sampler(sampler, steps, device)
     out, realised = [], []
+
+    def sample_batch(x: torch.Tensor, batch_labels: torch.Tensor, generators) -> torch.Tensor:
+        run_cache = cache.run(plan) if cache is not None else None  # empty caches for every batch
+        denoise = GuidedDenoiser(model, batch_labels, guidance_scale, guidance_channels, run_cache)
+        x = _run_sampler(sampler, denoise, x, steps, generators, eta, progress and graphs is None, prepared)
+        if run_cache is not None:
+            schedule = run_cache.schedule  # raises if the sampler did not follow the plan
+            if plan.policy is not None:
+                realised.append({"size": len(x), "schedule": schedule, "decisions": run_cache.decisions,
+                                 "indicators": run_cache.indicators})
+        return x
+
+    graph_key = (id(model), sampler, steps, float(guidance_scale), guidance_channels, plan_key(plan),
+                 numerics_key(device)) if graphs is not None else None
     batches = range(0, len(seeds), batch_size)
     for start in tqdm(batches, disable=not progress or len(batches) == 1, desc="batches", leave=False):
         batch_seeds = seeds[start : start + batch_size]
         generators = sample_generators(batch_seeds)
         x = initial_noise(generators, shape, device)
-        run_cache = cache.run(plan) if cache is not None else None  # empty caches for every batch
-        denoise = GuidedDenoiser(model, labels[start : start + batch_size].to(device), guidance_scale,
-                                 guidance_channels, run_cache)
-        x = _run_sampler(sampler, denoise, x, steps, generators, eta, progress)
+        batch_labels = labels[start : start + batch_size].to(device)
+        if graphs is None:
+            x = sample_batch(x, batch_labels, generators)
+        else:  # deterministic loops only (check_graphable): the generators are not used
+            x = graphs.run(graph_key, lambda x_T, y: sample_batch(x_T, y, None), x, batch_labels)
         out.append(x[:, : model.in_channels])
-        if run_cache is not None:
-            schedule = run_cache.schedule  # raises if the sampler did not follow the plan
-            if plan.policy is not None:
-                realised.append({"size": len(batch_seeds), "schedule": schedule, "decisions": run_cache.decisions,
-                                 "indicators": run_cache.indicators})
     latents = torch.cat(out)
     return GenerationResult(
         latents=latents, labels=labels, seeds=seeds, nfe=steps, sampler=sampler,

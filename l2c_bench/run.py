@@ -33,13 +33,22 @@ from . import generate
 from .atomic import atomic_path, exclusive
 from .caching import CACHE_METHODS, CacheMethod, FixedPlan, UnsupportedCombination, make_cache
 from .config import register_configs
-from .devices import init_distributed, peak_memory_mb, resolve_device, set_tf32, tf32_enabled
+from .devices import (
+    heap_retained,
+    init_distributed,
+    peak_memory_mb,
+    resolve_device,
+    retain_cpu_heap,
+    set_tf32,
+    tf32_enabled,
+)
 from .loading import TOY_ASSETS, RunConfigError, checkpoint_path, file_sha256, load_model  # noqa: F401 (TOY_ASSETS re-exported)
 from .models import build_model
 from .records import flatten, read_row, run_id_for, write_row
 from .records.provenance import collect, now
 from .records.tracker import check_tracker, make_tracker
 from .sampling import CONVENTIONS, check_sampler
+from .sampling.graphs import SamplingGraphs, check_graphable
 from .shards import (
     Shard,
     from_environment,
@@ -158,12 +167,13 @@ class Point:
     artifacts: dict  # the learned router or calibration file the method uses, for the row
     features: object | None = None  # the feature network (metrics.features); None: no quality metrics
     model_sha256: str | None = None  # the weights' content hash (None: random weights)
+    graphs: SamplingGraphs | None = None  # cuda_graph=true: the captured sampling loops
 
     def sample(self, cache=None, **kwargs):
-        """`generate` under the configured numerics (autocast for bf16/fp16)."""
+        """`generate` under the configured numerics (autocast for bf16/fp16, CUDA graphs)."""
         dtype = AUTOCAST[self.cfg.dtype]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            return generate(self.model, cache=cache, **kwargs)
+            return generate(self.model, cache=cache, graphs=self.graphs, **kwargs)
 
     @property
     def common(self) -> dict:
@@ -179,6 +189,10 @@ def prepare(cfg: DictConfig) -> Point:
     sample_range(cfg.metrics.num_samples, cfg.metrics.batch_size, shard)  # an impossible split fails here
     device = init_distributed(cfg.device)  # torchrun: this rank's GPU
     set_tf32(device, bool(cfg.tf32))
+    if cfg.cuda_graph:  # device and sampler now, before loading or router learning
+        _check_graphable(cfg, sampler, device, None)
+    if device.type == "cpu":
+        retain_cpu_heap()  # a cache's regrowing heap would otherwise page-fault (devices.py)
     model, vae = load_model(cfg, device)
     if cfg.compile:
         from .models.layers import compile_branches
@@ -198,13 +212,25 @@ def prepare(cfg: DictConfig) -> Point:
         artifacts = {"calibration_file": calibration.name}
     if cache is not None:  # plan once (router read, calibration): never inside a timed call
         cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
+    graphs = None
+    if cfg.cuda_graph:  # a run-time policy shows in the plan
+        _check_graphable(cfg, sampler, device, cache.checked_plan(model=model, sampler=sampler, nfe=cfg.steps)
+                         if cache is not None else None)
+        graphs = SamplingGraphs()
     features = model_sha256 = None
     if cfg.model.checkpoint != "random":  # random weights: no quality metrics, no shared reference
         from .metrics.features import feature_net
 
         features = feature_net(cfg.scale.features, device, cfg.metrics.fid_mode)  # no Inception file: error here
         model_sha256 = file_sha256(checkpoint_path(cfg))
-    return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256)
+    return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256, graphs)
+
+
+def _check_graphable(cfg: DictConfig, sampler: str, device: torch.device, plan) -> None:
+    try:
+        check_graphable(sampler, cfg.sampler.eta, plan, device)
+    except ValueError as error:
+        raise RunConfigError(str(error)) from None
 
 
 def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
@@ -404,6 +430,9 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "dtype": cfg.dtype,
         "tf32": tf32_enabled(point.device),
         "compile": bool(cfg.compile),
+        "cuda_graph": bool(cfg.cuda_graph),
+        "graph_captures": None if point.graphs is None else point.graphs.captures,
+        "cpu_heap_retained": point.device.type == "cpu" and heap_retained(),
         **point.artifacts,
     }
     if cache is not None:

@@ -1,6 +1,11 @@
 """The speed benchmark runs at toy scale and prints every column the speed issue asks for."""
 
 import json
+import platform
+import subprocess
+import sys
+
+import pytest
 
 from l2c_bench.bench import main
 
@@ -11,8 +16,8 @@ def test_bench_prints_every_column_at_toy_scale(capsys):
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == json.loads(json.dumps(row))
     for key in ("uncached_ms", "uncached_iqr_ms", "cached_ms", "cached_iqr_ms", "measured_speedup", "macs_speedup",
-                "efficiency", "peak_memory_mb", "cache_mb", "dtype", "tf32", "compile", "plain_loop_ms",
-                "harness_overhead"):
+                "efficiency", "peak_memory_mb", "cache_mb", "dtype", "tf32", "compile", "cuda_graph", "plain_loop_ms",
+                "harness_overhead", "page_faults_uncached", "page_faults_cached", "cpu_heap"):
         assert key in row, key
     assert row["dtype"] == "bf16" and row["macs_speedup"] > 1 and row["efficiency"] > 0
     # FORA at interval 2 holds every branch of the toy DiT: 8 blocks x 2 branches x (2N=4, 64 tokens, 128) float32
@@ -24,3 +29,25 @@ def test_bench_passes_any_method_parameter():
                 "--param", "ratio=0.5", "--batch", "1", "--repeats", "1", "--warmup", "0", "--json"])
     assert row["params"] == {"interval": 2, "ratio": 0.5}
     assert row["cached_ratio"] == 0.75  # attention reused, half the MLP tokens, at the 3 cache steps
+
+
+def _bench_in_fresh_process(*extra) -> dict:
+    """Heap settings are process-wide and irreversible: each variant gets its own interpreter."""
+    argv = ["--arch", "U-ViT-toy", "--sampler", "dpm_solver2", "--nfe", "10", "--cache", "fora", "--interval", "2",
+            "--batch", "8", "--guidance", "0.4", "--repeats", "1", "--warmup", "0", "--json", *extra]
+    out = subprocess.run([sys.executable, "-m", "l2c_bench.bench", *argv], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_retained_cpu_heap_stops_the_page_faults_a_cache_causes():
+    """With glibc's defaults, freeing and regrowing the heap around the cached tensors faults in
+    fresh pages every call (tens of thousands here; ~300,000 per call at U-ViT-29 width);
+    the benchmark's default keeps freed memory in the process."""
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("heap retention is glibc's mallopt")
+    kept, os_heap = _bench_in_fresh_process(), _bench_in_fresh_process("--os-heap")
+    assert kept["cpu_heap"] == "retained" and os_heap["cpu_heap"] == "os default"
+    faults = {name: row["page_faults_uncached"] + row["page_faults_cached"]
+              for name, row in (("kept", kept), ("os", os_heap))}
+    assert faults["os"] > 10_000 and faults["os"] > 5 * faults["kept"], faults

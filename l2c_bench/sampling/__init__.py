@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ddim import ddim_sample, ddpm_sample
+from .ddim import DiffusionTables, ddim_sample, ddpm_sample
 from .diffusion import SpacedDiffusion, space_timesteps
-from .dpm_solver import DiscreteVPSchedule, dpm_solver2_sample, dpm_solver_fast_sample
+from .dpm_solver import (
+    DiscreteVPSchedule,
+    DPMSolver2Steps,
+    dpm_solver2_sample,
+    dpm_solver_fast_sample,
+)
 from .guidance import CONVENTIONS, GuidedDenoiser
 from .noise import initial_noise, sample_generators
 
@@ -49,6 +54,8 @@ def check_sampler(name: str, family: str, nfe: int) -> SamplerSpec:
 __all__ = [
     "CONVENTIONS",
     "SAMPLERS",
+    "DPMSolver2Steps",
+    "DiffusionTables",
     "DiscreteVPSchedule",
     "GuidedDenoiser",
     "SamplerSpec",

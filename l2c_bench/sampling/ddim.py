@@ -66,13 +66,15 @@ def model_timesteps(tables: DiffusionTables, x: torch.Tensor, k: int) -> torch.T
 
 
 def ddim_sample(denoise: Denoiser, x: torch.Tensor, diffusion: SpacedDiffusion, *, eta: float = 0.0,
-                generators: Sequence[torch.Generator] | None = None, progress: bool = False) -> torch.Tensor:
-    """DDIM from x_T (N, C, H, W); eta 0 is deterministic (the L2C DiT setting)."""
+                generators: Sequence[torch.Generator] | None = None, progress: bool = False,
+                tables: DiffusionTables | None = None) -> torch.Tensor:
+    """DDIM from x_T (N, C, H, W); eta 0 is deterministic (the L2C DiT setting). `tables`:
+    `diffusion`'s, already on x's device (a CUDA graph capture may not copy from the host)."""
     if eta < 0:
         raise ValueError(f"sampler.eta must be >= 0, got {eta}")
     if eta > 0 and generators is None:
         raise ValueError("DDIM with eta > 0 needs per-sample generators for its noise")
-    tables = DiffusionTables(diffusion, x.device)
+    tables = tables or DiffusionTables(diffusion, x.device)
     for k in tqdm(range(diffusion.num_steps - 1, -1, -1), disable=not progress, desc="ddim", leave=False):
         x, sigma = ddim_update(tables, denoise(x, model_timesteps(tables, x, k)), x, k, eta)
         if eta > 0 and k > 0:
@@ -97,9 +99,10 @@ def q_sample(tables: DiffusionTables, x0: torch.Tensor, noise: torch.Tensor, k: 
 
 
 def ddpm_sample(denoise: Denoiser, x: torch.Tensor, diffusion: SpacedDiffusion, *,
-                generators: Sequence[torch.Generator], progress: bool = False) -> torch.Tensor:
+                generators: Sequence[torch.Generator], progress: bool = False,
+                tables: DiffusionTables | None = None) -> torch.Tensor:
     """Ancestral sampling (DiT's `p_sample_loop`); no noise is added at the last step."""
-    tables = DiffusionTables(diffusion, x.device)
+    tables = tables or DiffusionTables(diffusion, x.device)
     for k in tqdm(range(diffusion.num_steps - 1, -1, -1), disable=not progress, desc="ddpm", leave=False):
         out = denoise(x, model_timesteps(tables, x, k))
         mean, log_variance, _ = p_mean_variance(tables, out, x, k)

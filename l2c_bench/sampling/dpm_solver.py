@@ -145,12 +145,16 @@ class DPMSolver2Steps:
 
 
 def dpm_solver2_sample(denoise: Denoiser, x: torch.Tensor, nfe: int, *,
-                       schedule: DiscreteVPSchedule | None = None, progress: bool = False) -> torch.Tensor:
+                       schedule: DiscreteVPSchedule | None = None, progress: bool = False,
+                       steps: DPMSolver2Steps | None = None) -> torch.Tensor:
     """Singlestep DPM-Solver-2 with NFE/2 t-uniform steps; the 2 evaluations of a step are
-    (first: at s, the L2C cache step) then (second: at the log-SNR midpoint)."""
+    (first: at s, the L2C cache step) then (second: at the log-SNR midpoint). `steps`: the
+    coefficients, already on x's device (a CUDA graph capture may not copy from the host)."""
     if nfe < 2 or nfe % 2:
         raise ValueError(f"steps (NFE) must be a positive even number for dpm_solver2, got {nfe}")
-    steps = DPMSolver2Steps(nfe, schedule or DiscreteVPSchedule(), x.device)
+    if steps is not None and 2 * len(steps) != nfe:
+        raise ValueError(f"the prepared DPM-Solver-2 steps are for NFE {2 * len(steps)}, not {nfe}")
+    steps = steps or DPMSolver2Steps(nfe, schedule or DiscreteVPSchedule(), x.device)
     n = x.shape[0]
     for i in tqdm(range(len(steps)), disable=not progress, desc="dpm_solver2", leave=False):
         t_s, t_s1, sigma_s, alpha_s, sigma_s1, alpha_s1, a1, b1, a, b, c = steps.table[i]
