@@ -11,9 +11,10 @@ per evaluation), official L2C routers:
 
 each uncached vs L2C in fp32 (TF32 off) and bf16 autocast, then DiT-XL/2 DDIM-20 with TF32, with
 `torch.compile`, the harness overhead against a bare DDIM loop, the cost of one router-learning
-iteration at paper scale, and (points 10-15) whole sampling loops replayed as CUDA graphs. Rows are appended to `<out>/gpu_bench.jsonl` as they
-finish (a run cut short keeps what it measured); `<out>/gpu_bench.md` sets the latencies beside
-the paper's (A5000, Tables 1 and 2). Points not started within `--budget-s` are listed as skipped.
+iteration at paper scale, and (points 10-15) whole sampling loops replayed as CUDA graphs.
+Rows are appended to `<out>/gpu_bench.jsonl` as they finish (a run cut short keeps what it
+measured); `<out>/gpu_bench.md` sets the latencies beside the paper's (A5000, Tables 1 and 2).
+Points not started within `--budget-s`, or that failed, are listed with the reason.
 """
 
 from __future__ import annotations

@@ -93,11 +93,12 @@ def retain_cpu_heap() -> bool:
     grown past it, and hands the heap's free top back to the OS whenever that top exceeds the
     trim threshold. A cache keeps branch outputs alive between steps, so the heap's top is freed
     and grown again all the time, and every regrowth faults in fresh zeroed pages: U-ViT with 29
-    blocks of width 384 took 60,000-220,000 minor page faults per cached DPM-Solver-2 NFE-20
-    call (0 uncached), about 0.5 s of 14. Fixing both thresholds (which also stops glibc's
-    adjusting them) keeps tensors up to 32 MiB in the heap and freed memory in the process, as
-    PyTorch's CUDA caching allocator does on a GPU; the uncached run is unaffected (it faulted
-    nothing). Process-wide and irreversible; a no-op returning False off glibc.
+    blocks of width 384 took 60,000-320,000 minor page faults per cached DPM-Solver-2 NFE-20
+    call, about 0.5 s of 14 (uncached calls 0 or, depending on the heap's state, up to 350,000).
+    Fixing both thresholds (which also stops glibc's adjusting them) keeps tensors up to 32 MiB
+    in the heap and freed memory in the process, as PyTorch's CUDA caching allocator does on a
+    GPU: 0 faults per call in both. Process-wide and irreversible; a no-op returning False off
+    glibc.
     """
     global _heap_retained
     if _heap_retained:

@@ -26,14 +26,14 @@ GRAPHABLE_SAMPLERS = ("ddim", "dpm_solver2")
 def check_graphable(sampler: str, eta: float, plan, device: torch.device) -> None:
     """Fail before any compute when the loop cannot be one CUDA graph (see the module doc)."""
     if device.type != "cuda":
-        raise ValueError(f"sampling.cuda_graph needs a CUDA device, the model is on {device}")
+        raise ValueError(f"cuda_graph needs a CUDA device, the model is on {device}")
     if sampler not in GRAPHABLE_SAMPLERS:
-        raise ValueError(f"sampling.cuda_graph works with the samplers {', '.join(GRAPHABLE_SAMPLERS)}, "
+        raise ValueError(f"cuda_graph works with the samplers {', '.join(GRAPHABLE_SAMPLERS)}, "
                          f"not {sampler!r} (it does host work inside its loop)")
     if eta != 0:
-        raise ValueError(f"sampling.cuda_graph needs a deterministic loop: DDIM eta={eta} draws host noise per step")
+        raise ValueError(f"cuda_graph needs a deterministic loop: DDIM eta={eta} draws host noise per step")
     if plan is not None and plan.policy is not None:
-        raise ValueError("sampling.cuda_graph cannot replay a cache that decides at run time "
+        raise ValueError("cuda_graph cannot replay a cache that decides at run time "
                          "(fbcache, teacache): its decisions are read on the host")
 
 
