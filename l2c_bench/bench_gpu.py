@@ -74,6 +74,8 @@ POINTS = [
     Point("dit", 20, "bf16", graph=True), Point("dit", 50, "bf16", graph=True),
     Point("dit", 20, tf32=True, graph=True), Point("dit", 20, graph=True),
     Point("uvit", 20, "bf16", graph=True), Point("uvit", 50, "bf16", graph=True),
+    # compiled branches inside the graphs (16-17; each compiles its model in place: select one per model)
+    Point("dit", 20, "bf16", compile=True, graph=True), Point("uvit", 50, "bf16", compile=True, graph=True),
 ]
 
 
