@@ -34,7 +34,7 @@ def test_bench_passes_any_method_parameter():
 def _bench_in_fresh_process(*extra) -> dict:
     """Heap settings are process-wide and irreversible: each variant gets its own interpreter."""
     argv = ["--arch", "U-ViT-toy", "--sampler", "dpm_solver2", "--nfe", "10", "--cache", "fora", "--interval", "2",
-            "--batch", "8", "--guidance", "0.4", "--repeats", "1", "--warmup", "0", "--json", *extra]
+            "--batch", "8", "--guidance", "0.4", "--repeats", "3", "--warmup", "0", "--json", *extra]
     out = subprocess.run([sys.executable, "-m", "l2c_bench.bench", *argv], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -42,12 +42,13 @@ def _bench_in_fresh_process(*extra) -> dict:
 @pytest.mark.slow
 def test_retained_cpu_heap_stops_the_page_faults_a_cache_causes():
     """With glibc's defaults, freeing and regrowing the heap around the cached tensors faults in
-    fresh pages every call (tens of thousands here; ~300,000 per call at U-ViT-29 width);
-    the benchmark's default keeps freed memory in the process."""
+    fresh pages every call (5,000-50,000 per call pair here, varying with the heap's state;
+    ~300,000 per call at U-ViT-29 width); the benchmark's default keeps freed memory in the
+    process (0-3,000: the heap's first growth)."""
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("heap retention is glibc's mallopt")
     kept, os_heap = _bench_in_fresh_process(), _bench_in_fresh_process("--os-heap")
     assert kept["cpu_heap"] == "retained" and os_heap["cpu_heap"] == "os default"
     faults = {name: row["page_faults_uncached"] + row["page_faults_cached"]
               for name, row in (("kept", kept), ("os", os_heap))}
-    assert faults["os"] > 10_000 and faults["os"] > 5 * faults["kept"], faults
+    assert faults["os"] > 2_000 and faults["os"] > 10 * (faults["kept"] + 100), faults
