@@ -71,24 +71,26 @@ class GenerationResult:
         return realised_ratios(self.plan, self.schedule)[0]
 
 
-def _prepare_sampler(name: str, nfe: int, device: torch.device):
-    """The sampler's per-step coefficients on the device, made once per `generate` call."""
+def _prepare_sampler(name: str, nfe: int, device: torch.device) -> tuple:
+    """(DiT's respaced diffusion or None, the per-step coefficients on the device or None), made
+    once per `generate` call, outside every batch's loop."""
     if name in ("ddim", "ddpm"):
-        return DiffusionTables(SpacedDiffusion.create(nfe), device)
+        diffusion = SpacedDiffusion.create(nfe)
+        return diffusion, DiffusionTables(diffusion, device)
     if name == "dpm_solver2":
-        return DPMSolver2Steps(nfe, DiscreteVPSchedule(), device)
-    return None  # dpm_solver_fast: orders and coefficients vary per update, computed in its loop
+        return None, DPMSolver2Steps(nfe, DiscreteVPSchedule(), device)
+    return None, None  # dpm_solver_fast: orders and coefficients vary per update, computed in its loop
 
 
-def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progress: bool, prepared):
+def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progress: bool, prepared: tuple):
+    diffusion, coefficients = prepared
     if name == "ddim":
-        return ddim_sample(denoise, x, SpacedDiffusion.create(nfe), eta=eta, generators=generators,
-                           progress=progress, tables=prepared)
+        return ddim_sample(denoise, x, diffusion, eta=eta, generators=generators, progress=progress,
+                           tables=coefficients)
     if name == "ddpm":
-        return ddpm_sample(denoise, x, SpacedDiffusion.create(nfe), generators=generators, progress=progress,
-                           tables=prepared)
+        return ddpm_sample(denoise, x, diffusion, generators=generators, progress=progress, tables=coefficients)
     if name == "dpm_solver2":
-        return dpm_solver2_sample(denoise, x, nfe, progress=progress, steps=prepared)
+        return dpm_solver2_sample(denoise, x, nfe, progress=progress, steps=coefficients)
     return dpm_solver_fast_sample(denoise, x, nfe, progress=progress)
 
 

@@ -74,7 +74,8 @@ def ddim_sample(denoise: Denoiser, x: torch.Tensor, diffusion: SpacedDiffusion, 
         raise ValueError(f"sampler.eta must be >= 0, got {eta}")
     if eta > 0 and generators is None:
         raise ValueError("DDIM with eta > 0 needs per-sample generators for its noise")
-    tables = tables or DiffusionTables(diffusion, x.device)
+    if tables is None:
+        tables = DiffusionTables(diffusion, x.device)
     for k in tqdm(range(diffusion.num_steps - 1, -1, -1), disable=not progress, desc="ddim", leave=False):
         x, sigma = ddim_update(tables, denoise(x, model_timesteps(tables, x, k)), x, k, eta)
         if eta > 0 and k > 0:
@@ -102,7 +103,8 @@ def ddpm_sample(denoise: Denoiser, x: torch.Tensor, diffusion: SpacedDiffusion, 
                 generators: Sequence[torch.Generator], progress: bool = False,
                 tables: DiffusionTables | None = None) -> torch.Tensor:
     """Ancestral sampling (DiT's `p_sample_loop`); no noise is added at the last step."""
-    tables = tables or DiffusionTables(diffusion, x.device)
+    if tables is None:
+        tables = DiffusionTables(diffusion, x.device)
     for k in tqdm(range(diffusion.num_steps - 1, -1, -1), disable=not progress, desc="ddpm", leave=False):
         out = denoise(x, model_timesteps(tables, x, k))
         mean, log_variance, _ = p_mean_variance(tables, out, x, k)

@@ -154,7 +154,8 @@ def dpm_solver2_sample(denoise: Denoiser, x: torch.Tensor, nfe: int, *,
         raise ValueError(f"steps (NFE) must be a positive even number for dpm_solver2, got {nfe}")
     if steps is not None and 2 * len(steps) != nfe:
         raise ValueError(f"the prepared DPM-Solver-2 steps are for NFE {2 * len(steps)}, not {nfe}")
-    steps = steps or DPMSolver2Steps(nfe, schedule or DiscreteVPSchedule(), x.device)
+    if steps is None:
+        steps = DPMSolver2Steps(nfe, schedule or DiscreteVPSchedule(), x.device)
     n = x.shape[0]
     for i in tqdm(range(len(steps)), disable=not progress, desc="dpm_solver2", leave=False):
         t_s, t_s1, sigma_s, alpha_s, sigma_s1, alpha_s1, a1, b1, a, b, c = steps.table[i]
