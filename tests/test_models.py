@@ -153,5 +153,28 @@ def test_gated_residual_fuses_under_autocast_and_keeps_float32_exact():
     assert torch.equal(gated_residual(x, gate, 0.0), x + gate.unsqueeze(1) * 0.0)  # a dropped branch
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fused = gated_residual(x, gate, out.bfloat16())
+        assert torch.is_autocast_enabled("cpu")  # switched off for the addcmul only
     assert fused.dtype == torch.float32
     assert torch.allclose(fused, x + gate.unsqueeze(1) * out.bfloat16().float(), atol=1e-6)
+    # exactly what autocast's promotion computed (the float32 copy of `out` is exact)
+    assert torch.equal(fused, torch.addcmul(x, gate.unsqueeze(1), out.bfloat16().float()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA kernels")
+def test_gated_residual_is_one_cuda_kernel_under_autocast():
+    """No float32 copy of the bfloat16 branch output: one kernel reads x, gate and out."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from l2c_bench.models.dit import gated_residual
+
+    x, gate = torch.randn(16, 256, 1152, device="cuda"), torch.randn(16, 1152, device="cuda")
+    out = torch.randn(16, 256, 1152, device="cuda", dtype=torch.bfloat16)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        gated_residual(x, gate, out)  # warm-up
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fused = gated_residual(x, gate, out)
+            torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(kernels) == 1, [e.name for e in kernels]
+    assert torch.equal(fused, torch.addcmul(x, gate.unsqueeze(1), out.float()))
