@@ -83,8 +83,10 @@ def test_identities_keep_the_paper_cycle_and_separate_longer_ones():
 def test_interval_errors_are_clear():
     with pytest.raises(UnsupportedCombination, match="midpoint"):
         l2c_cycle("uvit", "dpm_solver2", 20, interval=3)
-    with pytest.raises(UnsupportedCombination, match=">= 2"):
-        l2c_cycle("dit", "ddim", 20, interval=1)
+    for bad in (1, 0, 2.5):  # a wrong value: the run fails (a sweep records "failed", not "unsupported")
+        with pytest.raises(CacheConfigError, match=">= 2") as error:
+            l2c_cycle("dit", "ddim", 20, interval=bad)
+        assert not isinstance(error.value, UnsupportedCombination)
 
     class Toy:
         family, num_blocks = "dit", 28

@@ -13,7 +13,7 @@ that all reuse it; cache step i is `distance` = i_full - i indices after its ful
 
 from __future__ import annotations
 
-from ..engine import UnsupportedCombination
+from ..engine import CacheConfigError, UnsupportedCombination
 
 
 def l2c_cache_steps(family: str, sampler: str, nfe: int, shifted: bool = True,
@@ -30,7 +30,8 @@ def l2c_cycle(family: str, sampler: str, nfe: int, shifted: bool = True,
               interval: int = 2) -> list[tuple[int, int, int]]:
     """[(evaluation index, router row, distance in evaluations to the full step it reuses)]."""
     if int(interval) != interval or interval < 2:
-        raise UnsupportedCombination(f"cache.interval={interval}: an L2C cycle is one full step and "
+        # a wrong value, not a combination the method leaves undefined: the run fails
+        raise CacheConfigError(f"cache.interval={interval}: an L2C cycle is one full step and "
                                      "interval-1 >= 1 cache steps, so interval must be an integer >= 2")
     if family == "dit" and sampler == "ddim":
         if not shifted:
