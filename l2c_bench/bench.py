@@ -20,6 +20,7 @@ import torch
 
 from . import generate
 from .caching import FixedPlan, make_cache
+from .caching.engine import Plan
 from .devices import (
     PageFaults,
     call_peak_memory_mb,
@@ -31,7 +32,8 @@ from .devices import (
     set_tf32,
 )
 from .metrics import cuda_event_timer, device_sync, measure
-from .metrics.macs import macs
+from .metrics.macs import branch_macs, macs
+from .metrics.time_model import fit_time_model, reuse_mask
 from .models import build_model
 from .models.layers import compile_branches
 from .sampling.graphs import SamplingGraphs
@@ -90,12 +92,17 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
                 return plain_ddim(model, common["labels"], args.nfe, args.guidance, device)
 
         fns["plain_loop"] = plain_loop
+    if args.decompose:  # the time model's three extra plans, interleaved with the rest
+        for name, kinds in DECOMPOSITION.items():
+            plan = FixedPlan(_mask_plan(reuse_mask(args.nfe, model.num_blocks, **kinds)), name)
+            fns[name] = lambda plan=plan: call(plan)
     timer = cuda_event_timer(device) if device.type == "cuda" else None
     timings = measure(fns, repeats=args.repeats, warmup=args.warmup, sync=device_sync(device), timer=timer)
     u, c = timings["uncached"], timings["cached"]
     profiled = gpu_profile({"uncached": fns["uncached"], "cached": fns["cached"]}, device) if args.profile else None
     macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe)
     measured = u.median_s / c.median_s
+    decomposed = time_decomposition(model, timings, args.nfe, plan_run.schedule) if args.decompose else {}
     return {
         "arch": args.arch, "overrides": dict(args.override), "sampler": args.sampler, "nfe": args.nfe,
         "cache": args.cache, "params": params, "cached_ratio": plan_run.cached_ratio, "batch": args.batch,
@@ -111,10 +118,39 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
         "compile": args.compile, "cuda_graph": args.cuda_graph, "graph_vs_eager_max_abs": graph_error,
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
         "repeats": args.repeats,
+        **decomposed,
         **({"profile": profiled} if args.profile else {}),
         **({"plain_loop_ms": timings["plain_loop"].median_s * 1e3,
             "harness_overhead": u.median_s / timings["plain_loop"].median_s} if args.overhead else {}),
     }
+
+
+# the time model's plans (metrics/time_model.py): which branch kinds are reused after evaluation 0
+DECOMPOSITION = {"attention_reused": dict(attention=True, mlp=False), "mlp_reused": dict(attention=False, mlp=True),
+                 "both_reused": dict(attention=True, mlp=True)}
+
+
+def _mask_plan(mask: torch.Tensor) -> Plan:
+    compute = tuple(tuple((bool(a), bool(m)) for a, m in block) for block in mask.tolist())
+    return Plan(compute, cache_steps=tuple(range(1, len(compute))))
+
+
+def time_decomposition(model, timings: dict, nfe: int, schedule: torch.Tensor) -> dict:
+    """The time model's columns: per-evaluation cost of the always-run work and of each branch
+    kind, each kind's time per MAC (1 = exactly its MACs' worth), and the cached run's latency
+    and efficiency as the model predicts them from the plan's mask (compare with the measured)."""
+    model_t = fit_time_model(*(timings[k].median_s for k in ("uncached", *DECOMPOSITION)), nfe=nfe,
+                             blocks=model.num_blocks)
+    costs = branch_macs(model)
+    per_mac = model_t.time_per_mac(costs.base, sum(a for a, _ in costs.branch), sum(m for _, m in costs.branch))
+    full = model_t.predict(torch.ones(nfe, model.num_blocks, 2, dtype=torch.bool))
+    predicted = model_t.predict(schedule)
+    macs_speedup = macs(model, None, nfe=nfe) / macs(model, schedule, nfe=nfe)
+    return {"fixed_ms_per_eval": model_t.fixed_s * 1e3, "attention_ms_per_eval": model_t.attention_s * 1e3,
+            "mlp_ms_per_eval": model_t.mlp_s * 1e3, "time_model_additivity": model_t.additivity,
+            "fixed_time_share": model_t.fixed_s / model_t.evaluation_s,
+            **{f"time_per_mac_{kind}": value for kind, value in per_mac.items()},
+            "predicted_cached_ms": predicted * 1e3, "predicted_efficiency": full / predicted / macs_speedup}
 
 
 def gpu_profile(fns: dict, device: torch.device, top: int = 8) -> dict:
@@ -214,6 +250,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also time a bare DDIM loop (DiT): harness_overhead = uncached generate / bare loop")
     parser.add_argument("--profile", action="store_true",
                         help="CUDA: profile one uncached and one cached call (GPU busy share, top kernels)")
+    parser.add_argument("--decompose", action="store_true",
+                        help="also time three plans that reuse all attention / all MLP / both after the first "
+                             "evaluation, and fit where the time goes (metrics/time_model.py): always-run work "
+                             "and each branch kind per evaluation, time per MAC, predicted efficiency")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     return parser.parse_args(argv)
 

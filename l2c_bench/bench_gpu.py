@@ -11,7 +11,8 @@ per evaluation), official L2C routers:
 
 each uncached vs L2C in fp32 (TF32 off) and bf16 autocast, then DiT-XL/2 DDIM-20 with TF32, with
 `torch.compile`, the harness overhead against a bare DDIM loop, the cost of one router-learning
-iteration at paper scale, and (points 10-15) whole sampling loops replayed as CUDA graphs.
+iteration at paper scale, (points 10-17) whole sampling loops replayed as CUDA graphs, and (18-20)
+the time model that says where the time goes (`bench --decompose`).
 Rows are appended to `<out>/gpu_bench.jsonl` as they finish (a run cut short keeps what it
 measured); `<out>/gpu_bench.md` sets the latencies beside the paper's (A5000, Tables 1 and 2).
 Points not started within `--budget-s`, or that failed, are listed with the reason.
@@ -64,7 +65,7 @@ class Point:
                 *(["--overhead"] if self.overhead else []), *self.extra]
 
 
-# Grouped by model (one build each); compile last, since it changes the model it is given.
+# Grouped by model (one build each); a point that compiles gets its model rebuilt afterwards.
 POINTS = [
     Point("dit", 20, extra=("--profile",)), Point("dit", 20, "bf16", overhead=True, extra=("--profile",)), Point("dit", 50), Point("dit", 50, "bf16"),
     Point("dit", 20, tf32=True),
@@ -74,8 +75,12 @@ POINTS = [
     Point("dit", 20, "bf16", graph=True), Point("dit", 50, "bf16", graph=True),
     Point("dit", 20, tf32=True, graph=True), Point("dit", 20, graph=True),
     Point("uvit", 20, "bf16", graph=True), Point("uvit", 50, "bf16", graph=True),
-    # compiled branches inside the graphs (16-17; each compiles its model in place: select one per model)
+    # compiled branches inside the graphs (16-17; the model compiled in place is rebuilt for later points)
     Point("dit", 20, "bf16", compile=True, graph=True), Point("uvit", 50, "bf16", compile=True, graph=True),
+    # where the time goes (18-20; `bench --decompose`, metrics/time_model.py): always-run work and
+    # each branch kind per evaluation, time per MAC, the predicted efficiency beside the measured
+    Point("dit", 20, "bf16", graph=True, extra=("--decompose",)), Point("dit", 20, graph=True, extra=("--decompose",)),
+    Point("uvit", 50, "bf16", graph=True, extra=("--decompose",)),
 ]
 
 
@@ -122,6 +127,15 @@ def markdown(rows: list[dict], skipped: list[str]) -> str:
             lines.append(f"Profile ({r['arch']} NFE {r['nfe']} {r['dtype']}, {method}): wall {p['wall_ms']:.1f} ms, "
                          f"kernels {p['kernel_ms']:.1f} ms in {p['kernels']} launches, GPU busy {p['gpu_busy']:.2f}; "
                          f"top: {p['top'][:4]}")
+    for r in rows:
+        if "fixed_ms_per_eval" in r:
+            lines.append(
+                f"Time model ({r['arch']} NFE {r['nfe']} {r['dtype']}, graph {r['cuda_graph']}): per evaluation "
+                f"always-run {r['fixed_ms_per_eval']:.2f} ms, attention {r['attention_ms_per_eval']:.2f} ms, "
+                f"MLP {r['mlp_ms_per_eval']:.2f} ms (always-run share {r['fixed_time_share']:.3f}); time per MAC "
+                f"{r['time_per_mac_fixed']:.2f} / {r['time_per_mac_attention']:.3f} / {r['time_per_mac_mlp']:.3f}; "
+                f"predicted efficiency {r['predicted_efficiency']:.3f} (measured {r['efficiency']:.3f}); "
+                f"additivity {r['time_model_additivity']:+.3f}")
     if skipped:
         lines.append(f"Skipped or failed: {', '.join(skipped)}")
     return "\n".join(lines) + "\n"
@@ -164,6 +178,9 @@ def main(argv=None) -> list[dict]:
             print(f"{name}: failed: {type(error).__name__}: {error}", flush=True)
             skipped.append(f"{name} (failed: {type(error).__name__}: {str(error)[:200]})")
             continue
+        finally:
+            if point.compile:  # compiled in place: a later point of this model gets a fresh one
+                models.pop(key, None)
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)
         with open(log, "a") as f:

@@ -24,6 +24,24 @@ def test_bench_prints_every_column_at_toy_scale(capsys):
     assert row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 4 or row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 2
 
 
+def test_bench_decomposes_the_time_into_always_run_work_and_branch_kinds():
+    row = main(["--arch", "DiT-toy", "--sampler", "ddim", "--nfe", "6", "--cache", "fora", "--interval", "3",
+                "--batch", "1", "--repeats", "1", "--warmup", "0", "--decompose", "--json"])
+    per_eval = row["fixed_ms_per_eval"] + row["attention_ms_per_eval"] + row["mlp_ms_per_eval"]
+    # the three costs account for the uncached call up to the fourth timing's misfit
+    assert 6 * per_eval == pytest.approx(row["uncached_ms"] * (1 - row["time_model_additivity"]))
+    assert row["attention_ms_per_eval"] > 0 and row["mlp_ms_per_eval"] > 0
+    assert row["fixed_time_share"] == pytest.approx(row["fixed_ms_per_eval"] / per_eval)
+    assert {"time_per_mac_fixed", "time_per_mac_attention", "time_per_mac_mlp"} <= set(row)
+    # FORA's plan at interval 3 computes 2 of 6 evaluations: the prediction follows the mask
+    predicted = 6 * row["fixed_ms_per_eval"] + 2 * (row["attention_ms_per_eval"] + row["mlp_ms_per_eval"])
+    assert row["predicted_cached_ms"] == pytest.approx(predicted)
+    assert row["predicted_efficiency"] > 0
+    from l2c_bench.bench_gpu import markdown
+
+    assert "Time model (DiT-toy NFE 6 fp32, graph False): per evaluation always-run" in markdown([row], [])
+
+
 def test_bench_passes_any_method_parameter():
     row = main(["--arch", "DiT-toy", "--sampler", "ddim", "--nfe", "6", "--cache", "toca", "--param", "interval=2",
                 "--param", "ratio=0.5", "--batch", "1", "--repeats", "1", "--warmup", "0", "--json"])
