@@ -43,14 +43,7 @@ def test_hard_killed_job_is_reported_and_leaves_no_row(slurm_cluster, tmp_path):
     cmd = [sys.executable, "-m", "l2c_bench.run", "-m", "hydra/launcher=slurm", f"results_dir={tmp_path}",
            *TINY, *slow]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_cluster)
-    job = None
-    for _ in range(120):
-        out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True,
-                             env=slurm_cluster).stdout.split()
-        if out:
-            job = out[0]
-            break
-        time.sleep(0.5)
+    job = _running_job(slurm_cluster, tmp_path)
     assert job, "the job never started"
     time.sleep(3)
     subprocess.run(["scancel", "--signal=KILL", "--full", job], env=slurm_cluster, check=True)
@@ -67,11 +60,15 @@ def test_hard_killed_job_is_reported_and_leaves_no_row(slurm_cluster, tmp_path):
     assert rows.status.tolist() == ["ok"] and rows["config.steps"].tolist() == [50]
 
 
-def _running_job(env, timeout_s=60):
+def _running_job(env, results_dir, timeout_s=60):
+    """This test's running job: its batch script lies under `results_dir` (`_submitit/`). An
+    earlier test's array task can still be finishing, and killing that one fails."""
     for _ in range(int(timeout_s / 0.5)):
-        out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True, env=env).stdout.split()
-        if out:
-            return out[0]
+        out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i|%o"], capture_output=True, text=True,
+                             env=env).stdout.splitlines()
+        ours = [line.split("|")[0] for line in out if str(results_dir) in line]
+        if ours:
+            return ours[0]
         time.sleep(0.5)
     return None
 
@@ -80,7 +77,7 @@ def test_requeued_job_completes_with_one_row(slurm_cluster, tmp_path):
     cmd = [sys.executable, "-m", "l2c_bench.run", "-m", "hydra/launcher=slurm", f"results_dir={tmp_path}",
            *TINY, "steps=20", "metrics.num_samples=100", "metrics.batch_size=100", "seed=9"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_cluster)
-    job = _running_job(slurm_cluster)
+    job = _running_job(slurm_cluster, tmp_path)
     assert job, "the job never started"
     time.sleep(2)
     subprocess.run(["scontrol", "requeue", job], env=slurm_cluster, check=True)
