@@ -160,6 +160,32 @@ def test_gated_residual_fuses_under_autocast_and_keeps_float32_exact():
     assert torch.equal(fused, torch.addcmul(x, gate.unsqueeze(1), out.bfloat16().float()))
 
 
+def test_uvit_skip_concat_is_written_once_in_the_autocast_dtype():
+    """U-ViT's skip concatenation under autocast: the values the float32 cat + autocast's cast gave,
+    and no float32 (N, T, 2D) tensor in between."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from l2c_bench.models.uvit import concat_for_linear
+
+    class Outputs(TorchDispatchMode):
+        seen: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            Outputs.seen += [(t.dtype, tuple(t.shape)) for t in (out if isinstance(out, (tuple, list)) else [out])
+                             if isinstance(t, torch.Tensor)]
+            return out
+
+    torch.manual_seed(0)
+    x, skip = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    assert torch.equal(concat_for_linear(x, skip), torch.cat([x, skip], -1))  # float32: the plain cat
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with Outputs():
+            got = concat_for_linear(x, skip)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, torch.cat([x, skip], -1).bfloat16())
+    assert (torch.float32, (2, 5, 16)) not in Outputs.seen and (torch.bfloat16, (2, 5, 16)) in Outputs.seen
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA kernels")
 def test_gated_residual_is_one_cuda_kernel_under_autocast():
     """No float32 copy of the bfloat16 branch output: one kernel reads x, gate and out."""

@@ -32,6 +32,25 @@ class UViTArgs:
     conv: bool = False
 
 
+def concat_for_linear(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """cat([x, skip], -1): (N, T, D) twice -> (N, T, 2D), the input of an out-block's skip_linear.
+
+    It runs in every out-block at every evaluation, cached or not. Under autocast the linear
+    would cast a float32 concatenation to bf16/fp16 (write 8 bytes per element pair, read them
+    back, write 4 more); here each half is cast as it is copied into a buffer already in
+    autocast's dtype (4 bytes written per pair). Same values: the cast of the concatenation is
+    the concatenation of the casts, and the linear then casts nothing.
+    """
+    device_type = x.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type) and x.dtype == torch.float32:
+        d = x.shape[-1]
+        out = x.new_empty(*x.shape[:-1], d + skip.shape[-1], dtype=torch.get_autocast_dtype(device_type))
+        out[..., :d].copy_(x)
+        out[..., d:].copy_(skip)
+        return out
+    return torch.cat([x, skip], dim=-1)
+
+
 class UViTBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, skip: bool):
         super().__init__()
@@ -51,7 +70,7 @@ class UViTBlock(nn.Module):
     def forward(self, x, skip=None, runner: BranchRunner | None = None, index: int = 0):
         if self.skip_linear is not None:
             # Always recomputed, also under caching: it mixes the fresh skip into x.
-            x = self.skip_linear(torch.cat([x, skip], dim=-1))  # (N, T, 2D) -> (N, T, D)
+            x = self.skip_linear(concat_for_linear(x, skip))  # (N, T, 2D) -> (N, T, D)
         x = x + run_branch(runner, index, ATTN, self.attn_branch, x)
         return x + run_branch(runner, index, MLP, self.mlp_branch, x)
 
