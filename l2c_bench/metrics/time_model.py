@@ -17,8 +17,9 @@ what is cached, e.g. memory traffic or allocator effects).
 
 Per branch kind, `time_per_mac` = its share of an uncached evaluation's time / its share of the
 evaluation's MACs (counted as efficiency counts them: linear layers, the paper's convention, so
-attention's QK^T and AV products are time without MACs): 1 = it costs exactly its MACs' worth; the always-run work usually costs far
-more than its few MACs, and reusing a kind above 1 saves more time than its MACs promise.
+attention's QK^T and AV products are time without MACs): 1 = it costs exactly its MACs' worth.
+The always-run work usually costs far more than its few MACs, and reusing a kind above 1 saves
+more time than its MACs promise.
 `predict(schedule)` gives the time of any run from its compute mask, so a plan's efficiency can
 be explained: predicted ~ measured means these three costs are the whole story.
 """

@@ -79,10 +79,9 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, out: torch.Tensor) -> to
     add) is kept bit for bit. A dropped branch (layer dropout) hands back the number 0.
 
     The addcmul runs with autocast switched off: autocast lists addcmul as "promote to the
-    widest type" and would first write a float32 copy of `out` (one more pass, 6 of the 18 bytes
-    per element), while CUDA's kernel casts a bfloat16 input as it reads it (10 bytes per
-    element). Same values: bfloat16/float16 -> float32 is exact. (A CPU kernel still makes the
-    copy itself.)
+    widest type" and would first write a float32 copy of `out` and read it back (18 bytes per
+    element in all), while CUDA's kernel casts a bfloat16 input as it reads it (10 bytes). Same
+    values: bfloat16/float16 -> float32 is exact. (A CPU kernel still makes the copy itself.)
     """
     device_type = x.device.type
     if isinstance(out, torch.Tensor) and device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):

@@ -36,10 +36,10 @@ def concat_for_linear(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """cat([x, skip], -1): (N, T, D) twice -> (N, T, 2D), the input of an out-block's skip_linear.
 
     It runs in every out-block at every evaluation, cached or not. Under autocast the linear
-    would cast a float32 concatenation to bf16/fp16 (write 8 bytes per element pair, read them
-    back, write 4 more); here each half is cast as it is copied into a buffer already in
-    autocast's dtype (4 bytes written per pair). Same values: the cast of the concatenation is
-    the concatenation of the casts, and the linear then casts nothing.
+    would cast a float32 concatenation to bf16/fp16 (the cat reads 8 bytes per element pair and
+    writes 8, the cast reads those and writes 4: 28 bytes); here each half is cast as it is
+    copied into a buffer already in autocast's dtype (12 bytes). Same values: the cast of the
+    concatenation is the concatenation of the casts, and the linear then casts nothing.
     """
     device_type = x.device.type
     if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type) and x.dtype == torch.float32:

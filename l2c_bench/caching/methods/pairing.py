@@ -32,7 +32,7 @@ def l2c_cycle(family: str, sampler: str, nfe: int, shifted: bool = True,
     if int(interval) != interval or interval < 2:
         # a wrong value, not a combination the method leaves undefined: the run fails
         raise CacheConfigError(f"cache.interval={interval}: an L2C cycle is one full step and "
-                                     "interval-1 >= 1 cache steps, so interval must be an integer >= 2")
+                               "interval-1 >= 1 cache steps, so interval must be an integer >= 2")
     if family == "dit" and sampler == "ddim":
         if not shifted:
             raise UnsupportedCombination("the non-shifted cache step is a DPM-Solver-2 (U-ViT) notion; "
