@@ -15,7 +15,17 @@ import torch
 from torch import nn
 
 from .embeddings import sincos_2d_grid, timestep_sinusoid
-from .layers import ATTN, MLP, Attention, BranchRunner, Mlp, PatchEmbed, run_branch, unpatchify
+from .layers import (
+    ATTN,
+    MLP,
+    Attention,
+    BranchRunner,
+    Mlp,
+    PatchEmbed,
+    autocast_dtype,
+    run_branch,
+    unpatchify,
+)
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,7 @@ def rowwise_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """
     weight, bias = linear.weight, linear.bias
     device_type = x.device.type
-    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
+    if (dtype := autocast_dtype(device_type)) is not None:
         weight, x = weight.to(dtype), x.to(dtype)  # the bias stays float32, as autocast's bmm + add gave
         with torch.autocast(device_type, enabled=False):
             return _chunked(x, weight, bias)
@@ -84,7 +93,7 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, out: torch.Tensor) -> to
     values: bfloat16/float16 -> float32 is exact. (A CPU kernel still makes the copy itself.)
     """
     device_type = x.device.type
-    if isinstance(out, torch.Tensor) and device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+    if isinstance(out, torch.Tensor) and autocast_dtype(device_type) is not None:
         # set_autocast_enabled rather than a `torch.autocast(enabled=False)` block: this runs
         # 2 x depth times per evaluation, and the context manager costs several microseconds
         torch.set_autocast_enabled(device_type, False)

@@ -13,6 +13,13 @@ from torch import nn
 ATTN, MLP = 0, 1
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes in on this device type now; None when autocast is off."""
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
 class BranchRunner(Protocol):
     """What a block calls to evaluate one residual branch (attention or MLP).
 

@@ -14,7 +14,17 @@ import torch
 from torch import nn
 
 from .embeddings import timestep_sinusoid
-from .layers import ATTN, MLP, Attention, BranchRunner, Mlp, PatchEmbed, run_branch, unpatchify
+from .layers import (
+    ATTN,
+    MLP,
+    Attention,
+    BranchRunner,
+    Mlp,
+    PatchEmbed,
+    autocast_dtype,
+    run_branch,
+    unpatchify,
+)
 
 
 @dataclass(frozen=True)
@@ -41,10 +51,10 @@ def concat_for_linear(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     copied into a buffer already in autocast's dtype (12 bytes). Same values: the cast of the
     concatenation is the concatenation of the casts, and the linear then casts nothing.
     """
-    device_type = x.device.type
-    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type) and x.dtype == torch.float32:
+    dtype = autocast_dtype(x.device.type)
+    if dtype is not None and x.dtype == torch.float32:
         d = x.shape[-1]
-        out = x.new_empty(*x.shape[:-1], d + skip.shape[-1], dtype=torch.get_autocast_dtype(device_type))
+        out = x.new_empty(*x.shape[:-1], d + skip.shape[-1], dtype=dtype)
         out[..., :d].copy_(x)
         out[..., d:].copy_(skip)
         return out

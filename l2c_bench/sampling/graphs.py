@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.layers import autocast_dtype
+
 GRAPHABLE_SAMPLERS = ("ddim", "dpm_solver2")
 
 
@@ -47,9 +49,7 @@ def plan_key(plan) -> tuple | None:
 
 def numerics_key(device: torch.device) -> tuple:
     """The settings that choose kernels at capture time: autocast dtype and TF32."""
-    autocast = torch.is_autocast_enabled(device.type)
-    return (autocast and torch.get_autocast_dtype(device.type), torch.backends.cuda.matmul.allow_tf32,
-            torch.backends.cudnn.allow_tf32)
+    return (autocast_dtype(device.type), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
 
 
 @dataclass
