@@ -102,7 +102,7 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     profiled = gpu_profile({"uncached": fns["uncached"], "cached": fns["cached"]}, device) if args.profile else None
     macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe)
     measured = u.median_s / c.median_s
-    decomposed = time_decomposition(model, timings, args.nfe, plan_run.schedule) if args.decompose else {}
+    decomposed = time_decomposition(model, timings, plan_run.schedule, macs_u / macs_c) if args.decompose else {}
     return {
         "arch": args.arch, "overrides": dict(args.override), "sampler": args.sampler, "nfe": args.nfe,
         "cache": args.cache, "params": params, "cached_ratio": plan_run.cached_ratio, "batch": args.batch,
@@ -135,22 +135,21 @@ def _mask_plan(mask: torch.Tensor) -> Plan:
     return Plan(compute, cache_steps=tuple(range(1, len(compute))))
 
 
-def time_decomposition(model, timings: dict, nfe: int, schedule: torch.Tensor) -> dict:
+def time_decomposition(model, timings: dict, schedule: torch.Tensor, macs_speedup: float) -> dict:
     """The time model's columns: per-evaluation cost of the always-run work and of each branch
     kind, each kind's time per MAC (1 = exactly its MACs' worth), and the cached run's latency
     and efficiency as the model predicts them from the plan's mask (compare with the measured)."""
+    nfe = len(schedule)  # schedule (nfe, blocks, 2): the cached run's mask
     model_t = fit_time_model(*(timings[k].median_s for k in ("uncached", *DECOMPOSITION)), nfe=nfe,
                              blocks=model.num_blocks)
     costs = branch_macs(model)
     per_mac = model_t.time_per_mac(costs.base, sum(a for a, _ in costs.branch), sum(m for _, m in costs.branch))
-    full = model_t.predict(torch.ones(nfe, model.num_blocks, 2, dtype=torch.bool))
     predicted = model_t.predict(schedule)
-    macs_speedup = macs(model, None, nfe=nfe) / macs(model, schedule, nfe=nfe)
     return {"fixed_ms_per_eval": model_t.fixed_s * 1e3, "attention_ms_per_eval": model_t.attention_s * 1e3,
             "mlp_ms_per_eval": model_t.mlp_s * 1e3, "time_model_additivity": model_t.additivity,
             "fixed_time_share": model_t.fixed_s / model_t.evaluation_s,
             **{f"time_per_mac_{kind}": value for kind, value in per_mac.items()},
-            "predicted_cached_ms": predicted * 1e3, "predicted_efficiency": full / predicted / macs_speedup}
+            "predicted_cached_ms": predicted * 1e3, "predicted_efficiency": nfe * model_t.evaluation_s / predicted / macs_speedup}
 
 
 def gpu_profile(fns: dict, device: torch.device, top: int = 8) -> dict:
