@@ -204,3 +204,61 @@ def test_gated_residual_is_one_cuda_kernel_under_autocast():
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     assert len(kernels) == 1, [e.name for e in kernels]
     assert torch.equal(fused, torch.addcmul(x, gate.unsqueeze(1), out.float()))
+
+
+@pytest.mark.parametrize("arch,sampler,guidance", [("DiT-toy", "ddim", 1.5), ("U-ViT-toy", "dpm_solver2", 0.4)])
+def test_weights_cast_once_give_autocasts_samples_bit_for_bit(arch, sampler, guidance):
+    """`cast_weights_`: the same bf16 samples (uncached and cached) as autocast recasting float32
+    weights at every call, and no weight cast left inside a forward."""
+    import copy
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from l2c_bench import generate
+    from l2c_bench.caching import make_cache
+    from l2c_bench.models.layers import CAST_ONCE_LAYERS, cast_weights_, weights_dtype
+
+    torch.manual_seed(0)
+    model = build_model(arch).eval().requires_grad_(False)
+    for param in model.parameters():  # DiT's adaLN-Zero init would make every block the identity
+        param.normal_(0, 0.05)
+    stored = copy.deepcopy(model)
+    layers = [m for m in model.modules() if isinstance(m, CAST_ONCE_LAYERS)]
+    weight_bytes = sum(m.weight.numel() * 4 for m in layers)
+    assert cast_weights_(stored, torch.bfloat16) == weight_bytes // 2
+    assert cast_weights_(stored, torch.bfloat16) == 0  # idempotent
+    assert (weights_dtype(model), weights_dtype(stored)) == ("fp32", "bf16")
+    assert list(stored.state_dict()) == list(model.state_dict())
+    assert {m.weight.dtype for m in stored.modules() if isinstance(m, CAST_ONCE_LAYERS)} == {torch.bfloat16}
+    assert {m.bias.dtype for m in stored.modules() if isinstance(m, CAST_ONCE_LAYERS) and m.bias is not None} == {
+        torch.float32}
+
+    class WeightCasts(TorchDispatchMode):  # _to_copy calls whose input is one of the layers' weights
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and any(args[0] is m.weight for m in layers + stored_layers):
+                WeightCasts.count += 1
+            return func(*args, **(kwargs or {}))
+
+    stored_layers = [m for m in stored.modules() if isinstance(m, CAST_ONCE_LAYERS)]
+    common = dict(labels=[1, 2, 3], seeds=[0, 1, 2], steps=4, sampler=sampler, guidance_scale=guidance)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for cache in (None, make_cache("fora", interval=2)):
+            expected = generate(model, cache=cache, **common).latents
+            got = generate(stored, cache=cache, **common).latents
+            assert torch.equal(got, expected)
+        x = torch.randn(2, model.in_channels, model.input_size, model.input_size)
+        t, y = torch.tensor([500.0, 20.0]), torch.tensor([1, 2])
+        with WeightCasts():
+            stored(x, t, y)
+        assert WeightCasts.count == 0
+        with WeightCasts():
+            model(x, t, y)
+        assert WeightCasts.count >= len(layers)  # the float32 model recasts every weight per forward
+    with pytest.raises(RuntimeError, match="under torch.autocast"):
+        stored(x, t, y)  # float32 activations against bf16 weights: a clear error, not a matmul's
+    with pytest.raises(ValueError, match="float32 model"):
+        cast_weights_(stored, torch.float16)  # a second rounding would differ from autocast's
+    with pytest.raises(ValueError, match="bfloat16 or float16"):
+        cast_weights_(copy.deepcopy(model), torch.float32)
