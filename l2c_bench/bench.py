@@ -35,7 +35,7 @@ from .metrics import cuda_event_timer, device_sync, measure
 from .metrics.macs import branch_macs, macs
 from .metrics.time_model import fit_time_model, reuse_mask
 from .models import build_model
-from .models.layers import compile_branches
+from .models.layers import cast_weights_, compile_branches, weights_dtype
 from .sampling.graphs import SamplingGraphs
 
 
@@ -56,6 +56,9 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     if model is None:
         model = build_model(args.arch, **dict(args.override))
     model = model.to(device).eval().requires_grad_(False)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    if dtype is not None and not args.recast_weights:
+        cast_weights_(model, dtype)  # as `run` does: the same values, no per-call weight casts
     if args.compile:
         compile_branches(model)  # compiled during the warm-up calls below
     params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
@@ -65,7 +68,6 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     cache = _Keeping.of(make_cache(args.cache, **params), model=model, sampler=args.sampler, nfe=args.nfe)
     common = dict(labels=[i % model.num_classes for i in range(args.batch)], seeds=list(range(args.batch)),
                   steps=args.nfe, sampler=args.sampler, guidance_scale=args.guidance)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
 
     graphs = SamplingGraphs() if args.cuda_graph else None
 
@@ -114,7 +116,7 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
         "cache_mb": cache_mb, "host_syncs": None if syncs is None else len(syncs),
         "host_sync_sites": None if syncs is None else sorted(set(syncs)),
         "page_faults_uncached": faults["uncached"].median(), "page_faults_cached": faults["cached"].median(),
-        "cpu_heap": heap, "dtype": args.dtype, "tf32": args.tf32,
+        "cpu_heap": heap, "dtype": args.dtype, "weights_dtype": weights_dtype(model), "tf32": args.tf32,
         "compile": args.compile, "cuda_graph": args.cuda_graph, "graph_vs_eager_max_abs": graph_error,
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
         "repeats": args.repeats,
@@ -237,6 +239,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--recast-weights", action="store_true",
+                        help="bf16/fp16: keep float32 weights and let autocast cast them at every call "
+                             "(the comparison for models.layers.cast_weights_, which runs by default)")
     parser.add_argument("--tf32", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the branch functions")

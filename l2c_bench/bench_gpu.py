@@ -11,8 +11,10 @@ per evaluation), official L2C routers:
 
 each uncached vs L2C in fp32 (TF32 off) and bf16 autocast, then DiT-XL/2 DDIM-20 with TF32, with
 `torch.compile`, the harness overhead against a bare DDIM loop, the cost of one router-learning
-iteration at paper scale, (points 10-17) whole sampling loops replayed as CUDA graphs, and (18-20)
-the time model that says where the time goes (`bench --decompose`).
+iteration at paper scale, (points 10-17) whole sampling loops replayed as CUDA graphs, (18-20)
+the time model that says where the time goes (`bench --decompose`), and (21-22) two graph points
+with float32 weights that autocast recasts at every call (the comparison for stored bf16 weights,
+`models.layers.cast_weights_`, which every other bf16 point uses).
 Rows are appended to `<out>/gpu_bench.jsonl` as they finish (a run cut short keeps what it
 measured); `<out>/gpu_bench.md` sets the latencies beside the paper's (A5000, Tables 1 and 2).
 Points not started within `--budget-s`, or that failed, are listed with the reason.
@@ -81,6 +83,9 @@ POINTS = [
     # each branch kind per evaluation, time per MAC, the predicted efficiency beside the measured
     Point("dit", 20, "bf16", graph=True, extra=("--decompose",)), Point("dit", 20, graph=True, extra=("--decompose",)),
     Point("uvit", 50, "bf16", graph=True, extra=("--decompose",)),
+    # weights recast by autocast at every call, as before `cast_weights_` (21-22): compare with 10 and 15
+    Point("dit", 20, "bf16", graph=True, extra=("--recast-weights",)),
+    Point("uvit", 50, "bf16", graph=True, extra=("--recast-weights",)),
 ]
 
 
@@ -100,7 +105,7 @@ def paper_latency(family: str, nfe: int) -> tuple[float | None, float | None]:
 
 
 def markdown(rows: list[dict], skipped: list[str]) -> str:
-    head = ("| model | NFE | dtype | TF32 | compile | graph | uncached s (IQR) | L2C s (IQR) | speedup | MACs speedup | "
+    head = ("| model | NFE | dtype | weights | TF32 | compile | graph | uncached s (IQR) | L2C s (IQR) | speedup | MACs speedup | "
             "efficiency | paper A5000 s | peak MiB uncached / L2C | cache MiB | host syncs |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -108,7 +113,7 @@ def markdown(rows: list[dict], skipped: list[str]) -> str:
         paper = f"{base} -> {l2c}" if base else "-"
         peak = f"{r['peak_uncached_mb']:.0f} / {r['peak_cached_mb']:.0f}" if r["peak_uncached_mb"] else "-"
         lines.append(
-            f"| {r['arch']} | {r['nfe']} | {r['dtype']} | {r['tf32']} | {r['compile']} | {r['cuda_graph']} | "
+            f"| {r['arch']} | {r['nfe']} | {r['dtype']} | {r['weights_dtype']} | {r['tf32']} | {r['compile']} | {r['cuda_graph']} | "
             f"{r['uncached_ms'] / 1e3:.3f} ({r['uncached_iqr_ms'] / 1e3:.3f}) | "
             f"{r['cached_ms'] / 1e3:.3f} ({r['cached_iqr_ms'] / 1e3:.3f}) | {r['measured_speedup']:.3f} | "
             f"{r['macs_speedup']:.3f} | **{r['efficiency']:.3f}** | {paper} | {peak} | {r['cache_mb']:.0f} | "
@@ -165,12 +170,16 @@ def main(argv=None) -> list[dict]:
             skipped.append(f"{name} (budget)")
             continue
         bench_args = bench.parse_args(point.argv(args.smoke, repeats))
-        key = (bench_args.arch, tuple(bench_args.override))
-        if key not in models:  # one random model per architecture (building XL takes seconds)
+        # one random model per architecture and weight storage (a bf16 point casts its weights once,
+        # in place, and a float32 point needs them float32); built on the GPU, it takes a second
+        stored = "fp32" if bench_args.dtype == "fp32" or bench_args.recast_weights else bench_args.dtype
+        key = (bench_args.arch, tuple(bench_args.override), stored)
+        if key not in models:
             models.clear()  # free the other model's GPU memory first
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            models[key] = build_model(bench_args.arch, **dict(bench_args.override))
+            models[key] = build_model(bench_args.arch, device="cuda" if torch.cuda.is_available() else None,
+                                      **dict(bench_args.override))
         t0 = time.perf_counter()
         try:
             row = bench.run_bench(bench_args, model=models[key])

@@ -210,6 +210,10 @@ def prepare(cfg: DictConfig) -> Point:
         cache = build_cache(cfg)
         cache.coefficients = str(calibration)
         artifacts = {"calibration_file": calibration.name}
+    if (dtype := AUTOCAST[cfg.dtype]) is not None:  # after router learning and calibration (float32)
+        from .models.layers import cast_weights_
+
+        cast_weights_(model, dtype)  # autocast's values, without recasting every weight at every call
     if cache is not None:  # plan once (router read, calibration): never inside a timed call
         cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
     graphs = None
@@ -369,6 +373,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     from .caching.engine import realised_ratios
     from .metrics import cuda_event_timer, device_sync, measure
     from .metrics.macs import macs
+    from .models.layers import weights_dtype
 
     cfg, model, cache = point.cfg, point.model, point.cache
     if not torch.equal(part["index"], torch.arange(cfg.metrics.num_samples)):
@@ -430,6 +435,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "dtype": cfg.dtype,
         "tf32": tf32_enabled(point.device),
         "compile": bool(cfg.compile),
+        "weights_dtype": weights_dtype(model),  # linear/conv weights stored cast once (same values)
         "cuda_graph": bool(cfg.cuda_graph),
         "graph_captures": None if point.graphs is None else point.graphs.captures,
         "cpu_heap_retained": point.device.type == "cpu" and heap_retained(),

@@ -19,7 +19,7 @@ def test_bench_prints_every_column_at_toy_scale(capsys):
                 "efficiency", "peak_memory_mb", "cache_mb", "dtype", "tf32", "compile", "cuda_graph", "plain_loop_ms",
                 "harness_overhead", "page_faults_uncached", "page_faults_cached", "cpu_heap"):
         assert key in row, key
-    assert row["dtype"] == "bf16" and row["macs_speedup"] > 1 and row["efficiency"] > 0
+    assert row["dtype"] == row["weights_dtype"] == "bf16" and row["macs_speedup"] > 1 and row["efficiency"] > 0
     # FORA at interval 2 holds every branch of the toy DiT: 8 blocks x 2 branches x (2N=4, 64 tokens, 128) float32
     assert row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 4 or row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 2
 

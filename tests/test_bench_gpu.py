@@ -6,8 +6,10 @@ from l2c_bench.bench_gpu import POINTS, main, paper_latency
 
 
 def test_suite_writes_rows_table_and_router_cost(tmp_path):
-    rows = main(["--out", str(tmp_path), "--smoke", "--first", "2"])
-    assert [(r["arch"], r["nfe"], r["dtype"]) for r in rows] == [("DiT-toy", 20, "fp32"), ("DiT-toy", 20, "bf16")]
+    # bf16 first: its model stores bf16 weights, so the float32 point after it must get a float32 model
+    rows = main(["--out", str(tmp_path), "--smoke", "--select", "1,0"])
+    assert [(r["arch"], r["nfe"], r["dtype"], r["weights_dtype"]) for r in rows] == [
+        ("DiT-toy", 20, "bf16", "bf16"), ("DiT-toy", 20, "fp32", "fp32")]
     logged = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
     assert len(logged) == 4 and sum("router_iteration" in r for r in logged) == 2  # DiT and U-ViT iteration cost
     assert all(r["iteration_in_forwards"] > 1 for r in logged if "router_iteration" in r)
