@@ -48,7 +48,7 @@ from .records import flatten, read_row, run_id_for, write_row
 from .records.provenance import collect, now
 from .records.tracker import check_tracker, make_tracker
 from .sampling import CONVENTIONS, check_sampler
-from .sampling.graphs import SamplingGraphs, check_graphable
+from .sampling.graphs import RUNTIME_DECISIONS, SamplingGraphs, check_graphable
 from .shards import (
     Shard,
     from_environment,
@@ -189,7 +189,9 @@ def prepare(cfg: DictConfig) -> Point:
     sample_range(cfg.metrics.num_samples, cfg.metrics.batch_size, shard)  # an impossible split fails here
     device = init_distributed(cfg.device)  # torchrun: this rank's GPU
     set_tf32(device, bool(cfg.tf32))
-    if cfg.cuda_graph:  # device and sampler now, before loading or router learning
+    if cfg.cuda_graph:  # method, device and sampler now, before loading, router learning or calibration
+        if getattr(CACHE_METHODS.get(cfg.cache.name), "decides_at_run_time", False):  # TeaCache would calibrate first
+            raise RunConfigError(RUNTIME_DECISIONS)
         _check_graphable(cfg, sampler, device, None)
     if device.type == "cpu":
         retain_cpu_heap()  # a cache's regrowing heap would otherwise page-fault (devices.py)
@@ -210,12 +212,16 @@ def prepare(cfg: DictConfig) -> Point:
         cache = build_cache(cfg)
         cache.coefficients = str(calibration)
         artifacts = {"calibration_file": calibration.name}
-    if (dtype := AUTOCAST[cfg.dtype]) is not None:  # after router learning and calibration (float32)
-        from .models.layers import cast_weights_
-
-        cast_weights_(model, dtype)  # autocast's values, without recasting every weight at every call
     if cache is not None:  # plan once (router read, calibration): never inside a timed call
         cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
+    # Weights stored in autocast's dtype once: its values, without recasting every weight at every
+    # call. Only after everything that runs the model in float32 (router learning, TeaCache's
+    # calibration, the greedy heuristic's measurement inside the planning above); metrics.layer_error
+    # measures in float32 after sampling, so such a run keeps float32 weights.
+    if (dtype := AUTOCAST[cfg.dtype]) is not None and not cfg.metrics.layer_error:
+        from .models.layers import cast_weights_
+
+        cast_weights_(model, dtype)
     graphs = None
     if cfg.cuda_graph:  # a run-time policy shows in the plan
         _check_graphable(cfg, sampler, device, cache.checked_plan(model=model, sampler=sampler, nfe=cfg.steps)

@@ -50,6 +50,11 @@ def test_run_refuses_cuda_graph_on_cpu_as_a_config_error(tmp_path):
     cfg = compose_config(tmp_path, "cuda_graph=true", "device=cpu", "cache=fora")
     with pytest.raises(RunConfigError, match="cuda_graph needs a CUDA device"):
         prepare(cfg)
+    # a cache that decides at run time is refused first, before TeaCache's calibration samples anything
+    cfg = compose_config(tmp_path, "cuda_graph=true", "device=cpu", "cache=teacache")
+    with pytest.raises(RunConfigError, match="decides at run time"):
+        prepare(cfg)
+    assert not (tmp_path / "_calibration").exists()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")

@@ -320,6 +320,7 @@ class CacheMethod:
     """
 
     name = "base"
+    decides_at_run_time = False  # its plan carries a policy that reads the model's outputs on the host
 
     @property
     def plans_without_weights(self) -> bool:

@@ -23,6 +23,8 @@ import torch
 from ..models.layers import autocast_dtype
 
 GRAPHABLE_SAMPLERS = ("ddim", "dpm_solver2")
+RUNTIME_DECISIONS = ("cuda_graph cannot replay a cache that decides at run time (fbcache, teacache): "
+                     "its decisions are read on the host")
 
 
 def check_graphable(sampler: str, eta: float, plan, device: torch.device) -> None:
@@ -35,8 +37,7 @@ def check_graphable(sampler: str, eta: float, plan, device: torch.device) -> Non
     if eta != 0:
         raise ValueError(f"cuda_graph needs a deterministic loop: DDIM eta={eta} draws host noise per step")
     if plan is not None and plan.policy is not None:
-        raise ValueError("cuda_graph cannot replay a cache that decides at run time "
-                         "(fbcache, teacache): its decisions are read on the host")
+        raise ValueError(RUNTIME_DECISIONS)
 
 
 def plan_key(plan) -> tuple | None:

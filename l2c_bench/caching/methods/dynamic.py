@@ -96,6 +96,7 @@ def _threshold(value, default: float) -> float:
 class FBCache(CacheMethod):
     threshold: float | None = None  # None: 0.08 (ParaAttention's suggested range 0.05-0.1 for DiTs)
     name = "fbcache"
+    decides_at_run_time = True
 
     def __post_init__(self):
         _threshold(self.threshold, 0.08)
@@ -111,6 +112,7 @@ class TeaCache(CacheMethod):
     threshold: float | None = None  # None: 0.1 (TeaCache's "slow" setting for DiT-like models)
     coefficients: str | list | None = "auto"  # auto: the calibration artifact; a file; or a list
     name = "teacache"
+    decides_at_run_time = True
 
     def __post_init__(self):
         _threshold(self.threshold, 0.1)
