@@ -258,6 +258,8 @@ def test_weights_cast_once_give_autocasts_samples_bit_for_bit(arch, sampler, gui
         assert WeightCasts.count >= len(layers)  # the float32 model recasts every weight per forward
     with pytest.raises(RuntimeError, match="under torch.autocast"):
         stored(x, t, y)  # float32 activations against bf16 weights: a clear error, not a matmul's
+    with pytest.raises(RuntimeError, match="under torch.autocast"):
+        stored(x=x, t=t, y=y)
     with pytest.raises(ValueError, match="float32 model"):
         cast_weights_(stored, torch.float16)  # a second rounding would differ from autocast's
     with pytest.raises(ValueError, match="bfloat16 or float16"):

@@ -52,7 +52,7 @@ def cast_weights_(model: nn.Module, dtype: torch.dtype) -> int:
             weight.data = weight.data.to(dtype)  # the same Parameter: state-dict keys and hooks unchanged
             freed += weight.numel() * (4 - weight.element_size())
     model.weights_dtype = dtype
-    model.register_forward_pre_hook(_require_autocast(dtype))
+    model.register_forward_pre_hook(_require_autocast(dtype), with_kwargs=True)
     return freed
 
 
@@ -63,8 +63,9 @@ def weights_dtype(model: nn.Module) -> str:
 
 
 def _require_autocast(dtype: torch.dtype):
-    def check(module: nn.Module, args) -> None:
-        device_type = args[0].device.type
+    def check(module: nn.Module, args, kwargs) -> None:
+        x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+        device_type = x.device.type
         if autocast_dtype(device_type) != dtype:
             raise RuntimeError(f"{type(module).__name__} stores its linear/conv weights in {dtype} "
                                f"(cast_weights_): call it under torch.autocast({device_type!r}, dtype={dtype})")
