@@ -62,3 +62,50 @@ def test_wrong_type_fails_naming_key_and_value():
 def test_unknown_group_option_lists_the_valid_ones():
     with pytest.raises(ConfigCompositionException, match="(?s)sampler.*ddim.*dpm_solver2"):
         compose_config("sampler=euler")
+
+
+@pytest.mark.parametrize("overrides,lam,lr", [
+    (["steps=20"], 5e-6, 1e-3), (["steps=50"], 1e-6, 1e-3), (["steps=10"], 1e-6, 1e-3),
+    (["steps=50", "+model.overrides.input_size=64"], 5e-6, 1e-3),  # 512 px
+    (["steps=20", "model.arch=DiT-L/2"], 5e-6, 1e-2), (["steps=50", "model.arch=DiT-L/2"], 1e-6, 1e-3),
+    (["steps=30"], 5e-6, 1e-3),  # not in Table 8: the NFE-20 values
+    (["steps=50", "router.lam=3e-6", "router.lr=0.01"], 3e-6, 1e-2),  # an override wins
+])
+def test_paper_dit_router_recipe_follows_table_8(overrides, lam, lr):
+    cfg = compose_config("scale=paper", "model=dit", *overrides)
+    assert (cfg.router.lam, cfg.router.lr) == (lam, lr)
+    uvit = compose_config("scale=paper", "model=uvit", *overrides[:1])
+    assert (uvit.router.lam, uvit.router.lr) == (0.1, 1e-3)  # U-ViT-H/2: the same at NFE 20 and 50
+
+
+def readme_commands():
+    """Every `l2c_bench.run` / `train_router` command in the README's bash blocks, as override lists
+    (a sweep's first value, `...` placeholders and comments dropped)."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            match = re.search(r"-m l2c_bench\.(run|train_router)\b(.*)", line)
+            if match:
+                words = shlex.split(match.group(2).split("#")[0])
+                commands.append([_first_value(w) for w in words if w != "-m" and "..." not in w])
+    return commands
+
+
+def _first_value(override: str) -> str:
+    key, _, value = override.partition("=")
+    if value.startswith("range("):
+        return f"{key}=0"
+    return f"{key}={value.split(',')[0]}" if "," in value and not value.startswith(("[", "{")) else override
+
+
+def test_every_readme_command_composes():
+    commands = readme_commands()
+    assert len(commands) >= 8  # the set-up command, paper runs, router learning, SLURM, shards
+    for overrides in commands:
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        assert cfg.steps in (10, 20, 50), overrides

@@ -206,6 +206,9 @@ def test_paper_scale_missing_router_fails_before_compute_printing_the_command(tm
     assert name_for(config(tmp_path, *overrides), "ddim") == name_for(cfg, "ddim")  # the command trains that very router
     row = run_point(config(tmp_path, "scale=paper", "model=dit", f"model.checkpoint={ckpt}"))
     assert row["status"] == "failed" and "train_router" in row["error"]
+    # at NFE 50 the recipe is Table 8's (lam 1e-6), and the command and the router's name say so
+    cfg50 = config(tmp_path, "scale=paper", "model=dit", f"model.checkpoint={ckpt}", "steps=50")
+    assert "router.lam=1e-06" in training_command(cfg50, "ddim") and "-lam1e-06-" in name_for(cfg50, "ddim")
 
 
 def test_bad_inputs_fail_clearly(tmp_path, toy_models):
