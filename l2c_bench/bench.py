@@ -56,16 +56,17 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     if model is None:
         model = build_model(args.arch, **dict(args.override))
     model = model.to(device).eval().requires_grad_(False)
+    params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
+    if args.cache == "fora":
+        params = {"interval": args.interval}
+    params.update(dict(args.param))  # any method's own parameters, e.g. --param order=2
+    # planned first: the greedy heuristic measures branch changes with the float32 model
+    cache = _Keeping.of(make_cache(args.cache, **params), model=model, sampler=args.sampler, nfe=args.nfe)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     if dtype is not None and not args.recast_weights:
         cast_weights_(model, dtype)  # as `run` does: the same values, no per-call weight casts
     if args.compile:
         compile_branches(model)  # compiled during the warm-up calls below
-    params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
-    if args.cache == "fora":
-        params = {"interval": args.interval}
-    params.update(dict(args.param))  # any method's own parameters, e.g. --param order=2
-    cache = _Keeping.of(make_cache(args.cache, **params), model=model, sampler=args.sampler, nfe=args.nfe)
     common = dict(labels=[i % model.num_classes for i in range(args.batch)], seeds=list(range(args.batch)),
                   steps=args.nfe, sampler=args.sampler, guidance_scale=args.guidance)
 

@@ -67,7 +67,8 @@ class Point:
                 *(["--overhead"] if self.overhead else []), *self.extra]
 
 
-# Grouped by model (one build each); a point that compiles gets its model rebuilt afterwards.
+# Grouped by model; a model is rebuilt (on the GPU, about a second) when the weight storage changes
+# (bf16 points store bf16 weights) and after a point that compiles it in place.
 POINTS = [
     Point("dit", 20, extra=("--profile",)), Point("dit", 20, "bf16", overhead=True, extra=("--profile",)), Point("dit", 50), Point("dit", 50, "bf16"),
     Point("dit", 20, tf32=True),

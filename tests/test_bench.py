@@ -24,6 +24,13 @@ def test_bench_prints_every_column_at_toy_scale(capsys):
     assert row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 4 or row["cache_mb"] * 2**20 == 16 * 4 * 64 * 128 * 2
 
 
+def test_bench_plans_with_float32_weights_then_stores_them_in_bf16():
+    """The greedy heuristic runs the float32 model while planning; the timed calls use bf16 weights."""
+    row = main(["--arch", "DiT-toy", "--sampler", "ddim", "--nfe", "4", "--cache", "heuristic", "--param",
+                "strategy=greedy", "--batch", "1", "--repeats", "1", "--warmup", "0", "--dtype", "bf16", "--json"])
+    assert row["weights_dtype"] == "bf16" and row["cached_ratio"] > 0 and row["macs_speedup"] > 1
+
+
 def test_bench_decomposes_the_time_into_always_run_work_and_branch_kinds():
     row = main(["--arch", "DiT-toy", "--sampler", "ddim", "--nfe", "6", "--cache", "fora", "--interval", "3",
                 "--batch", "1", "--repeats", "1", "--warmup", "0", "--decompose", "--json"])
