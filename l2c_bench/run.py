@@ -168,6 +168,7 @@ class Point:
     features: object | None = None  # the feature network (metrics.features); None: no quality metrics
     model_sha256: str | None = None  # the weights' content hash (None: random weights)
     graphs: SamplingGraphs | None = None  # cuda_graph=true: the captured sampling loops
+    branch_change: list | None = None  # metrics.layer_error: (nfe, blocks, 2), measured in prepare()
 
     def sample(self, cache=None, **kwargs):
         """`generate` under the configured numerics (autocast for bf16/fp16, CUDA graphs)."""
@@ -214,11 +215,15 @@ def prepare(cfg: DictConfig) -> Point:
         artifacts = {"calibration_file": calibration.name}
     if cache is not None:  # plan once (router read, calibration): never inside a timed call
         cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
+    change = None
+    if cfg.metrics.layer_error:  # paper Fig. 3: mean ||f(h_n) - f(h_n-1)||^2 per evaluation, block, branch
+        from .caching.methods.heuristic import branch_change
+
+        change = branch_change(model, sampler, cfg.steps).tolist()  # float32, as it always was
     # Weights stored in autocast's dtype once: its values, without recasting every weight at every
     # call. Only after everything that runs the model in float32 (router learning, TeaCache's
-    # calibration, the greedy heuristic's measurement inside the planning above); metrics.layer_error
-    # measures in float32 after sampling, so such a run keeps float32 weights.
-    if (dtype := AUTOCAST[cfg.dtype]) is not None and not cfg.metrics.layer_error:
+    # calibration, the greedy heuristic's measurement inside the planning above, layer_error).
+    if (dtype := AUTOCAST[cfg.dtype]) is not None:
         from .models.layers import cast_weights_
 
         cast_weights_(model, dtype)
@@ -233,7 +238,7 @@ def prepare(cfg: DictConfig) -> Point:
 
         features = feature_net(cfg.scale.features, device, cfg.metrics.fid_mode)  # no Inception file: error here
         model_sha256 = file_sha256(checkpoint_path(cfg))
-    return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256, graphs)
+    return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256, graphs, change)
 
 
 def _check_graphable(cfg: DictConfig, sampler: str, device: torch.device, plan) -> None:
@@ -456,10 +461,8 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
                         "dynamic": dynamic}, tmp)
         metrics["schedule_file"] = "schedule.pt"
     metrics.update(quality_metrics(point, part))
-    if cfg.metrics.layer_error:  # paper Fig. 3: mean ||f(h_n) - f(h_n-1)||^2 per evaluation, block, branch
-        from .caching.methods.heuristic import branch_change
-
-        metrics["branch_change"] = branch_change(model, point.sampler, cfg.steps).tolist()
+    if point.branch_change is not None:
+        metrics["branch_change"] = point.branch_change
     return metrics
 
 

@@ -150,13 +150,12 @@ def test_bf16_autocast_run_is_recorded_and_close_to_fp32(tmp_path):
     # caching error measured against an uncached reference in the same numerics: same order of magnitude
     assert 0.2 < bf16["metrics.paired_latent_mse"] / fp32["metrics.paired_latent_mse"] < 5
     # what runs the model in float32 still works under bf16: the greedy heuristic measures branch
-    # changes while planning (before the weights are cast), metrics.layer_error after sampling
-    # (so its run keeps float32 weights)
+    # changes while planning, metrics.layer_error in prepare(), both before the weights are cast
     greedy = run_point(config(tmp_path, *common[:1], "cache=heuristic", "cache.strategy=greedy", *common[2:],
                               "dtype=bf16"))
     layer_error = run_point(config(tmp_path, *common, "dtype=bf16", "metrics.layer_error=true"))
     assert greedy["status"] == layer_error["status"] == "ok", (greedy.get("error"), layer_error.get("error"))
-    assert (greedy["metrics.weights_dtype"], layer_error["metrics.weights_dtype"]) == ("bf16", "fp32")
+    assert greedy["metrics.weights_dtype"] == layer_error["metrics.weights_dtype"] == "bf16"
     assert len(layer_error["metrics.branch_change"]) == 4
     bad = run_point(config(tmp_path, *common, "dtype=fp8"))
     assert bad["status"] == "failed" and "dtype='fp8'" in bad["error"]
