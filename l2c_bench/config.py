@@ -159,7 +159,8 @@ class Config:
 
 # Paper Table 8: the router-learning lambda and learning rate of every DiT setting the paper
 # trained, by (arch, image side in px, NFE). `conf/router/dit_paper.yaml` reads them through the
-# `l2c_table8` resolver; a setting the table lacks gets its NFE-20 values (the official README's).
+# `l2c_table8` resolver; a setting the table lacks gets that model and resolution's NFE-20 values,
+# else DiT-XL/2 256's (the official README's).
 TABLE8_DIT = {
     ("DiT-XL/2", 256, 50): (1e-6, 1e-3), ("DiT-XL/2", 256, 20): (5e-6, 1e-3), ("DiT-XL/2", 256, 10): (1e-6, 1e-3),
     ("DiT-XL/2", 512, 50): (5e-6, 1e-3),
@@ -169,8 +170,8 @@ TABLE8_DIT = {
 
 def table8(field: str, arch: str, nfe: int, latent_size: int) -> float:
     """`lam` or `lr` of Table 8 for a DiT setting (latent side x 8 = image side)."""
-    default = TABLE8_DIT[("DiT-XL/2", 256, 20)]
-    lam, lr = TABLE8_DIT.get((str(arch), 8 * int(latent_size), int(nfe)), default)
+    setting = (str(arch), 8 * int(latent_size))
+    lam, lr = TABLE8_DIT.get((*setting, int(nfe))) or TABLE8_DIT.get((*setting, 20)) or TABLE8_DIT[("DiT-XL/2", 256, 20)]
     return {"lam": lam, "lr": lr}[field]
 
 

@@ -4,6 +4,7 @@ import pytest
 from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from l2c_bench.config import register_configs
@@ -69,6 +70,7 @@ def test_unknown_group_option_lists_the_valid_ones():
     (["steps=50", "+model.overrides.input_size=64"], 5e-6, 1e-3),  # 512 px
     (["steps=20", "model.arch=DiT-L/2"], 5e-6, 1e-2), (["steps=50", "model.arch=DiT-L/2"], 1e-6, 1e-3),
     (["steps=30"], 5e-6, 1e-3),  # not in Table 8: the NFE-20 values
+    (["steps=10", "model.arch=DiT-L/2"], 5e-6, 1e-2),  # ... of that model
     (["steps=50", "router.lam=3e-6", "router.lr=0.01"], 3e-6, 1e-2),  # an override wins
 ])
 def test_paper_dit_router_recipe_follows_table_8(overrides, lam, lr):
@@ -76,6 +78,17 @@ def test_paper_dit_router_recipe_follows_table_8(overrides, lam, lr):
     assert (cfg.router.lam, cfg.router.lr) == (lam, lr)
     uvit = compose_config("scale=paper", "model=uvit", *overrides[:1])
     assert (uvit.router.lam, uvit.router.lr) == (0.1, 1e-3)  # U-ViT-H/2: the same at NFE 20 and 50
+
+
+def test_table_8_in_code_is_the_papers_table():
+    import csv
+
+    from l2c_bench.config import TABLE8_DIT
+
+    with open(ROOT / "analysis" / "paper_numbers" / "table8_hyperparams.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["model"].startswith("DiT")]
+    assert {(r["model"], int(r["resolution"]), int(r["nfe"])): (float(r["lambda"]), float(r["router_lr"]))
+            for r in rows} == TABLE8_DIT
 
 
 def readme_commands():
@@ -109,3 +122,5 @@ def test_every_readme_command_composes():
         with initialize_config_dir(config_dir=CONF, version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
         assert cfg.steps in (10, 20, 50), overrides
+        resolved = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+        assert resolved["router"]["lam"] >= 0 and resolved["router"]["lr"] > 0, overrides  # interpolations resolve
