@@ -264,3 +264,27 @@ def test_weights_cast_once_give_autocasts_samples_bit_for_bit(arch, sampler, gui
         cast_weights_(stored, torch.float16)  # a second rounding would differ from autocast's
     with pytest.raises(ValueError, match="bfloat16 or float16"):
         cast_weights_(copy.deepcopy(model), torch.float32)
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("arch,sampler,guidance", [("DiT-toy", "ddim", 1.5), ("U-ViT-toy", "dpm_solver2", 0.4)])
+def test_weights_cast_once_are_bit_for_bit_on_cuda(arch, sampler, guidance, dtype):
+    """The CUDA kernels too (cuBLAS, cuDNN's conv) give autocast's samples with stored weights."""
+    import copy
+
+    from l2c_bench import generate
+    from l2c_bench.caching import make_cache
+    from l2c_bench.models.layers import cast_weights_
+
+    torch.manual_seed(0)
+    model = build_model(arch, device="cuda").eval().requires_grad_(False)
+    for param in model.parameters():
+        param.normal_(0, 0.05)
+    stored = copy.deepcopy(model)
+    cast_weights_(stored, dtype)
+    common = dict(labels=[1, 2, 3], seeds=[0, 1, 2], steps=4, sampler=sampler, guidance_scale=guidance)
+    with torch.autocast("cuda", dtype=dtype):
+        for cache in (None, make_cache("fora", interval=2)):
+            assert torch.equal(generate(stored, cache=cache, **common).latents,
+                               generate(model, cache=cache, **common).latents)
