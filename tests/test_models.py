@@ -138,7 +138,7 @@ def test_rowwise_linear_rows_do_not_depend_on_the_batch(dtype, device):
     assert len(x) > ROWWISE_CHUNK
     with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         full = rowwise_linear(linear, x)
-        for rows in (slice(0, 1), slice(0, 5), slice(17, 18), slice(3, 20)):
+        for rows in (slice(0, 1), slice(0, 5), slice(17, 18), slice(3, 20), slice(0, 16), slice(4, 20)):  # 16: unpadded
             assert torch.equal(rowwise_linear(linear, x[rows]), full[rows])
     assert full.dtype == torch.float32
     assert (full - linear(x)).abs().max() < (0.05 if dtype else 1e-4)
@@ -288,3 +288,24 @@ def test_weights_cast_once_are_bit_for_bit_on_cuda(arch, sampler, guidance, dtyp
         for cache in (None, make_cache("fora", interval=2)):
             assert torch.equal(generate(stored, cache=cache, **common).latents,
                                generate(model, cache=cache, **common).latents)
+
+
+def test_dit_computes_the_adaln_input_once_per_evaluation():
+    """SiLU(c) (and its autocast cast) once per forward, not once per block: two SiLUs in all (the
+    timestep MLP's and the adaLN input), whatever the depth."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Silus(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Silus.count += func is torch.ops.aten.silu.default
+            return func(*args, **(kwargs or {}))
+
+    for depth in (2, 6):
+        model = build_model("DiT-toy", depth=depth).eval()
+        x, t, y = torch.randn(2, 3, 32, 32), torch.tensor([10.0, 900.0]), torch.tensor([1, 10])
+        Silus.count = 0
+        with torch.no_grad(), Silus():
+            model(x, t, y)
+        assert Silus.count == 2, depth
