@@ -249,9 +249,9 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
-    def _run_blocks(self, h, c, runner, start: int, end: int):
+    def _run_blocks(self, h, c_act, runner, start: int, end: int):
         for index in range(start, end):
-            h = self.blocks[index](h, c, runner, index)
+            h = self.blocks[index](h, c_act, runner, index)
         return h
 
     def probe(self, kind: str, blocks_in, span_in, c_act) -> torch.Tensor:
@@ -268,17 +268,18 @@ class DiT(nn.Module):
 
     def forward(self, x, t, y, runner: BranchRunner | None = None):
         h = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = (H/p)*(W/p)
-        c = adaln_input(self.t_embedder(t) + self.y_embedder(y))  # SiLU(conditioning) (N, D), as every adaLN takes it
+        # SiLU of the conditioning (N, D), computed once: the input of every adaLN product
+        c_act = adaln_input(self.t_embedder(t) + self.y_embedder(y))
         span = getattr(runner, "span", None)
         if span is None:
-            h = self._run_blocks(h, c, runner, 0, len(self.blocks))
+            h = self._run_blocks(h, c_act, runner, 0, len(self.blocks))
         else:  # block-level caching: the span runs (or is reused) as one unit
             start, end = span
             blocks_in = h
-            h = self._run_blocks(h, c, runner, 0, start)
+            h = self._run_blocks(h, c_act, runner, 0, start)
             span_in = h
-            h, _ = runner.run_span(h, lambda x: (self._run_blocks(x, c, runner, start, end), None),
-                                   probe=lambda kind: self.probe(kind, blocks_in, span_in, c))
-            h = self._run_blocks(h, c, runner, end, len(self.blocks))
-        h = self.final_layer(h, c)  # (N, T, p*p*C_out)
+            h, _ = runner.run_span(h, lambda x: (self._run_blocks(x, c_act, runner, start, end), None),
+                                   probe=lambda kind: self.probe(kind, blocks_in, span_in, c_act))
+            h = self._run_blocks(h, c_act, runner, end, len(self.blocks))
+        h = self.final_layer(h, c_act)  # (N, T, p*p*C_out)
         return unpatchify(h, self.out_channels, self.patch_size)  # (N, C_out, H, W)
