@@ -115,8 +115,15 @@ def test_speed_quality_and_threshold_plots(tmp_path):
     assert left.get_ylabel().startswith("FID")
     labels = {t.get_text() for t in left.get_legend().get_texts()}
     assert {"DDIM (step reduction)", "L2C", "Heuristic (bottom)", "Pareto front", "uncached, NFE 20"} <= labels
-    # the same method keeps its colour in every plot
-    assert pareto.colour("L2C") == pareto.colour("L2C") != pareto.colour("Heuristic (bottom)")
+    # the same method keeps its colour in every plot, whichever other series share it
+    fewer = pareto.figure4(points[(points.nfe <= 20) & (points.series != "Heuristic (bottom)")], title="t", base_nfe=20)
+
+    def line_colours(figure, label):
+        return [tuple(line.get_color()) for ax in figure.axes for line in ax.get_lines() if line.get_label() == label]
+
+    l2c = line_colours(fig, "L2C") + line_colours(fewer, "L2C")
+    assert len(l2c) == 4 and set(l2c) == {tuple(pareto.colour("L2C"))}
+    assert set(line_colours(fig, "Heuristic (bottom)")) == {tuple(pareto.colour("Heuristic (bottom)"))} != {l2c[0]}
 
 
 def test_router_heatmaps_for_official_and_learned_routers(tmp_path):

@@ -15,7 +15,7 @@ from l2c_bench.caching import (
     save_router,
 )
 from l2c_bench.caching.methods.l2c import l2c_plan
-from l2c_bench.metrics.macs import macs
+from l2c_bench.metrics.macs import branch_macs, macs
 from l2c_bench.models import build_model
 from l2c_bench.models.layers import run_branch
 
@@ -100,16 +100,27 @@ def test_caches_reset_between_batches():
 
 
 def test_cache_reuse_in_a_real_model_matches_a_manual_reuse():
-    """Under fora(2) evaluation 1's branch outputs equal evaluation 0's exactly (pre-gate)."""
+    """Under fora(2) evaluation 1 reuses evaluation 0's branch outputs exactly (pre-gate): block 3's
+    output at evaluation 1 is its input plus this evaluation's gates times evaluation 0's outputs."""
+    from l2c_bench.models.dit import gated_residual, rowwise_linear
+
     model = perturbed("DiT-toy")
-    seen = []
-    original = model.blocks[3].attn_branch
-    model.blocks[3].attn_branch = lambda *a: seen.append(original(*a)) or seen[-1]
-    outputs = []
-    model.blocks[3].register_forward_hook(lambda m, a, out: outputs.append(out))
-    generate(model, labels=[1], seeds=[0], steps=3, sampler="ddim", guidance_scale=1.5,
-             cache=make_cache("fora", interval=2))
-    assert len(seen) == 2  # computed at evaluations 0 and 2 only
+    block = model.blocks[3]
+    computed = {"attn": [], "mlp": []}
+    for kind in computed:
+        original = getattr(block, f"{kind}_branch")
+        setattr(block, f"{kind}_branch", lambda *a, f=original, k=kind: computed[k].append(f(*a)) or computed[k][-1])
+    calls = []  # (x, c_act, output) of block 3 at each evaluation
+    block.register_forward_hook(lambda m, args, out: calls.append((args[0], args[1], out)))
+    with torch.no_grad():
+        generate(model, labels=[1], seeds=[0], steps=3, sampler="ddim", guidance_scale=1.5,
+                 cache=make_cache("fora", interval=2))
+    assert len(computed["attn"]) == len(computed["mlp"]) == 2 and len(calls) == 3  # evaluations 0 and 2 compute
+    x, c_act, out = calls[1]
+    _, _, gate_msa, _, _, gate_mlp = rowwise_linear(block.adaLN_modulation[1], c_act).chunk(6, dim=1)
+    by_hand = gated_residual(gated_residual(x, gate_msa, computed["attn"][0]), gate_mlp, computed["mlp"][0])
+    assert torch.equal(out, by_hand)
+    assert not torch.equal(gate_msa, rowwise_linear(block.adaLN_modulation[1], calls[0][1]).chunk(6, dim=1)[2])
 
 
 # --- plans written out by hand ------------------------------------------------------------
@@ -170,16 +181,25 @@ def test_router_round_trip_through_our_format(tmp_path):
 
 # --- MACs ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch,file,sampler,nfe,threshold,uncached_t,l2c_t", [
-    ("DiT-XL/2", "DDIM20_router.pt", "ddim", 20, 0.1, 2.29, 1.78),
-    ("DiT-XL/2", "DDIM50_router.pt", "ddim", 50, 0.1, 5.72, 4.36),
-    ("U-ViT-H/2", "dpm50_router.pth", "dpm_solver2", 50, 0.9, 6.44, 3.79),
+@pytest.mark.parametrize("arch,file,sampler,nfe,threshold,uncached_t,l2c_t,l2c_rel", [
+    ("DiT-XL/2", "DDIM20_router.pt", "ddim", 20, 0.1, 2.29, 1.78, 0.01),
+    ("DiT-XL/2", "DDIM50_router.pt", "ddim", 50, 0.1, 5.72, 4.36, 0.01),
+    ("U-ViT-H/2", "dpm50_router.pth", "dpm_solver2", 50, 0.9, 6.44, 3.79, 0.01),
+    # Table 2 prints 1.92 T; ours is 1.879 T (-2.1%), although the plan reuses exactly Table 4's
+    # 333 branches and the uncached count matches (2.575 vs 2.58 T): a known deviation in the
+    # paper's figure, checked below against the count from the reused branches themselves
+    ("U-ViT-H/2", "dpm20_router.pth", "dpm_solver2", 20, 0.9, 2.58, 1.92, 0.025),
 ])
-def test_macs_reproduce_paper_tables_1_and_2(arch, file, sampler, nfe, threshold, uncached_t, l2c_t):
+def test_macs_reproduce_paper_tables_1_and_2(arch, file, sampler, nfe, threshold, uncached_t, l2c_t, l2c_rel):
     model = build_model(arch, device="meta")
     plan = make_cache("l2c", router=str(ROUTERS / file), threshold=threshold).plan(model=model, sampler=sampler, nfe=nfe)
-    assert macs(model, None, nfe=nfe) / 1e12 == pytest.approx(uncached_t, rel=0.01)
-    assert macs(model, plan.mask()) / 1e12 == pytest.approx(l2c_t, rel=0.01)
+    uncached, cached = macs(model, None, nfe=nfe), macs(model, plan.mask())
+    assert uncached / 1e12 == pytest.approx(uncached_t, rel=0.01)
+    assert cached / 1e12 == pytest.approx(l2c_t, rel=l2c_rel)
+    # the cached count is the uncached one minus each reused branch's own MACs
+    branches = torch.tensor(branch_macs(model).branch, dtype=torch.float64)  # (blocks, 2)
+    reused = (~plan.mask().bool()).double()  # (nfe, blocks, 2)
+    assert cached == pytest.approx(uncached - (reused * branches).sum().item(), rel=1e-9)
     assert macs(model, None, nfe=1, count="all") > macs(model, None, nfe=1)
 
 

@@ -23,20 +23,35 @@ def test_round_trip_plain_and_wrapped(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(dst.state_dict().values(), state.values(), strict=True))
 
 
-def test_training_checkpoint_with_argparse_namespace_loads_weights_only(tmp_path):
+def test_training_checkpoint_with_argparse_namespace_loads_the_ema_weights(tmp_path):
+    """A DiT training checkpoint (model, ema, args as an argparse Namespace) loads under
+    weights_only, and the EMA weights are the ones used (DiT's sampling convention)."""
     import argparse
 
-    state = small_dit().state_dict()
-    torch.save({"model": state, "ema": state, "args": argparse.Namespace(lr=1e-4)}, tmp_path / "c.pt")
-    load_checkpoint(small_dit(), tmp_path / "c.pt")
+    torch.manual_seed(0)
+    model, ema = small_dit(), small_dit()
+    for p in [*model.parameters(), *ema.parameters()]:
+        p.data.normal_()
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "args": argparse.Namespace(lr=1e-4)},
+               tmp_path / "c.pt")
+    loaded = load_checkpoint(small_dit(), tmp_path / "c.pt")
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value, ema.state_dict()[name]), name
+    assert not torch.equal(loaded.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
 
 
 def test_fp16_storage_loads_into_fp32(tmp_path):
+    torch.manual_seed(0)
     src = small_dit()
+    for p in src.parameters():
+        p.data.normal_()
     save_checkpoint(src, tmp_path / "half.pt", half=True)
+    stored = torch.load(tmp_path / "half.pt", weights_only=True)  # a plain state dict, as the official files
+    assert {v.dtype for v in stored.values()} == {torch.float16}
     dst = load_checkpoint(small_dit(), tmp_path / "half.pt")
-    assert dst.pos_embed.dtype == torch.float32
-    assert torch.allclose(dst.pos_embed, src.pos_embed, atol=1e-3)
+    for name, value in dst.state_dict().items():  # float32 again, each value the float16 rounding of src's
+        assert value.dtype == torch.float32, name
+        assert torch.equal(value, src.state_dict()[name].half().float()), name
 
 
 def test_wrong_key_and_wrong_shape_are_listed(tmp_path):

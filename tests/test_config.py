@@ -24,9 +24,16 @@ def group_options(group):
 
 @pytest.mark.parametrize("group", ["model", "scale", "sampler", "cache", "metrics", "tracker"])
 def test_every_option_of_every_group_composes(group):
+    """Each option composes and is the one selected (its own name, or the model's family)."""
     for option in group_options(group):
         cfg = compose_config(f"{group}={option}")
         assert cfg.steps == 20 and cfg.results_dir == "results"
+        if group == "model":
+            assert cfg.model.family == option
+        elif group == "metrics":
+            assert option == "default" and cfg.metrics.num_samples > 0
+        else:
+            assert cfg[group].name == (None if (group, option) == ("sampler", "default") else option), option
 
 
 @pytest.mark.parametrize("model,scale,arch", [("dit", "toy", "DiT-toy"), ("uvit", "toy", "U-ViT-toy"),

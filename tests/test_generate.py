@@ -40,22 +40,48 @@ def test_initial_noise_is_the_documented_per_seed_draw():
     assert torch.equal(seen[0], expected)
 
 
-def test_dit_guidance_touches_only_the_first_three_channels():
-    model = perturbed("DiT-toy")
-    base = dict(labels=[1], seeds=[3], steps=1, sampler="ddim")
-    x_none = generate(model, guidance_scale=1.0, guidance_channels=3, **base).latents
-    x_cfg = generate(model, guidance_scale=4.0, guidance_channels=2, **base).latents
-    assert not torch.allclose(x_none[:, :2], x_cfg[:, :2])
-    assert torch.equal(x_none[:, 2:], x_cfg[:, 2:])
+def test_dit_guidance_formula_on_the_first_three_eps_channels():
+    """DiT (SAMPLING.md): one batch of cond and null halves; uncond + w * (cond - uncond) on eps
+    channels 0-2, channel 3 and the learned variance from the conditional half."""
+    from l2c_bench.sampling.guidance import GuidedDenoiser
+
+    torch.manual_seed(0)
+    model = build_model("DiT-S/2", depth=1, input_size=4, num_classes=10).eval()  # 4 latent channels, 8 out
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    calls = []
+    model.register_forward_hook(lambda m, args, out: calls.append((args[2].clone(), out.clone())))
+    x, t = torch.randn(2, 4, 4, 4), torch.tensor([500, 500])
+    guided = GuidedDenoiser(model, torch.tensor([3, 7]), 4.0)(x, t)
+    (labels, out), = calls  # one forward of 2N rows
+    assert labels.tolist() == [3, 7, 10, 10]  # null class = num_classes
+    cond, uncond = out.chunk(2)
+    assert guided.shape == (2, 8, 4, 4)
+    assert torch.equal(guided[:, :3], uncond[:, :3] + 4.0 * (cond[:, :3] - uncond[:, :3]))
+    assert torch.equal(guided[:, 3:], cond[:, 3:])
+    assert not torch.allclose(guided[:, :3], cond[:, :3] + 4.0 * (cond[:, :3] - uncond[:, :3]))  # not U-ViT's
+    # generate(guidance_channels=...) reaches it: with 2, a one-step sample moves in channels 0-1 only
+    toy, base = perturbed("DiT-toy"), dict(labels=[1], seeds=[3], steps=1, sampler="ddim")
+    x_none = generate(toy, guidance_scale=1.0, **base).latents
+    x_cfg = generate(toy, guidance_scale=4.0, guidance_channels=2, **base).latents
+    assert not torch.allclose(x_none[:, :2], x_cfg[:, :2]) and torch.equal(x_none[:, 2:], x_cfg[:, 2:])
 
 
 def test_uvit_guidance_formula_with_two_passes():
+    """U-ViT: two passes (labels, then the null class); cond + s * (cond - uncond) on all channels."""
+    from l2c_bench.sampling.guidance import GuidedDenoiser
+
     model = perturbed("U-ViT-toy")
     calls = []
     model.register_forward_hook(lambda m, args, out: calls.append((args[2].clone(), out.clone())))
-    result = generate(model, labels=[2], seeds=[1], steps=1, sampler="dpm_solver_fast", guidance_scale=0.4)
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([400.0])
+    guided = GuidedDenoiser(model, torch.tensor([2]), 0.4)(x, t)
     (y_c, cond), (y_u, uncond) = calls
     assert y_c.tolist() == [2] and y_u.tolist() == [10]  # null class = num_classes
+    assert torch.equal(guided, cond + 0.4 * (cond - uncond))
+    calls.clear()
+    assert torch.equal(GuidedDenoiser(model, torch.tensor([2]), 0.0)(x, t), cond) and len(calls) == 1  # s = 0: one pass
+    result = generate(model, labels=[2], seeds=[1], steps=1, sampler="dpm_solver_fast", guidance_scale=0.4)
     assert result.guidance_convention.startswith("cond + s*(cond - uncond)")
 
 
@@ -81,3 +107,8 @@ def test_latent_model_decodes_through_the_vae():
     result = generate(model, labels=[1], seeds=[0], steps=2, sampler="ddim", guidance_scale=1.5,
                       decode=True, vae=vae)
     assert result.latents.shape == (1, 4, 4, 4) and result.images.shape == (1, 3, 32, 32)
+    # the images are the VAE's decoding of latents / 0.18215 (SAMPLING.md), clamped to [-1, 1]
+    with torch.no_grad():
+        expected = vae.decode(result.latents / 0.18215).sample.clamp(-1, 1)
+        unscaled = vae.decode(result.latents).sample.clamp(-1, 1)
+    assert torch.equal(result.images, expected) and not torch.allclose(result.images, unscaled)

@@ -111,7 +111,10 @@ def test_precision_recall_known_answers():
     inside = grid[:50] + np.array([0.5, 0.0])
     precision, recall = precision_recall(inside, grid, k=3)
     assert precision == 1.0
-    assert 0.4 < recall < 0.7  # the generated set covers only half the grid
+    # recall: real points inside some generated point's 3-NN ball. Generated rows y = 0..4 sit at
+    # x + 0.5 (3-NN radius 1, sqrt(2) at the corners (0.5, 4) and (9.5, 4)): all 50 real points of
+    # rows 0-4 (0.5 away), and of row 5 only (0, 5), (1, 5) and (9, 5) (1.118 from a corner): 53/100
+    assert recall == pytest.approx(0.53)
     far = grid + 100.0
     assert precision_recall(far, grid, k=3) == (0.0, 0.0)
 

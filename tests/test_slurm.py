@@ -48,10 +48,13 @@ def test_hard_killed_job_is_reported_and_leaves_no_row(slurm_cluster, tmp_path):
     time.sleep(3)
     subprocess.run(["scancel", "--signal=KILL", "--full", job], env=slurm_cluster, check=True)
     try:
-        proc.communicate(timeout=180)  # bounded: the sweep must notice the dead job
+        _, err = proc.communicate(timeout=180)  # bounded: the sweep must notice the dead job
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("the sweep hung on a hard-killed job")
+    # reported: the sweep fails, naming the job and its fate (submitit's UncompletedJobError)
+    assert proc.returncode != 0
+    assert "UncompletedJobError" in err and f"Job {job} " in err and "CANCELLED" in err, err[-2000:]
     assert not list(tmp_path.rglob("result.json"))
     assert not list(tmp_path.rglob("*.tmp"))
     done = sweep(slurm_cluster, tmp_path, *slow)  # the same point again
