@@ -262,3 +262,25 @@ def test_data_parallel_training_with_torchrun(tmp_path):
     # two ranks of 2 see exactly the global batch of 4 one process sees: the same router
     torch.testing.assert_close(load_router(stored[0]), load_router(single), rtol=0, atol=1e-5)
     assert not torch.equal(load_router(single), initial_logits(6, 8, 1.0, 0))
+
+
+def test_router_tradeoff_study_compares_at_equal_cached_ratio(tmp_path, capsys):
+    """The lambda study reuses the shipped toy router (no training) and scores every heuristic at
+    the router's own cached ratio, writing one CSV row per method."""
+    import csv
+
+    from l2c_bench.studies import router_tradeoff
+
+    out = tmp_path / "tradeoff.csv"
+    router_tradeoff.main(["--model", "dit", "--lams", "1e-4", "--samples", "4", "--results-dir", str(tmp_path),
+                          "--out", str(out)])
+    rows = list(csv.DictReader(out.open()))
+    assert [r["method"] for r in rows] == ["l2c", "heuristic-bottom", "heuristic-top", "heuristic-random",
+                                          "heuristic-greedy"]
+    assert not (tmp_path / "_routers").exists()  # the shipped router, found by key: nothing trained
+    l2c = float(rows[0]["cached_ratio"])
+    assert 0 < l2c < 1
+    for row in rows[1:]:  # the same share of branches in the same cache steps (to one branch)
+        assert abs(float(row["cached_ratio"]) - l2c) <= 1 / (2 * 8)
+        assert float(row["latent_mse"]) > 0 and float(row["psnr_db"]) > 0
+    assert "heuristic-greedy" in capsys.readouterr().out

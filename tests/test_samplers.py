@@ -65,6 +65,47 @@ def test_ddim_eta0_single_step_matches_closed_form():
     torch.testing.assert_close(out, (x - np.sqrt(1 - abar) * eps) / np.sqrt(abar), rtol=1e-5, atol=1e-5)
 
 
+def _steps_by_hand(eta: float | None, x: np.ndarray, eps: np.ndarray, seeds, steps=4):
+    """Respaced steps k = steps-1 .. 0 with a constant eps, in float64 from the spaced tables:
+    DDIM (Song et al., eq. 12) when eta is given, else DiT's ancestral step with 'fixed large'
+    variance (beta_k); the noise is each sample's own generator's draws; none at the last step."""
+    diffusion = SpacedDiffusion.create(steps)
+    abar, abar_prev = diffusion.alphas_cumprod, diffusion.alphas_cumprod_prev
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    for k in range(steps - 1, -1, -1):
+        a, ap = abar[k], abar_prev[k]
+        x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
+        if eta is not None:
+            sigma = eta * np.sqrt((1 - ap) / (1 - a)) * np.sqrt(1 - a / ap)
+            x = np.sqrt(ap) * x0 + np.sqrt(1 - ap - sigma**2) * eps
+        else:
+            beta = 1 - a / ap
+            x = beta * np.sqrt(ap) / (1 - a) * x0 + (1 - ap) * np.sqrt(1 - beta) / (1 - a) * x
+            sigma = np.sqrt(beta)  # 'fixed large' at k >= 1
+        if k > 0 and sigma > 0:
+            x = x + sigma * np.stack([torch.randn(x.shape[1:], generator=g).double().numpy() for g in generators])
+    return x
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.5, None])  # None: ancestral DDPM
+def test_stochastic_steps_match_the_closed_form(eta):
+    from l2c_bench.sampling.ddim import ddpm_sample
+
+    x = torch.randn(2, 3, 2, 2, generator=torch.Generator().manual_seed(4))
+    eps = torch.randn_like(x)
+    seeds = [11, 12]
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    diffusion = SpacedDiffusion.create(4)
+    if eta is None:
+        ours = ddpm_sample(lambda x_, t: eps, x, diffusion, generators=generators)
+    else:
+        ours = ddim_sample(lambda x_, t: eps, x, diffusion, eta=eta, generators=generators)
+    expected = _steps_by_hand(eta, x.double().numpy(), eps.double().numpy(), seeds)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-4, atol=1e-4)
+    deterministic = _steps_by_hand(0.0, x.double().numpy(), eps.double().numpy(), seeds)
+    assert np.abs(ours.numpy() - deterministic).max() > 1e-2  # the noise is really there
+
+
 def test_uvit_schedule_and_time_grid():
     np.testing.assert_allclose(sd_betas(), UVIT["betas_1000"], rtol=1e-12)
     abar = np.cumprod(1 - sd_betas())
