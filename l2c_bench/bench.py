@@ -35,7 +35,7 @@ from .metrics import cuda_event_timer, device_sync, measure
 from .metrics.macs import branch_macs, macs
 from .metrics.time_model import fit_time_model, reuse_mask
 from .models import build_model
-from .models.layers import cast_weights_, compile_branches, weights_dtype
+from .models.layers import AUTOCAST_DTYPES, cast_weights_, compile_branches, weights_dtype
 from .sampling.graphs import SamplingGraphs
 
 
@@ -62,8 +62,8 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     params.update(dict(args.param))  # any method's own parameters, e.g. --param order=2
     # planned first: the greedy heuristic measures branch changes with the float32 model
     cache = _Keeping.of(make_cache(args.cache, **params), model=model, sampler=args.sampler, nfe=args.nfe)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    if dtype is not None and not args.recast_weights:
+    dtype = AUTOCAST_DTYPES[args.dtype]
+    if weight_storage(args) != "fp32":
         cast_weights_(model, dtype)  # as `run` does: the same values, no per-call weight casts
     if args.compile:
         compile_branches(model)  # compiled during the warm-up calls below
@@ -126,6 +126,11 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
         **({"plain_loop_ms": timings["plain_loop"].median_s * 1e3,
             "harness_overhead": u.median_s / timings["plain_loop"].median_s} if args.overhead else {}),
     }
+
+
+def weight_storage(args) -> str:
+    """The dtype a benchmark stores the weights in: autocast's, unless float32 or --recast-weights."""
+    return "fp32" if args.dtype == "fp32" or args.recast_weights else args.dtype
 
 
 # the time model's plans (metrics/time_model.py): which branch kinds are reused after evaluation 0

@@ -173,8 +173,7 @@ def main(argv=None) -> list[dict]:
         bench_args = bench.parse_args(point.argv(args.smoke, repeats))
         # one random model per architecture and weight storage (a bf16 point casts its weights once,
         # in place, and a float32 point needs them float32); built on the GPU, it takes a second
-        stored = "fp32" if bench_args.dtype == "fp32" or bench_args.recast_weights else bench_args.dtype
-        key = (bench_args.arch, tuple(bench_args.override), stored)
+        key = (bench_args.arch, tuple(bench_args.override), bench.weight_storage(bench_args))
         if key not in models:
             models.clear()  # free the other model's GPU memory first
             if torch.cuda.is_available():

@@ -44,6 +44,7 @@ from .devices import (
 )
 from .loading import TOY_ASSETS, RunConfigError, checkpoint_path, file_sha256, load_model  # noqa: F401 (TOY_ASSETS re-exported)
 from .models import build_model
+from .models.layers import AUTOCAST_DTYPES, cast_weights_, weights_dtype
 from .records import flatten, read_row, run_id_for, write_row
 from .records.provenance import collect, now
 from .records.tracker import check_tracker, make_tracker
@@ -125,8 +126,8 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
         from .metrics.features import locate_reference
 
         locate_reference(cfg.metrics.reference, cfg.scale.features, cfg.metrics.fid_mode)  # before any sampling
-    if cfg.dtype not in AUTOCAST:
-        raise RunConfigError(f"dtype={cfg.dtype!r} is unknown; valid: {', '.join(AUTOCAST)}")
+    if cfg.dtype not in AUTOCAST_DTYPES:
+        raise RunConfigError(f"dtype={cfg.dtype!r} is unknown; valid: {', '.join(AUTOCAST_DTYPES)}")
     router = None
     if uses_router_store(cfg):
         from .caching.methods.pairing import l2c_cycle
@@ -150,9 +151,6 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     return sampler, cache
 
 
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 @dataclass
 class Point:
     """One benchmark point, ready to sample: model, planned cache, sampler settings, shard."""
@@ -172,7 +170,7 @@ class Point:
 
     def sample(self, cache=None, **kwargs):
         """`generate` under the configured numerics (autocast for bf16/fp16, CUDA graphs)."""
-        dtype = AUTOCAST[self.cfg.dtype]
+        dtype = AUTOCAST_DTYPES[self.cfg.dtype]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return generate(self.model, cache=cache, graphs=self.graphs, **kwargs)
 
@@ -223,9 +221,7 @@ def prepare(cfg: DictConfig) -> Point:
     # Weights stored in autocast's dtype once: its values, without recasting every weight at every
     # call. Only after everything that runs the model in float32 (router learning, TeaCache's
     # calibration, the greedy heuristic's measurement inside the planning above, layer_error).
-    if (dtype := AUTOCAST[cfg.dtype]) is not None:
-        from .models.layers import cast_weights_
-
+    if (dtype := AUTOCAST_DTYPES[cfg.dtype]) is not None:
         cast_weights_(model, dtype)
     graphs = None
     if cfg.cuda_graph:  # a run-time policy shows in the plan
@@ -384,7 +380,6 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     from .caching.engine import realised_ratios
     from .metrics import cuda_event_timer, device_sync, measure
     from .metrics.macs import macs
-    from .models.layers import weights_dtype
 
     cfg, model, cache = point.cfg, point.model, point.cache
     if not torch.equal(part["index"], torch.arange(cfg.metrics.num_samples)):

@@ -13,6 +13,10 @@ from torch import nn
 ATTN, MLP = 0, 1
 
 
+# The numerics a run or benchmark names (`dtype=...`): the dtype autocast computes in, None for float32.
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast computes in on this device type now; None when autocast is off."""
     if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
@@ -58,8 +62,8 @@ def cast_weights_(model: nn.Module, dtype: torch.dtype) -> int:
 
 def weights_dtype(model: nn.Module) -> str:
     """'fp32', or 'bf16'/'fp16' after `cast_weights_`: recorded beside each timing."""
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
-        getattr(model, "weights_dtype", torch.float32)]
+    stored = getattr(model, "weights_dtype", torch.float32)
+    return next(name for name, dtype in AUTOCAST_DTYPES.items() if (dtype or torch.float32) == stored)
 
 
 def _require_autocast(dtype: torch.dtype):
