@@ -206,6 +206,29 @@ def test_gated_residual_is_one_cuda_kernel_under_autocast():
     assert torch.equal(fused, torch.addcmul(x, gate.unsqueeze(1), out.float()))
 
 
+def _perturbed_pair(arch: str, device: str = "cpu"):
+    """A frozen toy model with random weights everywhere, and a copy of it (to cast)."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model(arch, device=device).eval().requires_grad_(False)
+    for param in model.parameters():  # DiT's adaLN-Zero init would make every block the identity
+        param.normal_(0, 0.05)
+    return model, copy.deepcopy(model)
+
+
+def _assert_same_samples(stored, model, sampler: str, guidance: float, device: str, dtype: torch.dtype):
+    """Uncached and FORA samples of the cast model equal the float32 model's under autocast."""
+    from l2c_bench import generate
+    from l2c_bench.caching import make_cache
+
+    common = dict(labels=[1, 2, 3], seeds=[0, 1, 2], steps=4, sampler=sampler, guidance_scale=guidance)
+    with torch.autocast(device, dtype=dtype):
+        for cache in (None, make_cache("fora", interval=2)):
+            assert torch.equal(generate(stored, cache=cache, **common).latents,
+                               generate(model, cache=cache, **common).latents)
+
+
 @pytest.mark.parametrize("arch,sampler,guidance", [("DiT-toy", "ddim", 1.5), ("U-ViT-toy", "dpm_solver2", 0.4)])
 def test_weights_cast_once_give_autocasts_samples_bit_for_bit(arch, sampler, guidance):
     """`cast_weights_`: the same bf16 samples (uncached and cached) as autocast recasting float32
@@ -214,15 +237,9 @@ def test_weights_cast_once_give_autocasts_samples_bit_for_bit(arch, sampler, gui
 
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from l2c_bench import generate
-    from l2c_bench.caching import make_cache
     from l2c_bench.models.layers import CAST_ONCE_LAYERS, cast_weights_, weights_dtype
 
-    torch.manual_seed(0)
-    model = build_model(arch).eval().requires_grad_(False)
-    for param in model.parameters():  # DiT's adaLN-Zero init would make every block the identity
-        param.normal_(0, 0.05)
-    stored = copy.deepcopy(model)
+    model, stored = _perturbed_pair(arch)
     layers = [m for m in model.modules() if isinstance(m, CAST_ONCE_LAYERS)]
     weight_bytes = sum(m.weight.numel() * 4 for m in layers)
     assert cast_weights_(stored, torch.bfloat16) == weight_bytes // 2
@@ -242,12 +259,8 @@ def test_weights_cast_once_give_autocasts_samples_bit_for_bit(arch, sampler, gui
             return func(*args, **(kwargs or {}))
 
     stored_layers = [m for m in stored.modules() if isinstance(m, CAST_ONCE_LAYERS)]
-    common = dict(labels=[1, 2, 3], seeds=[0, 1, 2], steps=4, sampler=sampler, guidance_scale=guidance)
+    _assert_same_samples(stored, model, sampler, guidance, "cpu", torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        for cache in (None, make_cache("fora", interval=2)):
-            expected = generate(model, cache=cache, **common).latents
-            got = generate(stored, cache=cache, **common).latents
-            assert torch.equal(got, expected)
         x = torch.randn(2, model.in_channels, model.input_size, model.input_size)
         t, y = torch.tensor([500.0, 20.0]), torch.tensor([1, 2])
         with WeightCasts():
@@ -271,23 +284,11 @@ def test_weights_cast_once_give_autocasts_samples_bit_for_bit(arch, sampler, gui
 @pytest.mark.parametrize("arch,sampler,guidance", [("DiT-toy", "ddim", 1.5), ("U-ViT-toy", "dpm_solver2", 0.4)])
 def test_weights_cast_once_are_bit_for_bit_on_cuda(arch, sampler, guidance, dtype):
     """The CUDA kernels too (cuBLAS, cuDNN's conv) give autocast's samples with stored weights."""
-    import copy
-
-    from l2c_bench import generate
-    from l2c_bench.caching import make_cache
     from l2c_bench.models.layers import cast_weights_
 
-    torch.manual_seed(0)
-    model = build_model(arch, device="cuda").eval().requires_grad_(False)
-    for param in model.parameters():
-        param.normal_(0, 0.05)
-    stored = copy.deepcopy(model)
+    model, stored = _perturbed_pair(arch, "cuda")
     cast_weights_(stored, dtype)
-    common = dict(labels=[1, 2, 3], seeds=[0, 1, 2], steps=4, sampler=sampler, guidance_scale=guidance)
-    with torch.autocast("cuda", dtype=dtype):
-        for cache in (None, make_cache("fora", interval=2)):
-            assert torch.equal(generate(stored, cache=cache, **common).latents,
-                               generate(model, cache=cache, **common).latents)
+    _assert_same_samples(stored, model, sampler, guidance, "cuda", dtype)
 
 
 def test_dit_computes_the_adaln_input_once_per_evaluation():
