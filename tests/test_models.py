@@ -310,3 +310,42 @@ def test_dit_computes_the_adaln_input_once_per_evaluation():
         with torch.no_grad(), Silus():
             model(x, t, y)
         assert Silus.count == 2, depth
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("arch,sampler,guidance", [("DiT-toy", "ddim", 1.5), ("U-ViT-toy", "dpm_solver2", 0.4)])
+def test_residual_stream_is_row_major_and_samples_match_the_official_layout(arch, sampler, guidance, dtype, device,
+                                                                           monkeypatch):
+    """The token stream every block and LayerNorm reads is row-major (N, T, D), so no LayerNorm
+    copies it first and every gated residual add is layout-matched; the samples are bit for bit
+    those of the official transposed-view tokens (uncached and cached)."""
+    from l2c_bench import generate
+    from l2c_bench.caching import make_cache
+    from l2c_bench.models.layers import PatchEmbed
+
+    model, _ = _perturbed_pair(arch, device)
+    read = []
+    for module in model.modules():
+        if module is not model and (hasattr(module, "mlp_branch") or isinstance(module, torch.nn.LayerNorm)):
+            module.register_forward_pre_hook(lambda m, args: read.append((type(m).__name__, args[0].is_contiguous())))
+    common = dict(labels=[1, 2, 3], seeds=[0, 1, 2], steps=4, sampler=sampler, guidance_scale=guidance)
+
+    def samples():
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return [generate(model, cache=cache, **common).latents for cache in (None, make_cache("fora", interval=2))]
+
+    ours = samples()
+    kinds = {name for name, _ in read}
+    assert {"LayerNorm"} < kinds and len(read) > 4 * model.num_blocks  # blocks and norms were read
+    assert all(contiguous for _, contiguous in read), [name for name, c in read if not c][:5]
+
+    tokens = PatchEmbed.forward
+    monkeypatch.setattr(PatchEmbed, "forward", lambda self, x: tokens(self, x).transpose(1, 2).contiguous()
+                        .transpose(1, 2))  # the official layout: token stride 1, channel stride T
+    read.clear()
+    official = samples()
+    if arch.startswith("DiT"):  # DiT's stream kept that layout (U-ViT's token concatenation copies it anyway)
+        assert not all(contiguous for _, contiguous in read)
+    for got, want in zip(ours, official, strict=True):
+        assert torch.equal(got, want)

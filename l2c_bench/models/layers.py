@@ -95,7 +95,16 @@ def run_branch(runner: BranchRunner | None, block_index: int, branch: int, fn: C
 
 
 class PatchEmbed(nn.Module):
-    """(N, C, H, W) -> (N, (H/p)*(W/p), D) with a strided conv (key `proj`)."""
+    """(N, C, H, W) -> (N, (H/p)*(W/p), D) row-major tokens, with a strided conv (key `proj`).
+
+    The conv's output read as tokens is a transposed view (token stride 1, channel stride T).
+    Returned as it is, as the official code does, DiT's `x + pos_embed` and every later
+    elementwise op on the residual stream inherit that layout: each LayerNorm then copies the
+    stream to row-major first, and each gated residual add reads the row-major branch output
+    across the grain. Copying once here keeps every value and removes those passes (per DiT
+    evaluation 2 x depth + 1 copies, and every gate-and-add, the work a cached branch still
+    does, made layout-matched).
+    """
 
     def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
         super().__init__()
@@ -105,7 +114,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
             raise ValueError(f"input {tuple(x.shape)} is not divisible by patch {self.patch_size}")
-        return self.proj(x).flatten(2).transpose(1, 2)  # (N, D, h, w) -> (N, h*w, D)
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()  # (N, D, h, w) -> (N, h*w, D)
 
 
 class Attention(nn.Module):
