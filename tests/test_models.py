@@ -179,11 +179,16 @@ def test_uvit_skip_concat_is_written_once_in_the_autocast_dtype():
     torch.manual_seed(0)
     x, skip = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
     assert torch.equal(concat_for_linear(x, skip), torch.cat([x, skip], -1))  # float32: the plain cat
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        with Outputs():
-            got = concat_for_linear(x, skip)
-    assert got.dtype == torch.bfloat16 and torch.equal(got, torch.cat([x, skip], -1).bfloat16())
-    assert (torch.float32, (2, 5, 16)) not in Outputs.seen and (torch.bfloat16, (2, 5, 16)) in Outputs.seen
+    # first out-block: both float32; later ones: x is the previous skip_linear's bf16 output
+    for x_in in (x, x.bfloat16()):
+        Outputs.seen = []
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with Outputs():
+                got = concat_for_linear(x_in, skip)
+        assert got.dtype == torch.bfloat16 and torch.equal(got, torch.cat([x_in, skip], -1).bfloat16())
+        assert (torch.float32, (2, 5, 16)) not in Outputs.seen and (torch.bfloat16, (2, 5, 16)) in Outputs.seen
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # both in autocast's dtype already: the plain cat
+        assert torch.equal(concat_for_linear(x.bfloat16(), skip.bfloat16()), torch.cat([x, skip], -1).bfloat16())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA kernels")

@@ -46,13 +46,16 @@ def concat_for_linear(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """cat([x, skip], -1): (N, T, D) twice -> (N, T, 2D), the input of an out-block's skip_linear.
 
     It runs in every out-block at every evaluation, cached or not. Under autocast the linear
-    would cast a float32 concatenation to bf16/fp16 (the cat reads 8 bytes per element pair and
-    writes 8, the cast reads those and writes 4: 28 bytes); here each half is cast as it is
-    copied into a buffer already in autocast's dtype (12 bytes). Same values: the cast of the
-    concatenation is the concatenation of the casts, and the linear then casts nothing.
+    would cast a float32 concatenation to bf16/fp16: in the first out-block x and skip are
+    float32 (the cat reads 8 bytes per element pair and writes 8, the cast reads those and
+    writes 4: 28 bytes); in the others x is the previous skip_linear's bf16/fp16 output and the
+    skip float32, and `cat` promotes both to float32 first (26 bytes). Here each half is cast as
+    it is copied into a buffer already in autocast's dtype (12 and 10 bytes). Same values: the
+    cast of the concatenation is the concatenation of the casts (a bf16/fp16 -> float32 -> back
+    round trip is exact), and the linear then casts nothing.
     """
     dtype = autocast_dtype(x.device.type)
-    if dtype is not None and x.dtype == torch.float32:
+    if dtype is not None and not x.dtype == skip.dtype == dtype:
         d = x.shape[-1]
         out = x.new_empty(*x.shape[:-1], d + skip.shape[-1], dtype=dtype)
         out[..., :d].copy_(x)
