@@ -85,11 +85,15 @@ def test_requeued_job_completes_with_one_row(slurm_cluster, tmp_path):
     assert job, "the job never started"
     time.sleep(2)
     subprocess.run(["scontrol", "requeue", job], env=slurm_cluster, check=True)
-    # SLURM delays a requeued job's start by minutes; once it is pending again, let it go at once.
+    requeued = time.monotonic()
+    # SLURM delays a requeued job's start by minutes; once it is pending again, let it go early, but
+    # not within 2 s of the requeue: slurmd revokes the old run's credential with a time stamp in
+    # whole seconds, and a restart launched in that second is killed ("Job credential revoked").
     for _ in range(60):
         state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True,
                                env=slurm_cluster).stdout.strip()
         if state == "PENDING":
+            time.sleep(max(0.0, 2.0 - (time.monotonic() - requeued)))
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm_cluster)
             break
         time.sleep(0.5)
