@@ -1,0 +1,151 @@
+"""Fused CUDA kernels (Triton) for the always-run elementwise work of a mixed-precision evaluation.
+
+Under autocast the residual stream is float32 while branch outputs are bf16/fp16. PyTorch's CUDA
+elementwise kernels take a slow path when their operands' dtypes differ: every element is cast
+through a dynamic dtype switch, with no vector loads. On an H200 (DiT-XL/2, 16 rows of 256 x 1152)
+that path ran the gated residual add `x + gate * out` at 28.5 us per call (47 MB: 1.7 TB/s),
+1.6 of the 2.7 ms of kernels per evaluation when every branch is reused, and U-ViT-H/2's
+ungated `x + out` at 10.9 us and its skip concatenation's two strided casting copies at 14.7 us. The kernels here do the same arithmetic with vector loads: each reads every operand
+once in its own dtype and writes the result once.
+
+Same values as PyTorch, bit for bit (tests/test_fused.py, on CUDA; the CPU run of those tests uses
+Triton's interpreter and checks the indexing):
+
+- `residual_add(x, out, gate)`: `torch.addcmul(x, gate[:, None], out)`, which CUDA computes as
+  one fused multiply-add in float32, `fma(gate, float(out), x)`; and `x + out`, one rounding.
+- `concat_cast(x, skip, dtype)`: `cat([x, skip], -1).to(dtype)`; casts round to nearest even.
+
+Each function falls back to the PyTorch expression whenever the fast path does not apply: not
+CUDA, no Triton, non-contiguous operands, a tensor that needs a gradient (router learning
+differentiates through the residual adds; these kernels have no backward), or operands that
+already share one dtype (PyTorch's vectorised kernels are then as fast).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+try:  # Triton ships with PyTorch's CUDA wheels on Linux; a CPU-only install has none
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+ENABLED = True  # `switched(False)` (`bench --no-fused`) times PyTorch's path in the same process
+BLOCK_ROWS = 16  # token rows per program
+BLOCK_COLS = 128  # channels per program: contiguous, so loads vectorise (128 bit: 4 fp32 / 8 bf16)
+
+if triton is not None:
+
+    @triton.jit
+    def _residual_kernel(x_ptr, out_ptr, gate_ptr, y_ptr, rows, cols, tokens, gate_stride,
+                         GATED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        # x, out, y: (rows, cols) contiguous, rows = N * T; gate: (N, cols) with row stride gate_stride
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # (BLOCK_R,)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
+        mask = (r[:, None] < rows) & (c[None, :] < cols)
+        offs = r[:, None].to(tl.int64) * cols + c[None, :]
+        x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
+        out = tl.load(out_ptr + offs, mask=mask).to(tl.float32)
+        if GATED:
+            sample = (r // tokens).to(tl.int64)  # the gate row of each token row
+            gate = tl.load(gate_ptr + sample[:, None] * gate_stride + c[None, :], mask=mask).to(tl.float32)
+            y = tl.fma(gate, out, x)
+        else:
+            y = x + out
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _concat_kernel(x_ptr, skip_ptr, y_ptr, rows, cols,
+                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        # x, skip: (rows, cols) contiguous; y: (rows, 2 * cols), y[:, :cols] = x, y[:, cols:] = skip
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask = (r[:, None] < rows) & (c[None, :] < cols)
+        src = r[:, None].to(tl.int64) * cols + c[None, :]
+        dst = r[:, None].to(tl.int64) * (2 * cols) + c[None, :]
+        dtype = y_ptr.dtype.element_ty
+        tl.store(y_ptr + dst, tl.load(x_ptr + src, mask=mask).to(dtype, fp_downcast_rounding="rtne"), mask=mask)
+        tl.store(y_ptr + dst + cols, tl.load(skip_ptr + src, mask=mask).to(dtype, fp_downcast_rounding="rtne"), mask=mask)
+
+
+def _fast(*tensors: torch.Tensor) -> bool:
+    """Whether the Triton path applies: CUDA (or Triton's CPU interpreter), contiguous, no gradient."""
+    if triton is None or not ENABLED:
+        return False
+    if not all(t.is_contiguous() and not t.requires_grad for t in tensors):
+        return False
+    return all(t.is_cuda for t in tensors) or (interpreting() and not any(t.is_cuda for t in tensors))
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1, the CPU tests)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _grid(rows: int, cols: int) -> tuple[int, int]:
+    return triton.cdiv(rows, BLOCK_ROWS), triton.cdiv(cols, BLOCK_COLS)
+
+
+def residual_add(x: torch.Tensor, out: torch.Tensor | float, gate: torch.Tensor | None = None) -> torch.Tensor:
+    """`torch.addcmul(x, gate[:, None], out)` (gate given) or `x + out`, for x and out (N, T, D)
+    and gate (N, D); a new tensor in the promoted dtype.
+
+    The Triton kernel runs only when the dtypes differ (x float32, out bf16/fp16); otherwise, off
+    CUDA, and for a dropped branch (out the number 0), the PyTorch expression.
+    """
+    if not isinstance(out, torch.Tensor):
+        return x + out if gate is None else x + gate.unsqueeze(1) * out
+    dtype = torch.promote_types(x.dtype, out.dtype)
+    if gate is not None:
+        dtype = torch.promote_types(dtype, gate.dtype)
+    mixed = x.dtype != out.dtype or (gate is not None and gate.dtype != out.dtype)
+    gate_ok = gate is None or (gate.shape == (x.shape[0], x.shape[-1]) and gate.stride(1) == 1
+                               and not gate.requires_grad and gate.device == x.device)
+    if not (mixed and gate_ok and x.dim() == 3 and x.shape == out.shape and _fast(x, out)):
+        return x + out if gate is None else torch.addcmul(x, gate.unsqueeze(1), out)
+    n, tokens, cols = x.shape
+    y = torch.empty(x.shape, dtype=dtype, device=x.device)
+    _residual_kernel[_grid(n * tokens, cols)](
+        x, out, x if gate is None else gate, y, n * tokens, cols, tokens,
+        0 if gate is None else gate.stride(0),
+        GATED=gate is not None, BLOCK_R=BLOCK_ROWS, BLOCK_C=BLOCK_COLS)
+    return y
+
+
+def concat_cast(x: torch.Tensor, skip: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """cat([x, skip], -1).to(dtype): (N, T, D) twice -> (N, T, 2D), in one pass.
+
+    Off the Triton path, each half is cast as it is copied into the output (two strided copies).
+    """
+    if x.shape == skip.shape and x.dim() == 3 and _fast(x, skip):
+        n, tokens, cols = x.shape
+        y = torch.empty(n, tokens, 2 * cols, dtype=dtype, device=x.device)
+        _concat_kernel[_grid(n * tokens, cols)](x, skip, y, n * tokens, cols,
+                                                BLOCK_R=BLOCK_ROWS, BLOCK_C=BLOCK_COLS)
+        return y
+    d = x.shape[-1]
+    y = x.new_empty(*x.shape[:-1], d + skip.shape[-1], dtype=dtype)
+    y[..., :d].copy_(x)
+    y[..., d:].copy_(skip)
+    return y
+
+
+def active(device: torch.device) -> bool:
+    """Whether these kernels run on `device` (CUDA with Triton, not switched off): a benchmark column."""
+    return triton is not None and ENABLED and torch.device(device).type == "cuda"
+
+
+@contextmanager
+def switched(enabled: bool) -> Iterator[None]:
+    """These kernels on or off inside the block, as they were after it."""
+    global ENABLED
+    previous, ENABLED = ENABLED, enabled
+    try:
+        yield
+    finally:
+        ENABLED = previous

@@ -1,0 +1,131 @@
+"""Our Triton kernels for the mixed-dtype always-run work (models/fused.py) give PyTorch's values.
+
+On CUDA bit for bit, kernel by kernel and whole samples. On the CPU (CI) Triton's interpreter runs
+the same kernels, which proves their indexing (masked edges, the gate's row stride, both halves
+of the concatenation); the interpreter computes with numpy, which has no fused multiply-add and
+casts to bfloat16 by truncation, so there the gated add is compared with a separately rounded
+product and bfloat16 casts with a one-unit tolerance.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from l2c_bench import generate
+from l2c_bench.caching import make_cache
+from l2c_bench.models import build_model, fused
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the device machine)")
+TRITON = pytest.mark.skipif(fused.triton is None, reason="this PyTorch install has no Triton (a CPU-only wheel)")
+
+SHAPES = [(3, 7, 200), (2, 64, 128)]  # ragged edges on both block axes; whole blocks
+
+
+def _operands(shape, out_dtype, device):
+    torch.manual_seed(0)
+    n, _, d = shape
+    x = torch.randn(shape, device=device)
+    out = torch.randn(shape, device=device).to(out_dtype)
+    gate = torch.randn(n, 6 * d, device=device).chunk(6, dim=1)[2]  # as adaLN gives it: row stride 6D
+    return x, out, gate
+
+
+INTERPRETED = textwrap.dedent("""
+    import torch
+    from l2c_bench.models import fused
+
+    launches = []
+
+    class Spy:  # counts kernel launches, so a silent fallback to PyTorch cannot pass
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return self.kernel[grid]
+
+    fused._residual_kernel, fused._concat_kernel = Spy(fused._residual_kernel), Spy(fused._concat_kernel)
+    for shape in SHAPES:
+        torch.manual_seed(0)
+        n, t, d = shape
+        x = torch.randn(shape)
+        gate = torch.randn(n, 6 * d).chunk(6, dim=1)[2]
+        for dtype in (torch.bfloat16, torch.float16):
+            out = torch.randn(shape).to(dtype)
+            got = fused.residual_add(x, out, gate)
+            assert got.dtype == torch.float32
+            assert torch.equal(got, x + gate.unsqueeze(1) * out.float()), (shape, dtype)  # numpy: product rounded
+            assert torch.equal(fused.residual_add(x, out), x + out), (shape, dtype)
+            skip = torch.randn(shape)
+            for first in (x, out):  # U-ViT's first out-block (both float32) and the others
+                got = fused.concat_cast(first, skip, dtype)
+                want = torch.cat([first.float(), skip], -1).to(dtype)
+                assert got.shape == (n, t, 2 * d) and got.dtype == dtype
+                if dtype == torch.float16:  # numpy rounds to nearest even, as CUDA does
+                    assert torch.equal(got, want), shape
+                else:  # the interpreter truncates to bfloat16: at most one unit in the last place apart
+                    assert ((got.float() - want.float()).abs() <= want.float().abs() * 2**-7).all(), shape
+    assert len(launches) == len(SHAPES) * 2 * 4, len(launches)
+    # a tensor that needs a gradient (router learning) takes PyTorch's path, which has a backward
+    x.requires_grad_(True)
+    assert fused.residual_add(x, out, gate).grad_fn is not None and len(launches) == len(SHAPES) * 8
+    print("ok")
+""")
+
+
+@TRITON
+def test_kernels_index_like_pytorch_in_tritons_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}  # read when the kernels are defined: a fresh process
+    code = f"SHAPES = {SHAPES!r}\n{INTERPRETED}"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_off_cuda_the_pytorch_expressions_run():
+    x, out, gate = _operands((2, 5, 16), torch.bfloat16, "cpu")
+    assert not fused.active(torch.device("cpu"))
+    assert torch.equal(fused.residual_add(x, out, gate), torch.addcmul(x, gate.unsqueeze(1), out.float()))
+    assert torch.equal(fused.residual_add(x, out), x + out)
+    assert torch.equal(fused.residual_add(x, 0.0, gate), x)  # a dropped branch hands back the number 0
+    assert torch.equal(fused.concat_cast(x, out, torch.bfloat16), torch.cat([x, out.float()], -1).bfloat16())
+    with fused.switched(False):
+        assert not fused.ENABLED
+    assert fused.ENABLED
+
+
+@CUDA
+@pytest.mark.parametrize("shape", SHAPES + [(16, 256, 1152)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernels_equal_pytorch_bit_for_bit_on_cuda(shape, dtype):
+    x, out, gate = _operands(shape, dtype, "cuda")
+    assert fused.active(x.device)
+    assert torch.equal(fused.residual_add(x, out, gate), torch.addcmul(x, gate.unsqueeze(1), out))
+    assert torch.equal(fused.residual_add(x, out), x + out)
+    skip = torch.randn(shape, device="cuda")
+    for first in (x, out):
+        assert torch.equal(fused.concat_cast(first, skip, dtype), torch.cat([first.float(), skip], -1).to(dtype))
+
+
+@CUDA
+@pytest.mark.parametrize("arch,sampler,guidance", [("DiT-toy", "ddim", 1.5), ("U-ViT-toy", "dpm_solver2", 0.4)])
+def test_samples_equal_pytorch_kernels_on_cuda(arch, sampler, guidance):
+    """Whole bf16 samples, uncached and cached, with our kernels and with PyTorch's."""
+    torch.manual_seed(0)
+    model = build_model(arch, device="cuda").eval().requires_grad_(False)
+    for param in model.parameters():  # DiT's adaLN-Zero init would make every gate zero
+        param.normal_(0, 0.05)
+    common = dict(labels=[1, 2, 3], seeds=[0, 1, 2], steps=4, sampler=sampler, guidance_scale=guidance)
+
+    def sample(cache):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return generate(model, cache=cache, **common).latents
+
+    for cache in (None, make_cache("fora", interval=2)):
+        ours = sample(cache)
+        with fused.switched(False):
+            theirs = sample(cache)
+        assert torch.equal(ours, theirs)
