@@ -34,7 +34,7 @@ from .devices import (
 from .metrics import cuda_event_timer, device_sync, measure
 from .metrics.macs import branch_macs, macs
 from .metrics.time_model import fit_time_model, reuse_mask
-from .models import build_model
+from .models import build_model, fused
 from .models.layers import AUTOCAST_DTYPES, cast_weights_, compile_branches, weights_dtype
 from .sampling.graphs import SamplingGraphs
 
@@ -49,6 +49,11 @@ def _override(text: str) -> tuple[str, object]:
 
 def run_bench(args, model: torch.nn.Module | None = None) -> dict:
     """One benchmark row; `model` (already on the device) saves rebuilding it in a suite."""
+    with fused.switched(not args.no_fused):
+        return _run_bench(args, model)
+
+
+def _run_bench(args, model: torch.nn.Module | None) -> dict:
     torch.manual_seed(0)
     device = resolve_device(args.device)
     set_tf32(device, args.tf32)
@@ -118,7 +123,8 @@ def run_bench(args, model: torch.nn.Module | None = None) -> dict:
         "host_sync_sites": None if syncs is None else sorted(set(syncs)),
         "page_faults_uncached": faults["uncached"].median(), "page_faults_cached": faults["cached"].median(),
         "cpu_heap": heap, "dtype": args.dtype, "weights_dtype": weights_dtype(model), "tf32": args.tf32,
-        "compile": args.compile, "cuda_graph": args.cuda_graph, "graph_vs_eager_max_abs": graph_error,
+        "compile": args.compile, "cuda_graph": args.cuda_graph, "fused_kernels": fused.active(device),
+        "graph_vs_eager_max_abs": graph_error,
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
         "repeats": args.repeats,
         **decomposed,
@@ -248,6 +254,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--recast-weights", action="store_true",
                         help="bf16/fp16: keep float32 weights and let autocast cast them at every call "
                              "(the comparison for models.layers.cast_weights_, which runs by default)")
+    parser.add_argument("--no-fused", action="store_true",
+                        help="CUDA: PyTorch's own kernels for the mixed-dtype residual adds and U-ViT's skip "
+                             "concatenation instead of ours (models/fused.py), to time the difference")
     parser.add_argument("--tf32", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the branch functions")

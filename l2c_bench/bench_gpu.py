@@ -14,7 +14,8 @@ each uncached vs L2C in fp32 (TF32 off) and bf16 autocast, then DiT-XL/2 DDIM-20
 iteration at paper scale, (points 10-17) whole sampling loops replayed as CUDA graphs, (18-20)
 the time model that says where the time goes (`bench --decompose`), and (21-22) two graph points
 with float32 weights that autocast recasts at every call (the comparison for stored bf16 weights,
-`models.layers.cast_weights_`, which every other bf16 point uses).
+`models.layers.cast_weights_`, which every other bf16 point uses), and (23-24) two graph points
+with PyTorch's kernels for the mixed-dtype elementwise work instead of ours (`models/fused.py`).
 Rows are appended to `<out>/gpu_bench.jsonl` as they finish (a run cut short keeps what it
 measured); `<out>/gpu_bench.md` sets the latencies beside the paper's (A5000, Tables 1 and 2).
 Points not started within `--budget-s`, or that failed, are listed with the reason.
@@ -87,6 +88,10 @@ POINTS = [
     # weights recast by autocast at every call, as before `cast_weights_` (21-22): compare with 10 and 15
     Point("dit", 20, "bf16", graph=True, extra=("--recast-weights",)),
     Point("uvit", 50, "bf16", graph=True, extra=("--recast-weights",)),
+    # PyTorch's kernels for the mixed-dtype residual adds and U-ViT's skip concatenation instead of
+    # ours (models/fused.py) (23-24): compare with 10 and 15
+    Point("dit", 20, "bf16", graph=True, extra=("--no-fused",)),
+    Point("uvit", 50, "bf16", graph=True, extra=("--no-fused",)),
 ]
 
 
@@ -106,7 +111,7 @@ def paper_latency(family: str, nfe: int) -> tuple[float | None, float | None]:
 
 
 def markdown(rows: list[dict], skipped: list[str]) -> str:
-    head = ("| model | NFE | dtype | weights | TF32 | compile | graph | uncached s (IQR) | L2C s (IQR) | speedup | MACs speedup | "
+    head = ("| model | NFE | dtype | weights | TF32 | compile | graph | fused | uncached s (IQR) | L2C s (IQR) | speedup | MACs speedup | "
             "efficiency | paper A5000 s | peak MiB uncached / L2C | cache MiB | host syncs |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -115,6 +120,7 @@ def markdown(rows: list[dict], skipped: list[str]) -> str:
         peak = f"{r['peak_uncached_mb']:.0f} / {r['peak_cached_mb']:.0f}" if r["peak_uncached_mb"] else "-"
         lines.append(
             f"| {r['arch']} | {r['nfe']} | {r['dtype']} | {r['weights_dtype']} | {r['tf32']} | {r['compile']} | {r['cuda_graph']} | "
+            f"{r['fused_kernels']} | "
             f"{r['uncached_ms'] / 1e3:.3f} ({r['uncached_iqr_ms'] / 1e3:.3f}) | "
             f"{r['cached_ms'] / 1e3:.3f} ({r['cached_iqr_ms'] / 1e3:.3f}) | {r['measured_speedup']:.3f} | "
             f"{r['macs_speedup']:.3f} | **{r['efficiency']:.3f}** | {paper} | {peak} | {r['cache_mb']:.0f} | "
@@ -166,7 +172,8 @@ def main(argv=None) -> list[dict]:
     points = [POINTS[i] for i in args.select] if args.select else POINTS[:args.first]
     for point in points:
         name = f"{point.family} NFE {point.nfe} {point.dtype}{' tf32' if point.tf32 else ''}" \
-               f"{' compile' if point.compile else ''}{' graph' if point.graph else ''}"
+               f"{' compile' if point.compile else ''}{' graph' if point.graph else ''}" \
+               + "".join(f" {e}" for e in point.extra)
         if time.perf_counter() - start > args.budget_s:
             skipped.append(f"{name} (budget)")
             continue

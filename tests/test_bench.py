@@ -16,7 +16,8 @@ def test_bench_prints_every_column_at_toy_scale(capsys):
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == json.loads(json.dumps(row))
     for key in ("uncached_ms", "uncached_iqr_ms", "cached_ms", "cached_iqr_ms", "measured_speedup", "macs_speedup",
-                "efficiency", "peak_memory_mb", "cache_mb", "dtype", "tf32", "compile", "cuda_graph", "plain_loop_ms",
+                "efficiency", "peak_memory_mb", "cache_mb", "dtype", "tf32", "compile", "cuda_graph", "fused_kernels",
+                "plain_loop_ms",
                 "harness_overhead", "page_faults_uncached", "page_faults_cached", "cpu_heap"):
         assert key in row, key
     assert row["dtype"] == row["weights_dtype"] == "bf16" and row["macs_speedup"] > 1 and row["efficiency"] > 0
@@ -35,6 +36,7 @@ def test_bench_plans_with_float32_weights_then_stores_them_in_bf16():
     row = main(["--arch", "DiT-toy", "--sampler", "ddim", "--nfe", "4", "--cache", "heuristic", "--param",
                 "strategy=greedy", "--batch", "1", "--repeats", "1", "--warmup", "0", "--dtype", "bf16", "--json"])
     assert row["weights_dtype"] == "bf16" and row["cached_ratio"] > 0 and row["macs_speedup"] > 1
+    assert row["fused_kernels"] is False  # our Triton kernels run on CUDA only (models/fused.py)
 
 
 def test_bench_decomposes_the_time_into_always_run_work_and_branch_kinds():
