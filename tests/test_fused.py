@@ -20,7 +20,7 @@ from l2c_bench.caching import make_cache
 from l2c_bench.models import build_model, fused
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the device machine)")
-TRITON = pytest.mark.skipif(fused.triton is None, reason="this PyTorch install has no Triton (a CPU-only wheel)")
+TRITON = pytest.mark.skipif(not fused.HAVE_TRITON, reason="this PyTorch install has no Triton (a CPU-only wheel)")
 
 SHAPES = [(3, 7, 200), (2, 64, 128)]  # ragged edges on both block axes; whole blocks
 
@@ -48,7 +48,8 @@ INTERPRETED = textwrap.dedent("""
             launches.append(grid)
             return self.kernel[grid]
 
-    fused._residual_kernel, fused._concat_kernel = Spy(fused._residual_kernel), Spy(fused._concat_kernel)
+    kernels = fused._kernels()
+    kernels.residual, kernels.concat = Spy(kernels.residual), Spy(kernels.concat)
     for shape in SHAPES:
         torch.manual_seed(0)
         n, t, d = shape

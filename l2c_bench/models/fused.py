@@ -23,59 +23,31 @@ already share one dtype (PyTorch's vectorised kernels are then as fast).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
-try:  # Triton ships with PyTorch's CUDA wheels on Linux; a CPU-only install has none
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
-
+# Triton ships with PyTorch's CUDA wheels on Linux; a CPU-only install has none. Imported on the
+# first CUDA call only (`_kernels`): importing it costs every process a fifth of a second.
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
 ENABLED = True  # `switched(False)` (`bench --no-fused`) times PyTorch's path in the same process
 BLOCK_ROWS = 16  # token rows per program
 BLOCK_COLS = 128  # channels per program: contiguous, so loads vectorise (128 bit: 4 fp32 / 8 bf16)
 
-if triton is not None:
 
-    @triton.jit
-    def _residual_kernel(x_ptr, out_ptr, gate_ptr, y_ptr, rows, cols, tokens, gate_stride,
-                         GATED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-        # x, out, y: (rows, cols) contiguous, rows = N * T; gate: (N, cols) with row stride gate_stride
-        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # (BLOCK_R,)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
-        mask = (r[:, None] < rows) & (c[None, :] < cols)
-        offs = r[:, None].to(tl.int64) * cols + c[None, :]
-        x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
-        out = tl.load(out_ptr + offs, mask=mask).to(tl.float32)
-        if GATED:
-            sample = (r // tokens).to(tl.int64)  # the gate row of each token row
-            gate = tl.load(gate_ptr + sample[:, None] * gate_stride + c[None, :], mask=mask).to(tl.float32)
-            y = tl.fma(gate, out, x)
-        else:
-            y = x + out
-        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+def _kernels():
+    """The Triton kernels (`_triton_kernels.py`), imported once, on first use."""
+    from . import _triton_kernels
 
-    @triton.jit
-    def _concat_kernel(x_ptr, skip_ptr, y_ptr, rows, cols,
-                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-        # x, skip: (rows, cols) contiguous; y: (rows, 2 * cols), y[:, :cols] = x, y[:, cols:] = skip
-        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask = (r[:, None] < rows) & (c[None, :] < cols)
-        src = r[:, None].to(tl.int64) * cols + c[None, :]
-        dst = r[:, None].to(tl.int64) * (2 * cols) + c[None, :]
-        dtype = y_ptr.dtype.element_ty
-        tl.store(y_ptr + dst, tl.load(x_ptr + src, mask=mask).to(dtype, fp_downcast_rounding="rtne"), mask=mask)
-        tl.store(y_ptr + dst + cols, tl.load(skip_ptr + src, mask=mask).to(dtype, fp_downcast_rounding="rtne"), mask=mask)
+    return _triton_kernels
 
 
 def _fast(*tensors: torch.Tensor) -> bool:
     """Whether the Triton path applies: CUDA (or Triton's CPU interpreter), contiguous, no gradient."""
-    if triton is None or not ENABLED:
+    if not (HAVE_TRITON and ENABLED):
         return False
     if not all(t.is_contiguous() and not t.requires_grad for t in tensors):
         return False
@@ -88,7 +60,7 @@ def interpreting() -> bool:
 
 
 def _grid(rows: int, cols: int) -> tuple[int, int]:
-    return triton.cdiv(rows, BLOCK_ROWS), triton.cdiv(cols, BLOCK_COLS)
+    return -(-rows // BLOCK_ROWS), -(-cols // BLOCK_COLS)
 
 
 def residual_add(x: torch.Tensor, out: torch.Tensor | float, gate: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,7 +82,7 @@ def residual_add(x: torch.Tensor, out: torch.Tensor | float, gate: torch.Tensor 
         return x + out if gate is None else torch.addcmul(x, gate.unsqueeze(1), out)
     n, tokens, cols = x.shape
     y = torch.empty(x.shape, dtype=dtype, device=x.device)
-    _residual_kernel[_grid(n * tokens, cols)](
+    _kernels().residual[_grid(n * tokens, cols)](
         x, out, x if gate is None else gate, y, n * tokens, cols, tokens,
         0 if gate is None else gate.stride(0),
         GATED=gate is not None, BLOCK_R=BLOCK_ROWS, BLOCK_C=BLOCK_COLS)
@@ -125,7 +97,7 @@ def concat_cast(x: torch.Tensor, skip: torch.Tensor, dtype: torch.dtype) -> torc
     if x.shape == skip.shape and x.dim() == 3 and _fast(x, skip):
         n, tokens, cols = x.shape
         y = torch.empty(n, tokens, 2 * cols, dtype=dtype, device=x.device)
-        _concat_kernel[_grid(n * tokens, cols)](x, skip, y, n * tokens, cols,
+        _kernels().concat[_grid(n * tokens, cols)](x, skip, y, n * tokens, cols,
                                                 BLOCK_R=BLOCK_ROWS, BLOCK_C=BLOCK_COLS)
         return y
     d = x.shape[-1]
@@ -137,7 +109,7 @@ def concat_cast(x: torch.Tensor, skip: torch.Tensor, dtype: torch.dtype) -> torc
 
 def active(device: torch.device) -> bool:
     """Whether these kernels run on `device` (CUDA with Triton, not switched off): a benchmark column."""
-    return triton is not None and ENABLED and torch.device(device).type == "cuda"
+    return HAVE_TRITON and ENABLED and torch.device(device).type == "cuda"
 
 
 @contextmanager

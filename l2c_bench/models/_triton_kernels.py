@@ -1,0 +1,40 @@
+"""The Triton kernels behind `fused.py` (imported by it on the first CUDA call, or in Triton's CPU
+interpreter by the tests). Shapes: rows = N * T token rows of `cols` channels, all contiguous."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def residual(x_ptr, out_ptr, gate_ptr, y_ptr, rows, cols, tokens, gate_stride,
+             GATED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    # x, out, y: (rows, cols) contiguous, rows = N * T; gate: (N, cols) with row stride gate_stride
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # (BLOCK_R,)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
+    mask = (r[:, None] < rows) & (c[None, :] < cols)
+    offs = r[:, None].to(tl.int64) * cols + c[None, :]
+    x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
+    out = tl.load(out_ptr + offs, mask=mask).to(tl.float32)
+    if GATED:
+        sample = (r // tokens).to(tl.int64)  # the gate row of each token row
+        gate = tl.load(gate_ptr + sample[:, None] * gate_stride + c[None, :], mask=mask).to(tl.float32)
+        y = tl.fma(gate, out, x)
+    else:
+        y = x + out
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def concat(x_ptr, skip_ptr, y_ptr, rows, cols,
+           BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    # x, skip: (rows, cols) contiguous; y: (rows, 2 * cols), y[:, :cols] = x, y[:, cols:] = skip
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (r[:, None] < rows) & (c[None, :] < cols)
+    src = r[:, None].to(tl.int64) * cols + c[None, :]
+    dst = r[:, None].to(tl.int64) * (2 * cols) + c[None, :]
+    dtype = y_ptr.dtype.element_ty
+    left = tl.load(x_ptr + src, mask=mask).to(dtype, fp_downcast_rounding="rtne")  # as PyTorch rounds
+    right = tl.load(skip_ptr + src, mask=mask).to(dtype, fp_downcast_rounding="rtne")
+    tl.store(y_ptr + dst, left, mask=mask)
+    tl.store(y_ptr + dst + cols, right, mask=mask)
