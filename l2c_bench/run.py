@@ -43,7 +43,7 @@ from .devices import (
     tf32_enabled,
 )
 from .loading import TOY_ASSETS, RunConfigError, checkpoint_path, file_sha256, load_model  # noqa: F401 (TOY_ASSETS re-exported)
-from .models import build_model
+from .models import build_model, fused
 from .models.layers import AUTOCAST_DTYPES, cast_weights_, weights_dtype
 from .records import flatten, read_row, run_id_for, write_row
 from .records.provenance import collect, now
@@ -443,6 +443,8 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "compile": bool(cfg.compile),
         "weights_dtype": weights_dtype(model),  # linear/conv weights stored cast once (same values)
         "cuda_graph": bool(cfg.cuda_graph),
+        # our Triton kernels for the mixed-dtype residual adds / skip concatenation (CUDA autocast)
+        "fused_kernels": fused.active(point.device) and cfg.dtype != "fp32",
         "graph_captures": None if point.graphs is None else point.graphs.captures,
         "cpu_heap_retained": point.device.type == "cpu" and heap_retained(),
         **point.artifacts,

@@ -148,6 +148,7 @@ def test_bf16_autocast_run_is_recorded_and_close_to_fp32(tmp_path):
     assert fp32["run_id"] != bf16["run_id"]  # numerics are part of a run's identity
     assert (fp32["metrics.dtype"], bf16["metrics.dtype"]) == ("fp32", "bf16") and bf16["metrics.tf32"] is False
     assert fp32["metrics.cuda_graph"] is False and fp32["metrics.graph_captures"] is None
+    assert fp32["metrics.fused_kernels"] is bf16["metrics.fused_kernels"] is False  # CUDA autocast only
     # bf16: linear/conv weights stored cast once (models.layers.cast_weights_), after router work
     assert (fp32["metrics.weights_dtype"], bf16["metrics.weights_dtype"]) == ("fp32", "bf16")
     assert fp32["metrics.cpu_heap_retained"] is (platform.libc_ver()[0] == "glibc")  # devices.retain_cpu_heap

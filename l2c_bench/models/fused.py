@@ -108,7 +108,8 @@ def concat_cast(x: torch.Tensor, skip: torch.Tensor, dtype: torch.dtype) -> torc
 
 
 def active(device: torch.device) -> bool:
-    """Whether these kernels run on `device` (CUDA with Triton, not switched off): a benchmark column."""
+    """Whether these kernels can run on `device` (CUDA with Triton, not switched off); they do
+    under autocast, where the residual stream and the branch outputs differ in dtype."""
     return HAVE_TRITON and ENABLED and torch.device(device).type == "cuda"
 
 
