@@ -123,7 +123,7 @@ def _run_bench(args, model: torch.nn.Module | None) -> dict:
         "host_sync_sites": None if syncs is None else sorted(set(syncs)),
         "page_faults_uncached": faults["uncached"].median(), "page_faults_cached": faults["cached"].median(),
         "cpu_heap": heap, "dtype": args.dtype, "weights_dtype": weights_dtype(model), "tf32": args.tf32,
-        "compile": args.compile, "cuda_graph": args.cuda_graph, "fused_kernels": fused.active(device) and dtype is not None,
+        "compile": args.compile, "cuda_graph": args.cuda_graph, "fused_kernels": fused.active(device, dtype),
         "graph_vs_eager_max_abs": graph_error,
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
         "repeats": args.repeats,

@@ -444,7 +444,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "weights_dtype": weights_dtype(model),  # linear/conv weights stored cast once (same values)
         "cuda_graph": bool(cfg.cuda_graph),
         # our Triton kernels for the mixed-dtype residual adds / skip concatenation (CUDA autocast)
-        "fused_kernels": fused.active(point.device) and cfg.dtype != "fp32",
+        "fused_kernels": fused.active(point.device, AUTOCAST_DTYPES[cfg.dtype]),
         "graph_captures": None if point.graphs is None else point.graphs.captures,
         "cpu_heap_retained": point.device.type == "cpu" and heap_retained(),
         **point.artifacts,

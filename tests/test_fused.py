@@ -88,7 +88,7 @@ def test_kernels_index_like_pytorch_in_tritons_interpreter():
 
 def test_off_cuda_the_pytorch_expressions_run():
     x, out, gate = _operands((2, 5, 16), torch.bfloat16, "cpu")
-    assert not fused.active(torch.device("cpu"))
+    assert not fused.active(torch.device("cpu"), torch.bfloat16)
     assert torch.equal(fused.residual_add(x, out, gate), torch.addcmul(x, gate.unsqueeze(1), out.float()))
     assert torch.equal(fused.residual_add(x, out), x + out)
     assert torch.equal(fused.residual_add(x, 0.0, gate), x)  # a dropped branch hands back the number 0
@@ -103,7 +103,7 @@ def test_off_cuda_the_pytorch_expressions_run():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_kernels_equal_pytorch_bit_for_bit_on_cuda(shape, dtype):
     x, out, gate = _operands(shape, dtype, "cuda")
-    assert fused.active(x.device)
+    assert fused.active(x.device, dtype) and not fused.active(x.device, None)
     assert torch.equal(fused.residual_add(x, out, gate), torch.addcmul(x, gate.unsqueeze(1), out))
     assert torch.equal(fused.residual_add(x, out), x + out)
     skip = torch.randn(shape, device="cuda")

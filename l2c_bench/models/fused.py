@@ -5,8 +5,9 @@ elementwise kernels take a slow path when their operands' dtypes differ: every e
 through a dynamic dtype switch, with no vector loads. On an H200 (DiT-XL/2, 16 rows of 256 x 1152)
 that path ran the gated residual add `x + gate * out` at 28.5 us per call (47 MB: 1.7 TB/s),
 1.6 of the 2.7 ms of kernels per evaluation when every branch is reused, and U-ViT-H/2's
-ungated `x + out` at 10.9 us and its skip concatenation's two strided casting copies at 14.7 us. The kernels here do the same arithmetic with vector loads: each reads every operand
-once in its own dtype and writes the result once.
+ungated `x + out` at 10.9 us and its skip concatenation's two strided casting copies at 14.7 us.
+The kernels here do the same arithmetic with vector loads: each reads every operand once in its
+own dtype and writes the result once.
 
 Same values as PyTorch, bit for bit (tests/test_fused.py, on CUDA; the CPU run of those tests uses
 Triton's interpreter and checks the indexing):
@@ -72,14 +73,16 @@ def residual_add(x: torch.Tensor, out: torch.Tensor | float, gate: torch.Tensor 
     """
     if not isinstance(out, torch.Tensor):
         return x + out if gate is None else x + gate.unsqueeze(1) * out
+    # cheapest tests first: on a CPU this runs 2 x depth times per evaluation and falls back
+    mixed = x.dtype != out.dtype or (gate is not None and gate.dtype != out.dtype)
+    if not (mixed and x.dim() == 3 and x.shape == out.shape and _fast(x, out)):
+        return x + out if gate is None else torch.addcmul(x, gate.unsqueeze(1), out)
+    if gate is not None and not (gate.shape == (x.shape[0], x.shape[-1]) and gate.stride(1) == 1
+                                 and not gate.requires_grad and gate.device == x.device):
+        return torch.addcmul(x, gate.unsqueeze(1), out)
     dtype = torch.promote_types(x.dtype, out.dtype)
     if gate is not None:
         dtype = torch.promote_types(dtype, gate.dtype)
-    mixed = x.dtype != out.dtype or (gate is not None and gate.dtype != out.dtype)
-    gate_ok = gate is None or (gate.shape == (x.shape[0], x.shape[-1]) and gate.stride(1) == 1
-                               and not gate.requires_grad and gate.device == x.device)
-    if not (mixed and gate_ok and x.dim() == 3 and x.shape == out.shape and _fast(x, out)):
-        return x + out if gate is None else torch.addcmul(x, gate.unsqueeze(1), out)
     n, tokens, cols = x.shape
     y = torch.empty(x.shape, dtype=dtype, device=x.device)
     _kernels().residual[_grid(n * tokens, cols)](
@@ -107,10 +110,11 @@ def concat_cast(x: torch.Tensor, skip: torch.Tensor, dtype: torch.dtype) -> torc
     return y
 
 
-def active(device: torch.device) -> bool:
-    """Whether these kernels can run on `device` (CUDA with Triton, not switched off); they do
-    under autocast, where the residual stream and the branch outputs differ in dtype."""
-    return HAVE_TRITON and ENABLED and torch.device(device).type == "cuda"
+def active(device: torch.device, autocast: torch.dtype | None) -> bool:
+    """Whether these kernels run on `device` with autocast in `autocast` (None: off), the
+    `fused_kernels` column: CUDA with Triton, not switched off, and autocast on (only then do the
+    residual stream and the branch outputs differ in dtype)."""
+    return HAVE_TRITON and ENABLED and torch.device(device).type == "cuda" and autocast is not None
 
 
 @contextmanager
