@@ -2,9 +2,10 @@
 
 On CUDA bit for bit, kernel by kernel and whole samples. On the CPU (CI) Triton's interpreter runs
 the same kernels, which proves their indexing (masked edges, the gate's row stride, both halves
-of the concatenation); the interpreter computes with numpy, which has no fused multiply-add and
-casts to bfloat16 by truncation, so there the gated add is compared with a separately rounded
-product and bfloat16 casts with a one-unit tolerance.
+of the concatenation, a half of a buffer as output); the interpreter computes with numpy, which
+has no fused multiply-add and casts to bfloat16 by truncation, so there the gated add is compared
+with a separately rounded product and bfloat16 casts with a one-unit tolerance, while float16
+(rounded to nearest even, as on CUDA) is compared bit for bit, whole U-ViT samples included.
 """
 
 import os
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from l2c_bench import generate
-from l2c_bench.caching import make_cache
+from l2c_bench.caching import FixedPlan, Plan, make_cache
 from l2c_bench.models import build_model, fused
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the device machine)")
@@ -41,15 +42,15 @@ INTERPRETED = textwrap.dedent("""
     launches = []
 
     class Spy:  # counts kernel launches, so a silent fallback to PyTorch cannot pass
-        def __init__(self, kernel):
-            self.kernel = kernel
+        def __init__(self, kernel, name):
+            self.kernel, self.name = kernel, name
 
         def __getitem__(self, grid):
-            launches.append(grid)
+            launches.append(self.name)
             return self.kernel[grid]
 
     kernels = fused._kernels()
-    kernels.residual, kernels.concat = Spy(kernels.residual), Spy(kernels.concat)
+    kernels.residual, kernels.concat = Spy(kernels.residual, "residual"), Spy(kernels.concat, "concat")
     for shape in SHAPES:
         torch.manual_seed(0)
         n, t, d = shape
@@ -71,9 +72,55 @@ INTERPRETED = textwrap.dedent("""
                 else:  # the interpreter truncates to bfloat16: at most one unit in the last place apart
                     assert ((got.float() - want.float()).abs() <= want.float().abs() * 2**-7).all(), shape
     assert len(launches) == len(SHAPES) * 2 * 4, len(launches)
+    # U-ViT's options, float16 (exact here): a second branch, a buffer half as output or copy
+    for shape in SHAPES:
+        torch.manual_seed(1)
+        n, t, d = shape
+        a, m = torch.randn(shape).half(), torch.randn(shape).half()
+        for x in (torch.randn(shape), torch.randn(shape).half()):  # in-blocks' float32 stream, out-blocks' fp16
+            y = (x + a) + m
+            assert torch.equal(fused.residual_add(x, a, out2=m), y)
+            buffer = torch.zeros(n, t, 2 * d, dtype=torch.float16)
+            got = fused.residual_add(x, a, out2=m, into=buffer[..., :d])
+            assert got.data_ptr() == buffer.data_ptr() and torch.equal(buffer[..., :d], y.half())
+            assert torch.equal(buffer[..., d:], torch.zeros(n, t, d, dtype=torch.float16))  # masked: no spill
+            assert torch.equal(fused.residual_add(x, a, copy_to=buffer[..., d:]), x + a)
+            assert torch.equal(buffer[..., d:], (x + a).half())
+    assert len(launches) == len(SHAPES) * 8 + len(SHAPES) * 2 * 3, len(launches)
     # a tensor that needs a gradient (router learning) takes PyTorch's path, which has a backward
-    x.requires_grad_(True)
-    assert fused.residual_add(x, out, gate).grad_fn is not None and len(launches) == len(SHAPES) * 8
+    before = len(launches)
+    x = torch.randn(SHAPES[0], requires_grad=True)
+    out = torch.randn(SHAPES[0]).half()
+    assert fused.residual_add(x, out, torch.ones(SHAPES[0][0], SHAPES[0][2])).grad_fn is not None
+    assert fused.residual_add(x, out, out2=out).grad_fn is not None and len(launches) == before
+
+    # whole U-ViT samples under float16 autocast: concatenation buffers and one-pass adds against
+    # PyTorch's path, uncached and with a plan that reuses some branches (some blocks wholly)
+    from l2c_bench import generate
+    from l2c_bench.caching import FixedPlan, Plan
+    from l2c_bench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("U-ViT-toy").eval().requires_grad_(False)
+    for param in model.parameters():
+        param.normal_(0, 0.05)
+    mask = torch.rand(4, model.num_blocks, 2) < 0.5
+    mask[0] = True  # the first evaluation fills the cache
+    plan = Plan(tuple(tuple((bool(a), bool(m)) for a, m in row) for row in mask.tolist()), cache_steps=(1, 2, 3))
+    for cache in (None, FixedPlan(plan, "random")):
+        def sample():
+            with torch.autocast("cpu", dtype=torch.float16):
+                return generate(model, labels=[1, 2], seeds=[0, 1], steps=4, sampler="dpm_solver2",
+                                guidance_scale=0.4, cache=cache).latents
+        before = len(launches)
+        ours = sample()
+        ran = launches[before:]
+        with fused.switched(False):
+            theirs = sample()
+        assert torch.equal(ours, theirs), (cache, (ours - theirs).abs().max())
+        assert len(launches) == before + len(ran)  # switched off: PyTorch's path, no launch
+        # no concatenation pass: per forward at least one residual launch per block but the last
+        assert "concat" not in ran and len(ran) >= 4 * 2 * (model.num_blocks - 1), ran
     print("ok")
 """)
 
@@ -109,6 +156,16 @@ def test_kernels_equal_pytorch_bit_for_bit_on_cuda(shape, dtype):
     skip = torch.randn(shape, device="cuda")
     for first in (x, out):
         assert torch.equal(fused.concat_cast(first, skip, dtype), torch.cat([first.float(), skip], -1).to(dtype))
+    # U-ViT's options: float32 in-block stream and low-precision out-block stream
+    out2 = torch.randn(shape, device="cuda").to(dtype)
+    n, t, d = shape
+    for stream in (x, out):
+        buffer = torch.empty(n, t, 2 * d, dtype=dtype, device="cuda")
+        assert torch.equal(fused.residual_add(stream, out, out2=out2), (stream + out) + out2)
+        fused.residual_add(stream, out, out2=out2, into=buffer[..., :d])
+        assert torch.equal(buffer[..., :d], ((stream + out) + out2).to(dtype))
+        assert torch.equal(fused.residual_add(stream, out, copy_to=buffer[..., d:]), stream + out)
+        assert torch.equal(buffer[..., d:], (stream + out).to(dtype))
 
 
 @CUDA
@@ -125,7 +182,10 @@ def test_samples_equal_pytorch_kernels_on_cuda(arch, sampler, guidance):
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return generate(model, cache=cache, **common).latents
 
-    for cache in (None, make_cache("fora", interval=2)):
+    mask = torch.rand(4, model.num_blocks, 2) < 0.5
+    mask[0] = True  # the first evaluation fills the cache
+    plan = Plan(tuple(tuple((bool(a), bool(m)) for a, m in row) for row in mask.tolist()), cache_steps=(1, 2, 3))
+    for cache in (None, make_cache("fora", interval=2), FixedPlan(plan, "random")):
         ours = sample(cache)
         with fused.switched(False):
             theirs = sample(cache)

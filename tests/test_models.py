@@ -331,9 +331,15 @@ def test_residual_stream_is_row_major_and_samples_match_the_official_layout(arch
 
     model, _ = _perturbed_pair(arch, device)
     read = []
+
+    def row_major(args) -> bool:  # or U-ViT's x in the left half of a row-major concatenation buffer
+        buffer = args[1] if len(args) > 1 else None  # (on CUDA; skip_linear reads the whole buffer)
+        return args[0].is_contiguous() or (buffer is not None and buffer.is_contiguous()
+                                           and args[0].data_ptr() == buffer.data_ptr())
+
     for module in model.modules():
         if module is not model and (hasattr(module, "mlp_branch") or isinstance(module, torch.nn.LayerNorm)):
-            module.register_forward_pre_hook(lambda m, args: read.append((type(m).__name__, args[0].is_contiguous())))
+            module.register_forward_pre_hook(lambda m, args: read.append((type(m).__name__, row_major(args))))
     common = dict(labels=[1, 2, 3], seeds=[0, 1, 2], steps=4, sampler=sampler, guidance_scale=guidance)
 
     def samples():

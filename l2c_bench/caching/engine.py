@@ -188,6 +188,11 @@ class _Runner:
         self.store["span"] = (out - h if self.span_mode == "delta" else out, extras)
         return out, extras
 
+    def reads_input(self, block: int, branch: int) -> bool:
+        """False when `__call__` will hand back a stored, forecast or dropped output (the block
+        may then add both of its branches in one pass)."""
+        return bool(self.row[block][branch])
+
     def __call__(self, block: int, branch: int, fn, *args):
         if self.tokens is not None and branch == 1 and self.row[block][branch]:
             return self._token_wise(block, fn, *args)

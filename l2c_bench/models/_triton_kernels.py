@@ -6,9 +6,11 @@ import triton.language as tl
 
 
 @triton.jit
-def residual(x_ptr, out_ptr, gate_ptr, y_ptr, rows, cols, tokens, gate_stride,
-             GATED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    # x, out, y: (rows, cols) contiguous, rows = N * T; gate: (N, cols) with row stride gate_stride
+def residual(x_ptr, out_ptr, out2_ptr, gate_ptr, y_ptr, z_ptr, rows, cols, tokens, gate_stride, z_stride,
+             GATED: tl.constexpr, SECOND: tl.constexpr, STORE_Y: tl.constexpr, STORE_Z: tl.constexpr,
+             BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    # x, out, out2, y: (rows, cols) contiguous, rows = N * T; gate: (N, cols) with row stride
+    # gate_stride; z: (rows, cols) with row stride z_stride (half of a concatenation buffer)
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # (BLOCK_R,)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
     mask = (r[:, None] < rows) & (c[None, :] < cols)
@@ -21,7 +23,13 @@ def residual(x_ptr, out_ptr, gate_ptr, y_ptr, rows, cols, tokens, gate_stride,
         y = tl.fma(gate, out, x)
     else:
         y = x + out
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    if SECOND:  # (x + out) rounded to the stream's dtype (x's), as PyTorch's first add stores it
+        y = y.to(x_ptr.dtype.element_ty).to(tl.float32) + tl.load(out2_ptr + offs, mask=mask).to(tl.float32)
+    # casts to a narrower float round to nearest even (Triton's default), as PyTorch's do
+    if STORE_Y:
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    if STORE_Z:
+        tl.store(z_ptr + r[:, None].to(tl.int64) * z_stride + c[None, :], y.to(z_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit

@@ -87,6 +87,14 @@ class BranchRunner(Protocol):
     def __call__(self, block_index: int, branch: int, fn: Callable, *args) -> torch.Tensor: ...
 
 
+def reads_input(runner: BranchRunner | None, block_index: int, branch: int) -> bool:
+    """Whether the branch's output this evaluation depends on its input: False when the runner
+    hands back a stored, forecast or dropped output (`reads_input(block, branch)` on the runner;
+    a runner without that method is assumed to compute)."""
+    ask = getattr(runner, "reads_input", None)
+    return True if ask is None else bool(ask(block_index, branch))
+
+
 def run_branch(runner: BranchRunner | None, block_index: int, branch: int, fn: Callable, *args):
     """Evaluate a branch directly, or through the runner when one is installed."""
     if runner is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import fused
 from .embeddings import timestep_sinusoid
 from .fused import concat_cast, residual_add
 from .layers import (
@@ -23,6 +24,7 @@ from .layers import (
     Mlp,
     PatchEmbed,
     autocast_dtype,
+    reads_input,
     run_branch,
     unpatchify,
 )
@@ -55,6 +57,7 @@ def concat_for_linear(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     Triton pass, 5.7 us per U-ViT-H/2 call on an H200 where PyTorch's two strided casting copies
     took 14.7 us). Same values: the cast of the concatenation is the concatenation of the casts
     (a bf16/fp16 -> float32 -> back round trip is exact), and the linear then casts nothing.
+    Whole forwards on CUDA need not even this pass: see `buffer_dtype`.
     """
     dtype = autocast_dtype(x.device.type)
     if dtype is not None and not x.dtype == skip.dtype == dtype:
@@ -78,14 +81,43 @@ class UViTBlock(nn.Module):
     def mlp_branch(self, x):
         return self.mlp(self.norm2(x))
 
-    def forward(self, x, skip=None, runner: BranchRunner | None = None, index: int = 0):
+    def forward(self, x, skip=None, runner: BranchRunner | None = None, index: int = 0,
+                into: torch.Tensor | None = None, copy_to: torch.Tensor | None = None):
+        """x (N, T, D) -> (N, T, D). `skip`: the popped skip (N, T, D), or its concatenation
+        buffer (N, T, 2D) (`UViT._run_blocks`) whose left half the block before wrote x into.
+        `into` / `copy_to`: where the output goes / a copy of it goes (`fused.residual_add`)."""
         if self.skip_linear is not None:
             # Always recomputed, also under caching: it mixes the fresh skip into x.
-            x = self.skip_linear(concat_for_linear(x, skip))  # (N, T, 2D) -> (N, T, D)
+            if skip.shape[-1] == 2 * x.shape[-1]:  # a buffer: skip in the right half, x in the left
+                if x.data_ptr() != skip.data_ptr():  # x is not already there (a caller's own x)
+                    skip[..., : x.shape[-1]].copy_(x)
+                x = self.skip_linear(skip)  # (N, T, 2D) -> (N, T, D)
+            else:
+                x = self.skip_linear(concat_for_linear(x, skip))  # (N, T, 2D) -> (N, T, D)
         # x + branch; under autocast on CUDA (x float32, branch bf16/fp16) one Triton pass,
         # where PyTorch's add takes its slow mixed-dtype path (models/fused.py)
-        x = residual_add(x, run_branch(runner, index, ATTN, self.attn_branch, x))
-        return residual_add(x, run_branch(runner, index, MLP, self.mlp_branch, x))
+        attn = run_branch(runner, index, ATTN, self.attn_branch, x)
+        if not reads_input(runner, index, MLP):  # a reused MLP output: both adds in one pass
+            mlp = run_branch(runner, index, MLP, self.mlp_branch, x)
+            return residual_add(x, attn, out2=mlp, into=into, copy_to=copy_to)
+        x = residual_add(x, attn)
+        return residual_add(x, run_branch(runner, index, MLP, self.mlp_branch, x), into=into, copy_to=copy_to)
+
+
+def buffer_dtype(h: torch.Tensor) -> torch.dtype | None:
+    """The dtype of U-ViT's skip concatenation buffers for the stream h, or None (plain skips).
+
+    Under autocast each out-block's skip_linear reads cat([x, skip]) in autocast's dtype. When
+    our kernels run (`fused`: CUDA, no autograd), each in-block writes its output's cast straight
+    into the right half of a buffer (N, T, 2D) in that dtype, and the block before each out-block
+    writes its output into the left half: no concatenation pass (per U-ViT-H/2 forward of 8 rows,
+    14 kernels and ~270 MB of traffic less). Same values: each half is the same cast of the same sum.
+    Not inside a span of blocks that block-level caching reuses whole: those keep plain skips.
+    """
+    dtype = autocast_dtype(h.device.type)
+    if dtype is None or torch.is_grad_enabled() or not fused.ready(h):
+        return None
+    return dtype
 
 
 class UViT(nn.Module):
@@ -148,17 +180,25 @@ class UViT(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def _run_blocks(self, h, skips: list, runner, start: int, end: int):
-        """Blocks with execution index in [start, end): in-blocks push skips, out-blocks pop them."""
+    def _run_blocks(self, h, skips: list, runner, start: int, end: int, buffered: torch.dtype | None = None):
+        """Blocks with execution index in [start, end): in-blocks push skips, out-blocks pop them.
+        `buffered` (`buffer_dtype`; whole forwards only): the skips are concatenation buffers."""
         mid = len(self.in_blocks)
+        d = self.embed_dim
         for index in range(start, end):
-            if index < mid:
+            if index < mid and buffered is None:
                 h = self.in_blocks[index](h, runner=runner, index=index)
                 skips.append(h)
-            elif index == mid:
-                h = self.mid_block(h, runner=runner, index=index)
+            elif index < mid:  # the output, cast, goes into the right half of its out-block's buffer
+                buffer = h.new_empty(*h.shape[:-1], 2 * d, dtype=buffered)  # (N, T, 2D)
+                h = self.in_blocks[index](h, runner=runner, index=index, copy_to=buffer[..., d:])
+                skips.append(buffer)
             else:
-                h = self.out_blocks[index - mid - 1](h, skips.pop(), runner=runner, index=index)
+                block = self.mid_block if index == mid else self.out_blocks[index - mid - 1]
+                skip = skips.pop() if index > mid else None
+                # the mid and out-blocks write their output into the left half of the next buffer
+                into = skips[-1][..., :d] if buffered is not None and skips else None
+                h = block(h, skip, runner=runner, index=index, into=into)
         return h
 
     def forward(self, x, t, y, runner: BranchRunner | None = None):
@@ -169,7 +209,7 @@ class UViT(nn.Module):
         skips: list[torch.Tensor] = []
         span = getattr(runner, "span", None)
         if span is None:
-            h = self._run_blocks(h, skips, runner, 0, self.num_blocks)
+            h = self._run_blocks(h, skips, runner, 0, self.num_blocks, buffer_dtype(h))
         else:  # block-level caching; extras = the skips the span leaves on the stack
             start, end = span
 
