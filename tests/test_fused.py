@@ -51,6 +51,7 @@ INTERPRETED = textwrap.dedent("""
 
     kernels = fused._kernels()
     kernels.residual, kernels.concat = Spy(kernels.residual, "residual"), Spy(kernels.concat, "concat")
+    kernels.residual_chain = Spy(kernels.residual_chain, "chain")
     for shape in SHAPES:
         torch.manual_seed(0)
         n, t, d = shape
@@ -87,6 +88,19 @@ INTERPRETED = textwrap.dedent("""
             assert torch.equal(fused.residual_add(x, a, copy_to=buffer[..., d:]), x + a)
             assert torch.equal(buffer[..., d:], (x + a).half())
     assert len(launches) == len(SHAPES) * 8 + len(SHAPES) * 2 * 3, len(launches)
+    # consecutive in-blocks with every branch reused: one pass per fused.MAX_CHAIN blocks
+    for blocks in (2, fused.MAX_CHAIN + 1):
+        n, t, d = SHAPES[0]
+        x = torch.randn(SHAPES[0])
+        outs = [(torch.randn(SHAPES[0]).half(), torch.randn(SHAPES[0]).half()) for _ in range(blocks)]
+        buffers = [torch.zeros(n, t, 2 * d, dtype=torch.float16) for _ in range(blocks)]
+        before = len(launches)
+        got = fused.residual_chain(x, outs, [b[..., d:] for b in buffers])
+        assert launches[before:] == ["chain"] * -(-blocks // fused.MAX_CHAIN), launches[before:]
+        for (a, m), buffer in zip(outs, buffers, strict=True):
+            x = (x + a) + m
+            assert torch.equal(buffer[..., d:], x.half()) and not buffer[..., :d].any()
+        assert torch.equal(got, x)
     # a tensor that needs a gradient (router learning) takes PyTorch's path, which has a backward
     before = len(launches)
     x = torch.randn(SHAPES[0], requires_grad=True)
@@ -97,7 +111,7 @@ INTERPRETED = textwrap.dedent("""
     # whole U-ViT samples under float16 autocast: concatenation buffers and one-pass adds against
     # PyTorch's path, uncached and with a plan that reuses some branches (some blocks wholly)
     from l2c_bench import generate
-    from l2c_bench.caching import FixedPlan, Plan
+    from l2c_bench.caching import FixedPlan, Plan, make_cache
     from l2c_bench.models import build_model
 
     torch.manual_seed(0)
@@ -106,8 +120,9 @@ INTERPRETED = textwrap.dedent("""
         param.normal_(0, 0.05)
     mask = torch.rand(4, model.num_blocks, 2) < 0.5
     mask[0] = True  # the first evaluation fills the cache
+    mask[2, :3] = False  # a run of three in-blocks with every branch reused
     plan = Plan(tuple(tuple((bool(a), bool(m)) for a, m in row) for row in mask.tolist()), cache_steps=(1, 2, 3))
-    for cache in (None, FixedPlan(plan, "random")):
+    for cache in (None, FixedPlan(plan, "random"), make_cache("fora", interval=2)):
         def sample():
             with torch.autocast("cpu", dtype=torch.float16):
                 return generate(model, labels=[1, 2], seeds=[0, 1], steps=4, sampler="dpm_solver2",
@@ -120,7 +135,9 @@ INTERPRETED = textwrap.dedent("""
         assert torch.equal(ours, theirs), (cache, (ours - theirs).abs().max())
         assert len(launches) == before + len(ran)  # switched off: PyTorch's path, no launch
         # no concatenation pass: per forward at least one residual launch per block but the last
-        assert "concat" not in ran and len(ran) >= 4 * 2 * (model.num_blocks - 1), ran
+        assert "concat" not in ran and ("chain" in ran) == (cache is not None), ran
+        if cache is None:  # per forward: two adds per in- and mid block, the last adds of all out-blocks but one
+            assert len(ran) == 4 * 2 * (2 * (model.num_blocks // 2 + 1) + model.num_blocks // 2 - 1), len(ran)
     print("ok")
 """)
 
@@ -166,6 +183,15 @@ def test_kernels_equal_pytorch_bit_for_bit_on_cuda(shape, dtype):
         assert torch.equal(buffer[..., :d], ((stream + out) + out2).to(dtype))
         assert torch.equal(fused.residual_add(stream, out, copy_to=buffer[..., d:]), stream + out)
         assert torch.equal(buffer[..., d:], (stream + out).to(dtype))
+    blocks = fused.MAX_CHAIN + 2
+    outs = [(torch.randn(shape, device="cuda").to(dtype), torch.randn(shape, device="cuda").to(dtype))
+            for _ in range(blocks)]
+    buffers = [torch.empty(n, t, 2 * d, dtype=dtype, device="cuda") for _ in range(blocks)]
+    got, want = fused.residual_chain(x, outs, [b[..., d:] for b in buffers]), x
+    for (a, m), buffer in zip(outs, buffers, strict=True):
+        want = (want + a) + m
+        assert torch.equal(buffer[..., d:], want.to(dtype))
+    assert torch.equal(got, want)
 
 
 @CUDA
@@ -184,6 +210,7 @@ def test_samples_equal_pytorch_kernels_on_cuda(arch, sampler, guidance):
 
     mask = torch.rand(4, model.num_blocks, 2) < 0.5
     mask[0] = True  # the first evaluation fills the cache
+    mask[2, :3] = False  # U-ViT: a run of three in-blocks with every branch reused (residual_chain)
     plan = Plan(tuple(tuple((bool(a), bool(m)) for a, m in row) for row in mask.tolist()), cache_steps=(1, 2, 3))
     for cache in (None, make_cache("fora", interval=2), FixedPlan(plan, "random")):
         ours = sample(cache)

@@ -46,3 +46,22 @@ def concat(x_ptr, skip_ptr, y_ptr, rows, cols,
     right = tl.load(skip_ptr + src, mask=mask).to(dtype, fp_downcast_rounding="rtne")
     tl.store(y_ptr + dst, left, mask=mask)
     tl.store(y_ptr + dst + cols, right, mask=mask)
+
+
+@triton.jit
+def residual_chain(x_ptr, outs, copies, y_ptr, rows, cols, copy_stride,
+                   BLOCKS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    # x, y: the stream (rows, cols) contiguous; outs: 2 * BLOCKS branch outputs (rows, cols)
+    # contiguous, attention and MLP of each block in turn; copies: BLOCKS tensors (rows, cols) with
+    # row stride copy_stride (right halves of U-ViT's concatenation buffers)
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (r[:, None] < rows) & (c[None, :] < cols)
+    offs = r[:, None].to(tl.int64) * cols + c[None, :]
+    copy_offs = r[:, None].to(tl.int64) * copy_stride + c[None, :]
+    y = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
+    for k in tl.static_range(BLOCKS):  # each add rounded to the stream's dtype, as PyTorch stores it
+        y = (y + tl.load(outs[2 * k] + offs, mask=mask).to(tl.float32)).to(x_ptr.dtype.element_ty).to(tl.float32)
+        y = (y + tl.load(outs[2 * k + 1] + offs, mask=mask).to(tl.float32)).to(x_ptr.dtype.element_ty).to(tl.float32)
+        tl.store(copies[k] + copy_offs, y.to(copies[k].dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)

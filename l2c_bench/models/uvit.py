@@ -15,7 +15,7 @@ from torch import nn
 
 from . import fused
 from .embeddings import timestep_sinusoid
-from .fused import concat_cast, residual_add
+from .fused import concat_cast, residual_add, residual_chain
 from .layers import (
     ATTN,
     MLP,
@@ -103,6 +103,12 @@ class UViTBlock(nn.Module):
         x = residual_add(x, attn)
         return residual_add(x, run_branch(runner, index, MLP, self.mlp_branch, x), into=into, copy_to=copy_to)
 
+    def reused_outputs(self, runner: BranchRunner, index: int, x) -> tuple:
+        """(attention, MLP) outputs of a block whose branches the runner both hands back
+        (`reads_input` False): x is not read."""
+        return (run_branch(runner, index, ATTN, self.attn_branch, x),
+                run_branch(runner, index, MLP, self.mlp_branch, x))
+
 
 def buffer_dtype(h: torch.Tensor) -> torch.dtype | None:
     """The dtype of U-ViT's skip concatenation buffers for the stream h, or None (plain skips).
@@ -185,21 +191,39 @@ class UViT(nn.Module):
         `buffered` (`buffer_dtype`; whole forwards only): the skips are concatenation buffers."""
         mid = len(self.in_blocks)
         d = self.embed_dim
-        for index in range(start, end):
+        index = start
+        while index < end:
             if index < mid and buffered is None:
                 h = self.in_blocks[index](h, runner=runner, index=index)
                 skips.append(h)
-            elif index < mid:  # the output, cast, goes into the right half of its out-block's buffer
-                buffer = h.new_empty(*h.shape[:-1], 2 * d, dtype=buffered)  # (N, T, 2D)
-                h = self.in_blocks[index](h, runner=runner, index=index, copy_to=buffer[..., d:])
-                skips.append(buffer)
+            elif index < mid:  # each output, cast, goes into the right half of its out-block's buffer
+                stop = self._reused_run(runner, index, min(end, mid))
+                buffers = [h.new_empty(*h.shape[:-1], 2 * d, dtype=buffered) for _ in range(stop - index)]  # (N, T, 2D)
+                if stop - index == 1:
+                    h = self.in_blocks[index](h, runner=runner, index=index, copy_to=buffers[0][..., d:])
+                else:  # in-blocks whose branches are all reused: one pass adds them all
+                    outs = [self.in_blocks[k].reused_outputs(runner, k, h) for k in range(index, stop)]
+                    h = residual_chain(h, outs, [buffer[..., d:] for buffer in buffers])
+                skips.extend(buffers)
+                index = stop
+                continue
             else:
                 block = self.mid_block if index == mid else self.out_blocks[index - mid - 1]
                 skip = skips.pop() if index > mid else None
                 # the mid and out-blocks write their output into the left half of the next buffer
                 into = skips[-1][..., :d] if buffered is not None and skips else None
                 h = block(h, skip, runner=runner, index=index, into=into)
+            index += 1
         return h
+
+    @staticmethod
+    def _reused_run(runner, start: int, limit: int) -> int:
+        """The end of the run of blocks from `start` (below `limit`) whose two branches the runner
+        both hands back; at least start + 1."""
+        stop = start
+        while stop < limit and not (reads_input(runner, stop, ATTN) or reads_input(runner, stop, MLP)):
+            stop += 1
+        return max(stop, start + 1)
 
     def forward(self, x, t, y, runner: BranchRunner | None = None):
         h = self.patch_embed(x)  # (N, L, D)
