@@ -190,40 +190,40 @@ class UViT(nn.Module):
         """Blocks with execution index in [start, end): in-blocks push skips, out-blocks pop them.
         `buffered` (`buffer_dtype`; whole forwards only): the skips are concatenation buffers."""
         mid = len(self.in_blocks)
-        d = self.embed_dim
         index = start
         while index < end:
-            if index < mid and buffered is None:
+            if index < mid and buffered is not None:
+                h, index = self._buffered_in_blocks(h, skips, runner, index, min(end, mid), buffered)
+                continue
+            if index < mid:
                 h = self.in_blocks[index](h, runner=runner, index=index)
                 skips.append(h)
-            elif index < mid:  # each output, cast, goes into the right half of its out-block's buffer
-                stop = self._reused_run(runner, index, min(end, mid))
-                buffers = [h.new_empty(*h.shape[:-1], 2 * d, dtype=buffered) for _ in range(stop - index)]  # (N, T, 2D)
-                if stop - index == 1:
-                    h = self.in_blocks[index](h, runner=runner, index=index, copy_to=buffers[0][..., d:])
-                else:  # in-blocks whose branches are all reused: one pass adds them all
-                    outs = [self.in_blocks[k].reused_outputs(runner, k, h) for k in range(index, stop)]
-                    h = residual_chain(h, outs, [buffer[..., d:] for buffer in buffers])
-                skips.extend(buffers)
-                index = stop
-                continue
             else:
                 block = self.mid_block if index == mid else self.out_blocks[index - mid - 1]
                 skip = skips.pop() if index > mid else None
                 # the mid and out-blocks write their output into the left half of the next buffer
-                into = skips[-1][..., :d] if buffered is not None and skips else None
+                into = skips[-1][..., : self.embed_dim] if buffered is not None and skips else None
                 h = block(h, skip, runner=runner, index=index, into=into)
             index += 1
         return h
 
-    @staticmethod
-    def _reused_run(runner, start: int, limit: int) -> int:
-        """The end of the run of blocks from `start` (below `limit`) whose two branches the runner
-        both hands back; at least start + 1."""
-        stop = start
+    def _buffered_in_blocks(self, h, skips: list, runner, index: int, limit: int, dtype: torch.dtype):
+        """In-block `index`, or the run of in-blocks from it (below `limit`) whose branches are all
+        reused, in one pass (`fused.residual_chain`); each output's cast goes into the right half
+        of its out-block's buffer (N, T, 2D), pushed as the skip. Returns (h, next index)."""
+        stop = index
         while stop < limit and not (reads_input(runner, stop, ATTN) or reads_input(runner, stop, MLP)):
             stop += 1
-        return max(stop, start + 1)
+        stop = max(stop, index + 1)
+        d = self.embed_dim
+        buffers = [h.new_empty(*h.shape[:-1], 2 * d, dtype=dtype) for _ in range(stop - index)]
+        if stop - index == 1:
+            h = self.in_blocks[index](h, runner=runner, index=index, copy_to=buffers[0][..., d:])
+        else:
+            outs = [self.in_blocks[k].reused_outputs(runner, k, h) for k in range(index, stop)]
+            h = residual_chain(h, outs, [buffer[..., d:] for buffer in buffers])
+        skips.extend(buffers)
+        return h, stop
 
     def forward(self, x, t, y, runner: BranchRunner | None = None):
         h = self.patch_embed(x)  # (N, L, D)
