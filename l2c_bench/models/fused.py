@@ -160,10 +160,9 @@ def residual_chain(x: torch.Tensor, outs: list[tuple[torch.Tensor | float, torch
     """
     if len(outs) != len(copies):
         raise ValueError(f"residual_chain: {len(outs)} blocks' outputs but {len(copies)} copies")
-    tensors = [t for pair in outs for t in pair]
-    fast = (x.dim() == 3 and all(isinstance(t, torch.Tensor) and t.shape == x.shape for t in tensors)
-            and _fast(x, *tensors) and all(_rows_view(c, x) and c.stride(1) == copies[0].stride(1) for c in copies)
-            and all(torch.promote_types(x.dtype, t.dtype) == x.dtype for t in tensors))
+    # each block as residual_add's kernel would take it, and one row stride for all copies
+    fast = all(_fused_residual(x, attn, None, mlp, None, copy) and copy.stride(1) == copies[0].stride(1)
+               for (attn, mlp), copy in zip(outs, copies, strict=True))
     if not fast:
         for (attn, mlp), copy in zip(outs, copies, strict=True):
             x = residual_add(x, attn, out2=mlp, copy_to=copy)
