@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, compose_config
+from conftest import REFERENCE, compose_config
 
 from l2c_bench.caching import l2c_plan, load_router, make_cache, save_router
 from l2c_bench.caching.engine import _Runner
@@ -140,7 +140,7 @@ def test_a_tiny_run_lowers_the_loss(toy_models):
 
 
 def test_router_artifact_round_trips_through_the_official_format(tmp_path):
-    official = load_router(ROOT.parent / "shared" / "reference" / "l2c_routers" / "DDIM20_router.pt")
+    official = load_router(REFERENCE / "l2c_routers" / "DDIM20_router.pt")
     save_router(official, tmp_path / "ours.pt", {"note": "converted"})
     again = load_router(tmp_path / "ours.pt")
     assert torch.equal(again, official)

@@ -3,6 +3,7 @@
 #   tests/slurm/cluster.sh start   # installs slurm-wlm + munge if needed, starts munged/slurmctld/slurmd
 #   tests/slurm/cluster.sh stop    # stops them by pid
 #   tests/slurm/cluster.sh env     # prints the exports a client needs (SLURM_CONF, PATH with our sacct)
+#   tests/slurm/cluster.sh status  # exits 0 when both daemons run and the node takes jobs (installs nothing)
 # State lives in $L2C_SLURM_DIR (default /tmp/l2c-slurm). Without slurmdbd there is no `sacct`;
 # tests/slurm/bin/sacct answers submitit's queries from slurmctld's job table instead
 # (MinJobAge keeps finished jobs there for an hour), so a hard-killed job is seen as failed.
@@ -95,12 +96,23 @@ case "${1:-}" in
       if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
     done
     ;;
+  status)
+    for name in slurmctld slurmd; do
+      pidfile="$DIR/run/$name.pid"
+      [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null || { echo "$name is not running" >&2; exit 1; }
+    done
+    command -v sinfo >/dev/null || { echo "sinfo is not installed" >&2; exit 1; }
+    state=$(SLURM_CONF="$CONF" sinfo -h -N -o %T 2>/dev/null | head -n1 || true)
+    case "$state" in idle|mixed|allocated) exit 0 ;; esac
+    echo "the SLURM node is ${state:-not answering}" >&2
+    exit 1
+    ;;
   env)
     echo "export SLURM_CONF=$CONF"
     echo "export PATH=$HERE/bin:\$PATH"
     ;;
   *)
-    echo "usage: $0 start|stop|env" >&2
+    echo "usage: $0 start|stop|status|env" >&2
     exit 2
     ;;
 esac
