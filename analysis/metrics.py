@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 # paper column -> (our row column, factor to the paper's unit, higher is better, label)
 METRICS: dict[str, tuple[str, float, bool, str]] = {
     "macs_t": ("metrics.macs_g", 1e-3, False, "MACs (T)"),
@@ -24,3 +26,28 @@ def arrow(metric: str) -> str:
 
 def higher_is_better(metric: str) -> bool:
     return METRICS[metric][2]
+
+
+# MACs are tabulated in T, the paper's unit, and shown in the largest of these units in which the
+# largest value is at least 1: T at paper scale, G or M for the toy models (not "0.0006 T").
+MACS_UNITS = (("T", 1.0), ("G", 1e3), ("M", 1e6))  # (unit, factor from T)
+
+
+def macs_unit(values_t) -> tuple[str, float]:
+    """The unit (T, G or M) to show MACs given in T, and the factor from T to it, from the largest
+    value (None and NaN left out; none left: T). Every table and plot that shows MACs uses it."""
+    finite = [abs(float(v)) for v in values_t if v is not None and not math.isnan(float(v))]
+    largest = max(finite, default=math.inf)
+    for unit, factor in MACS_UNITS:
+        if largest * factor >= 1:
+            return unit, factor
+    return MACS_UNITS[-1]
+
+
+def shown(metric: str, values) -> tuple[str, float]:
+    """The label a table shows `metric` under and the factor from its unit here to the one shown:
+    MACs in the unit their size calls for (macs_unit), every other metric in the paper's unit."""
+    if metric == "macs_t":
+        unit, factor = macs_unit(values)
+        return f"MACs ({unit})", factor
+    return METRICS[metric][3], 1.0

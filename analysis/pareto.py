@@ -23,9 +23,17 @@ import pandas as pd  # noqa: E402
 from .cli import results_to_files  # noqa: E402
 from .figures import save_figure  # noqa: E402
 from .labels import paper_frame  # noqa: E402
+from .metrics import macs_unit  # noqa: E402
 from .paper import BASELINES  # noqa: E402
 
-AXES = {"latency_s": "Latency (s, one batch)", "macs_t": "MACs per image (T)"}
+# x axes of Figure 4; MACs in the unit their size calls for (macs_unit)
+AXES = {"latency_s": "Latency (s, one batch)", "macs_t": "MACs per image ({unit})"}
+
+
+def x_axis(x: str, values) -> tuple[str, float]:
+    """The label of x axis `x` and the factor from the column's unit to the one plotted."""
+    unit, factor = macs_unit(values) if x == "macs_t" else (None, 1.0)
+    return AXES[x].format(unit=unit), factor
 
 
 def pareto_front(cost, quality) -> list[bool]:
@@ -54,7 +62,9 @@ def figure4(points: pd.DataFrame, *, title: str, base_nfe: int):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     baseline = points[(points["method"].isin(BASELINES)) & (points["nfe"] == base_nfe)]
     for ax, x in zip(axes, AXES, strict=True):
+        label, factor = x_axis(x, points[x])
         data = points.dropna(subset=[x, "fid"])
+        data = data.assign(**{x: data[x] * factor})
         for name, group in data.groupby("series"):
             group = group.sort_values(x)
             ax.plot(group[x], group["fid"], "o-", color=colour(name), label=name, markersize=5)
@@ -63,8 +73,8 @@ def figure4(points: pd.DataFrame, *, title: str, base_nfe: int):
             ax.step(front[x], front["fid"], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto front")
         for _, b in baseline.dropna(subset=[x, "fid"]).iterrows():
             ax.axhline(b["fid"], linestyle="--", color="grey", linewidth=1)
-            ax.axvline(b[x], linestyle="--", color="grey", linewidth=1, label=f"uncached, NFE {base_nfe}")
-        ax.set_xlabel(AXES[x])
+            ax.axvline(b[x] * factor, linestyle="--", color="grey", linewidth=1, label=f"uncached, NFE {base_nfe}")
+        ax.set_xlabel(label)
         ax.set_ylabel("FID (lower is better)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")

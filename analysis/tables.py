@@ -19,7 +19,7 @@ import pandas as pd
 
 from .cli import results_to_files
 from .labels import paper_frame
-from .metrics import METRICS, arrow, higher_is_better
+from .metrics import METRICS, arrow, higher_is_better, shown
 from .paper import BASELINES, TABLES, TableSpec, load_paper
 
 MISSING = "—"
@@ -139,10 +139,16 @@ def _best(frame: pd.DataFrame, metric: str) -> set[int]:
     return best
 
 
+def _shown(table: Table, metric: str) -> tuple[str, float]:
+    """The metric's label and display factor in this table: one unit for ours and the paper's."""
+    columns = [metric, f"{metric}_paper"] if table.scale == "paper" else [metric]
+    return shown(metric, [v for c in columns for v in table.frame[c]])
+
+
 def _header(table: Table) -> list[str]:
     header = list(table.spec.keys)
     for m in table.spec.metrics:
-        label = f"{METRICS[m][3]} {arrow(m)}"
+        label = f"{_shown(table, m)[0]} {arrow(m)}"
         header += [label, "paper", "Δ"] if table.scale == "paper" else [label]
     return header
 
@@ -150,15 +156,20 @@ def _header(table: Table) -> list[str]:
 def _cells(table: Table, bold) -> list[list[str]]:
     frame = table.frame.reset_index(drop=True)
     best = {m: _best(frame, m) for m in table.spec.metrics}
+    factors = {m: _shown(table, m)[1] for m in table.spec.metrics}
+
+    def scaled(value, m):
+        return value if value is None or factors[m] == 1.0 else value * factors[m]
+
     out = []
     for i, row in frame.iterrows():
         cells = [_fmt(row[k]) for k in table.spec.keys]
         for m in table.spec.metrics:
-            mine = _fmt(row[m], m)
+            mine = _fmt(scaled(row[m], m), m)
             cells.append(bold(mine) if i in best[m] and mine != MISSING else mine)
             if table.scale == "paper":
-                delta = row[f"{m}_delta"]
-                cells += [_fmt(row[f"{m}_paper"], m), MISSING if delta is None else f"{delta:+.3g}"]
+                delta = scaled(row[f"{m}_delta"], m)
+                cells += [_fmt(scaled(row[f"{m}_paper"], m), m), MISSING if delta is None else f"{delta:+.3g}"]
         out.append(cells)
     return out
 

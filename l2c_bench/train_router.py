@@ -20,11 +20,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .caching.methods.pairing import l2c_cycle
 from .config import register_configs
 from .devices import init_distributed
 from .records import flatten
 from .records.tracker import make_tracker
-from .router_learning.job import learn, name_for
+from .router_learning.job import l2c_interval, learn, name_for
 from .sampling import check_sampler
 
 log = logging.getLogger("l2c_bench.train_router")
@@ -34,6 +35,8 @@ register_configs()
 def train_router(cfg: DictConfig) -> str:
     sampler = cfg.sampler.name or cfg.model.default_sampler
     check_sampler(sampler, cfg.model.family, cfg.steps)
+    # a wrong cache.interval or a cycle L2C does not define: an error before the model is loaded
+    l2c_cycle(cfg.model.family, sampler, int(cfg.steps), interval=l2c_interval(cfg))
     device = init_distributed(cfg.device)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     tracker = None

@@ -222,6 +222,18 @@ def test_bad_cache_configs_name_the_key(tmp_path):
         make_cache("l2c", router=str(tmp_path / "missing.pt")).plan(model=Stub("dit", 28), sampler="ddim", nfe=20)
 
 
+
+@pytest.mark.parametrize("name,interval,least", [("l2c", 1, 2), ("l2c", 0, 2), ("l2c", -2, 2), ("fora", 0, 1),
+                                                 ("fora", -1, 1), ("deepcache", 0, 1), ("faster_diffusion", -3, 1),
+                                                 ("delta_dit", 0, 1), ("taylorseer", 0, 1), ("toca", -1, 1)])
+def test_a_wrong_interval_fails_when_the_method_is_built(name, interval, least):
+    """Every method rejects an interval below its least cycle as it is built, naming the key and the
+    bound: a wrong value, not a combination the method leaves undefined (that one is `unsupported`)."""
+    with pytest.raises(CacheConfigError, match=rf"cache.interval={interval}\b.*integer >= {least}") as error:
+        make_cache(name, interval=interval)
+    assert not isinstance(error.value, UnsupportedCombination)
+
+
 # --- block-level reuse ------------------------------------------------------------------------
 
 def test_deepcache_and_faster_diffusion_plans_by_hand():

@@ -113,3 +113,39 @@ def test_a_run_with_a_longer_cycle_learns_its_own_router_and_saves_more(tmp_path
     assert rows[2]["metrics.reused_ratio_all"] == pytest.approx(4 / 8)
     assert rows[4]["metrics.reused_ratio_all"] == pytest.approx(5 / 8)
     assert rows[4]["metrics.macs_speedup"] > rows[2]["metrics.macs_speedup"]
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model was loaded: the wrong value was not caught before any compute")
+
+
+@pytest.mark.parametrize("router", ["auto", "official", "file"])
+def test_a_run_with_a_wrong_interval_fails_before_loading_the_model(tmp_path, monkeypatch, router):
+    """`cache=l2c cache.interval=1` is a failed row naming the key and why, for every kind of router,
+    raised before the model is loaded; U-ViT at interval 3 stays an `unsupported` combination."""
+    from conftest import REFERENCE
+    from test_router_learning import config
+
+    import l2c_bench.run as run
+
+    monkeypatch.setattr(run, "load_model", _no_model)
+    router = str(REFERENCE / "l2c_routers" / "DDIM20_router.pt") if router == "file" else router
+    row = run.run_point(config(tmp_path, "cache.interval=1", f"cache.router={router}"))
+    assert row["status"] == "failed", row["error"]
+    assert row["error"].startswith("CacheConfigError: cache.interval=1: an L2C cycle") and "integer >= 2" in row["error"]
+    uvit = run.run_point(config(tmp_path, "model=uvit", "cache.interval=3", f"cache.router={router}"))
+    assert uvit["status"] == "unsupported" and "cache.interval=3" in uvit["error"]
+
+
+def test_router_training_checks_the_cycle_before_loading_the_model(tmp_path, monkeypatch):
+    from test_router_learning import config
+
+    import l2c_bench.router_learning.job as job
+    from l2c_bench.train_router import train_router
+
+    monkeypatch.setattr(job, "load_model", _no_model)
+    with pytest.raises(CacheConfigError, match=r"cache.interval=1\b.*integer >= 2") as error:
+        train_router(config(tmp_path, "cache.interval=1"))
+    assert not isinstance(error.value, UnsupportedCombination)
+    with pytest.raises(UnsupportedCombination, match="cache.interval=3"):
+        train_router(config(tmp_path, "model=uvit", "cache.interval=3"))

@@ -18,7 +18,7 @@ import torch
 
 from ..engine import CacheConfigError, CacheMethod, Plan
 from ..router import load_router
-from .pairing import l2c_cache_steps, l2c_cycle
+from .pairing import check_l2c_interval, l2c_cache_steps, l2c_cycle
 
 ROUTER_DIR = Path(__file__).resolve().parents[1] / "routers"
 OFFICIAL_TAGS = {"ddim": "ddim", "dpm_solver2": "dpm"}
@@ -72,6 +72,7 @@ class L2C(CacheMethod):
             raise CacheConfigError(f"cache.threshold={self.threshold} must lie in [0, 1]")
         if not self.router:
             raise CacheConfigError("cache.router is empty: give the path of a router file")
+        check_l2c_interval(self.interval)  # as every method checks its interval: when built
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         l2c_cycle(model.family, sampler, nfe, interval=self.interval)  # unsupported: fail before reading files

@@ -26,13 +26,18 @@ def l2c_cache_steps(family: str, sampler: str, nfe: int, shifted: bool = True,
     return [(n, row) for n, row, _ in l2c_cycle(family, sampler, nfe, shifted, interval)]
 
 
+def check_l2c_interval(interval) -> None:
+    """`cache.interval` of L2C: a wrong value, not a combination the method leaves undefined, so a
+    CacheConfigError (the run fails), never UnsupportedCombination (a sweep's `unsupported` row)."""
+    if int(interval) != interval or interval < 2:
+        raise CacheConfigError(f"cache.interval={interval}: an L2C cycle is one full step and "
+                               "interval-1 >= 1 cache steps, so interval must be an integer >= 2")
+
+
 def l2c_cycle(family: str, sampler: str, nfe: int, shifted: bool = True,
               interval: int = 2) -> list[tuple[int, int, int]]:
     """[(evaluation index, router row, distance in evaluations to the full step it reuses)]."""
-    if int(interval) != interval or interval < 2:
-        # a wrong value, not a combination the method leaves undefined: the run fails
-        raise CacheConfigError(f"cache.interval={interval}: an L2C cycle is one full step and "
-                               "interval-1 >= 1 cache steps, so interval must be an integer >= 2")
+    check_l2c_interval(interval)
     if family == "dit" and sampler == "ddim":
         if not shifted:
             raise UnsupportedCombination("the non-shifted cache step is a DPM-Solver-2 (U-ViT) notion; "
