@@ -25,7 +25,11 @@ def results_to_files(doc: str, write_all, argv=None) -> None:
         rows = wandb_rows(args.project, args.entity)
     else:
         from l2c_bench.records import load_results
+        from l2c_bench.records.store import CorruptRow
 
-        rows = load_results(args.results)
+        try:
+            rows = load_results(args.results)
+        except CorruptRow as exc:  # one line naming the file, not a traceback
+            parser.exit(1, f"error: {exc}\n")
     for path in write_all(rows, Path(args.out)):
         print(path)

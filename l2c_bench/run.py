@@ -45,8 +45,9 @@ from .devices import (
 from .loading import TOY_ASSETS, RunConfigError, checkpoint_path, file_sha256, load_model  # noqa: F401 (TOY_ASSETS re-exported)
 from .models import build_model, fused
 from .models.layers import AUTOCAST_DTYPES, cast_weights_, weights_dtype
-from .records import flatten, read_row, run_id_for, write_row
+from .records import flatten, read_row, row_config, run_id_for, write_row
 from .records.provenance import collect, now
+from .records.store import CorruptRow
 from .records.tracker import check_tracker, make_tracker
 from .sampling import CONVENTIONS, check_sampler
 from .sampling.graphs import RUNTIME_DECISIONS, SamplingGraphs, check_graphable
@@ -464,9 +465,9 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
 
 
 def write_own_shard(point: Point, run_dir: Path) -> None:
-    """A sharded run's job: generate and save this shard, unless an earlier attempt did."""
+    """A sharded run's job: generate and save this shard, unless an earlier attempt did (and not force)."""
     cfg, shard = point.cfg, point.shard
-    if shard_path(run_dir, shard).is_file():
+    if shard_path(run_dir, shard).is_file() and not cfg.force:
         log.info("shard %d/%d of %s exists: not recomputed", shard.index, shard.count, run_dir.name)
         return
     indices = sample_range(cfg.metrics.num_samples, cfg.metrics.batch_size, shard)
@@ -484,7 +485,8 @@ def run_point(cfg: DictConfig) -> dict:
     """
     config = OmegaConf.to_container(cfg, resolve=True)
     run_id = run_id_for(config)
-    existing = read_row(cfg.results_dir, run_id)
+    config = row_config(config)  # the row (and W&B) get only the method's own cache keys: same id
+    existing = _stored_row(cfg.results_dir, run_id)
     if existing and existing.get("status") == "ok" and not cfg.force:
         log.info("skipped %s: an ok row exists (force=true reruns it)", run_id)
         return existing
@@ -509,7 +511,7 @@ def run_point(cfg: DictConfig) -> dict:
         # one finaliser at a time per run; it re-checks whether another one already finished
         with exclusive(run_dir / ".finalize.lock") if sharded else nullcontext():
             if sharded:
-                done = read_row(cfg.results_dir, run_id)
+                done = _stored_row(cfg.results_dir, run_id)
                 if done and done.get("status") == "ok" and not cfg.force:
                     return done
                 missing = missing_shards(run_dir, point.shard.count)
@@ -532,6 +534,15 @@ def run_point(cfg: DictConfig) -> dict:
                    traceback="".join(traceback.format_exception(exc))[-4000:])
         log.error("failed %s: %s: %s", run_id, type(exc).__name__, exc)
     return _record(cfg, run_id, run_dir, row, config)
+
+
+def _stored_row(results_dir: str, run_id: str) -> dict | None:
+    """The run's stored row; a corrupt file counts as none (with a warning naming it): the rerun replaces it."""
+    try:
+        return read_row(results_dir, run_id)
+    except CorruptRow as exc:
+        log.warning("rerunning %s: %s", run_id, exc)
+        return None
 
 
 def _record(cfg: DictConfig, run_id: str, run_dir: Path, row: dict, config: dict) -> dict:

@@ -66,8 +66,18 @@ def missing_shards(run_dir: Path, count: int) -> list[int]:
 
 
 def load_shards(run_dir: Path, count: int) -> list[dict]:
-    return [torch.load(shard_path(run_dir, Shard(k, count)), map_location="cpu", weights_only=True)
-            for k in range(count)]
+    """Every shard of the run, in order; an unreadable file is an error naming it and its job."""
+    parts = []
+    for k in range(count):
+        path = shard_path(run_dir, Shard(k, count))
+        try:
+            parts.append(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - any failure inside torch.load means an unusable file
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(f"cannot read shard file {path}: truncated or corrupt ({type(exc).__name__}: "
+                               f"{reason[:200]}); rerun that shard with shard.index={k} shard.count={count} "
+                               "force=true") from None
+    return parts
 
 
 def join_parts(parts: list[dict]) -> dict:

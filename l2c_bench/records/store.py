@@ -58,15 +58,28 @@ def run_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def _method_parameters(name, keys) -> set[str]:
-    """The cache keys that change what method `name` computes (the others are inert for it)."""
+def _method_parameters(name, keys, identity: bool = True) -> set[str]:
+    """The cache keys of method `name`: its own parameters; with `identity`, only those that change
+    what it computes (not train_if_missing). The other methods' keys are inert for it."""
     from dataclasses import fields
 
     from ..caching import CACHE_METHODS
 
     if name not in CACHE_METHODS:
         return set(keys)  # an unknown method (a failed row): keep everything
-    return {"name"} | {f.name for f in fields(CACHE_METHODS[name])} - {"train_if_missing"}
+    own = {"name"} | {f.name for f in fields(CACHE_METHODS[name])}
+    return own - {"train_if_missing"} if identity else own
+
+
+def row_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as a row records it: `cache` holds only its method's own parameters (the schema
+    is the union of every method's). The run key reads no other cache key, so the id is the same
+    from this config as from the full one (rows written with every key stay valid)."""
+    cache = config.get("cache")
+    if not cache:
+        return dict(config)
+    own = _method_parameters(cache.get("name"), cache, identity=False)
+    return {**config, "cache": {k: v for k, v in cache.items() if k in own}}
 
 
 def run_id_for(config: Mapping[str, Any]) -> str:
@@ -92,21 +105,36 @@ def write_row(results_dir: str | os.PathLike, run_id: str, row: Mapping[str, Any
     return target
 
 
+class CorruptRow(ValueError):
+    """A `result.json` that is not a JSON object (truncated by a copy, edited by hand...)."""
+
+
+def _parse_row(path: Path) -> dict[str, Any]:
+    """One stored row; CorruptRow naming the file if it is not a JSON object."""
+    try:
+        row = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # only files not written by write_row
+        raise CorruptRow(f"corrupt result row {path} ({exc}); relaunching its point replaces it") from None
+    if not isinstance(row, dict):
+        raise CorruptRow(f"corrupt result row {path} (a JSON {type(row).__name__}, not an object); "
+                         "relaunching its point replaces it")
+    return row
+
+
 def read_row(results_dir: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
+    """The stored row of `run_id`, None if there is none; CorruptRow if its file is unreadable."""
     path = Path(results_dir) / run_id / RESULT_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    return _parse_row(path)
 
 
 def load_results(path: str | os.PathLike):
-    """Every row under `path` (recursively) as a pandas DataFrame, one row per run."""
+    """Every row under `path` (recursively) as a pandas DataFrame, one row per run.
+
+    A corrupt row is an error naming its file (CorruptRow), never a silently missing point:
+    relaunching that point (`python -m l2c_bench.run` with its config) replaces the file.
+    """
     import pandas as pd
 
-    rows = []
-    for file in sorted(Path(path).rglob(RESULT_FILE)):
-        try:
-            rows.append(json.loads(file.read_text()))
-        except json.JSONDecodeError as exc:  # only possible for files not written by write_row
-            raise ValueError(f"corrupt result row {file}: {exc}") from None
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_parse_row(file) for file in sorted(Path(path).rglob(RESULT_FILE))])

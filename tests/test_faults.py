@@ -1,0 +1,167 @@
+"""Faults a sweep meets: no CUDA where device=cuda, stale or corrupt shard files, two jobs learning one router."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from conftest import ROOT, compose_config
+
+from l2c_bench.records import load_results, read_row
+from l2c_bench.router_learning.store import read_metadata
+from l2c_bench.run import run_point
+from l2c_bench.shards import Shard, shard_path
+
+SHARDED = ["tracker=none", "cache=fora", "steps=4", "metrics.num_samples=8", "metrics.batch_size=4",
+           "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.timing_warmup=0",
+           "metrics.reference_samples=40", "metrics.grid_samples=2", "shard.count=2"]
+SCORES = ("fid", "kid", "on_class_rate", "class_flip_rate", "paired_latent_mse", "paired_image_mse", "cached_ratio")
+
+
+def sharded(results_dir, index, *overrides):
+    return compose_config(results_dir, *SHARDED, f"shard.index={index}", *overrides)
+
+
+def test_cuda_requested_without_cuda_is_a_failed_row_naming_the_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a machine that has a GPU
+    row = run_point(compose_config(tmp_path, "tracker=none", "cache=none", "steps=2", "device=cuda"))
+    assert row["status"] == "failed"
+    assert row["error"] == "ValueError: device='cuda' but CUDA is not available; use device=cpu or auto"
+    stored = read_row(tmp_path, row["run_id"])
+    assert stored["status"] == "failed" and stored["config.device"] == "cuda"
+    assert not any(k.startswith("metrics.") for k in stored)  # nothing was measured
+    assert not (tmp_path / row["run_id"] / "samples.png").exists()
+
+
+def _shard_tensors(run_dir) -> list[dict]:
+    return [torch.load(shard_path(run_dir, Shard(k, 2)), weights_only=True) for k in range(2)]
+
+
+@pytest.mark.slow
+def test_force_regenerates_old_shard_files_instead_of_rescoring_them(tmp_path):
+    assert run_point(sharded(tmp_path, 0))["status"] == "shard"
+    first = run_point(sharded(tmp_path, 1))
+    assert first["status"] == "ok", first.get("error")
+    run_dir = tmp_path / first["run_id"]
+    stored = read_row(tmp_path, first["run_id"])
+    fresh = _shard_tensors(run_dir)
+    # shards from an earlier version of the code: other features and errors than today's code makes
+    for k, part in enumerate(fresh):
+        torch.save({**part, "features": part["features"] * 2, "latent_se": part["latent_se"] + 1},
+                   shard_path(run_dir, Shard(k, 2)))
+    assert run_point(sharded(tmp_path, 0)) == stored  # without force: the ok row stands, nothing is read
+    assert run_point(sharded(tmp_path, 0, "force=true"))["status"] == "ok"  # scored with shard 1 still old
+    forced = run_point(sharded(tmp_path, 1, "force=true"))  # the last forced job scores only new shards
+    assert forced["status"] == "ok", forced.get("error")
+    for key in SCORES:
+        assert forced[f"metrics.{key}"] == first[f"metrics.{key}"], key
+    for old, new in zip(fresh, _shard_tensors(run_dir), strict=True):  # regenerated: today's values again
+        for key in ("features", "latent_se", "logits", "labels"):
+            assert torch.equal(old[key], new[key]), key
+    assert read_row(tmp_path, first["run_id"]) == json.loads(json.dumps(forced, default=str))
+
+
+@pytest.mark.slow
+def test_a_corrupt_shard_fails_the_row_naming_the_file_and_force_repairs_it(tmp_path):
+    waiting = run_point(sharded(tmp_path, 0))
+    assert waiting["status"] == "shard"
+    broken = shard_path(tmp_path / waiting["run_id"], Shard(0, 2))
+    original = torch.load(broken, weights_only=True)
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # a copy cut short
+    failed = run_point(sharded(tmp_path, 1))  # the job completing the set cannot read shard 0
+    assert failed["status"] == "failed"
+    assert str(broken) in failed["error"] and "shard.index=0 shard.count=2 force=true" in failed["error"]
+    assert read_row(tmp_path, failed["run_id"])["status"] == "failed"
+    repaired = run_point(sharded(tmp_path, 0, "force=true"))  # what the message says to run
+    assert repaired["status"] == "ok", repaired.get("error")
+    assert repaired["metrics.num_samples"] == 8 and repaired["metrics.fid"] > 0
+    again = torch.load(broken, weights_only=True)
+    for key in ("index", "features", "logits", "latent_se", "image_se"):
+        assert torch.equal(original[key], again[key]), key
+    assert load_results(tmp_path).status.tolist() == ["ok"]
+
+
+# Runs one L2C point with cache.router=auto in its own process. `_learn` (the training itself) is
+# wrapped to record that it ran and, in the first process, to hold the router's lock until the
+# second process has asked for the same router; `learn` is wrapped to time the asking and the answer.
+RACER = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from hydra import compose, initialize_config_dir
+    import l2c_bench.router_learning.job as job
+    from l2c_bench.run import run_point
+
+    signals, name, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    events = {}
+    real_learn, real_train = job.learn, job._learn
+
+    def learn(*args, **kwargs):
+        events["asked"] = time.time()
+        (signals / f"{name}.asked").touch()
+        path = real_learn(*args, **kwargs)
+        events["answered"] = time.time()
+        return path
+
+    def train(*args, **kwargs):
+        events["trained"] = True
+        (signals / f"{name}.training").touch()
+        deadline = time.time() + 120
+        while not [p for p in signals.glob("*.asked") if p.name != f"{name}.asked"] and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the other process is now blocked on the lock
+        path = real_train(*args, **kwargs)
+        events["saved"] = time.time()
+        return path
+
+    job.learn, job._learn = learn, train
+    with initialize_config_dir(config_dir=str(Path.cwd() / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    row = run_point(cfg)
+    print(json.dumps({"events": events, "status": row["status"], "error": row.get("error"),
+                      "router_file": row.get("metrics.router_file")}))
+""")
+
+
+@pytest.mark.slow
+def test_two_processes_needing_one_router_train_it_once(tmp_path):
+    script = tmp_path / "racer.py"
+    script.write_text(RACER)
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    common = [f"results_dir={tmp_path / 'results'}", "tracker=none", "cache=l2c", "cache.router=auto", "steps=6",
+              "router.iterations=4", "router.batch_size=4", "metrics.num_samples=2", "metrics.batch_size=2",
+              "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.timing_warmup=0", "metrics.fid=false",
+              "metrics.grid_samples=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start(name, *overrides):
+        return subprocess.Popen([sys.executable, str(script), str(signals), name, *common, *overrides], cwd=ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start("first")
+    deadline = time.time() + 300
+    while not (signals / "first.training").exists():  # the first process holds the lock and trains
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        assert time.time() < deadline, "the first process never started training"
+        time.sleep(0.1)
+    second = start("second", "cache.threshold=0.5")  # another point needing the same router
+    outcomes = {}
+    for name, proc in (("first", first), ("second", second)):
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        outcomes[name] = json.loads(out.strip().splitlines()[-1])
+    one, two = outcomes["first"], outcomes["second"]
+    assert one["status"] == two["status"] == "ok", (one["error"], two["error"])
+    assert one["events"].get("trained") and not two["events"].get("trained")  # trained once
+    # the second asked while the first was training, and got its answer only once the router was saved
+    assert two["events"]["asked"] < one["events"]["saved"] <= two["events"]["answered"]
+    routers = sorted((tmp_path / "results" / "_routers").glob("*.pt"))
+    assert [p.name for p in routers] == [one["router_file"]] == [two["router_file"]]
+    assert read_metadata(routers[0])["iterations_done"] == 4
+    rows = load_results(tmp_path / "results")
+    assert len(rows) == 2 and rows.status.tolist() == ["ok", "ok"]
+    assert set(rows["metrics.router_file"]) == {routers[0].name}
