@@ -99,12 +99,13 @@ def test_table_8_in_code_is_the_papers_table():
 
 
 def readme_commands():
-    """Every `l2c_bench.run` / `train_router` command in the README's bash blocks, as override lists
-    (a sweep's first value, `...` placeholders and comments dropped)."""
+    """Every `l2c_bench.run` / `train_router` command in the bash blocks of the README and the
+    docs/ pages, as override lists (a sweep's first value, `...` placeholders and comments dropped)."""
     import re
     import shlex
 
-    text = (ROOT / "README.md").read_text()
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():

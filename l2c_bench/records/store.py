@@ -2,7 +2,7 @@
 
 Layout: `<results_dir>/<run_id>/result.json` (+ `samples.png`). Rows are written atomically
 (temp file in the same folder, fsync, rename), so a reader sees a whole row or none and a killed
-run leaves no partial file. Row schema (flat keys, see ROW_SCHEMA in the README):
+run leaves no partial file. Row schema (flat keys; docs/results.md, "Row fields"):
   run_id, status (ok | failed | unsupported), error, config.* (the resolved config, flattened),
   metrics.* (numbers; None where not applicable), provenance.* (git, versions, device, host,
   SLURM job id, start/end time).
