@@ -1,6 +1,11 @@
 """Analysis on a synthetic results store with known values: tables, Pareto fronts, plots, report."""
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
+from conftest import ROOT
+from matplotlib.colors import LogNorm
 
 from analysis.tables import build_all, to_latex, to_markdown, write_all
 from l2c_bench.records import load_results, write_row
@@ -39,6 +44,42 @@ def _table(tables, stem):
     return next(t for t in tables if t.stem == stem)
 
 
+def _recorded_figures(monkeypatch, module) -> dict:
+    """Make `module.save_figure` keep each figure it writes, by file stem (the figure is closed
+    after saving, but its artists and their data remain readable)."""
+    figures = {}
+    save = module.save_figure
+
+    def recording(fig, out, stem, **kwargs):
+        figures[stem] = fig
+        return save(fig, out, stem, **kwargs)
+
+    monkeypatch.setattr(module, "save_figure", recording)
+    return figures
+
+
+def _check_files(written, figures, dpi):
+    """Each figure written as a real PNG of its size at `dpi`, and a PDF."""
+    for path in written:
+        data = path.read_bytes()
+        if path.suffix == ".png":
+            assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+            width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR
+            inches = figures[path.stem].get_size_inches()
+            assert (width, height) == (round(inches[0] * dpi), round(inches[1] * dpi)), path
+        else:
+            assert path.suffix == ".pdf" and data[:5] == b"%PDF-" and b"%%EOF" in data[-64:], path
+
+
+def _series(ax) -> dict:
+    """{label: (x, y)} of an axis' labelled lines (rounded: ms -> s leaves float noise)."""
+    def values(data):
+        return [round(float(v), 9) for v in data]
+
+    return {line.get_label(): (values(line.get_xdata()), values(line.get_ydata()))
+            for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
 def test_paper_table_has_ours_the_paper_and_the_difference(store):
     tables = build_all(store)
     t1 = _table(tables, "table1_dit_paper_inception")
@@ -74,11 +115,76 @@ def test_scales_and_feature_networks_are_never_mixed(store):
     assert len(t2.frame) == 6 and t2.frame["fid"].isna().all() and t2.frame["fid_paper"].notna().all()
 
 
+def _markdown_rows(text: str) -> tuple[list[str], list[list[str]]]:
+    """A written markdown table: its header cells and its body rows' cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header, body = lines[0], lines[2:]  # lines[1] is the |---| separator
+    return [c.strip() for c in header.strip("|").split("|")], [[c.strip() for c in r.strip("|").split("|")]
+                                                                 for r in body]
+
+
+def _by_metric(header: list[str], cells: list[str], keys: int) -> dict:
+    """{metric label: (ours, paper, delta)} for a paper-scale row, {label: ours} for a toy row."""
+    out = {}
+    for i in range(keys, len(header)):
+        if header[i] not in ("paper", "Δ"):
+            out[header[i]] = tuple(cells[i:i + 3]) if header[i + 1:i + 2] == ["paper"] else cells[i]
+    return out
+
+
 def test_tables_are_written_as_markdown_and_latex(store, tmp_path):
-    written = write_all(store, tmp_path / "out")
-    names = {p.name for p in written}
-    assert {"table1_dit_paper_inception.md", "table1_dit_paper_inception.tex", "table1_dit_toy_toy.md"} <= names
-    assert all(p.stat().st_size > 100 for p in written)
+    out = tmp_path / "out"
+    written = write_all(store, out)
+    # paper scale: every paper table (Table 8 holds hyperparameters, not results), ours or not;
+    # toy scale: only the tables that hold a toy row (a DDIM and an L2C point of the toy DiT)
+    paper_csvs = sorted(p for p in (ROOT / "analysis" / "paper_numbers").glob("table*.csv") if "hyperparams" not in p.name)
+    stems = [f"{p.stem}_paper_inception" for p in paper_csvs] + [
+        f"{name}_toy_toy" for name in ("table1_dit", "table4_cacheable_ratio", "table5_7_layer_dropout", "table9_lambda")]
+    assert sorted(p.name for p in written) == sorted(f"{stem}{suffix}" for stem in stems for suffix in (".md", ".tex"))
+
+    # Table 1 at paper scale: the paper's rows in its order with its values, then our extra row
+    header, rows = _markdown_rows((out / "table1_dit_paper_inception.md").read_text())
+    assert header[:4] == ["model", "resolution", "method", "nfe"]
+    paper = pd.read_csv(ROOT / "analysis" / "paper_numbers" / "table1_dit.csv")
+    keys = [tuple(str(v) for v in r) for r in paper[["model", "resolution", "method", "nfe"]].itertuples(index=False)]
+    assert [tuple(r[:4]) for r in rows] == keys + [("DiT-XL/2", "256", "L2C", "30")]
+    labels = {"latency_s": "Latency (s) ↓", "speedup": "Speedup ↑", "is": "IS ↑", "fid": "FID ↓",
+              "sfid": "sFID ↓", "precision": "Precision (%) ↑", "recall": "Recall (%) ↑"}
+    for (_, p), cells in zip(paper.iterrows(), rows, strict=False):
+        by_metric = _by_metric(header, cells, 4)
+        for column, label in labels.items():
+            assert by_metric[label][1] == ("—" if pd.isna(p[column]) else f"{p[column]:.2f}"), (cells[:4], label)
+    table = {tuple(r[:4]): _by_metric(header, r, 4) for r in rows}
+    # ours from the store in the paper's units (ms -> s, fraction -> %), and ours - paper
+    ddim20 = table[("DiT-XL/2", "256", "DDIM", "20")]
+    assert ddim20["FID ↓"] == ("3.50", "3.48", "+0.02") and ddim20["Latency (s) ↓"] == ("2.90", "2.87", "+0.03")
+    assert ddim20["Precision (%) ↑"] == ("79.00", "78.76", "+0.24") and ddim20["IS ↑"] == ("—", "223.50", "—")
+    assert ddim20["Speedup ↑"] == ("1.00", "1.00", "+0")
+    # the best of ours in the block (DDIM 20, DDIM 16, L2C 20) is bold, and only there
+    l2c20, ddim16 = table[("DiT-XL/2", "256", "L2C", "20")], table[("DiT-XL/2", "256", "DDIM", "16")]
+    assert l2c20["FID ↓"] == ("**3.40**", "3.46", "-0.06") and l2c20["Speedup ↑"] == ("**1.26**", "1.27", "-0.01")
+    assert ddim16["FID ↓"] == ("4.70", "4.68", "+0.02") and ddim16["Latency (s) ↓"] == ("2.31", "2.30", "+0.01")
+    assert table[("DiT-XL/2", "256", "DDIM", "50")]["FID ↓"] == ("—", "2.26", "—")  # no result yet
+    assert table[("DiT-XL/2", "256", "L2C", "30")]["FID ↓"] == ("3.00", "—", "—")  # ours only
+    assert sum("**" in c for r in rows for c in r) == 4  # MACs, latency, speedup and FID of L2C 20
+
+    # the LaTeX file: the same cells (booktabs, -- for missing, \textbf for bold), a rule between blocks
+    tex = (out / "table1_dit_paper_inception.tex").read_text().splitlines()
+    assert tex[0] == r"\begin{table}[t]" and tex[-1] == r"\end{table}" and r"\bottomrule" in tex
+    body = tex[tex.index(r"\toprule") + 2:tex.index(r"\bottomrule")]
+    tex_rows = [[c.strip() for c in line.removesuffix(r" \\").split(" & ")] for line in body if line != r"\midrule"]
+    md_as_tex = [[("--" if c == "—" else rf"\textbf{{{c[2:-2]}}}" if c.startswith("**") else c) for c in r] for r in rows]
+    assert tex_rows == md_as_tex
+    # a rule under the header, then one between each of the 7 blocks: the 250/50/40-step rows,
+    # NFE 20, NFE 10, 512 px, DiT-L/2 at 50 and at 20, our extra row
+    assert body.count(r"\midrule") == 1 + 6
+
+    # toy scale: ours only, no paper columns, sorted by the keys, bold per block
+    header, rows = _markdown_rows((out / "table1_dit_toy_toy.md").read_text())
+    assert "paper" not in header and [r[:4] for r in rows] == [["DiT-toy", "32", "DDIM", "20"], ["DiT-toy", "32", "L2C", "20"]]
+    ddim, l2c = (_by_metric(header, r, 4) for r in rows)
+    assert (ddim["FID ↓"], ddim["Latency (s) ↓"], ddim["Speedup ↑"]) == ("**20.00**", "0.10", "1.00")
+    assert (l2c["FID ↓"], l2c["Latency (s) ↓"], l2c["Speedup ↑"]) == ("21.00", "**0.07**", "**1.40**")
 
 
 def test_pareto_front_is_the_undominated_set():
@@ -89,7 +195,7 @@ def test_pareto_front_is_the_undominated_set():
     assert pareto_front(cost, fid) == [True, True, True, False, False, True]  # ties on both stay
 
 
-def test_speed_quality_and_threshold_plots(tmp_path):
+def test_speed_quality_and_threshold_plots(tmp_path, monkeypatch):
     from analysis import pareto
 
     rows = [_row("d20", fid=3.5, latency_ms=2870.0, macs_g=2288.0, speedup=1.0),
@@ -103,11 +209,40 @@ def test_speed_quality_and_threshold_plots(tmp_path):
         r["config.cache.strategy"] = "bottom"
         write_row(tmp_path / "store", r["run_id"], r)
     results = load_results(tmp_path / "store")
+    figures = _recorded_figures(monkeypatch, pareto)
     written = pareto.write_all(results, tmp_path / "out")
-    names = sorted(p.name for p in written)
-    assert "fig4_paper_inception_DiT-XL2_256_nfe20.png" in names and "fig4_paper_inception_DiT-XL2_256_nfe20.pdf" in names
-    assert "fig6_paper_inception_DiT-XL2_256_nfe20.png" in names
-    assert all(p.stat().st_size > 5000 for p in written)
+    # base NFE 10 and 16 hold step reduction only (nothing to compare): no Figure 4 for them
+    fig4, fig6 = "fig4_paper_inception_DiT-XL2_256_nfe20", "fig6_paper_inception_DiT-XL2_256_nfe20"
+    assert sorted(p.name for p in written) == sorted(f"{s}{x}" for s in (fig4, fig6) for x in (".png", ".pdf"))
+    _check_files(written, figures, dpi=130)
+    # Figure 4, latency: each series' points sorted by latency (s), the front of all seven points,
+    # the uncached NFE-20 point as dashed lines
+    left, right = figures[fig4].axes
+    assert _series(left) == {
+        "DDIM (step reduction)": ([1.43, 2.3, 2.87], [12.4, 4.7, 3.5]),
+        "L2C": ([2.0, 2.26], [3.9, 3.46]),
+        "Heuristic (bottom)": ([2.2, 2.5], [6.0, 4.0]),
+        "Pareto front": ([1.43, 2.0, 2.26], [12.4, 3.9, 3.46]),  # d10, L2C at 0.5, L2C at 0.1
+        "uncached, NFE 20": ([2.87, 2.87], [0, 1]),
+    }
+    front = next(line for line in left.get_lines() if line.get_label() == "Pareto front")
+    assert front.get_drawstyle() == "steps-post"
+    assert [line.get_ydata()[0] for line in left.get_lines() if line.get_label().startswith("_")] == [3.5]
+    # MACs: the same points and front (whatever unit the axis uses, x is proportional to MACs)
+    macs = {"DDIM (step reduction)": [1140.0, 1830.0, 2288.0], "L2C": [1600.0, 1780.0],
+            "Heuristic (bottom)": [1750.0, 2000.0], "Pareto front": [1140.0, 1600.0, 1780.0],
+            "uncached, NFE 20": [2288.0, 2288.0]}
+    on_macs = _series(right)
+    assert set(on_macs) == set(macs)
+    unit = on_macs["L2C"][0][0] / 1600.0
+    for label, (x, y) in on_macs.items():
+        assert x == pytest.approx([unit * m for m in macs[label]], rel=1e-9), label
+        if label != "uncached, NFE 20":
+            assert y == _series(left)[label][1], label
+    # Figure 6: FID and speedup against the threshold, one curve for the one lambda
+    fid_axis, speedup_axis = figures[fig6].axes
+    assert _series(fid_axis) == {"lambda = 5e-06": ([0.1, 0.5], [3.46, 3.9])}
+    assert _series(speedup_axis) == {"lambda = 5e-06": ([0.1, 0.5], [1.27, 1.4])}
     points = pareto.paper_frame(results)
     fig = pareto.figure4(points[(points.nfe <= 20)], title="t", base_nfe=20)
     left, right = fig.axes
@@ -126,15 +261,52 @@ def test_speed_quality_and_threshold_plots(tmp_path):
     assert set(line_colours(fig, "Heuristic (bottom)")) == {tuple(pareto.colour("Heuristic (bottom)"))} != {l2c[0]}
 
 
-def test_router_heatmaps_for_official_and_learned_routers(tmp_path):
+def test_router_heatmaps_for_official_and_learned_routers(tmp_path, monkeypatch):
+    """The official routers' heatmaps hold the paper's Table 4: per branch, the share of cache-step
+    entries at or below the threshold (reused) is the paper's MHSA/FFN remove ratio."""
     from analysis import routers
+    from l2c_bench.caching import load_router
 
     shipped = routers.default_routers()
-    assert any(p.name.startswith("official_dit") for p in shipped) and any("toy" in p.name for p in shipped)
-    fig = routers.heatmap(shipped[0])
-    assert "cached ratio" in fig._suptitle.get_text() and fig.axes[0].get_title() == "Attention branch"
-    written = routers.write_all(shipped[:2], tmp_path)
-    assert len(written) == 4 and all(p.stat().st_size > 5000 for p in written)
+    official = [p for p in shipped if p.name.startswith("official_")]
+    assert [p.stem for p in official] == ["official_dit_ddim20", "official_dit_ddim50", "official_uvit_dpm20",
+                                          "official_uvit_dpm50"]
+    figures = _recorded_figures(monkeypatch, routers)
+    written = routers.write_all(official, tmp_path)
+    assert sorted(p.name for p in written) == sorted(f"fig5_router_{p.stem}{x}" for p in official for x in (".png", ".pdf"))
+    _check_files(written, figures, dpi=120)
+    table4 = pd.read_csv(ROOT / "analysis" / "paper_numbers" / "table4_cacheable_ratio.csv")
+    assert len(table4) == len(official)
+    for _, paper in table4.iterrows():
+        dit = paper["model"] == "DiT-XL/2"
+        name = f"official_dit_ddim{paper['nfe']}" if dit else f"official_uvit_dpm{paper['nfe']}"
+        fig = figures[f"fig5_router_{name}"]
+        attention, mlp = (ax.images[0].get_array() for ax in fig.axes[:2])
+        nfe, threshold, blocks = int(paper["nfe"]), float(paper["threshold"]), 28 if dit else 29
+        # DDIM: a cache step at every odd evaluation; DPM-Solver-2: every other solver step's first evaluation
+        steps = range(1, nfe, 2) if dit else range(2, nfe, 2)
+        assert attention.shape == mlp.shape == (len(steps), blocks), name
+        # each row: sigmoid of the router row for that evaluation (DDIM's rows count the respaced
+        # timestep down, DPM-Solver-2's count solver steps), entries 2b + j = block b, branch j
+        rows = [nfe - 1 - n for n in steps] if dit else [n // 2 for n in steps]
+        shown = torch.sigmoid(load_router(routers.ROUTER_DIR / f"{name}.pt")[rows].float()).view(len(steps), blocks, 2)
+        np.testing.assert_allclose(attention, shown[:, :, 0].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(mlp, shown[:, :, 1].numpy(), rtol=1e-6)
+        assert attention.size + mlp.size == paper["cache_step_branches"]
+        assert int((attention <= threshold).sum() + (mlp <= threshold).sum()) == paper["cached_branches"], name
+        assert float((attention <= threshold).mean()) == pytest.approx(paper["mhsa_remove_ratio"], abs=5e-5)
+        assert float((mlp <= threshold).mean()) == pytest.approx(paper["ffn_remove_ratio"], abs=5e-5)
+        assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [f"eval {n}" for n in steps]
+        assert [ax.get_title() for ax in fig.axes[:2]] == ["Attention branch", "MLP branch"]
+        contours = [c for ax in fig.axes[:2] for c in ax.collections if hasattr(c, "levels")]
+        assert [list(c.levels) for c in contours] == [[threshold], [threshold]]
+        assert fig._suptitle.get_text().endswith(f"threshold {threshold:g} (white contour), "
+                                                 f"cached ratio {paper['remove_ratio']:.3f}"), name
+    # a learned router is drawn from its own metadata (model, NFE, lambda): the toy DiT, 8 blocks
+    learned = next(p for p in shipped if p.name.startswith("DiTtoy-ddim-nfe20-lam0.0001"))
+    fig = routers.heatmap(learned)
+    assert fig.axes[0].images[0].get_array().shape == (10, 8)
+    assert fig._suptitle.get_text().startswith("DiT-toy (learned, lam 0.0001), ddim NFE 20: threshold 0.1")
 
 
 def test_html_report_links_every_file(store, tmp_path):
@@ -156,21 +328,40 @@ def test_html_report_links_every_file(store, tmp_path):
     assert "<b>3.40</b>" in page
 
 
-def test_layer_error_diagnostic_run_and_figure(tmp_path):
+def test_layer_error_diagnostic_run_and_figure(tmp_path, monkeypatch):
     from conftest import compose_config
 
     from analysis import layer_error
+    from l2c_bench.caching.methods.heuristic import branch_change
+    from l2c_bench.devices import resolve_device
+    from l2c_bench.loading import load_model
     from l2c_bench.run import run_point
 
-    row = run_point(compose_config(tmp_path / "r", "tracker=none", "cache=none", "steps=6", "metrics.layer_error=true",
-                                   "metrics.num_samples=2", "metrics.fid=false", "metrics.timing_batch=1",
-                                   "metrics.timing_repeats=1"))
+    cfg = compose_config(tmp_path / "r", "tracker=none", "cache=none", "steps=6", "metrics.layer_error=true",
+                         "metrics.num_samples=2", "metrics.fid=false", "metrics.timing_batch=1",
+                         "metrics.timing_repeats=1")
+    row = run_point(cfg)
     assert row["status"] == "ok", row.get("error")
     change = row["metrics.branch_change"]
     assert len(change) == 6 and len(change[0]) == 8 and len(change[0][0]) == 2
     assert all(v == 0 for block in change[0] for v in block) and min(v for b in change[1] for v in b) > 0
+    # the row holds the measurement of the configured model, sampler and NFE (float64, exact through JSON)
+    model, _ = load_model(cfg, resolve_device(cfg.device))
+    assert change == branch_change(model, "ddim", 6).tolist()
+    figures = _recorded_figures(monkeypatch, layer_error)
     written = layer_error.write_all(load_results(tmp_path / "r"), tmp_path / "out")
-    assert [p.suffix for p in written] == [".png", ".pdf"] and written[0].stat().st_size > 5000
+    assert [p.name for p in written] == [f"fig3_layer_error_{row['run_id']}{x}" for x in (".png", ".pdf")]
+    _check_files(written, figures, dpi=120)
+    fig = figures[written[0].stem]
+    # evaluations 1..5 (0 has no previous output) x 8 blocks, attention left, MLP right, log colours
+    values = np.array(change)[1:]
+    for ax, branch, name in zip(fig.axes[:2], (0, 1), ("Attention", "MLP"), strict=True):
+        np.testing.assert_array_equal(ax.images[0].get_array(), values[:, :, branch])
+        assert ax.get_title() == f"{name} branch"
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["1", "2", "3", "4", "5"]
+    norm = fig.axes[0].images[0].norm
+    assert isinstance(norm, LogNorm) and (norm.vmin, norm.vmax) == (values.min(), values.max())
+    assert fig._suptitle.get_text().startswith("DiT-toy, ddim NFE 6: per-branch change")
 
 
 def test_rows_from_the_wandb_mirror_read_like_the_local_store(store):

@@ -31,11 +31,31 @@ def test_bench_prints_every_column_at_toy_scale(capsys):
     assert row["harness_overhead"] == pytest.approx(row["uncached_ms"] / row["plain_loop_ms"])
 
 
-def test_bench_plans_with_float32_weights_then_stores_them_in_bf16():
+def test_bench_plans_with_float32_weights_then_stores_them_in_bf16(monkeypatch):
     """The greedy heuristic runs the float32 model while planning; the timed calls use bf16 weights."""
+    import torch
+
+    from l2c_bench.caching.methods import heuristic
+    from l2c_bench.models import build_model
+
+    measured, measure = [], heuristic.branch_change
+
+    def recording(model, sampler, nfe):  # what the model looked like when the plan measured it
+        weights = {m.weight.dtype for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+        measured.append({"weights": weights, "autocast": torch.is_autocast_enabled("cpu"),
+                         "change": measure(model, sampler, nfe)})
+        return measured[-1]["change"]
+
+    monkeypatch.setattr(heuristic, "branch_change", recording)
     row = main(["--arch", "DiT-toy", "--sampler", "ddim", "--nfe", "4", "--cache", "heuristic", "--param",
                 "strategy=greedy", "--batch", "1", "--repeats", "1", "--warmup", "0", "--dtype", "bf16", "--json"])
-    assert row["weights_dtype"] == "bf16" and row["cached_ratio"] > 0 and row["macs_speedup"] > 1
+    assert len(measured) == 1 and measured[0]["weights"] == {torch.float32} and not measured[0]["autocast"]
+    # the measurement is the float32 one bit for bit: the same model (bench seeds 0 before building it)
+    torch.manual_seed(0)
+    float32 = build_model("DiT-toy").eval().requires_grad_(False)
+    assert torch.equal(measured[0]["change"], measure(float32, "ddim", 4))
+    # the timed calls: bf16 weights, half of each cache step's 16 branches reused (ratio 0.5)
+    assert row["weights_dtype"] == "bf16" and row["cached_ratio"] == 0.5 and row["macs_speedup"] > 1
     assert row["fused_kernels"] is False  # our Triton kernels run on CUDA only (models/fused.py)
 
 

@@ -2,6 +2,9 @@
 
 import json
 
+import pandas as pd
+from conftest import ROOT
+
 from l2c_bench.bench_gpu import POINTS, main, paper_latency
 
 
@@ -25,5 +28,19 @@ def test_budget_skips_points_and_says_so(tmp_path):
 
 
 def test_paper_latencies_are_tables_1_and_2():
-    assert paper_latency("dit", 20) == (2.87, 2.26) and paper_latency("dit", 50) == (7.25, 5.57)
-    assert paper_latency("uvit", 20) == (7.69, 5.64) and paper_latency("uvit", 50) == (19.37, 11.16)
+    """paper_latency against the paper's tables read here with pandas: the 256 px row of the model
+    (DiT-XL/2 in Table 1, U-ViT-H/2 in Table 2) at that NFE, the family's sampler as the uncached one."""
+    papers = ROOT / "analysis" / "paper_numbers"
+    for family, csv, model, sampler in (("dit", "table1_dit.csv", "DiT-XL/2", "DDIM"),
+                                        ("uvit", "table2_uvit.csv", "U-ViT-H/2", "DPM-Solver-2")):
+        table = pd.read_csv(papers / csv)
+        rows = table[(table["model"] == model) & (table["resolution"] == 256)]
+        for nfe in {*table["nfe"], *(p.nfe for p in POINTS if p.family == family), 7}:
+            at = rows[rows["nfe"] == nfe].set_index("method")["latency_s"]
+            expected = (at.get(sampler), at.get("L2C"))
+            assert paper_latency(family, int(nfe)) == tuple(None if v is None else float(v) for v in expected), \
+                (family, nfe)
+        # every point of the GPU suite has both of the paper's numbers to compare with
+        assert all(None not in paper_latency(family, p.nfe) for p in POINTS if p.family == family)
+    # the values the suite's table prints (gpu_bench.md), spelled out once
+    assert paper_latency("dit", 20) == (2.87, 2.26) and paper_latency("uvit", 50) == (19.37, 11.16)

@@ -90,13 +90,36 @@ def test_kid_matches_the_unbiased_mmd_by_hand_and_is_reproducible():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(50, 8)), rng.normal(0.5, 1.0, size=(50, 8))
 
-    def mmd(a, b):  # unbiased MMD^2 with k(u, v) = (u.v / d + 1)^3, all samples (one subset of all 50)
+    def mmd(a, b):  # unbiased MMD^2 with k(u, v) = (u.v / d + 1)^3 (KID, Binkowski et al. 2018, eq. 4)
         d, m = a.shape[1], len(a)
         kaa, kbb, kab = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
         return ((kaa.sum() - np.trace(kaa)) + (kbb.sum() - np.trace(kbb))) / (m * (m - 1)) - 2 * kab.mean()
 
+    def kid_by_hand(features, reference, num_subsets, subset_size, seed):
+        # the mean over subsets of MMD^2, each subset drawn without replacement from a generator
+        # seeded by `seed`, reference first then features (clean-fid's order, which kid() seeds)
+        draw = np.random.RandomState(seed)
+        values = []
+        for _ in range(num_subsets):
+            ref = reference[draw.choice(len(reference), subset_size, replace=False)]
+            feats = features[draw.choice(len(features), subset_size, replace=False)]
+            values.append(mmd(feats, ref))
+        return float(np.mean(values))
+
+    # one subset of all 50: the plain estimator (any order of the samples gives the same sums)
     assert kid(x, y, num_subsets=1, max_subset_size=50) == pytest.approx(mmd(x, y), rel=1e-9)
-    assert kid(x, y, num_subsets=10, max_subset_size=20) == kid(x, y, num_subsets=10, max_subset_size=20)
+    # several subsets, of the smaller set's size when max_subset_size exceeds it (40 here)
+    assert kid(x, y, num_subsets=10, max_subset_size=20) == pytest.approx(kid_by_hand(x, y, 10, 20, 0), rel=1e-9)
+    assert kid(x[:40], y, num_subsets=3, max_subset_size=1000, seed=7) == pytest.approx(
+        kid_by_hand(x[:40], y, 3, 40, 7), rel=1e-9)
+    # the seed decides the subsets (same seed: same number; another: another), and the caller's
+    # global numpy state is left as it was
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    assert kid(x, y, num_subsets=10, max_subset_size=20, seed=1) == pytest.approx(kid_by_hand(x, y, 10, 20, 1),
+                                                                                rel=1e-9)
+    assert np.array_equal(np.random.get_state()[1], before)
+    assert kid(x, y, num_subsets=10, max_subset_size=20, seed=1) != kid(x, y, num_subsets=10, max_subset_size=20)
     # a set against itself: the unbiased estimator's cross term counts k(x_i, x_i), so it is <= 0
     assert kid(x, x, num_subsets=1, max_subset_size=50) == pytest.approx(mmd(x, x), rel=1e-9) and mmd(x, x) < 0
     assert kid(x, y + 2.0) > kid(x, y) > 0
