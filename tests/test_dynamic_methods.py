@@ -113,12 +113,14 @@ def test_teacache_run_calibrates_once_and_records_its_decisions(tmp_path):
     assert stored[0].stat().st_mtime_ns == mtime and again["metrics.reused_ratio_all"] >= row["metrics.reused_ratio_all"]
 
 
+@pytest.mark.slow
 def test_paper_scale_teacache_without_calibration_prints_the_command(tmp_path):
     row = run_point(config(tmp_path, "scale=paper", "model.checkpoint=random", "cache=teacache", "metrics.fid=false",
                            "metrics.num_samples=1", "metrics.batch_size=1"))
     assert row["status"] == "failed" and "python -m l2c_bench.calibrate" in row["error"]
 
 
+@pytest.mark.slow
 def test_calibrate_command_writes_the_artifact_runs_find(tmp_path):
     import subprocess
     import sys

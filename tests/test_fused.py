@@ -142,6 +142,7 @@ INTERPRETED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @TRITON
 def test_kernels_index_like_pytorch_in_tritons_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}  # read when the kernels are defined: a fresh process

@@ -37,6 +37,7 @@ def test_shards_are_whole_contiguous_batches():
         Shard(3, 3)
 
 
+@pytest.mark.slow
 def test_three_shards_give_the_unsharded_features_and_metrics(tmp_path):
     whole = run_point(config(tmp_path / "one"))
     assert whole["status"] == "ok", whole.get("error")
@@ -58,6 +59,7 @@ def test_three_shards_give_the_unsharded_features_and_metrics(tmp_path):
         assert torch.equal(full[key], joined[key]), key
 
 
+@pytest.mark.slow
 def test_a_lost_shard_is_recomputed_alone(tmp_path):
     for k in range(3):
         run_point(config(tmp_path, f"shard.index={k}", "shard.count=3"))
@@ -93,6 +95,7 @@ def test_torchrun_ranks_each_generate_one_shard(tmp_path):
         assert row[f"metrics.{key}"] == whole[f"metrics.{key}"], key
 
 
+@pytest.mark.slow
 def test_uncached_reference_is_sampled_once_per_batch_and_reused(tmp_path):
     first = run_point(config(tmp_path))  # fora: samples the uncached reference, 3 batches
     stored = sorted((tmp_path / "_reference" / "uncached").glob("*.pt"))
