@@ -4,9 +4,10 @@
 
 For each (scale, features, model, resolution, base NFE): one row per run -- the method and its
 own parameters (interval, order, ratio, threshold, ...), MACs and measured speedup against the
-uncached sampler at the base NFE, FID, paired image PSNR against the uncached samples, and
-whether the run is on the Pareto front of MACs vs FID. Step reduction (the uncached sampler at
-fewer steps) is included. Markdown, one file per table, sorted by MACs.
+uncached sampler at the base NFE, FID, paired image PSNR against the uncached samples (each
+measured value with its 95% interval), and whether the run is on the Pareto front of MACs vs FID
+or tied with it (analysis.uncertainty). Step reduction (the uncached sampler at fewer steps) is
+included. Markdown, one file per table, sorted by MACs, with a footnote on the marks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ import pandas as pd
 from .cli import results_to_files
 from .labels import paper_frame
 from .paper import BASELINES
-from .pareto import pareto_front
+from .uncertainty import (
+    FRONT,
+    TIE_MARK,
+    TIED,
+    UNKNOWN,
+    decimals,
+    front_status,
+    interval,
+    interval_text,
+    tied,
+)
 
 SKIP = {"name", "router", "train_if_missing", "seed"}
 
@@ -43,6 +54,31 @@ def settings(row: pd.Series) -> str:
     return ", ".join(parts)
 
 
+FOOTNOTE = (f"Measured values: the mean over a point's seeds with its 95% Student-t interval, or one run's value "
+            f"with its own interval; {UNKNOWN} = no interval recorded (none shown where no row has one). {TIE_MARK} = "
+            f"not significantly different from the uncached sampler at the base NFE (the 95% intervals overlap). "
+            f"Front: **yes** = on the Pareto front of MACs (exact) and FID; tied = dominated only by points whose 95% "
+            f"intervals overlap it on both axes (with exact MACs: the same MACs), so not significantly off the front.")
+
+
+def _cell(p: pd.Series, metric: str, places: int, recorded: set[str], uncached: pd.Series) -> str:
+    """`value [low, high]` (`places` decimals, more if the interval needs them), with TIE_MARK
+    after the value where that interval overlaps the `uncached` row's; `value [?]` where the row
+    has no interval but `metric` is `recorded` (some row of the table has one), the bare value
+    where none has; "" if no value."""
+    value = p.get(metric)
+    if value is None or pd.isna(value):
+        return ""
+    if value == float("inf"):
+        return "inf"
+    if metric not in recorded:
+        return f"{value:.{places}f}"
+    bounds = interval(p, metric)
+    places = decimals(bounds, places)
+    mark = TIE_MARK if p.name != uncached.name and tied(bounds, interval(uncached, metric)) else ""
+    return f"{value:.{places}f}{mark} {interval_text(bounds, places)}"
+
+
 def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
     """{file stem: markdown} per (scale, features, model, resolution, base NFE)."""
     ok = results[results["status"] == "ok"] if "status" in results else results
@@ -50,8 +86,8 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
         return {}
     frame = paper_frame(ok).set_index("run_id")
     source = ok.set_index("run_id").loc[frame.index]  # the raw rows, aligned with the paper frame
-    frame["settings"] = [settings(row) for _, row in source.iterrows()]
-    frame["psnr"] = source.get("metrics.paired_image_psnr_db")
+    frame["settings"] = [settings(row) + ("" if seeds == 1 else f" ({seeds} seeds)")
+                         for (_, row), seeds in zip(source.iterrows(), frame["seeds"], strict=True)]
     frame["sync"] = source.get("metrics.host_sync_per_evaluation")
     tables = {}
     for (scale, features, model, res), rows in frame.groupby(["scale", "features", "model", "resolution"]):
@@ -61,18 +97,25 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
                           | (~rows["method"].isin(BASELINES) & (rows["nfe"] == base))].dropna(subset=["macs_t", "fid"])
             if uncached.empty or points["method"].isin(BASELINES).all():
                 continue  # a table needs a cached method at this base NFE
-            macs0 = float(uncached["macs_t"].iloc[0])
-            points = points.assign(on_front=pareto_front(points["macs_t"].tolist(), points["fid"].tolist()))
+            reference = uncached.iloc[0]
+            macs0 = float(reference["macs_t"])
+            macs_intervals, fid_intervals = ([interval(p, m) for _, p in points.iterrows()] for m in ("macs_t", "fid"))
+            points = points.assign(front=front_status(points["macs_t"].tolist(), points["fid"].tolist(),
+                                                      macs_intervals, fid_intervals))
+            recorded = {m for m in ("speedup", "fid", "paired_psnr_db")
+                        if any(interval(p, m) is not None for _, p in points.iterrows())}
             lines = [f"### {model} {res}px, base NFE {base} ({scale} scale, {features} features)", "",
                      "| method | settings | MACs speedup | measured speedup | FID | paired PSNR (dB) | front |",
                      "|---|---|---|---|---|---|---|"]
             for _, p in points.sort_values("macs_t").iterrows():
                 step_reduction = p["method"] in BASELINES
-                speed = "" if step_reduction or pd.isna(p["speedup"]) else f"{p['speedup']:.2f}"
-                psnr = "" if pd.isna(p.get("psnr")) else ("inf" if p["psnr"] == float("inf") else f"{p['psnr']:.2f}")
+                speed = "" if step_reduction else _cell(p, "speedup", 2, recorded, reference)
                 sync = " (host sync / evaluation)" if p.get("sync") is True else ""
+                front = {FRONT: "**yes**", TIED: "tied"}.get(p["front"], "")
                 lines.append(f"| {p['series']}{sync} | {p['settings']} | {macs0 / p['macs_t']:.2f} | {speed} | "
-                             f"{p['fid']:.3f} | {psnr} | {'**yes**' if p['on_front'] else ''} |")
+                             f"{_cell(p, 'fid', 3, recorded, reference)} | "
+                             f"{_cell(p, 'paired_psnr_db', 2, recorded, reference)} | {front} |")
+            lines += ["", FOOTNOTE]
             tables[f"frontier_{scale}_{features}_{model.replace('/', '')}_{res}_nfe{base}"] = "\n".join(lines) + "\n"
     return tables
 

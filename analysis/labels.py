@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from .metrics import METRICS
+from .uncertainty import ci_columns, pool_seeds
 
 SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm_solver2": "DPM-Solver-2", "dpm_solver_fast": "DPM-Solver (fast)"}
 METHOD_NAMES = {"l2c": "L2C", "deepcache": "DeepCache", "faster_diffusion": "Faster Diffusion", "fora": "FORA",
@@ -75,8 +76,10 @@ def threshold(row):
 
 
 def paper_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """ok rows -> one row each with the paper's key columns and metric columns in its units."""
-    rows = rows[rows["status"] == "ok"] if "status" in rows else rows
+    """ok rows -> one row per point (seeds pooled: uncertainty.pool_seeds) with the paper's key
+    columns, `seeds`, and per metric its value and 95% interval (`<m>_ci_low`, `<m>_ci_high`,
+    None where unknown) in the paper's units."""
+    rows = pool_seeds(rows[rows["status"] == "ok"] if "status" in rows else rows)
     out = []
     for _, row in rows.iterrows():
         record = {
@@ -91,9 +94,11 @@ def paper_frame(rows: pd.DataFrame) -> pd.DataFrame:
             "lambda": _get(row, "config.router.lam") if row["config.cache.name"] == "l2c" else None,
             "threshold": threshold(row),
             "cache": row["config.cache.name"],
+            "seeds": int(row["seeds"]),
         }
         for metric, (column, factor, _, _) in METRICS.items():
-            value = _get(row, column)
-            record[metric] = None if value is None else float(value) * factor
+            for name, key in zip((metric, *ci_columns(metric)), (column, *ci_columns(column)), strict=True):
+                value = _get(row, key)
+                record[name] = None if value is None else float(value) * factor
         out.append(record)
     return pd.DataFrame(out)

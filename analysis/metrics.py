@@ -1,10 +1,10 @@
-"""Metric columns in the paper's units, and their direction (stored once)."""
+"""Metric columns in the paper's units, their direction and whether they are measured (stored once)."""
 
 from __future__ import annotations
 
 import math
 
-# paper column -> (our row column, factor to the paper's unit, higher is better, label)
+# paper column (or ours beyond the paper) -> (our row column, factor to the paper's unit, higher is better, label)
 METRICS: dict[str, tuple[str, float, bool, str]] = {
     "macs_t": ("metrics.macs_g", 1e-3, False, "MACs (T)"),
     "latency_s": ("metrics.latency_ms", 1e-3, False, "Latency (s)"),
@@ -17,7 +17,11 @@ METRICS: dict[str, tuple[str, float, bool, str]] = {
     "kid": ("metrics.kid", 1.0, False, "KID"),
     "remove_ratio": ("metrics.cached_ratio", 1.0, True, "Cached ratio"),
     "cached_branches": ("cached_branches", 1.0, True, "Cached branches"),
+    "paired_psnr_db": ("metrics.paired_image_psnr_db", 1.0, True, "Paired PSNR (dB)"),
 }
+
+# Counted from the schedule, not measured: exact, so shown without an interval (analysis.uncertainty).
+EXACT = {"macs_t", "remove_ratio", "cached_branches"}
 
 
 def arrow(metric: str) -> str:

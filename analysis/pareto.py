@@ -5,8 +5,10 @@
 Figure 4: for each (scale, features, model, resolution, base NFE), FID against latency and
 against MACs; one series per method (step reduction = the uncached sampler at fewer steps,
 each heuristic, L2C, FORA, DeepCache, ...), the Pareto front of all points as a step line, the
-uncached point at the base NFE as dashed lines. Figure 6: FID and speedup against the L2C
-threshold, one curve per lambda. PNG and PDF; a method has the same colour in every plot.
+points tied with it (analysis.uncertainty) ringed, the uncached point at the base NFE as dashed
+lines and its FID interval as a grey band. Figure 6: FID and speedup against the L2C threshold,
+one curve per lambda. Every point with a 95% interval has it as error bars (none where unknown).
+PNG and PDF; a method has the same colour in every plot.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .figures import save_figure  # noqa: E402
 from .labels import paper_frame  # noqa: E402
 from .metrics import macs_unit  # noqa: E402
 from .paper import BASELINES  # noqa: E402
+from .uncertainty import FRONT, TIED, front_status, interval  # noqa: E402
 
 # x axes of Figure 4; MACs in the unit their size calls for (macs_unit)
 AXES = {"latency_s": "Latency (s, one batch)", "macs_t": "MACs per image ({unit})"}
@@ -38,8 +41,25 @@ def x_axis(x: str, values) -> tuple[str, float]:
 
 def pareto_front(cost, quality) -> list[bool]:
     """Points not dominated by another (lower-or-equal cost and FID, one strictly lower)."""
-    points = list(zip(cost, quality, strict=True))
-    return [not any(c2 <= c and q2 <= q and (c2 < c or q2 < q) for c2, q2 in points) for c, q in points]
+    return [status == FRONT for status in front_status(cost, quality)]
+
+
+def intervals(points: pd.DataFrame, metric: str, factor: float = 1.0) -> list:
+    """Each point's 95% interval of `metric` (a paper_frame column) times `factor`, None where unknown."""
+    found = [interval(row, metric) for _, row in points.iterrows()]
+    return [None if bounds is None else (bounds[0] * factor, bounds[1] * factor) for bounds in found]
+
+
+def error_bars(ax, x, y, x_intervals, y_intervals, color, label: str) -> None:
+    """Each known 95% interval as a bar from its low to its high end (vertical for y, horizontal
+    for x); unknown and zero-width (exact) intervals draw nothing. The bars are labelled
+    `_<label> y interval` / `x interval` (kept out of the legend)."""
+    for lines, position, spans, axis in ((ax.vlines, x, y_intervals, "y"), (ax.hlines, y, x_intervals, "x")):
+        known = [(p, bounds) for p, bounds in zip(position, spans, strict=True)
+                 if bounds is not None and bounds[1] > bounds[0]]
+        if known:
+            lines([p for p, _ in known], [b[0] for _, b in known], [b[1] for _, b in known], color=color,
+                  linewidth=1, alpha=0.7, label=f"_{label} {axis} interval")
 
 
 # Distinct tab20 entries for the series that share plots (a hash would make some collide).
@@ -64,16 +84,28 @@ def figure4(points: pd.DataFrame, *, title: str, base_nfe: int):
     for ax, x in zip(axes, AXES, strict=True):
         label, factor = x_axis(x, points[x])
         data = points.dropna(subset=[x, "fid"])
-        data = data.assign(**{x: data[x] * factor})
+        data = data.assign(shown=data[x] * factor, x_interval=intervals(data, x, factor),
+                           fid_interval=intervals(data, "fid"))
         for name, group in data.groupby("series"):
-            group = group.sort_values(x)
-            ax.plot(group[x], group["fid"], "o-", color=colour(name), label=name, markersize=5)
+            group = group.sort_values("shown")
+            ax.plot(group["shown"], group["fid"], "o-", color=colour(name), label=name, markersize=5)
+            error_bars(ax, group["shown"], group["fid"], group["x_interval"], group["fid_interval"], colour(name), name)
         if len(data):
-            front = data[pareto_front(data[x].tolist(), data["fid"].tolist())].sort_values(x)
-            ax.step(front[x], front["fid"], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto front")
+            status = front_status(data["shown"].tolist(), data["fid"].tolist(), data["x_interval"].tolist(),
+                                  data["fid_interval"].tolist())
+            front = data[[s == FRONT for s in status]].sort_values("shown")
+            ax.step(front["shown"], front["fid"], where="post", color="black", linewidth=1, alpha=0.6,
+                    label="Pareto front")
+            tied = data[[s == TIED for s in status]]
+            if len(tied):
+                ax.plot(tied["shown"], tied["fid"], "o", markersize=10, markerfacecolor="none", markeredgecolor="black",
+                        label="tied with the front (95% intervals overlap)")
         for _, b in baseline.dropna(subset=[x, "fid"]).iterrows():
             ax.axhline(b["fid"], linestyle="--", color="grey", linewidth=1)
             ax.axvline(b[x] * factor, linestyle="--", color="grey", linewidth=1, label=f"uncached, NFE {base_nfe}")
+            if interval(b, "fid") is not None:
+                ax.axhspan(*interval(b, "fid"), color="grey", alpha=0.15, linewidth=0,
+                           label="uncached FID, 95% interval")
         ax.set_xlabel(label)
         ax.set_ylabel("FID (lower is better)")
         ax.grid(alpha=0.3)
@@ -91,6 +123,7 @@ def figure6(points: pd.DataFrame, *, title: str):
         name = "lambda (official router)" if lam == -1 else f"lambda = {lam:g}"
         for ax, y, label in ((axes[0], "fid", "FID (lower is better)"), (axes[1], "speedup", "Speedup (x)")):
             ax.plot(group["threshold"], group[y], "o-", color=colour(name), label=name)
+            error_bars(ax, group["threshold"], group[y], [None] * len(group), intervals(group, y), colour(name), name)
             ax.set_xlabel("Router threshold")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

@@ -21,8 +21,9 @@ from . import frontier, layer_error, pareto, routers, tables
 def _html_table(table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in tables._header(table))
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-                   for cells in tables._cells(table, lambda s: f"<b>{html.escape(s)}</b>"))
-    return f"<table><caption>{html.escape(table.caption)}</caption><tr>{head}</tr>{body}</table>"
+                   for cells in tables._cells(table, lambda s: f"<b>{html.escape(s)}</b>", html.escape))
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in tables.footnote(table))
+    return f"<table><caption>{html.escape(table.caption)}</caption><tr>{head}</tr>{body}</table><ul>{notes}</ul>"
 
 
 def write_report(results_dir: Path, out: Path) -> Path:

@@ -6,7 +6,9 @@ For each paper table and each (scale, feature network) with results: `<table>_<s
 and `.tex` (booktabs). Paper scale: every paper row with ours, the paper's value and the
 difference (ours - paper), "—" where we have no result yet, and our extra rows after the
 paper's. Toy scale: ours only (the paper's numbers are for other models). Arrows give each
-metric's direction; the best of ours per block (rows compared together) is bold.
+metric's direction; the best of ours per block (rows compared together) is bold. Each measured
+value of ours carries its 95% interval, and a tie mark where it is not significantly different
+from the value it is compared with (`_compared`, analysis.uncertainty); a footnote says so.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import pandas as pd
 
 from .cli import results_to_files
 from .labels import paper_frame
-from .metrics import METRICS, arrow, higher_is_better, shown
+from .metrics import EXACT, METRICS, arrow, higher_is_better, shown
 from .paper import BASELINES, TABLES, TableSpec, load_paper
+from .uncertainty import TIE_MARK, UNKNOWN, ci_columns, decimals, interval, interval_text, tied
 
 MISSING = "—"
 
@@ -30,7 +33,8 @@ class Table:
     spec: TableSpec
     scale: str
     features: str
-    frame: pd.DataFrame  # keys, block, then per metric: <m>, and at paper scale <m>_paper, <m>_delta
+    # keys, block, then per metric: <m>, <m>_ci_low, <m>_ci_high, and at paper scale <m>_paper, <m>_delta
+    frame: pd.DataFrame
     caption: str
 
     @property
@@ -68,6 +72,15 @@ def _blocks(frame: pd.DataFrame) -> list[int]:
     return blocks
 
 
+def _ours(rows: pd.DataFrame, metrics) -> dict:
+    """Per metric, ours and its interval columns: from the last of `rows` that has the metric."""
+    record = {}
+    for m in metrics:
+        have = rows[rows[m].notna()]
+        record.update({c: (None if have.empty else have[c].iloc[-1]) for c in (m, *ci_columns(m))})
+    return record
+
+
 def build(spec: TableSpec, ours: pd.DataFrame, scale: str, features: str) -> Table:
     mine = _select(ours, spec)
     metrics = [m for m in spec.metrics if m in METRICS]
@@ -79,28 +92,27 @@ def build(spec: TableSpec, ours: pd.DataFrame, scale: str, features: str) -> Tab
             mask = pd.Series([_key(r, spec.keys) == _key(p, spec.keys) for _, r in mine.iterrows()],
                              index=mine.index, dtype=bool)
             match = mine[mask]
-            record = {k: p[k] for k in spec.keys}
+            record = {k: p[k] for k in spec.keys} | _ours(match, metrics)
             for m in metrics:
-                mine_value = match[m].dropna().iloc[-1] if len(match) and match[m].notna().any() else None
+                mine_value = record[m]
                 paper_value = p.get(m)
                 paper_value = None if paper_value is None or pd.isna(paper_value) else float(paper_value)
-                record[m] = mine_value
                 record[f"{m}_paper"] = paper_value
                 record[f"{m}_delta"] = (mine_value - paper_value) if None not in (mine_value, paper_value) else None
             used.update(match["run_id"])
             rows.append(record)
-        for _, r in mine[~mine["run_id"].isin(used)].iterrows():  # ours that the paper does not have
-            rows.append({**{k: r[k] for k in spec.keys}, **{m: r[m] for m in metrics},
+        for i, r in mine[~mine["run_id"].isin(used)].iterrows():  # ours that the paper does not have
+            rows.append({**{k: r[k] for k in spec.keys}, **_ours(mine.loc[[i]], metrics),
                          **{f"{m}_paper": None for m in metrics}, **{f"{m}_delta": None for m in metrics}})
         caption = (f"{spec.title}. Paper scale, {features} features: ours, the paper's, and ours - paper; "
                    f"{MISSING} = no result yet.")
     else:
         ordered = mine.sort_values(list(spec.keys), kind="stable")
-        rows = [{**{k: r[k] for k in spec.keys}, **{m: r[m] for m in metrics}} for _, r in ordered.iterrows()]
+        rows = [{**{k: r[k] for k in spec.keys}, **_ours(ordered.loc[[i]], metrics)} for i, r in ordered.iterrows()]
         caption = (f"{spec.title}. {scale.capitalize()} scale, {features} features (ours only: the paper's numbers "
                    f"are for the paper-scale models).")
     frame = pd.DataFrame(rows, columns=list(spec.keys) + [c for m in metrics for c in (
-        [m, f"{m}_paper", f"{m}_delta"] if scale == "paper" else [m])])
+        [m, *ci_columns(m), f"{m}_paper", f"{m}_delta"] if scale == "paper" else [m, *ci_columns(m)])])
     frame = frame.astype(object).where(frame.notna(), None)
     frame["block"] = _blocks(frame) if len(frame) else []
     return Table(spec, scale, features, frame, caption)
@@ -139,6 +151,32 @@ def _best(frame: pd.DataFrame, metric: str) -> set[int]:
     return best
 
 
+def _compared(frame: pd.DataFrame, metric: str) -> dict[int, int]:
+    """Row position -> the position of the row its `metric` value is compared with for the tie
+    mark: the uncached sampler at the same model, resolution and NFE in this table; for a row
+    with none here, the best of its block. Uncached rows and the best are compared with nothing."""
+    same = [k for k in ("model", "resolution", "nfe") if k in frame]
+    uncached = frame["method"].isin(BASELINES) if "method" in frame else pd.Series(False, index=frame.index)
+    best = _best(frame, metric)
+    compared = {}
+    for i, row in frame.iterrows():
+        if uncached[i] or row[metric] is None:
+            continue
+        reference = frame[uncached & frame[metric].notna() & (frame[same] == row[same]).all(axis=1)].index
+        if len(reference):
+            compared[i] = reference[0]
+        else:
+            block_best = [b for b in best if frame["block"][b] == row["block"]]
+            if block_best and i not in block_best:
+                compared[i] = block_best[0]
+    return compared
+
+
+def _measured(table: Table) -> list[str]:
+    """The table's metrics that carry intervals (not exact) and have one in at least one row."""
+    return [m for m in table.spec.metrics if m not in EXACT and table.frame[ci_columns(m)[0]].notna().any()]
+
+
 def _shown(table: Table, metric: str) -> tuple[str, float]:
     """The metric's label and display factor in this table: one unit for ours and the paper's."""
     columns = [metric, f"{metric}_paper"] if table.scale == "paper" else [metric]
@@ -153,31 +191,64 @@ def _header(table: Table) -> list[str]:
     return header
 
 
-def _cells(table: Table, bold) -> list[list[str]]:
+def _cells(table: Table, bold, escape=lambda s: s) -> list[list[str]]:
+    """The body's cells: `bold(text)` for the best of a block, `escape(text)` for every other text.
+    Ours in a metric with intervals: `value† [low, high]`, `[?]` where the row has none."""
     frame = table.frame.reset_index(drop=True)
     best = {m: _best(frame, m) for m in table.spec.metrics}
     factors = {m: _shown(table, m)[1] for m in table.spec.metrics}
+    measured = _measured(table)
+    compared = {m: _compared(frame, m) for m in measured}
 
     def scaled(value, m):
         return value if value is None or factors[m] == 1.0 else value * factors[m]
 
     out = []
     for i, row in frame.iterrows():
-        cells = [_fmt(row[k]) for k in table.spec.keys]
+        cells = [escape(_fmt(row[k])) for k in table.spec.keys]
         for m in table.spec.metrics:
-            mine = _fmt(scaled(row[m], m), m)
-            cells.append(bold(mine) if i in best[m] and mine != MISSING else mine)
+            mine, suffix = _fmt(scaled(row[m], m), m), ""
+            if m in measured and mine != MISSING:
+                bounds = interval(row, m)
+                mark = TIE_MARK if i in compared[m] and tied(bounds, interval(frame.loc[compared[m][i]], m)) else ""
+                if bounds is not None:  # as many decimals as the interval's width needs
+                    bounds = scaled(bounds[0], m), scaled(bounds[1], m)
+                    mine = f"{scaled(row[m], m):.{decimals(bounds, 2)}f}"
+                suffix = f"{mark} {interval_text(bounds, decimals(bounds, 2))}"
+            cells.append((bold(mine) if i in best[m] and mine != MISSING else escape(mine)) + escape(suffix))
             if table.scale == "paper":
                 delta = scaled(row[f"{m}_delta"], m)
-                cells += [_fmt(scaled(row[f"{m}_paper"], m), m), MISSING if delta is None else f"{delta:+.3g}"]
+                cells += [escape(_fmt(scaled(row[f"{m}_paper"], m), m)),
+                          escape(MISSING if delta is None else f"{delta:+.3g}")]
         out.append(cells)
     return out
+
+
+def footnote(table: Table) -> list[str]:
+    """What the marks in the table's cells mean (the same words under every rendering)."""
+    metrics = [m for m in table.spec.metrics if m in METRICS]
+    measured, exact = _measured(table), [m for m in metrics if m in EXACT]
+    lines = []
+    if measured:
+        lines += [f"Ours [95% interval]: the mean over a point's seeds with its Student-t interval, or one run's value "
+                  f"with its own interval; {UNKNOWN} = no interval recorded.",
+                  f"{TIE_MARK} = not significantly different (the 95% intervals overlap) from the uncached sampler at "
+                  f"the same model, resolution and NFE, or, for a row without one here, from the best (bold) of its "
+                  f"block."]
+    unrecorded = [m for m in metrics if m not in EXACT and m not in measured and table.frame[m].notna().any()]
+    if unrecorded:
+        lines.append(f"No intervals recorded for {', '.join(_shown(table, m)[0] for m in unrecorded)} "
+                     f"(rows written before intervals): point values only, no ties called.")
+    if exact:
+        lines.append(f"{', '.join(_shown(table, m)[0] for m in exact)}: counted from the schedule, exact.")
+    return lines
 
 
 def to_markdown(table: Table) -> str:
     header = _header(table)
     lines = [f"**{table.caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in _cells(table, lambda s: f"**{s}**")]
+    lines += [""] + [f"- {line}" for line in footnote(table)]
     return "\n".join(lines) + "\n"
 
 
@@ -185,19 +256,22 @@ def to_latex(table: Table) -> str:
     def tex(s: str) -> str:
         return (s.replace("\\", r"\textbackslash{}").replace("%", r"\%").replace("_", r"\_").replace("&", r"\&")
                 .replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("Δ", r"$\Delta$")
-                .replace(MISSING, "--"))
+                .replace(TIE_MARK, r"$^\dagger$").replace(MISSING, "--"))
 
     header = _header(table)
     lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{tex(table.caption)}}}",
              f"\\begin{{tabular}}{{{'l' * len(table.spec.keys)}{'r' * (len(header) - len(table.spec.keys))}}}",
              r"\toprule", " & ".join(tex(h) for h in header) + r" \\", r"\midrule"]
     previous = None
-    for block, cells in zip(table.frame["block"], _cells(table, lambda s: f"\\textbf{{{s}}}"), strict=True):
+    for block, cells in zip(table.frame["block"], _cells(table, lambda s: f"\\textbf{{{tex(s)}}}", tex), strict=True):
         if previous is not None and block != previous:
             lines.append(r"\midrule")
         previous = block
-        lines.append(" & ".join(c if c.startswith("\\textbf") else tex(c) for c in cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if footnote(table):
+        lines.append(r"\par\smallskip{\footnotesize " + " ".join(tex(line) for line in footnote(table)) + "}")
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
