@@ -64,10 +64,12 @@ def _points(name: str) -> pd.DataFrame:
         for combo in _combos(name):
             config = OmegaConf.to_container(compose("config", overrides=[f"+sweep={name}", *combo]), resolve=True)
             rows.append({"run_id": run_id_for(config), "status": "ok", **flatten({"config": config})})
-    frame = paper_frame(pd.DataFrame(rows))
-    return frame.assign(sampler=[r["config.sampler.name"] or r["config.model.default_sampler"] for r in rows],
-                        num_samples=[r["config.metrics.num_samples"] for r in rows],
-                        ratio=[r["config.cache.ratio"] for r in rows])
+    frame = paper_frame(pd.DataFrame(rows))  # one row per point (points equal but for ignored keys: one)
+    by_id = {r["run_id"]: r for r in rows}
+    picked = [by_id[run_id] for run_id in frame["run_id"]]
+    return frame.assign(sampler=[r["config.sampler.name"] or r["config.model.default_sampler"] for r in picked],
+                        num_samples=[r["config.metrics.num_samples"] for r in picked],
+                        ratio=[r["config.cache.ratio"] for r in picked])
 
 
 def test_there_is_a_sweep_per_paper_table():
@@ -75,9 +77,9 @@ def test_there_is_a_sweep_per_paper_table():
     listed in NOT_SWEPT; the points use the paper's settings (Table 8, FID over 50,000 samples)."""
     tables = sorted(p.stem for p in PAPER_DIR.glob("table*.csv") if p.stem != "table8_hyperparams")
     assert sorted(PAPER_SWEEPS) == tables
-    # every sweep file is a paper table's, a paper figure's, or says it goes beyond the paper
+    # every sweep file is a paper table's, a paper figure's, the claims checker's, or says it goes beyond the paper
     swept = {s for names in PAPER_SWEEPS.values() for s in names}
-    assert set(SWEEPS) - swept - {"fig4_speed_quality", "fig6_threshold"} == {
+    assert set(SWEEPS) - swept - {"fig4_speed_quality", "fig6_threshold", "claims"} == {
         s for s in SWEEPS if s.startswith("beyond_")}
     points = {name: _points(name) for name in sorted(swept | {"fig4_speed_quality", "fig6_threshold"})}
     specs = {spec.name: spec for spec in TABLES}
@@ -201,3 +203,41 @@ def test_a_sweep_runs_end_to_end_at_toy_scale(tmp_path):
     for run_id, row in rows.iterrows():
         assert row.status in expected[run_id], (run_id, row.status, row.error)
     assert (rows.status == "ok").any()
+
+
+def test_the_claims_sweep_holds_what_each_claim_needs(tmp_path):
+    """sweeps/claims.yaml at toy scale: per model, a step-reduction ladder around L2C's NFE 20 and 50,
+    L2C at both, each heuristic strategy within the checker's ratio tolerance of L2C's cached ratio,
+    drop and cache of the same random branches, and both cache steps of Table 6."""
+    from analysis.claims import RATIO_TOLERANCE
+    from l2c_bench.models import build_model
+    from l2c_bench.run import validate
+
+    points = {}
+    for config in _toy_configs("claims", tmp_path):
+        points.setdefault(config.model.family, []).append(config)
+    assert set(points) == {"dit", "uvit"}
+    for family, configs in points.items():
+        def steps(cache, configs=configs):
+            return sorted(c.steps for c in configs if c.cache.name == cache)
+
+        assert steps("l2c") == [20, 50]
+        ladder = steps("none")
+        assert 20 in ladder and 50 in ladder
+        assert sum(n < 20 for n in ladder) >= 2 and sum(20 < n < 50 for n in ladder) >= 3  # room to match latency
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):  # the shipped router's recipe
+            sampler, l2c = validate(compose("config", overrides=[
+                "+sweep=claims", f"model={family}", "+claim=l2c_20", f"results_dir={tmp_path}"]))
+        model_config = configs[0].model
+        model = build_model(model_config.arch, device="meta", **model_config.overrides)
+        l2c_ratio = l2c.plan(model=model, sampler=sampler, nfe=20).cached_ratio
+        for strategy in ("bottom", "top", "random"):
+            ratios = []
+            for c in configs:
+                if c.cache.name == "heuristic" and c.cache.strategy == strategy and c.cache.ratio < 1:
+                    ratios.append(validate(c)[1].plan(model=model, sampler=sampler, nfe=20).cached_ratio)
+            assert min(abs(r - l2c_ratio) for r in ratios) <= RATIO_TOLERANCE, (family, strategy, l2c_ratio, ratios)
+        drop = [(c.cache.strategy, c.cache.ratio, c.cache.seed) for c in configs if c.cache.name == "layer_drop"]
+        cached = {(c.cache.strategy, c.cache.ratio, c.cache.seed) for c in configs if c.cache.name == "heuristic"}
+        assert drop and set(drop) <= cached
+        assert {c.cache.shifted for c in configs if c.cache.name == "heuristic" and c.cache.ratio == 1.0} == {True, False}
