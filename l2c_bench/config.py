@@ -83,6 +83,15 @@ class MetricsConfig:
     timing_min_warmup_s: float = 0.0  # ... and more until this long has passed (paper scale: a few s)
     grid_samples: int = 32  # images in samples.png
     layer_error: bool = False  # diagnostic (paper Fig. 3): per-branch change between evaluations, in the row
+    # 95% intervals of the row's numbers (metrics/intervals.py, docs/metrics.md "Intervals"):
+    interval_resamples: int = 1000  # bootstrap resamples of the timed repeat pairs (speedup); 0 = no intervals
+    interval_groups: int = 20  # delete-a-group jackknife groups of the samples (quality metrics)
+    interval_seed: int = 0  # seeds the jackknife groups and the bootstrap: same seed, same intervals
+    # NFE of the converged reference: the model's own uncached samples on the same seeds and labels
+    # with the family's ODE sampler (DiT: DDIM eta 0; U-ViT: DPM-Solver-2, even NFE), against which
+    # quality is also measured (l2c_bench/converged.py); 0 = off. Off here, 250 at toy scale
+    # (conf/scale/toy.yaml): it costs one converged_nfe pass over the run's seeds per sweep.
+    converged_nfe: int = 0
 
 
 @dataclass

@@ -33,6 +33,7 @@ from . import generate
 from .atomic import atomic_path, exclusive
 from .caching import CACHE_METHODS, CacheMethod, FixedPlan, UnsupportedCombination, make_cache
 from .config import register_configs
+from .converged import batch_statistics, check_converged, reference_kwargs, row_metrics
 from .devices import (
     heap_retained,
     init_distributed,
@@ -116,11 +117,17 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     if cfg.model.family not in ("dit", "uvit"):
         raise RunConfigError(f"model.family={cfg.model.family!r} is unknown; valid: dit, uvit")
     check_sampler(sampler, cfg.model.family, cfg.steps)
+    check_converged(cfg)
     if cfg.model.vae not in ("none", "sd"):
         raise RunConfigError(f"model.vae={cfg.model.vae!r} is unknown; valid: none, sd")
     for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats"):
         if cfg.metrics[key] < 1:
             raise RunConfigError(f"metrics.{key} must be >= 1, got {cfg.metrics[key]}")
+    if cfg.metrics.interval_resamples < 0:
+        raise RunConfigError(f"metrics.interval_resamples must be >= 0 (0 turns intervals off), "
+                             f"got {cfg.metrics.interval_resamples}")
+    if cfg.metrics.interval_resamples and cfg.metrics.interval_groups < 2:
+        raise RunConfigError(f"metrics.interval_groups must be >= 2 (jackknife groups), got {cfg.metrics.interval_groups}")
     if cfg.metrics.fid and cfg.metrics.num_samples < 2:
         raise RunConfigError("metrics.fid needs metrics.num_samples >= 2")
     if cfg.metrics.fid and cfg.metrics.reference and cfg.scale.name != "toy" and cfg.model.checkpoint != "random":
@@ -268,8 +275,13 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
             out["features"].append(torch.from_numpy(feats))
             if logits is not None:
                 out["logits"].append(torch.from_numpy(logits))
+        if cfg.metrics.converged_nfe and point.features is not None:  # converged.py: per-sample statistics
+            converged = stored_reference(point, reference_kwargs(kwargs, point.model.family,
+                                                                 cfg.metrics.converged_nfe), "converged")
+            for key, value in batch_statistics(result.latents, images, *converged, point.features).items():
+                out.setdefault(key, []).append(value)
         if point.cache is not None:
-            ref_latents, ref_images = uncached_reference(point, kwargs)
+            ref_latents, ref_images = stored_reference(point, kwargs, "uncached")
             # per-sample sums of squared error (float64): metrics are sums over samples, so any
             # split into shards gives the same numbers
             out["latent_se"].append((result.latents.cpu().double() - ref_latents.double())
@@ -287,11 +299,12 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
 REFERENCE_FORMAT = 1  # bump when sampling numerics change: cached uncached latents are then recomputed
 
 
-def uncached_reference(point: Point, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uncached latents and images for one batch (CPU). The latents are cached in
-    `<results_dir>/_reference/uncached/` keyed by everything that determines them (model weights'
-    hash, sampler, NFE, guidance, seeds, labels, device type), so a sweep over methods samples
-    the uncached reference once; images are decoded from them each time (cheap next to sampling)."""
+def stored_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uncached latents and images for one batch sampled with `kwargs` (CPU): the uncached twin of
+    a cached run, or its converged reference (converged.py). The latents are cached in
+    `<results_dir>/_reference/<kind>/` keyed by everything that determines them (model weights'
+    hash, sampler, NFE, guidance, seeds, labels, device type, numerics), so a sweep samples each
+    reference once; images are decoded from them each time (cheap next to sampling)."""
     from .pipeline import to_images
 
     if point.model_sha256 is None:  # random weights: nothing to share
@@ -299,13 +312,14 @@ def uncached_reference(point: Point, kwargs: dict) -> tuple[torch.Tensor, torch.
         return reference.latents.cpu(), reference.images.float().cpu()
     cfg = point.cfg
     identity = {"format": REFERENCE_FORMAT, "model": point.model_sha256, "arch": cfg.model.arch,
-                "overrides": OmegaConf.to_container(cfg.model.overrides), "sampler": point.sampler, "nfe": cfg.steps,
-                "guidance": [cfg.model.guidance_scale, cfg.model.guidance_channels], "eta": cfg.sampler.eta,
+                "overrides": OmegaConf.to_container(cfg.model.overrides), "sampler": kwargs["sampler"],
+                "nfe": kwargs["steps"], "guidance": [kwargs["guidance_scale"], kwargs["guidance_channels"]],
+                "eta": kwargs["eta"],
                 "seeds": list(kwargs["seeds"]), "labels": [int(v) for v in kwargs["labels"]],
                 "device": point.device.type, "dtype": cfg.dtype, "tf32": tf32_enabled(point.device),
                 "compile": bool(cfg.compile)}
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cfg.results_dir) / "_reference" / "uncached" / f"{key}.pt"
+    path = Path(cfg.results_dir) / "_reference" / kind / f"{key}.pt"
     if path.is_file():
         latents = torch.load(path, map_location="cpu", weights_only=True)
         return latents, to_images(latents.to(point.device), point.vae).float().cpu()
@@ -459,9 +473,28 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
                         "dynamic": dynamic}, tmp)
         metrics["schedule_file"] = "schedule.pt"
     metrics.update(quality_metrics(point, part))
+    metrics.update(row_metrics(cfg, point.sampler, part, point.features is not None))  # converged.py
+    if cfg.metrics.interval_resamples:  # 95% intervals of the row's numbers
+        metrics.update(row_intervals(point, part, metrics, method, uncached))
     if point.branch_change is not None:
         metrics["branch_change"] = point.branch_change
     return metrics
+
+
+def row_intervals(point: Point, part: dict, metrics: dict, method, uncached) -> dict:
+    """`<m>_ci_low`/`<m>_ci_high` of the row's numbers (metrics/intervals.py): from the whole run's
+    per-sample data (shards joined: any split gives the same) and the timed repeats."""
+    from .metrics.features import reference_set
+    from .metrics.intervals import row_fields
+
+    cfg = point.cfg
+    reference = None
+    if metrics.get("reference"):  # the reference quality_metrics scored against (read back from its cache)
+        reference = reference_set(point.features, scale=cfg.scale.name, num_images=cfg.metrics.reference_samples,
+                                  reference=cfg.metrics.reference, cache_dir=Path(cfg.results_dir) / "_reference")
+    return row_fields(metrics, part, method_s=method.samples_s, uncached_s=uncached.samples_s,
+                      groups=cfg.metrics.interval_groups, resamples=cfg.metrics.interval_resamples,
+                      seed=cfg.metrics.interval_seed, reference=reference, device=point.device)
 
 
 def write_own_shard(point: Point, run_dir: Path) -> None:

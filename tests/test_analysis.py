@@ -309,6 +309,7 @@ def test_router_heatmaps_for_official_and_learned_routers(tmp_path, monkeypatch)
     assert fig._suptitle.get_text().startswith("DiT-toy (learned, lam 0.0001), ddim NFE 20: threshold 0.1")
 
 
+@pytest.mark.slow
 def test_html_report_links_every_file(store, tmp_path):
     import re
 
@@ -328,6 +329,7 @@ def test_html_report_links_every_file(store, tmp_path):
     assert "<b>3.40</b>" in page
 
 
+@pytest.mark.slow
 def test_layer_error_diagnostic_run_and_figure(tmp_path, monkeypatch):
     from conftest import compose_config
 

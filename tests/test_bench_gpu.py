@@ -3,11 +3,13 @@
 import json
 
 import pandas as pd
+import pytest
 from conftest import ROOT
 
 from l2c_bench.bench_gpu import POINTS, main, paper_latency
 
 
+@pytest.mark.slow
 def test_suite_writes_rows_table_and_router_cost(tmp_path):
     # bf16 first: its model stores bf16 weights, so the float32 point after it must get a float32 model
     rows = main(["--out", str(tmp_path), "--smoke", "--select", "1,0"])

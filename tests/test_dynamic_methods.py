@@ -97,6 +97,7 @@ TINY = ["steps=8", "metrics.num_samples=4", "metrics.batch_size=2", "metrics.tim
         "metrics.timing_repeats=1", "metrics.fid=false", "metrics.grid_samples=2", "calibration.samples=2"]
 
 
+@pytest.mark.slow
 def test_teacache_run_calibrates_once_and_records_its_decisions(tmp_path):
     row = run_point(config(tmp_path, *TINY, "cache=teacache", "cache.threshold=0.3"))
     assert row["status"] == "ok", row.get("error")

@@ -150,6 +150,7 @@ def test_wandb_failure_never_loses_the_local_row(tmp_path, caplog):
     assert any("W&B" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_multirun_of_two_toy_points(tmp_path):
     cmd = [sys.executable, "-m", "l2c_bench.run", "-m", "model=dit,uvit", f"results_dir={tmp_path}",
            "tracker=none", *FAST]
@@ -209,6 +210,7 @@ def test_paper_scale_missing_checkpoint_names_file_key_and_source(tmp_path):
     assert "U-ViT README" in row["error"]
 
 
+@pytest.mark.slow
 def test_bf16_autocast_run_is_recorded_and_close_to_fp32(tmp_path):
     common = ["tracker=none", "cache=fora", "steps=4", "metrics.num_samples=4", "metrics.batch_size=4",
               "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.fid=false"]

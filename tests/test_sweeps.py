@@ -72,6 +72,7 @@ def _points(name: str) -> pd.DataFrame:
                         ratio=[r["config.cache.ratio"] for r in picked])
 
 
+@pytest.mark.slow
 def test_there_is_a_sweep_per_paper_table():
     """Each paper table's rows are the points of its sweeps (in the tables' own row keys), or are
     listed in NOT_SWEPT; the points use the paper's settings (Table 8, FID over 50,000 samples)."""

@@ -68,6 +68,30 @@ def kid(features: np.ndarray, reference: np.ndarray, *, num_subsets: int = 100, 
         np.random.set_state(state)
 
 
+def paired_kid(features: np.ndarray, reference: np.ndarray, *, num_subsets: int = 100,
+               max_subset_size: int = 1000, seed: int = 0) -> float:
+    """KID between two sets whose rows are pairs (row i of both from the same seed): clean-fid's
+    kernel (x.y/d + 1)^3 and subset averaging, but the U-statistic of Gretton et al. 2012 (Lemma 6)
+    that leaves out the paired cross terms k(x_i, y_i). Those are not independent draws, so
+    `kid`'s estimator (which keeps them) is biased low there: negative for identical sets; this one
+    gives 0. Subsets take the same rows from both sets, drawn from a fixed seed."""
+    x_all, y_all = np.asarray(features, np.float64), np.asarray(reference, np.float64)
+    if x_all.shape != y_all.shape or len(x_all) < 2:
+        raise ValueError(f"paired KID needs two (N >= 2, D) sets of one shape, got {x_all.shape} and {y_all.shape}")
+    n, d = x_all.shape
+    m = min(n, max_subset_size)
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(num_subsets if m < n else 1):  # m = n: every subset is the whole set
+        rows = rng.choice(n, m, replace=False)
+        x, y = x_all[rows], y_all[rows]
+        within = (x @ x.T / d + 1) ** 3 + (y @ y.T / d + 1) ** 3  # (m, m)
+        cross = (x @ y.T / d + 1) ** 3
+        cross = cross + cross.T  # k(x_i, y_j) + k(x_j, y_i)
+        total += float((within - cross).sum() - np.trace(within - cross)) / (m * (m - 1))
+    return total / (num_subsets if m < n else 1)
+
+
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
     """IS = exp(E_x KL(p(y|x) || p(y))) per split of the samples (in order); mean and std over splits."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -83,10 +107,10 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def _kth_neighbour_radii(features, k: int):
+def _kth_neighbour_radii(features, k: int, device=None):
     import torch
 
-    x = torch.as_tensor(features, dtype=torch.float64)
+    x = torch.as_tensor(features, dtype=torch.float64, device=device)
     radii = []
     for chunk in x.split(1024):
         distances = torch.cdist(chunk, x)  # (chunk, N); the 0 distance to itself is the 1st "neighbour"
@@ -94,12 +118,12 @@ def _kth_neighbour_radii(features, k: int):
     return torch.cat(radii)
 
 
-def _inside(points, support, radii) -> np.ndarray:
+def _inside(points, support, radii, device=None) -> np.ndarray:
     import torch
 
-    p, s = torch.as_tensor(points, dtype=torch.float64), torch.as_tensor(support, dtype=torch.float64)
+    p, s = (torch.as_tensor(a, dtype=torch.float64, device=device) for a in (points, support))
     inside = [(torch.cdist(chunk, s) <= radii[None, :]).any(dim=1) for chunk in p.split(1024)]
-    return torch.cat(inside).numpy()
+    return torch.cat(inside).cpu().numpy()
 
 
 def precision_recall(features: np.ndarray, reference: np.ndarray, k: int = 3) -> tuple[float, float]:

@@ -17,6 +17,9 @@ class Timing:
     q75_s: float
     repeats: int
     warmup: int
+    # every timed call in order: repeat r of each function was timed back to back (ABBA), so
+    # samples_s[r] of two functions form a pair (metrics.intervals: intervals from the repeats)
+    samples_s: tuple[float, ...] = ()
 
     @property
     def iqr_s(self) -> float:
@@ -89,6 +92,7 @@ def measure(fns: Mapping[str, Callable[[], object]], *, repeats: int = 5, warmup
             sync()
             samples[name].append(clock() - t0)
     return {
-        name: Timing(statistics.median(vals), _quantile(vals, 0.25), _quantile(vals, 0.75), repeats, done[name])
+        name: Timing(statistics.median(vals), _quantile(vals, 0.25), _quantile(vals, 0.75), repeats, done[name],
+                      tuple(vals))
         for name, vals in samples.items()
     }

@@ -1,0 +1,145 @@
+"""Quality against the converged sampler: each model's own high-NFE uncached samples.
+
+At toy scale the toy models' own error against the procedural data swamps what caching and step
+reduction cost (toy DiT FID vs the data: 2.80 / 2.81 / 3.01 at NFE 10 / 20 / 50), so FID against
+the data cannot rank them. Every deterministic sampler of a family approaches the same limit as
+its NFE grows: the solution of the probability-flow ODE from the sample's initial noise. The
+converged reference approximates it with the family's ODE sampler at `metrics.converged_nfe`
+(DiT: DDIM with eta 0; U-ViT: DPM-Solver-2), uncached, on the run's seeds, labels, guidance and
+numerics. Against it a run is scored
+
+- paired (same seed): latent MSE and PSNR, image MSE and PSNR;
+- as distributions: FID and KID of the run's features against the reference's (the run's own
+  feature network: the toy classifier at toy scale; KID with the paired estimator, as each
+  sample and its reference share a seed).
+
+`run.sample_part` keeps per-sample sums (`batch_statistics`) so any shard split gives the same
+numbers, and `scores(part, indices)` recomputes everything on a resample of the samples (bootstrap
+intervals). The reference latents are sampled once per batch and stored under
+`<results_dir>/_reference/converged/` (`run.stored_reference`), shared by every point of a sweep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from .loading import RunConfigError
+from .sampling import SAMPLERS, check_sampler
+
+# The family's probability-flow ODE solver, run deterministically: the reference for every sampler
+# of that family (they share its noise schedule and time convention).
+CONVERGED_SAMPLERS = {"dit": "ddim", "uvit": "dpm_solver2"}
+
+# The headline quality axis of a toy-scale row with the converged reference on. Chosen by
+# measurement (`python -m l2c_bench.studies.quality_axis`, docs/metrics.md): it separates uncached
+# NFE 10, 20 and 50 of both toy models with disjoint 95% intervals, which FID against the data does
+# not; of the axes that do (latent and image PSNR/MSE), its peak is a fixed unit (images in [-1, 1]),
+# not the run's latent range. Stochastic samplers have no paired scores: theirs is FID vs converged.
+TOY_PRIMARY_QUALITY = "converged_image_psnr_db"
+TOY_PRIMARY_QUALITY_STOCHASTIC = "fid_vs_converged"
+
+PAIRED_KEYS = ("converged_latent_mse", "converged_latent_psnr_db", "converged_image_mse", "converged_image_psnr_db")
+
+
+def check_converged(cfg: DictConfig) -> None:
+    """metrics.converged_nfe: 0 (off) or an NFE the family's ODE sampler takes, at least `steps`."""
+    nfe = cfg.metrics.converged_nfe
+    if nfe == 0:
+        return
+    if nfe < 0:
+        raise RunConfigError(f"metrics.converged_nfe must be >= 0 (0 turns the converged reference off), got {nfe}")
+    try:
+        check_sampler(CONVERGED_SAMPLERS[cfg.model.family], cfg.model.family, nfe)
+    except ValueError as exc:
+        raise RunConfigError(f"metrics.converged_nfe={nfe}: {exc}") from None
+    if nfe < cfg.steps:
+        raise RunConfigError(f"metrics.converged_nfe={nfe} is below steps={cfg.steps}: the converged reference "
+                             "must take at least the run's NFE; raise it, or set 0 to turn it off")
+
+
+def enabled(cfg: DictConfig, has_features: bool) -> bool:
+    """Scored against the converged reference: configured, and the weights are real (random
+    weights have no quality metrics and no shared references)."""
+    return bool(cfg.metrics.converged_nfe) and has_features
+
+
+def reference_kwargs(kwargs: dict, family: str, nfe: int) -> dict:
+    """`generate` arguments of the converged reference of a batch sampled with `kwargs`: the same
+    seeds, labels, guidance and decoding; the family's ODE sampler at `nfe`, deterministic."""
+    return {**kwargs, "sampler": CONVERGED_SAMPLERS[family], "steps": nfe, "eta": 0.0}
+
+
+def batch_statistics(latents: torch.Tensor, images: torch.Tensor, reference_latents: torch.Tensor,
+                     reference_images: torch.Tensor, features) -> dict[str, torch.Tensor]:
+    """One batch's per-sample statistics against its converged reference (CPU; sums in float64, so
+    metrics over any split of the samples into batches or shards are the same)."""
+    latents, reference = latents.cpu().double(), reference_latents.cpu().double()
+    reference_flat = reference.flatten(1)  # (n, C*H*W)
+    reference_features, _ = features.embed(reference_images)  # (n, D)
+    return {
+        "converged_latent_se": (latents - reference).pow(2).flatten(1).sum(1),  # (n,)
+        "converged_latent_range": torch.stack([reference_flat.amin(1), reference_flat.amax(1)], 1),  # (n, 2)
+        "converged_image_se": (images.cpu().double() - reference_images.cpu().double()).pow(2).flatten(1).sum(1),
+        "converged_features": torch.from_numpy(reference_features),
+    }
+
+
+def latent_peak_to_peak(part: dict) -> float:
+    """The converged latents' peak-to-peak over the whole run: the latent PSNR's peak (latents have
+    no fixed range), as the paired uncached PSNR takes its reference's."""
+    span = part["converged_latent_range"]
+    return float(span[:, 1].max() - span[:, 0].min())
+
+
+def scores(part: dict, indices: np.ndarray | None = None, with_kid: bool = True) -> dict[str, float]:
+    """Converged-reference scores of a run's samples `indices` (None: all; repeats allowed, for a
+    bootstrap). The latent PSNR's peak stays the whole run's: a unit, not a statistic."""
+    from .metrics.quality import feature_statistics, fid_from_statistics, paired_kid, psnr_from_mse
+
+    take = slice(None) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    latent_se, image_se = part["converged_latent_se"][take], part["converged_image_se"][take]
+    n = len(latent_se)
+    latent_mse = float(latent_se.sum()) / (n * part["latent_numel"])
+    image_mse = float(image_se.sum()) / (n * part["image_numel"])
+    out = {"converged_latent_mse": latent_mse,
+           "converged_latent_psnr_db": psnr_from_mse(latent_mse, latent_peak_to_peak(part)),
+           "converged_image_mse": image_mse, "converged_image_psnr_db": psnr_from_mse(image_mse, 2.0),
+           "fid_vs_converged": None, "kid_vs_converged": None}
+    if n >= 2:  # statistics need two samples
+        features, reference = part["features"][take].numpy(), part["converged_features"][take].numpy()
+        out["fid_vs_converged"] = fid_from_statistics(*feature_statistics(features), *feature_statistics(reference))
+        if with_kid:
+            out["kid_vs_converged"] = paired_kid(features, reference)  # rows are pairs: not `kid`
+    return out
+
+
+def stochastic(cfg: DictConfig, sampler: str) -> bool:
+    """Samples depend on noise drawn along the way: no seed-by-seed twin on the ODE's path."""
+    return SAMPLERS[sampler].stochastic or (sampler == "ddim" and cfg.sampler.eta != 0)
+
+
+def primary_quality(cfg: DictConfig, sampler: str, has_features: bool) -> str | None:
+    """The metric (row key without `metrics.`) a row's headline quality is on: at toy scale with
+    the converged reference on, TOY_PRIMARY_QUALITY (stochastic samplers: ..._STOCHASTIC);
+    otherwise FID against the data."""
+    if not has_features:
+        return None
+    if cfg.scale.name == "toy" and enabled(cfg, has_features):
+        return TOY_PRIMARY_QUALITY_STOCHASTIC if stochastic(cfg, sampler) else TOY_PRIMARY_QUALITY
+    return "fid" if cfg.metrics.fid else None
+
+
+def row_metrics(cfg: DictConfig, sampler: str, part: dict, has_features: bool) -> dict:
+    """The row's converged-reference fields (flat, without `metrics.`), from a whole run's part."""
+    out = {"converged_nfe": 0, "primary_quality": primary_quality(cfg, sampler, has_features)}
+    if not enabled(cfg, has_features):
+        return out
+    out.update(converged_nfe=cfg.metrics.converged_nfe, converged_sampler=CONVERGED_SAMPLERS[cfg.model.family],
+               converged_latent_peak_to_peak=latent_peak_to_peak(part), **scores(part))
+    if stochastic(cfg, sampler):
+        how = f"ddim with eta {cfg.sampler.eta}" if sampler == "ddim" else sampler
+        out.update(dict.fromkeys(PAIRED_KEYS), converged_note=f"{how} is stochastic: paired scores against the "
+                   "converged ODE samples are not meaningful; FID/KID are")
+    return out
