@@ -78,7 +78,7 @@ class MetricsConfig:
     fid_mode: str = "clean"  # inception features: clean | legacy_tensorflow (ADM-evaluator comparable)
     reference: str | None = None  # paper scale: ADM reference batch .npz (mu/sigma, arr_0) or .npz of features
     timing_batch: int = 8  # images per timed sampling call (paper: 8, with CFG)
-    timing_repeats: int = 3
+    timing_repeats: int = 10  # >= 6: the latency/speedup intervals need them (metrics/intervals.py)
     timing_warmup: int = 1  # warm-up calls of each function, at least
     timing_min_warmup_s: float = 0.0  # ... and more until this long has passed (paper scale: a few s)
     grid_samples: int = 32  # images in samples.png

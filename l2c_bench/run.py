@@ -62,6 +62,7 @@ from .shards import (
     save_shard,
     shard_path,
 )
+from .summary import point_line, write_run_id
 
 log = logging.getLogger("l2c_bench.run")
 register_configs()
@@ -557,15 +558,17 @@ def run_point(cfg: DictConfig) -> dict:
                 part = sample_part(point, range(cfg.metrics.num_samples))
             metrics = finalize(point, part, run_dir)
             row.update({f"metrics.{k}": v for k, v in metrics.items()}, status="ok", error=None)
-            log.info("ok %s: %s", run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-            return _record(cfg, run_id, run_dir, row, config)
+            log.debug("ok %s: %s", run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            row = _record(cfg, run_id, run_dir, row, config)
+            log.info(point_line(row))
+            return row
     except UnsupportedCombination as exc:
         row.update(status="unsupported", error=str(exc))
-        log.warning("unsupported %s: %s", run_id, exc)
+        log.warning(point_line(row))
     except Exception as exc:  # noqa: BLE001 - any failure becomes a failed row, then is reported
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                    traceback="".join(traceback.format_exception(exc))[-4000:])
-        log.error("failed %s: %s: %s", run_id, type(exc).__name__, exc)
+        log.error(point_line(row))
     return _record(cfg, run_id, run_dir, row, config)
 
 
@@ -610,6 +613,8 @@ def entry(cfg: DictConfig) -> None:
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if HydraConfig.initialized():  # the sweep summary (summary.SweepSummary) finds the row from here
+        write_run_id(HydraConfig.get().runtime.output_dir, row["run_id"])
     if row["status"] not in ("ok", "shard") and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # a single failed run fails the command; a sweep goes on
 

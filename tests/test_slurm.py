@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 TINY = ["cache=none", "steps=2", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.timing_batch=1",
         "metrics.timing_repeats=1", "metrics.reference_samples=20", "metrics.grid_samples=2", "tracker=none",
-        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
+        "metrics.converged_nfe=0", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 
 
 def sweep(env, results, *overrides, timeout=600):
@@ -29,9 +29,15 @@ def test_four_point_sweep_relaunch_and_provenance(slurm_cluster, tmp_path):
     assert len(rows) == 4 and set(rows.status) == {"ok"}
     assert rows["provenance.slurm_job_id"].notna().all()
     assert rows["provenance.slurm_job_id"].nunique() == 4
+    # the summary read back from the array's rows: every point, by model (summary.SweepSummary)
+    summary = proc.stdout[proc.stdout.index("Sweep summary:"):]
+    assert summary.splitlines()[0] == "Sweep summary: 4 ok, 0 not ok"
+    assert all(run_id in summary for run_id in rows.run_id)
+    assert summary.index("DiT-toy") < summary.index("U-ViT-toy")
     before = {p: p.read_text() for p in tmp_path.rglob("result.json")}
     again = sweep(slurm_cluster, tmp_path, "model=dit,uvit", "seed=0,1")
     assert again.returncode == 0
+    assert "Sweep summary: 4 ok (4 skipped: an ok row existed), 0 not ok" in again.stdout
     after = {p: p.read_text() for p in tmp_path.rglob("result.json")}
     assert after == before  # every point skipped: rows untouched
 

@@ -62,7 +62,7 @@ def _points(name: str) -> pd.DataFrame:
     rows = []
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for combo in _combos(name):
-            config = OmegaConf.to_container(compose("config", overrides=[f"+sweep={name}", *combo]), resolve=True)
+            config = OmegaConf.to_container(compose("config", overrides=[*combo, f"+sweep={name}"]), resolve=True)
             rows.append({"run_id": run_id_for(config), "status": "ok", **flatten({"config": config})})
     frame = paper_frame(pd.DataFrame(rows))  # one row per point (points equal but for ignored keys: one)
     by_id = {r["run_id"]: r for r in rows}
@@ -138,7 +138,9 @@ def _combos(name: str) -> list[tuple[str, ...]]:
 def _toy_configs(name: str, results_dir) -> list[dict]:
     """Every point of the sweep at toy scale with a tiny sample count, composed as `run -m` composes it."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return [compose("config", overrides=[f"+sweep={name}", f"results_dir={results_dir}", *TINY, *combo])
+        # Hydra's order: the sweeper's params, then the command line (a later appended config's
+        # defaults override an earlier one's)
+        return [compose("config", overrides=[*combo, f"+sweep={name}", f"results_dir={results_dir}", *TINY])
                 for combo in _combos(name)]
 
 

@@ -1,0 +1,215 @@
+"""What a run tells its user in the terminal: one line per finished point and, at the end of a
+multirun, a table of the sweep's points (docs/results.md, "In the terminal").
+
+`point_line` and `sweep_table` are pure functions of stored rows (the flat dicts of
+`records.store`); `SweepSummary` is the Hydra callback that prints the table. Each job writes its
+run id into its Hydra output folder (`write_run_id`), so the callback finds the sweep's rows for
+every launcher alike (local, submitit-local, SLURM), from the folder the jobs shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+RUN_ID_FILE = "run_id"  # in each job's Hydra output folder
+
+# how a primary-quality key reads in a line, and which way is better
+QUALITY_LABELS = {
+    "converged_image_psnr_db": ("image PSNR vs converged", "dB", True),
+    "converged_latent_psnr_db": ("latent PSNR vs converged", "dB", True),
+    "fid_vs_converged": ("FID vs converged", "", False),
+    "fid": ("FID", "", False),
+}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        else None
+
+
+def _with_interval(row: Mapping, key: str, fmt: str = "{:.3g}", unit: str = "") -> str:
+    """'1.42x [1.30, 1.55]' (unit after the value); '-' when the value is missing; '[?]' when the
+    row has no interval for it (an old row, or too few timed repeats)."""
+    value = _number(row.get(f"metrics.{key}"))
+    if value is None:
+        return "-"
+    low, high = (_number(row.get(f"metrics.{key}_ci_{end}")) for end in ("low", "high"))
+    bounds = "[?]" if low is None or high is None else f"[{fmt.format(low)}, {fmt.format(high)}]"
+    return f"{fmt.format(value)}{unit} {bounds}"
+
+
+def method_name(row: Mapping) -> str:
+    """The cache method, or 'uncached' (step reduction is an uncached row at fewer NFE)."""
+    name = row.get("config.cache.name") or "?"
+    return "uncached" if name == "none" else str(name)
+
+
+def quality_text(row: Mapping) -> str:
+    """The row's primary quality figure with its interval: 'image PSNR vs converged 27.5 dB [26.8, 28.3]'."""
+    key = row.get("metrics.primary_quality")
+    if not key:
+        return "quality: -"
+    label, unit, _ = QUALITY_LABELS.get(key, (key, "", True))
+    return f"{label} {_with_interval(row, key, unit=(' ' + unit) if unit else '')}"
+
+
+def speed_text(row: Mapping) -> str:
+    """'speedup 1.42x [1.30, 1.55] (MACs 1.48x)'; uncached rows (nothing cached): their latency."""
+    macs = _number(row.get("metrics.macs_speedup"))
+    if method_name(row) == "uncached":
+        return f"latency {_with_interval(row, 'latency_ms', '{:.0f}', ' ms')}"
+    text = f"speedup {_with_interval(row, 'speedup', '{:.2f}', 'x')}"
+    return text + (f" (MACs {macs:.2f}x)" if macs is not None else "")
+
+
+def point_line(row: Mapping) -> str:
+    """One readable line per finished point (the full row stays in result.json)."""
+    where = f"{row.get('config.model.arch', '?')} NFE {row.get('config.steps', '?')} {method_name(row)}"
+    status = row.get("status", "?")
+    if status != "ok":
+        reason = str(row.get("error") or "").strip().splitlines()
+        return f"{status:<11} {where}: {reason[0] if reason else 'no reason recorded'}  ({row.get('run_id')})"
+    return f"{status:<11} {where}  {speed_text(row)}  {quality_text(row)}  ({row.get('run_id')})"
+
+
+def _sort_key(row: Mapping) -> tuple:
+    """Per model: uncached rows first (by NFE), then each method by NFE."""
+    uncached = method_name(row) == "uncached"
+    steps = row.get("config.steps")
+    return (str(row.get("config.model.arch", "")), not uncached, method_name(row),
+            steps if isinstance(steps, int) else 0, str(row.get("run_id")))
+
+
+def sweep_table(rows: Iterable[Mapping], *, results_dir: str, wandb_offline: bool = False,
+                missing: Iterable[str] = (), started: str | None = None) -> str:
+    """The end-of-sweep summary: per model a table of its ok points (uncached first), then the
+    points that did not finish with their reasons, then where the rows are and what to run next.
+    `started` (ISO time, as rows' provenance.end_time): rows that ended before it were skipped as done."""
+    rows, missing = sorted(rows, key=_sort_key), list(missing)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    bad = [r for r in rows if r.get("status") != "ok"]
+    skipped = sum(1 for r in ok if started and str(r.get("provenance.end_time") or "") < started)
+    header = ("method", "NFE", "speedup [95%]", "MACs", "latency ms [95%]", "primary quality [95%]", "run id")
+    counts = [f"{len(ok)} ok" + (f" ({skipped} skipped: an ok row existed)" if skipped else ""), f"{len(bad)} not ok"]
+    lines = ["Sweep summary: " + ", ".join(counts + ([f"{len(missing)} without a row"] if missing else []))]
+    for arch in dict.fromkeys(str(r.get("config.model.arch", "?")) for r in ok):
+        table = [header]
+        for r in (r for r in ok if str(r.get("config.model.arch", "?")) == arch):
+            uncached = method_name(r) == "uncached"
+            macs = _number(r.get("metrics.macs_speedup"))
+            table.append((method_name(r), str(r.get("config.steps", "?")),
+                          "1 (reference)" if uncached else _with_interval(r, "speedup", "{:.2f}", "x"),
+                          "-" if uncached or macs is None else f"{macs:.2f}x",
+                          _with_interval(r, "latency_ms", "{:.0f}"),
+                          quality_text(r).removeprefix("quality: "), str(r.get("run_id"))))
+        widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
+        lines += ["", arch] + ["  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+                               for cells in table]
+    if bad:
+        lines += ["", "Not ok:"] + [f"  {point_line(r)}" for r in bad]
+    for name in missing:
+        lines.append(f"  no row for job {name}: it died before writing one (see its Hydra log)")
+    lines += ["", "Speedups are measured against each row's own uncached twin (same NFE, same seeds); "
+              "[?]: no interval (fewer than 6 timed repeats, or an old row).",
+              f"Rows: {results_dir}/<run id>/result.json. Next:",
+              f"  python -m analysis.report --results {results_dir} --out analysis_out   # tables, plots, frontier",
+              f"  python -m analysis.claims --results {results_dir} --out analysis_out   # the paper's claims"]
+    if wandb_offline:
+        lines.append(f"  wandb sync {results_dir}/wandb/offline-run-*   # mirror to W&B when online")
+    return "\n".join(lines)
+
+
+def write_run_id(output_dir: str | Path, run_id: str) -> None:
+    """Leave the job's run id where the sweep's callback finds it (its Hydra output folder)."""
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / RUN_ID_FILE).write_text(run_id + "\n")
+
+
+def sweep_rows(sweep_dir: str | Path, results_dir: str | Path) -> tuple[list[dict], list[str]]:
+    """The rows of the jobs under `sweep_dir` (each job's output folder holds its run id), and the
+    job folders that hold none (jobs that died before writing a row)."""
+    from .records import read_row
+    from .records.store import CorruptRow
+
+    rows, missing = [], []
+    jobs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)) \
+        if Path(sweep_dir).is_dir() else []
+    for job in jobs:
+        marker = job / RUN_ID_FILE
+        row = None
+        if marker.is_file():
+            try:
+                row = read_row(results_dir, marker.read_text().strip())
+            except CorruptRow:
+                row = None
+        if row is None:
+            missing.append(job.name)
+        elif row not in rows:  # two jobs of one point (e.g. shards) share a row
+            rows.append(row)
+    return rows, missing
+
+
+def sweep_size(config: DictConfig) -> int | None:
+    """Points of a basic-sweeper multirun: the product of the sweep overrides' lengths (the sweep
+    file's `hydra.sweeper.params`, then the command line, which wins on a shared key); None if
+    they cannot be parsed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        params = config.hydra.sweeper.get("params") or {}
+        parsed = OverridesParser.create().parse_overrides(
+            [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task))
+        by_key = {o.get_key_element(): o for o in parsed}
+        return math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1
+                         for o in by_key.values())
+    except Exception:  # noqa: BLE001 - progress is a nicety, never a failure
+        return None
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class SweepSummary(Callback):
+    """Hydra callback (conf/config.yaml): prints `sweep_table` when a multirun ends, whatever the
+    launcher (the SLURM launcher returns once its array has finished, so the rows are there), and,
+    where the jobs run in this process (the local launcher), a progress line before each point."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .records.provenance import now
+
+        self.sweep_dir = str(config.hydra.sweep.dir)  # `now` is resolved once per process: same folder
+        self.started = now()
+        self.t0, self.pid, self.total = time.time(), os.getpid(), sweep_size(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """'point k/N, elapsed, about T left' (from the mean time of the points so far)."""
+        num = config.hydra.job.get("num")
+        if getattr(self, "pid", None) != os.getpid() or not self.total or num is None:
+            return  # a job in another process (SLURM): its own log has its progress
+        elapsed, k = time.time() - self.t0, int(num) + 1
+        left = f", about {_duration(elapsed / (k - 1) * (self.total - k + 1))} left" if k > 1 else ""
+        log.info("point %d/%d, %s elapsed%s", k, self.total, _duration(elapsed), left)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = getattr(self, "sweep_dir", None) or str(config.hydra.sweep.dir)
+        try:
+            rows, missing = sweep_rows(sweep_dir, config.results_dir)
+            offline = config.tracker.get("name") == "wandb" and config.tracker.get("mode", "offline") == "offline"
+            print("\n" + sweep_table(rows, results_dir=str(config.results_dir), wandb_offline=offline,
+                                     missing=missing, started=getattr(self, "started", None)), flush=True)
+        except Exception as exc:  # noqa: BLE001 - a summary must never fail a finished sweep
+            log.warning("no sweep summary: %s: %s", type(exc).__name__, exc)
