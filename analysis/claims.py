@@ -253,12 +253,15 @@ def l2c_beats_step_reduction(rows: pd.DataFrame) -> list[Check]:
 
 
 def _paper_step_reduction(arch: str, sampler: str, nfe: int) -> str:
-    """The paper's own pairing: its L2C row against its uncached row of the closest speedup."""
+    """The paper's own pairing: its L2C row against the uncached row of the closest speedup in the
+    same block (fewer steps, more than half: DDIM-40 for L2C-50, not DDIM-16 of the NFE-20 block)."""
     table = "table1_dit" if arch.startswith("DiT") else "table2_uvit"
     frame = _paper(table)
     frame = frame[frame["resolution"] == 256] if "resolution" in frame else frame
+    frame = frame[frame["model"] == frame["model"].iloc[0]]  # the headline model (DiT-XL/2, U-ViT-H/2), not DiT-L/2
     l2c = frame[(frame["method"] == "L2C") & (frame["nfe"] == nfe)]
-    base = frame[(frame["method"] == _base_label(sampler)) & (frame["nfe"] < nfe) & frame["speedup"].notna()]
+    base = frame[(frame["method"] == _base_label(sampler)) & (frame["nfe"] < nfe) & (frame["nfe"] > nfe // 2)
+                 & frame["speedup"].notna()]
     if l2c.empty or base.empty or pd.isna(l2c.iloc[0]["speedup"]):
         return "not in the paper's table"
     row = base.loc[(base["speedup"] - l2c.iloc[0]["speedup"]).abs().idxmin()]

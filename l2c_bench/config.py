@@ -102,6 +102,8 @@ class TrackerConfig:
     entity: str | None = None
     group: str | None = None  # default: the Hydra sweep folder's name
     dir: str | None = None  # default: <results_dir>
+    # online: wait at most this long for W&B; then this point and the sweep's later ones log offline
+    init_timeout_s: float = 20.0
 
 
 @dataclass

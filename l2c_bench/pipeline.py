@@ -94,6 +94,39 @@ def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progre
     return dpm_solver_fast_sample(denoise, x, nfe, progress=progress)
 
 
+class NonFiniteSamples(RuntimeError):
+    """Sampling produced NaN or Inf latents: the run fails before any metric is computed."""
+
+
+def _numerics(model: nn.Module, device: torch.device) -> str:
+    """'float32 weights' / 'bfloat16 autocast over float32 weights': what the evaluations ran in."""
+    weights = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if torch.is_autocast_enabled(device.type):
+        return f"{str(torch.get_autocast_dtype(device.type)).removeprefix('torch.')} autocast over {weights} weights"
+    return f"{weights} weights"
+
+
+def _first_non_finite_evaluation(sample_batch, x_T: torch.Tensor, batch_labels, seeds) -> int | None:
+    """Rerun a batch that ended non-finite, checking every evaluation's output (one host sync
+    each: only on this failure path); the 1-based evaluation where NaN/Inf first appeared."""
+    class Found(Exception):
+        pass
+
+    count = 0
+
+    def check(out: torch.Tensor) -> None:
+        nonlocal count
+        count += 1
+        if not torch.isfinite(out).all():
+            raise Found
+
+    try:
+        sample_batch(x_T, batch_labels, sample_generators(seeds), check)
+    except Found:
+        return count
+    return None  # finite on the rerun: the first run's fault was not deterministic
+
+
 def to_images(samples: torch.Tensor, vae: nn.Module | None) -> torch.Tensor:
     """Decode latents with the VAE, or treat a pixel model's output as the image; clamp to [-1, 1]."""
     if vae is not None:
@@ -135,9 +168,16 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
     prepared = _prepare_sampler(sampler, steps, device)
     out, realised = [], []
 
-    def sample_batch(x: torch.Tensor, batch_labels: torch.Tensor, generators) -> torch.Tensor:
+    def sample_batch(x: torch.Tensor, batch_labels: torch.Tensor, generators, check=None) -> torch.Tensor:
         run_cache = cache.run(plan) if cache is not None else None  # empty caches for every batch
         denoise = GuidedDenoiser(model, batch_labels, guidance_scale, guidance_channels, run_cache)
+        if check is not None:  # the non-finite search: every evaluation's output checked
+            guided = denoise
+
+            def denoise(x, t):
+                out = guided(x, t)
+                check(out)
+                return out
         x = _run_sampler(sampler, denoise, x, steps, generators, eta, progress and graphs is None, prepared)
         if run_cache is not None:
             schedule = run_cache.schedule  # raises if the sampler did not follow the plan
@@ -158,6 +198,16 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
             x = sample_batch(x, batch_labels, generators)
         else:  # deterministic loops only (check_graphable): the generators are not used
             x = graphs.run(graph_key, lambda x_T, y: sample_batch(x_T, y, None), x, batch_labels)
+        if not torch.isfinite(x).all():  # one host sync per batch; metrics never see NaN/Inf
+            at = _first_non_finite_evaluation(sample_batch, initial_noise(sample_generators(batch_seeds), shape, device),
+                                              batch_labels, batch_seeds)
+            method = getattr(cache, "name", type(cache).__name__) if cache is not None else "none"
+            method = "uncached" if method == "none" else f"cache={method}"
+            where = f"at evaluation {at} of {steps}" if at else f"by the end of the batch ({steps} evaluations)"
+            raise NonFiniteSamples(
+                f"non-finite latents {where} ({sampler}, {method}, {_numerics(model, device)}; samples "
+                f"{start}..{start + len(batch_seeds) - 1}, guidance_scale={guidance_scale:g}): no metric is "
+                "computed from them; check model.guidance_scale, the dtype and the checkpoint")
         out.append(x[:, : model.in_channels])
     latents = torch.cat(out)
     return GenerationResult(

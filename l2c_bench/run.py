@@ -48,7 +48,7 @@ from .models import build_model, fused
 from .models.layers import AUTOCAST_DTYPES, cast_weights_, weights_dtype
 from .records import flatten, read_row, row_config, run_id_for, write_row
 from .records.provenance import collect, now
-from .records.store import CorruptRow
+from .records.store import CorruptRow, check_writable
 from .records.tracker import check_tracker, make_tracker
 from .sampling import CONVENTIONS, check_sampler
 from .sampling.graphs import RUNTIME_DECISIONS, SamplingGraphs, check_graphable
@@ -520,6 +520,7 @@ def run_point(cfg: DictConfig) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     run_id = run_id_for(config)
     config = row_config(config)  # the row (and W&B) get only the method's own cache keys: same id
+    check_writable(cfg.results_dir)  # before any compute: a row that cannot be written is no result
     existing = _stored_row(cfg.results_dir, run_id)
     if existing and existing.get("status") == "ok" and not cfg.force:
         log.info("skipped %s: an ok row exists (force=true reruns it)", run_id)
@@ -565,11 +566,30 @@ def run_point(cfg: DictConfig) -> dict:
     except UnsupportedCombination as exc:
         row.update(status="unsupported", error=str(exc))
         log.warning(point_line(row))
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:  # a failed row that says what to lower
+        row.update(status="failed", error=out_of_memory_error(cfg, device, exc),
+                   traceback="".join(traceback.format_exception(exc))[-4000:])
+        log.error(point_line(row))
     except Exception as exc:  # noqa: BLE001 - any failure becomes a failed row, then is reported
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                    traceback="".join(traceback.format_exception(exc))[-4000:])
         log.error(point_line(row))
     return _record(cfg, run_id, run_dir, row, config)
+
+
+def out_of_memory_error(cfg: DictConfig, device: torch.device, exc: BaseException) -> str:
+    """`<type>: out of memory at metrics.batch_size=B ...; peak P MB; lower ...` (first line of the cause)."""
+    import resource
+
+    if device.type == "cuda":
+        peak = f"peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB allocated on {device}"
+    else:  # ru_maxrss: kilobytes on Linux
+        peak = f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB resident"
+    cause = (str(exc).strip().splitlines() or [""])[0]
+    return (f"{type(exc).__name__}: out of memory at metrics.batch_size={cfg.metrics.batch_size} "
+            f"(timing: metrics.timing_batch={cfg.metrics.timing_batch}); {peak}; lower metrics.batch_size "
+            f"(and metrics.timing_batch; the timed batch sets the reported latency) and rerun"
+            + (f" [{cause}]" if cause else ""))
 
 
 def _stored_row(results_dir: str, run_id: str) -> dict | None:

@@ -55,6 +55,25 @@ def method_name(row: Mapping) -> str:
     return "uncached" if name == "none" else str(name)
 
 
+def _cache_defaults(name: str) -> dict:
+    """A method's parameters as conf/cache/<name>.yaml sets them ({} if there is no such file)."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "conf" / "cache" / f"{name}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def method_label(row: Mapping) -> str:
+    """The method with the parameters the row sets away from its config file's defaults:
+    'heuristic strategy=random ratio=0.625', so rows of one method at one NFE tell apart."""
+    name = method_name(row)
+    defaults = _cache_defaults(str(row.get("config.cache.name")))
+    changed = [f"{key.removeprefix('config.cache.')}={value}" for key, value in sorted(row.items())
+               if key.startswith("config.cache.") and key != "config.cache.name"
+               and defaults.get(key.removeprefix("config.cache."), value) != value]
+    return " ".join([name, *changed])
+
+
 def quality_text(row: Mapping) -> str:
     """The row's primary quality figure with its interval: 'image PSNR vs converged 27.5 dB [26.8, 28.3]'."""
     key = row.get("metrics.primary_quality")
@@ -75,7 +94,7 @@ def speed_text(row: Mapping) -> str:
 
 def point_line(row: Mapping) -> str:
     """One readable line per finished point (the full row stays in result.json)."""
-    where = f"{row.get('config.model.arch', '?')} NFE {row.get('config.steps', '?')} {method_name(row)}"
+    where = f"{row.get('config.model.arch', '?')} NFE {row.get('config.steps', '?')} {method_label(row)}"
     status = row.get("status", "?")
     if status != "ok":
         reason = str(row.get("error") or "").strip().splitlines()
@@ -88,7 +107,7 @@ def _sort_key(row: Mapping) -> tuple:
     uncached = method_name(row) == "uncached"
     steps = row.get("config.steps")
     return (str(row.get("config.model.arch", "")), not uncached, method_name(row),
-            steps if isinstance(steps, int) else 0, str(row.get("run_id")))
+            steps if isinstance(steps, int) else 0, method_label(row), str(row.get("run_id")))
 
 
 def sweep_table(rows: Iterable[Mapping], *, results_dir: str, wandb_offline: bool = False,
@@ -108,7 +127,7 @@ def sweep_table(rows: Iterable[Mapping], *, results_dir: str, wandb_offline: boo
         for r in (r for r in ok if str(r.get("config.model.arch", "?")) == arch):
             uncached = method_name(r) == "uncached"
             macs = _number(r.get("metrics.macs_speedup"))
-            table.append((method_name(r), str(r.get("config.steps", "?")),
+            table.append((method_label(r), str(r.get("config.steps", "?")),
                           "1 (reference)" if uncached else _with_interval(r, "speedup", "{:.2f}", "x"),
                           "-" if uncached or macs is None else f"{macs:.2f}x",
                           _with_interval(r, "latency_ms", "{:.0f}"),
@@ -208,7 +227,8 @@ class SweepSummary(Callback):
         sweep_dir = getattr(self, "sweep_dir", None) or str(config.hydra.sweep.dir)
         try:
             rows, missing = sweep_rows(sweep_dir, config.results_dir)
-            offline = config.tracker.get("name") == "wandb" and config.tracker.get("mode", "offline") == "offline"
+            offline = (config.tracker.get("name") == "wandb" and config.tracker.get("mode", "offline") == "offline") \
+                or any("offline-run" in str(r.get("provenance.wandb_dir") or "") for r in rows)  # online fell back
             print("\n" + sweep_table(rows, results_dir=str(config.results_dir), wandb_offline=offline,
                                      missing=missing, started=getattr(self, "started", None)), flush=True)
         except Exception as exc:  # noqa: BLE001 - a summary must never fail a finished sweep

@@ -152,3 +152,13 @@ def test_seeds_are_pooled_into_one_point_with_a_t_interval():
     # mean 30 (L2C), 31 (uncached); t(0.975, 2) * 1 / sqrt(3) = 2.484: [27.52, 32.48] and [28.52, 33.48]
     assert "L2C 30 [27.52, 32.48]" in checks.iloc[0]["ours"] and "uncached 31 [28.52, 33.48]" in checks.iloc[0]["ours"]
     assert checks.iloc[0]["verdict"] == "holds"  # tie in quality; speedup [1.5, 1.7] pooled to [1.6, 1.6]
+
+
+@pytest.mark.parametrize("arch, sampler, nfe, expected", [
+    ("DiT-XL/2", "ddim", 50, "vs DDIM-40 2.39 (1.24x)"), ("DiT-XL/2", "ddim", 20, "vs DDIM-16 4.68 (1.25x)"),
+    ("U-ViT-H/2", "dpm_solver2", 50, "vs DPM-Solver-2-30 2.4644 (1.68x)")])
+def test_the_papers_own_step_reduction_pairing_stays_in_its_block(arch, sampler, nfe, expected):
+    """Table 1 pairs L2C-50 with DDIM-40 (the closest speedup overall would be DDIM-16's, 20 NFE's block)."""
+    from analysis.claims import _paper_step_reduction
+
+    assert _paper_step_reduction(arch, sampler, nfe).endswith(expected)

@@ -37,6 +37,128 @@ def test_cuda_requested_without_cuda_is_a_failed_row_naming_the_key(tmp_path, mo
     assert not (tmp_path / row["run_id"] / "samples.png").exists()
 
 
+@pytest.mark.parametrize("model, method, evaluation", [("dit", "none", 2), ("uvit", "fora", 2)])
+def test_non_finite_samples_fail_the_point_naming_the_evaluation_method_and_dtype(tmp_path, model, method, evaluation):
+    """A huge guidance scale overflows the latents by the second evaluation: the row is
+    failed with where and under what it happened, and no metric is computed from the samples."""
+    row = run_point(compose_config(tmp_path, "tracker=none", f"model={model}", f"cache={method}", "steps=4",
+                                   "model.guidance_scale=1e38", "metrics.num_samples=4", "metrics.batch_size=2",
+                                   "metrics.converged_nfe=0", "metrics.grid_samples=2"))
+    assert row["status"] == "failed"
+    sampler = {"dit": "ddim", "uvit": "dpm_solver2"}[model]
+    assert row["error"].startswith(f"NonFiniteSamples: non-finite latents at evaluation {evaluation} of 4 "
+                                   f"({sampler}, {'uncached' if method == 'none' else 'cache=fora'}, float32 weights; "
+                                   "samples 0..1, guidance_scale=1e+38)"), row["error"]
+    stored = read_row(tmp_path, row["run_id"])
+    assert not any(k.startswith("metrics.") for k in stored)  # nothing was computed from them
+    assert not (tmp_path / row["run_id"] / "samples.png").exists()
+
+
+def test_a_fault_in_a_later_evaluation_is_located(monkeypatch):
+    """The evaluation named is the first non-finite one, not always the first (NaN injected at 3 of 5)."""
+    from l2c_bench import generate
+    from l2c_bench.models import build_model
+    from l2c_bench.pipeline import NonFiniteSamples
+    from l2c_bench.sampling import guidance
+
+    model = build_model("DiT-toy", device="cpu").eval()
+    calls = {"n": 0}
+    original = guidance.GuidedDenoiser.__call__
+
+    def poisoned(self, x, t):
+        calls["n"] += 1
+        out = original(self, x, t)
+        return out * float("nan") if calls["n"] % 5 == 3 else out  # evaluation 3 of each 5-step pass
+
+    monkeypatch.setattr(guidance.GuidedDenoiser, "__call__", poisoned)
+    with pytest.raises(NonFiniteSamples, match=r"at evaluation 3 of 5 \(ddim, uncached, float32 weights"):
+        generate(model, labels=[0, 1], seeds=[0, 1], steps=5, sampler="ddim", guidance_scale=1.5)
+
+
+@pytest.mark.slow
+def test_unreachable_wandb_costs_one_bounded_wait_then_the_sweep_logs_offline(tmp_path):
+    """tracker.mode=online against a server that accepts connections and never answers (a compute
+    node's firewall): the first point waits tracker.init_timeout_s, the second does not wait at
+    all, both rows are written and both runs are kept offline for `wandb sync`."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)  # the kernel completes the handshakes; nobody ever reads or answers
+    env = {**os.environ, "WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{server.getsockname()[1]}"}
+    cmd = [sys.executable, "-m", "l2c_bench.run", "-m", "seed=0,1", f"results_dir={tmp_path}", "tracker=wandb",
+           "tracker.mode=online", "tracker.init_timeout_s=3", "cache=none", "steps=2", "metrics.num_samples=2",
+           "metrics.batch_size=2", "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.timing_warmup=0",
+           "metrics.fid=false", "metrics.converged_nfe=0", "metrics.grid_samples=2"]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    finally:
+        server.close()
+    elapsed = time.perf_counter() - start
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert output.count("W&B unreachable (") == 1 and output.count("W&B was unreachable earlier in this sweep") == 1
+    rows = load_results(tmp_path)
+    assert rows.status.tolist() == ["ok", "ok"]
+    assert all("offline-run" in d for d in rows["provenance.wandb_dir"]), rows["provenance.wandb_dir"].tolist()
+    assert len(list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))) == 2  # kept for a later upload
+    assert f"wandb sync {tmp_path}/wandb/offline-run-*" in output
+    assert elapsed < 120, elapsed  # unbounded, two points waited W&B's 90 s each
+
+
+def test_a_results_dir_that_cannot_hold_rows_fails_before_any_compute(tmp_path, monkeypatch):
+    from l2c_bench import run
+    from l2c_bench.records.store import ResultsDirError
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the results folder should be")
+    monkeypatch.setattr(run, "prepare", lambda cfg: pytest.fail("computed before checking results_dir"))
+    with pytest.raises(ResultsDirError, match=r"results_dir='.*not_a_folder/results' cannot hold result rows "
+                                              r"\(NotADirectoryError: Not a directory\)"):
+        run_point(compose_config(blocker / "results", "tracker=none", "cache=none", "steps=2"))
+
+
+def test_a_full_disk_during_the_row_write_leaves_no_partial_row(tmp_path, monkeypatch):
+    """ENOSPC while the row is written: the point fails loudly, no result.json and no temp file."""
+    import errno
+    import pathlib
+
+    real_write_text = pathlib.Path.write_text
+
+    def full(self, data, *args, **kwargs):
+        if self.name.startswith(".result.json."):
+            real_write_text(self, data[: len(data) // 2])  # half written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        run_point(compose_config(tmp_path, "tracker=none", "cache=none", "steps=2", "metrics.num_samples=2",
+                                 "metrics.batch_size=2", "metrics.fid=false", "metrics.converged_nfe=0",
+                                 "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.grid_samples=2"))
+    assert not list(tmp_path.rglob("result.json")) and not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+                                   MemoryError()])
+def test_out_of_memory_is_a_failed_row_naming_the_batch_size_to_lower(tmp_path, monkeypatch, error):
+    from l2c_bench import run
+
+    def exhausted(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(run, "generate", exhausted)
+    row = run_point(compose_config(tmp_path, "tracker=none", "cache=none", "steps=2", "metrics.batch_size=16",
+                                   "metrics.timing_batch=4"))
+    assert row["status"] == "failed"
+    assert row["error"].startswith(f"{type(error).__name__}: out of memory at metrics.batch_size=16 "
+                                   "(timing: metrics.timing_batch=4); peak ")
+    assert "MB resident; lower metrics.batch_size" in row["error"]
+    assert ("Tried to allocate 20.00 GiB" in row["error"]) == isinstance(error, torch.cuda.OutOfMemoryError)
+    assert read_row(tmp_path, row["run_id"])["status"] == "failed"  # the row is written; a sweep goes on
+
+
 def _shard_tensors(run_dir) -> list[dict]:
     return [torch.load(shard_path(run_dir, Shard(k, 2)), weights_only=True) for k in range(2)]
 

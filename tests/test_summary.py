@@ -37,6 +37,17 @@ def test_point_line_reads_speed_macs_and_primary_quality_with_intervals():
     assert point_line(UVIT).count("[?]") == 1 and "FID 6.1 [4.2, 8]" in point_line(UVIT)
 
 
+def test_rows_of_one_method_tell_apart_by_the_parameters_they_change():
+    from l2c_bench.summary import method_label
+
+    heuristic = {"config.cache.name": "heuristic", "config.cache.strategy": "random", "config.cache.ratio": 0.625,
+                 "config.cache.seed": 0, "config.cache.shifted": True}
+    assert method_label(heuristic) == "heuristic ratio=0.625 strategy=random"  # seed 0: conf/cache's default
+    assert method_label({"config.cache.name": "l2c", "config.cache.router": "auto", "config.cache.interval": 2}) == "l2c"
+    assert method_label({"config.cache.name": "l2c", "config.cache.interval": 3}) == "l2c interval=3"
+    assert method_label({"config.cache.name": "none"}) == "uncached"
+
+
 def test_a_failed_point_gives_its_one_line_reason():
     assert point_line(FAILED) == ("failed      DiT-toy NFE 3 fora: RunConfigError: cache.interval=1 caches nothing"
                                   "  (dit-fora-3)")

@@ -96,6 +96,23 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class ResultsDirError(OSError):
+    """`results_dir` cannot hold rows (not a folder, not writable, gone)."""
+
+
+def check_writable(results_dir: str | os.PathLike) -> None:
+    """Fail before any compute when no row could be written to `results_dir` (made if missing)."""
+    import tempfile
+
+    try:
+        Path(results_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=results_dir, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ResultsDirError(f"results_dir={str(results_dir)!r} cannot hold result rows ({type(exc).__name__}: "
+                              f"{exc.strerror or exc}); point results_dir at a writable folder") from None
+
+
 def write_row(results_dir: str | os.PathLike, run_id: str, row: Mapping[str, Any]) -> Path:
     """Atomically write `<results_dir>/<run_id>/result.json`; returns its path."""
     target = Path(results_dir) / run_id / RESULT_FILE
