@@ -95,6 +95,7 @@ def paper_frame(rows: pd.DataFrame) -> pd.DataFrame:
             "threshold": threshold(row),
             "cache": row["config.cache.name"],
             "seeds": int(row["seeds"]),
+            "primary_quality": _get(row, "metrics.primary_quality"),
         }
         for metric, (column, factor, _, _) in METRICS.items():
             for name, key in zip((metric, *ci_columns(metric)), (column, *ci_columns(column)), strict=True):

@@ -2,11 +2,12 @@
 
     python -m analysis.pareto --results results --out analysis_out
 
-Figure 4: for each (scale, features, model, resolution, base NFE), FID against latency and
-against MACs; one series per method (step reduction = the uncached sampler at fewer steps,
+Figure 4: for each (scale, features, model, resolution, base NFE), quality against latency and
+against MACs (quality: the rows' primary axis, `metrics.primary_quality`: image PSNR against the
+converged sampler at toy scale, FID otherwise); one series per method (step reduction = the uncached sampler at fewer steps,
 each heuristic, L2C, FORA, DeepCache, ...), the Pareto front of all points as a step line, the
 points tied with it (analysis.uncertainty) ringed, the uncached point at the base NFE as dashed
-lines and its FID interval as a grey band. Figure 6: FID and speedup against the L2C threshold,
+lines and its quality interval as a grey band. Figure 6: FID and speedup against the L2C threshold,
 one curve per lambda. Every point with a 95% interval has it as error bars (none where unknown).
 PNG and PDF; a method has the same colour in every plot.
 """
@@ -25,7 +26,7 @@ import pandas as pd  # noqa: E402
 from .cli import results_to_files  # noqa: E402
 from .figures import save_figure  # noqa: E402
 from .labels import paper_frame  # noqa: E402
-from .metrics import macs_unit  # noqa: E402
+from .metrics import METRICS, PRIMARY_COLUMNS, higher_is_better, macs_unit  # noqa: E402
 from .paper import BASELINES  # noqa: E402
 from .uncertainty import FRONT, TIED, front_status, interval  # noqa: E402
 
@@ -37,6 +38,20 @@ def x_axis(x: str, values) -> tuple[str, float]:
     """The label of x axis `x` and the factor from the column's unit to the one plotted."""
     unit, factor = macs_unit(values) if x == "macs_t" else (None, 1.0)
     return AXES[x].format(unit=unit), factor
+
+
+def quality_column(points: pd.DataFrame) -> str:
+    """The quality column plotted: the points' primary axis where every point has it, else FID."""
+    named = {PRIMARY_COLUMNS.get(p) for p in points.get("primary_quality", pd.Series(dtype=object))}
+    column = named.pop() if len(named) == 1 else "fid"
+    return column if column and points[column].notna().all() else "fid"
+
+
+def oriented(values, bounds, higher: bool):
+    """Quality values and intervals turned so that lower is better (front_status's convention)."""
+    if not higher:
+        return list(values), list(bounds)
+    return [-v for v in values], [None if b is None else (-b[1], -b[0]) for b in bounds]
 
 
 def pareto_front(cost, quality) -> list[bool]:
@@ -77,37 +92,39 @@ def colour(name: str):
     return plt.get_cmap("tab20")(index)
 
 
-def figure4(points: pd.DataFrame, *, title: str, base_nfe: int):
-    """points: paper_frame rows of one model (all NFE <= base for the baselines, = base for methods)."""
+def figure4(points: pd.DataFrame, *, title: str, base_nfe: int, quality: str = "fid"):
+    """points: paper_frame rows of one model (all NFE <= base for the baselines, = base for methods);
+    quality: the METRICS column on the y axis."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     baseline = points[(points["method"].isin(BASELINES)) & (points["nfe"] == base_nfe)]
+    higher, name_y = higher_is_better(quality), METRICS[quality][3]
     for ax, x in zip(axes, AXES, strict=True):
         label, factor = x_axis(x, points[x])
-        data = points.dropna(subset=[x, "fid"])
+        data = points.dropna(subset=[x, quality])
         data = data.assign(shown=data[x] * factor, x_interval=intervals(data, x, factor),
-                           fid_interval=intervals(data, "fid"))
+                           q_interval=intervals(data, quality))
         for name, group in data.groupby("series"):
             group = group.sort_values("shown")
-            ax.plot(group["shown"], group["fid"], "o-", color=colour(name), label=name, markersize=5)
-            error_bars(ax, group["shown"], group["fid"], group["x_interval"], group["fid_interval"], colour(name), name)
+            ax.plot(group["shown"], group[quality], "o-", color=colour(name), label=name, markersize=5)
+            error_bars(ax, group["shown"], group[quality], group["x_interval"], group["q_interval"], colour(name), name)
         if len(data):
-            status = front_status(data["shown"].tolist(), data["fid"].tolist(), data["x_interval"].tolist(),
-                                  data["fid_interval"].tolist())
+            values, bounds = oriented(data[quality].tolist(), data["q_interval"].tolist(), higher)
+            status = front_status(data["shown"].tolist(), values, data["x_interval"].tolist(), bounds)
             front = data[[s == FRONT for s in status]].sort_values("shown")
-            ax.step(front["shown"], front["fid"], where="post", color="black", linewidth=1, alpha=0.6,
+            ax.step(front["shown"], front[quality], where="post", color="black", linewidth=1, alpha=0.6,
                     label="Pareto front")
             tied = data[[s == TIED for s in status]]
             if len(tied):
-                ax.plot(tied["shown"], tied["fid"], "o", markersize=10, markerfacecolor="none", markeredgecolor="black",
-                        label="tied with the front (95% intervals overlap)")
-        for _, b in baseline.dropna(subset=[x, "fid"]).iterrows():
-            ax.axhline(b["fid"], linestyle="--", color="grey", linewidth=1)
+                ax.plot(tied["shown"], tied[quality], "o", markersize=10, markerfacecolor="none",
+                        markeredgecolor="black", label="tied with the front (95% intervals overlap)")
+        for _, b in baseline.dropna(subset=[x, quality]).iterrows():
+            ax.axhline(b[quality], linestyle="--", color="grey", linewidth=1)
             ax.axvline(b[x] * factor, linestyle="--", color="grey", linewidth=1, label=f"uncached, NFE {base_nfe}")
-            if interval(b, "fid") is not None:
-                ax.axhspan(*interval(b, "fid"), color="grey", alpha=0.15, linewidth=0,
-                           label="uncached FID, 95% interval")
+            if interval(b, quality) is not None:
+                ax.axhspan(*interval(b, quality), color="grey", alpha=0.15, linewidth=0,
+                           label="uncached, 95% interval")
         ax.set_xlabel(label)
-        ax.set_ylabel("FID (lower is better)")
+        ax.set_ylabel(f"{name_y} ({'higher' if higher else 'lower'} is better)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
@@ -144,10 +161,12 @@ def write_all(results: pd.DataFrame, out: Path) -> list[Path]:
         for base in sorted(rows.loc[rows["method"].isin(BASELINES), "nfe"].unique()):
             points = rows[((rows["method"].isin(BASELINES)) & (rows["nfe"] <= base))
                           | (~rows["method"].isin(BASELINES) & (rows["nfe"] == base))]
-            if points["method"].nunique() < 2 or points["fid"].isna().all():
+            quality = quality_column(points)
+            if points["method"].nunique() < 2 or points[quality].isna().all():
                 continue
             title = f"{model} {res}px, base NFE {base} ({scale} scale, {features} features)"
-            written += save_figure(figure4(points, title=title, base_nfe=int(base)), out, f"fig4_{slug}_nfe{base}")
+            written += save_figure(figure4(points, title=title, base_nfe=int(base), quality=quality), out,
+                                   f"fig4_{slug}_nfe{base}")
         l2c = rows[(rows["cache"] == "l2c") & rows["threshold"].notna()]
         for nfe, group in l2c.groupby("nfe"):
             if group["threshold"].nunique() > 1:

@@ -261,6 +261,33 @@ def test_speed_quality_and_threshold_plots(tmp_path, monkeypatch):
     assert set(line_colours(fig, "Heuristic (bottom)")) == {tuple(pareto.colour("Heuristic (bottom)"))} != {l2c[0]}
 
 
+def test_toy_pareto_plots_the_primary_quality_axis_and_its_front_prefers_higher_psnr(tmp_path, monkeypatch):
+    """Toy rows whose primary quality is the image PSNR against the converged sampler are plotted
+    on it (FID against the data cannot rank them); higher is better there, so the front keeps the
+    cheapest point of each PSNR level, and a row without the axis sends the plot back to FID."""
+    from analysis import pareto
+
+    def toy(run_id, psnr, latency, macs, cache="none", steps=20, **extra):
+        return _row(run_id, scale="toy", arch="DiT-toy", cache=cache, steps=steps, fid=3.0, latency_ms=latency,
+                    macs_g=macs, primary_quality="converged_image_psnr_db", converged_image_psnr_db=psnr,
+                    converged_image_psnr_db_ci_low=psnr - 0.1, converged_image_psnr_db_ci_high=psnr + 0.1, **extra)
+
+    rows = [toy("d20", 27.5, 690.0, 2.0), toy("d16", 25.4, 586.0, 1.6, steps=16),
+            toy("l2c", 27.8, 582.0, 1.4, cache="l2c", lam=1e-4), toy("worse", 24.0, 600.0, 1.5, cache="fora")]
+    for r in rows:
+        write_row(tmp_path / "rows", r["run_id"], r)
+    figures = _recorded_figures(monkeypatch, pareto)
+    pareto.write_all(load_results(tmp_path / "rows"), tmp_path / "out")
+    left, _ = figures["fig4_toy_toy_DiT-toy_32_nfe20"].axes
+    assert left.get_ylabel() == "Image PSNR vs converged (dB) (higher is better)"
+    series = _series(left)
+    assert series["L2C"] == ([0.582], [27.8]) and series["DDIM (step reduction)"][1] == [25.4, 27.5]
+    assert series["Pareto front"] == ([0.582], [27.8])  # L2C: cheaper and better than every other point
+    assert "uncached, 95% interval" in {t.get_text() for t in left.get_legend().get_texts()}
+    mixed = load_results(tmp_path / "rows").assign(**{"metrics.primary_quality": ["fid", None, None, None]})
+    assert pareto.quality_column(pareto.paper_frame(mixed)) == "fid"
+
+
 def test_router_heatmaps_for_official_and_learned_routers(tmp_path, monkeypatch):
     """The official routers' heatmaps hold the paper's Table 4: per branch, the share of cache-step
     entries at or below the threshold (reused) is the paper's MHSA/FFN remove ratio."""
