@@ -368,7 +368,7 @@ def test_layer_error_diagnostic_run_and_figure(tmp_path, monkeypatch):
 
     cfg = compose_config(tmp_path / "r", "tracker=none", "cache=none", "steps=6", "metrics.layer_error=true",
                          "metrics.num_samples=2", "metrics.fid=false", "metrics.timing_batch=1",
-                         "metrics.timing_repeats=1")
+                         "metrics.timing_repeats=1", "metrics.converged_nfe=0")
     row = run_point(cfg)
     assert row["status"] == "ok", row.get("error")
     change = row["metrics.branch_change"]

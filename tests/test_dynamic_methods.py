@@ -93,7 +93,7 @@ def test_calibration_fits_the_output_change_and_round_trips(tmp_path):
         load_coefficients(path, model=model, sampler="ddim", nfe=10)
 
 
-TINY = ["steps=8", "metrics.num_samples=4", "metrics.batch_size=2", "metrics.timing_batch=2",
+TINY = ["steps=8", "metrics.converged_nfe=0", "metrics.num_samples=4", "metrics.batch_size=2", "metrics.timing_batch=2",
         "metrics.timing_repeats=1", "metrics.fid=false", "metrics.grid_samples=2", "calibration.samples=2"]
 
 

@@ -16,7 +16,7 @@ from l2c_bench.router_learning.store import read_metadata
 from l2c_bench.run import run_point
 from l2c_bench.shards import Shard, shard_path
 
-SHARDED = ["tracker=none", "cache=fora", "steps=4", "metrics.num_samples=8", "metrics.batch_size=4",
+SHARDED = ["tracker=none", "metrics.converged_nfe=0", "cache=fora", "steps=4", "metrics.num_samples=8", "metrics.batch_size=4",
            "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.timing_warmup=0",
            "metrics.reference_samples=40", "metrics.grid_samples=2", "shard.count=2"]
 SCORES = ("fid", "kid", "on_class_rate", "class_flip_rate", "paired_latent_mse", "paired_image_mse", "cached_ratio")

@@ -204,6 +204,16 @@ def test_measure_keeps_every_repeat_in_abba_order():
     assert Timing(1.0, 1.0, 1.0, 1, 0).samples_s == ()  # built by hand: no samples
 
 
+def test_a_one_sample_run_gets_timing_intervals_and_says_why_quality_has_none():
+    part = {"index": torch.arange(1), "features": torch.zeros(1, 4), "labels": torch.zeros(1)}
+    timings = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0]
+    out = iv.row_fields({"fid": None}, part, method_s=timings, uncached_s=[2 * t for t in timings], groups=20,
+                        resamples=50, seed=0)
+    assert out["speedup_ci_low"] <= 2.0 <= out["speedup_ci_high"] and out["interval_groups"] == 0
+    assert out["quality_ci_note"] == "1 sample: a quality interval needs >= 2 (metrics.num_samples)"
+    assert not any(k.startswith("fid_ci") for k in out)
+
+
 def test_bad_interval_settings_name_the_key(tmp_path):
     from l2c_bench.run import validate
 

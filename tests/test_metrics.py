@@ -224,7 +224,7 @@ def test_toy_run_with_inception_features(tmp_path):
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"results_dir={tmp_path}", "tracker=none", "cache=fora", "steps=4",
-                                           "scale.features=inception", "metrics.num_samples=10",
+                                           "scale.features=inception", "metrics.num_samples=10", "metrics.converged_nfe=0",
                                            "metrics.batch_size=5", "metrics.reference_samples=20",
                                            "metrics.timing_batch=1", "metrics.timing_repeats=1"])
     row = run_point(cfg)

@@ -181,7 +181,8 @@ def test_default_run_uses_l2c_with_the_shipped_router(tmp_path):
 
 def test_missing_router_is_trained_at_toy_scale_and_then_reused(tmp_path):
     tiny = ["steps=6", "router.iterations=4", "router.batch_size=4", "metrics.num_samples=2", "metrics.batch_size=2",
-            "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.fid=false", "metrics.grid_samples=2"]
+            "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.fid=false", "metrics.grid_samples=2",
+            "metrics.converged_nfe=0"]
     row = run_point(config(tmp_path, *tiny))
     assert row["status"] == "ok", row.get("error")
     stored = sorted((tmp_path / "_routers").glob("*.pt"))

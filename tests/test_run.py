@@ -26,7 +26,7 @@ from l2c_bench.metrics.features import ToyNet, reference_set
 from l2c_bench.records import load_results, read_row, write_row
 from l2c_bench.run import run_point
 
-FAST = ["cache=none", "steps=2", "metrics.num_samples=4", "metrics.batch_size=4", "metrics.timing_batch=2",
+FAST = ["cache=none", "metrics.converged_nfe=0", "steps=2", "metrics.num_samples=4", "metrics.batch_size=4", "metrics.timing_batch=2",
         "metrics.timing_repeats=1", "metrics.reference_samples=40", "metrics.grid_samples=4"]
 
 

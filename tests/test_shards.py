@@ -12,7 +12,7 @@ from l2c_bench.records import read_row
 from l2c_bench.run import prepare, run_point, sample_part
 from l2c_bench.shards import Shard, join_parts, load_shards, sample_range, shard_path
 
-SMALL = ["tracker=none", "cache=fora", "steps=4", "metrics.num_samples=12", "metrics.batch_size=4",
+SMALL = ["tracker=none", "metrics.converged_nfe=0", "cache=fora", "steps=4", "metrics.num_samples=12", "metrics.batch_size=4",
          "metrics.timing_batch=2", "metrics.timing_repeats=1", "metrics.timing_warmup=0",
          "metrics.reference_samples=40", "metrics.grid_samples=6"]
 SCORES = ("fid", "kid", "is", "is_std", "precision", "recall", "on_class_rate", "on_class_rate_per_class",

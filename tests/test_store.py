@@ -12,7 +12,7 @@ from l2c_bench.caching import UnsupportedCombination
 from l2c_bench.records import load_results, read_row, run_id_for, write_row
 from l2c_bench.records.store import CorruptRow
 
-FAST = ["tracker=none", "cache=none", "steps=2", "metrics.num_samples=4", "metrics.batch_size=4",
+FAST = ["tracker=none", "metrics.converged_nfe=0", "cache=none", "steps=2", "metrics.num_samples=4", "metrics.batch_size=4",
         "metrics.timing_batch=2", "metrics.timing_repeats=1", "metrics.timing_warmup=0", "metrics.fid=false",
         "metrics.grid_samples=4"]
 CORRUPTIONS = {"truncated": b'{"run_id": "r", "status": "o', "empty": b"", "not an object": b"[1, 2]",

@@ -20,7 +20,7 @@ from l2c_bench.records import flatten, load_results, run_id_for
 register_configs()  # the typed schema (base_config) the compose API needs, as `l2c_bench.run` registers it
 
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
-TINY = ["scale=toy", "tracker=none", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.timing_batch=1",
+TINY = ["scale=toy", "metrics.converged_nfe=0", "tracker=none", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.timing_batch=1",
         "metrics.timing_repeats=1", "metrics.timing_warmup=0", "metrics.fid=false", "metrics.grid_samples=2",
         "router.iterations=2", "router.batch_size=2"]  # routers learned on demand (cache.router=auto): tiny
 

@@ -207,7 +207,7 @@ def test_speed_quality_plot_draws_intervals_and_tied_points():
     ringed = [line for line in latency_axis.get_lines() if line.get_label().startswith("tied with the front")]
     assert len(ringed) == 1 and list(ringed[0].get_xdata()) == pytest.approx([2.28])
     assert not [line for line in macs_axis.get_lines() if line.get_label().startswith("tied with the front")]
-    band = next(p for p in latency_axis.patches if p.get_label() == "uncached FID, 95% interval")
+    band = next(p for p in latency_axis.patches if p.get_label() == "uncached, 95% interval")
     assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((3.3, 3.7))  # FID of uncached NFE 20
     # Figure 6: speedup against the threshold, with each point's interval
     fig6 = pareto.figure6(points[points["cache"] == "l2c"], title="t")

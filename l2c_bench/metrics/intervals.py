@@ -392,8 +392,14 @@ def row_fields(values: Mapping, part: Mapping, *, method_s: Sequence[float], unc
     data `part` (run.sample_part, shards joined) and its timed repeats; with the method's name,
     its settings and its cost `intervals_s`."""
     start = time.perf_counter()
-    ids = group_ids(len(part["index"]), groups, seed)
     out = timing_fields(method_s, uncached_s, resamples=resamples, seed=seed)
+    n = len(part["index"])
+    if n < 2:  # a jackknife needs two samples: the quality numbers of a 1-sample run have no interval
+        out.update(quality_ci_note=f"{n} sample: a quality interval needs >= 2 (metrics.num_samples)",
+                   interval_method=method_label(0, resamples), interval_resamples=resamples, interval_groups=0,
+                   interval_seed=seed, intervals_s=time.perf_counter() - start)
+        return out
+    ids = group_ids(n, groups, seed)
     if part.get("latent_se") is not None:
         out.update(paired_fields("paired", values, {"latent": part["latent_se"], "image": part["image_se"]},
                                  {"latent": part["latent_numel"], "image": part["image_numel"]},
