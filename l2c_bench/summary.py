@@ -17,8 +17,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from .records import read_row
+from .records.provenance import now
+from .records.store import CorruptRow
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,6 @@ def method_name(row: Mapping) -> str:
 
 def _cache_defaults(name: str) -> dict:
     """A method's parameters as conf/cache/<name>.yaml sets them ({} if there is no such file)."""
-    import yaml
-
     path = Path(__file__).resolve().parents[1] / "conf" / "cache" / f"{name}.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
@@ -159,9 +162,6 @@ def write_run_id(output_dir: str | Path, run_id: str) -> None:
 def sweep_rows(sweep_dir: str | Path, results_dir: str | Path) -> tuple[list[dict], list[str]]:
     """The rows of the jobs under `sweep_dir` (each job's output folder holds its run id), and the
     job folders that hold none (jobs that died before writing a row)."""
-    from .records import read_row
-    from .records.store import CorruptRow
-
     rows, missing = [], []
     jobs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)) \
         if Path(sweep_dir).is_dir() else []
@@ -208,8 +208,6 @@ class SweepSummary(Callback):
     where the jobs run in this process (the local launcher), a progress line before each point."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from .records.provenance import now
-
         self.sweep_dir = str(config.hydra.sweep.dir)  # `now` is resolved once per process: same folder
         self.started = now()
         self.t0, self.pid, self.total = time.time(), os.getpid(), sweep_size(config)
