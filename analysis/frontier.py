@@ -4,9 +4,11 @@
 
 For each (scale, features, model, resolution, base NFE): one row per run -- the method and its
 own parameters (interval, order, ratio, threshold, ...), MACs and measured speedup against the
-uncached sampler at the base NFE, FID, paired image PSNR against the uncached samples (each
-measured value with its 95% interval), and whether the run is on the Pareto front of MACs vs FID
-or tied with it (analysis.uncertainty). Step reduction (the uncached sampler at fewer steps) is
+uncached sampler at the base NFE, FID, paired image PSNR against the uncached samples, and at
+toy scale the image PSNR against the converged sampler (each measured value with its 95%
+interval), and whether the run is on the Pareto front of MACs vs the rows' primary quality axis
+(FID, or the converged PSNR at toy scale: analysis.metrics.quality_column) or tied with it
+(analysis.uncertainty). Step reduction (the uncached sampler at fewer steps) is
 included. Markdown, one file per table, sorted by MACs, with a footnote on the marks.
 """
 
@@ -19,6 +21,7 @@ import pandas as pd
 
 from .cli import results_to_files
 from .labels import paper_frame
+from .metrics import METRICS, higher_is_better, quality_column
 from .paper import BASELINES
 from .uncertainty import (
     FRONT,
@@ -29,6 +32,7 @@ from .uncertainty import (
     front_status,
     interval,
     interval_text,
+    oriented,
     tied,
 )
 
@@ -57,7 +61,7 @@ def settings(row: pd.Series) -> str:
 FOOTNOTE = (f"Measured values: the mean over a point's seeds with its 95% Student-t interval, or one run's value "
             f"with its own interval; {UNKNOWN} = no interval recorded (none shown where no row has one). {TIE_MARK} = "
             f"not significantly different from the uncached sampler at the base NFE (the 95% intervals overlap). "
-            f"Front: **yes** = on the Pareto front of MACs (exact) and FID; tied = dominated only by points whose 95% "
+            f"Front: **yes** = on the Pareto front of MACs (exact) and the primary quality column; tied = dominated only by points whose 95% "
             f"intervals overlap it on both axes (with exact MACs: the same MACs), so not significantly off the front.")
 
 
@@ -94,19 +98,23 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
         for base in sorted(rows.loc[rows["method"].isin(BASELINES), "nfe"].unique()):
             uncached = rows[rows["method"].isin(BASELINES) & (rows["nfe"] == base)]
             points = rows[(rows["method"].isin(BASELINES) & (rows["nfe"] <= base))
-                          | (~rows["method"].isin(BASELINES) & (rows["nfe"] == base))].dropna(subset=["macs_t", "fid"])
+                          | (~rows["method"].isin(BASELINES) & (rows["nfe"] == base))].dropna(subset=["macs_t"])
+            quality = quality_column(points)
+            points = points.dropna(subset=[quality])
             if uncached.empty or points["method"].isin(BASELINES).all():
                 continue  # a table needs a cached method at this base NFE
             reference = uncached.iloc[0]
             macs0 = float(reference["macs_t"])
-            macs_intervals, fid_intervals = ([interval(p, m) for _, p in points.iterrows()] for m in ("macs_t", "fid"))
-            points = points.assign(front=front_status(points["macs_t"].tolist(), points["fid"].tolist(),
-                                                      macs_intervals, fid_intervals))
-            recorded = {m for m in ("speedup", "fid", "paired_psnr_db")
+            macs_intervals, q_intervals = ([interval(p, m) for _, p in points.iterrows()] for m in ("macs_t", quality))
+            values, bounds = oriented(points[quality].tolist(), q_intervals, higher_is_better(quality))
+            points = points.assign(front=front_status(points["macs_t"].tolist(), values, macs_intervals, bounds))
+            extra = [quality] if quality != "fid" else []  # the primary axis, where it is not FID
+            recorded = {m for m in ("speedup", "fid", "paired_psnr_db", *extra)
                         if any(interval(p, m) is not None for _, p in points.iterrows())}
+            header = "".join(f" {METRICS[m][3]} {'↑' if higher_is_better(m) else '↓'} |" for m in extra)
             lines = [f"### {model} {res}px, base NFE {base} ({scale} scale, {features} features)", "",
-                     "| method | settings | MACs speedup | measured speedup | FID | paired PSNR (dB) | front |",
-                     "|---|---|---|---|---|---|---|"]
+                     f"| method | settings | MACs speedup | measured speedup | FID | paired PSNR (dB) |{header} front |",
+                     "|---|---|---|---|---|---|" + "---|" * len(extra) + "---|"]
             for _, p in points.sort_values("macs_t").iterrows():
                 step_reduction = p["method"] in BASELINES
                 speed = "" if step_reduction else _cell(p, "speedup", 2, recorded, reference)
@@ -114,7 +122,8 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
                 front = {FRONT: "**yes**", TIED: "tied"}.get(p["front"], "")
                 lines.append(f"| {p['series']}{sync} | {p['settings']} | {macs0 / p['macs_t']:.2f} | {speed} | "
                              f"{_cell(p, 'fid', 3, recorded, reference)} | "
-                             f"{_cell(p, 'paired_psnr_db', 2, recorded, reference)} | {front} |")
+                             f"{_cell(p, 'paired_psnr_db', 2, recorded, reference)} | "
+                             + "".join(f"{_cell(p, m, 2, recorded, reference)} | " for m in extra) + f"{front} |")
             lines += ["", FOOTNOTE]
             tables[f"frontier_{scale}_{features}_{model.replace('/', '')}_{res}_nfe{base}"] = "\n".join(lines) + "\n"
     return tables

@@ -25,6 +25,14 @@ METRICS: dict[str, tuple[str, float, bool, str]] = {
 # metrics.primary_quality (a row key) -> the METRICS column plotted for it
 PRIMARY_COLUMNS = {"converged_image_psnr_db": "converged_psnr_db", "fid": "fid"}
 
+
+def quality_column(points) -> str:
+    """The quality column to rank paper_frame `points` on: their primary axis
+    (`metrics.primary_quality`) where every point has it, else FID."""
+    named = {PRIMARY_COLUMNS.get(p) for p in points["primary_quality"]} if "primary_quality" in points else set()
+    column = named.pop() if len(named) == 1 else "fid"
+    return column if column and points[column].notna().all() else "fid"
+
 # Counted from the schedule, not measured: exact, so shown without an interval (analysis.uncertainty).
 EXACT = {"macs_t", "remove_ratio", "cached_branches"}
 

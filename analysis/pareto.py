@@ -26,9 +26,9 @@ import pandas as pd  # noqa: E402
 from .cli import results_to_files  # noqa: E402
 from .figures import save_figure  # noqa: E402
 from .labels import paper_frame  # noqa: E402
-from .metrics import METRICS, PRIMARY_COLUMNS, higher_is_better, macs_unit  # noqa: E402
+from .metrics import METRICS, higher_is_better, macs_unit, quality_column  # noqa: E402
 from .paper import BASELINES  # noqa: E402
-from .uncertainty import FRONT, TIED, front_status, interval  # noqa: E402
+from .uncertainty import FRONT, TIED, front_status, interval, oriented  # noqa: E402
 
 # x axes of Figure 4; MACs in the unit their size calls for (macs_unit)
 AXES = {"latency_s": "Latency (s, one batch)", "macs_t": "MACs per image ({unit})"}
@@ -38,20 +38,6 @@ def x_axis(x: str, values) -> tuple[str, float]:
     """The label of x axis `x` and the factor from the column's unit to the one plotted."""
     unit, factor = macs_unit(values) if x == "macs_t" else (None, 1.0)
     return AXES[x].format(unit=unit), factor
-
-
-def quality_column(points: pd.DataFrame) -> str:
-    """The quality column plotted: the points' primary axis where every point has it, else FID."""
-    named = {PRIMARY_COLUMNS.get(p) for p in points.get("primary_quality", pd.Series(dtype=object))}
-    column = named.pop() if len(named) == 1 else "fid"
-    return column if column and points[column].notna().all() else "fid"
-
-
-def oriented(values, bounds, higher: bool):
-    """Quality values and intervals turned so that lower is better (front_status's convention)."""
-    if not higher:
-        return list(values), list(bounds)
-    return [-v for v in values], [None if b is None else (-b[1], -b[0]) for b in bounds]
 
 
 def pareto_front(cost, quality) -> list[bool]:

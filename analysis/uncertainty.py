@@ -127,6 +127,13 @@ def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
 
 
+def oriented(values: Sequence[float], bounds: Sequence[Interval | None], higher: bool):
+    """Quality values and intervals turned so that lower is better (front_status's convention)."""
+    if not higher:
+        return list(values), list(bounds)
+    return [-v for v in values], [None if b is None else (-b[1], -b[0]) for b in bounds]
+
+
 def front_status(cost: Sequence[float], quality: Sequence[float],
                  cost_intervals: Sequence[Interval | None] | None = None,
                  quality_intervals: Sequence[Interval | None] | None = None) -> list[str]:

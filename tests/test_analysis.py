@@ -286,6 +286,13 @@ def test_toy_pareto_plots_the_primary_quality_axis_and_its_front_prefers_higher_
     assert "uncached, 95% interval" in {t.get_text() for t in left.get_legend().get_texts()}
     mixed = load_results(tmp_path / "rows").assign(**{"metrics.primary_quality": ["fid", None, None, None]})
     assert pareto.quality_column(pareto.paper_frame(mixed)) == "fid"
+    # the frontier table ranks on the same axis: its column, and L2C alone on the front
+    from analysis.frontier import frontier_tables
+
+    table = frontier_tables(load_results(tmp_path / "rows"))["frontier_toy_toy_DiT-toy_32_nfe20"].splitlines()
+    assert table[2].endswith("| Image PSNR vs converged (dB) ↑ | front |")
+    on_front = [line.split("|")[1].strip() for line in table[4:] if line.endswith("| **yes** |")]
+    assert on_front == ["L2C"] and any("| 24.00 [23.90, 24.10] |  |" in line for line in table)
 
 
 def test_router_heatmaps_for_official_and_learned_routers(tmp_path, monkeypatch):
