@@ -2,7 +2,7 @@
 
     python -m analysis.report --results results --out analysis_out    # -> analysis_out/index.html
 
-Runs `analysis.tables`, `analysis.pareto`, `analysis.layer_error` and `analysis.routers` (the routers learned into
+Runs `analysis.tables`, `analysis.claims`, `analysis.pareto`, `analysis.layer_error` and `analysis.routers` (the routers learned into
 `<results>/_routers/` and the shipped ones), then links every file they wrote, and shows the
 Hydra sweep configs (`<results>/_hydra/*/multirun.yaml`) that produced the rows.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from l2c_bench.records import load_results
 
-from . import frontier, layer_error, pareto, routers, tables
+from . import claims, frontier, layer_error, pareto, routers, tables
 
 
 def _html_table(table) -> str:
@@ -32,6 +32,8 @@ def write_report(results_dir: Path, out: Path) -> Path:
     built = tables.build_all(results)
     table_files = tables.write_all(results, out)
     frontier_files = frontier.write_all(results, out)
+    checks = claims.check_all(results)
+    claim_files = claims.write_all(results, out) if len(checks) else []
     figures = pareto.write_all(results, out) + layer_error.write_all(results, out)
     learned = sorted((results_dir / "_routers").glob("*.pt")) if (results_dir / "_routers").is_dir() else []
     figures += routers.write_all(learned + routers.default_routers(), out)
@@ -44,6 +46,14 @@ def write_report(results_dir: Path, out: Path) -> Path:
     for table in built:
         links = " ".join(f"<a href='{table.stem}{s}'>{s[1:]}</a>" for s in (".md", ".tex"))
         parts.append(_html_table(table) + f"<p>{links}</p>")
+    if len(checks):  # the paper's claims, with our numbers and a verdict each (analysis.claims)
+        head = "".join(f"<th>{h}</th>" for h in ("claim", "source", "setting", "ours (95% intervals)", "paper",
+                                                  "verdict", "why"))
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in
+                                        ("claim", "source", "setting", "ours", "paper", "verdict", "why")) + "</tr>"
+                       for _, c in checks.iterrows())
+        parts.append(f"<h2>The paper's claims</h2><table><tr>{head}</tr>{body}</table>"
+                     f"<p><a href='claims.md'>md</a> <a href='claims.csv'>csv</a></p>")
     if frontier_files:
         parts.append("<h2>Speed-quality frontiers</h2><ul>" + "".join(
             f"<li><a href='{f.name}'>{html.escape(f.stem)}</a></li>" for f in frontier_files) + "</ul>")
@@ -58,7 +68,7 @@ def write_report(results_dir: Path, out: Path) -> Path:
                      f"{html.escape(config.read_text())}</pre></details>")
     index = out / "index.html"
     index.write_text("\n".join(parts))
-    assert all(f.parent == out for f in table_files + frontier_files + figures)
+    assert all(f.parent == out for f in table_files + frontier_files + claim_files + figures)
     return index
 
 

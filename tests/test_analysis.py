@@ -361,6 +361,13 @@ def test_html_report_links_every_file(store, tmp_path):
     assert linked == files  # every file linked, every link a file
     assert "table1_dit_paper_inception.md" in linked and "steps: 10,20" in page
     assert "<b>3.40</b>" in page
+    # the paper's claims the rows can test, each with its verdict (analysis.claims)
+    from analysis.claims import check_all
+
+    checks = check_all(store)
+    assert len(checks) and {"claims.md", "claims.csv"} <= linked and "<h2>The paper's claims</h2>" in page
+    for _, check in checks.iterrows():
+        assert f"<td>{check['setting']}</td><td>" in page and f"<td>{check['verdict']}</td>" in page
 
 
 @pytest.mark.slow
