@@ -16,7 +16,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -624,8 +626,18 @@ def _sweep_name() -> str:
     return Path(hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.run.dir).name
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    """SIGTERM (a preemption's first signal, `kill`): stop the point in flight by unwinding, so
+    every atomic write in progress removes its temp file; no row is written (SystemExit is not a
+    failure), and a relaunch recomputes the point."""
+    log.warning("SIGTERM: stopping; the point in flight writes no row and a relaunch recomputes it")
+    raise SystemExit(128 + signum)
+
+
 def entry(cfg: DictConfig) -> None:
     """The command: one point (a torchrun rank: one shard of it); a single failed run exits 1."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # not under submitit, which handles its own signals
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         init_distributed(cfg.device)  # torchrun: each rank generates one shard of the run
     try:

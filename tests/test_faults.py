@@ -159,6 +159,33 @@ def test_out_of_memory_is_a_failed_row_naming_the_batch_size_to_lower(tmp_path, 
     assert read_row(tmp_path, row["run_id"])["status"] == "failed"  # the row is written; a sweep goes on
 
 
+@pytest.mark.slow
+def test_sigterm_stops_the_point_cleanly_and_a_relaunch_finishes_it(tmp_path):
+    """SIGTERM mid-sampling (what a preemption sends first): the command exits 143 within
+    seconds, leaves no row and no temp file, and the same command then writes one ok row."""
+    import signal
+
+    cmd = [sys.executable, "-m", "l2c_bench.run", f"results_dir={tmp_path}", "tracker=none", "cache=fora",
+           "steps=50", "metrics.num_samples=40", "metrics.batch_size=8", "metrics.converged_nfe=0",
+           "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.fid=false", "metrics.grid_samples=2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    for _ in range(600):  # Hydra makes its output folder once the config is composed; then the model loads
+        if (tmp_path / "_hydra").exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    time.sleep(4)  # into sampling (40 samples x 50 NFE take about 10 s here)
+    assert proc.poll() is None, "the point finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    start = time.perf_counter()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and time.perf_counter() - start < 10, err[-2000:]
+    assert "SIGTERM: stopping" in out + err  # Hydra's log goes to stdout
+    assert not list(tmp_path.rglob("result.json")) and not list(tmp_path.rglob("*.tmp"))
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_results(tmp_path).status.tolist() == ["ok"]
+
+
 def _shard_tensors(run_dir) -> list[dict]:
     return [torch.load(shard_path(run_dir, Shard(k, 2)), weights_only=True) for k in range(2)]
 
