@@ -28,6 +28,7 @@ from .records.store import CorruptRow
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "run_id"  # in each job's Hydra output folder
+SKIPPED_S = 2.0  # a point that took less was skipped (an ok row existed): kept out of the estimate
 
 # how a primary-quality key reads in a line, and which way is better
 QUALITY_LABELS = {
@@ -211,14 +212,22 @@ class SweepSummary(Callback):
         self.sweep_dir = str(config.hydra.sweep.dir)  # `now` is resolved once per process: same folder
         self.started = now()
         self.t0, self.pid, self.total = time.time(), os.getpid(), sweep_size(config)
+        self.durations: list[float] = []  # seconds of each finished point, in order
+        self.job_start: float | None = None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """'point k/N, elapsed, about T left' (from the mean time of the points so far)."""
+        """'point k/N, elapsed, about T left' (T: the points left times the mean time of the points
+        so far that ran, i.e. not skipped as done: those take well under SKIPPED_S)."""
         num = config.hydra.job.get("num")
         if getattr(self, "pid", None) != os.getpid() or not self.total or num is None:
             return  # a job in another process (SLURM): its own log has its progress
-        elapsed, k = time.time() - self.t0, int(num) + 1
-        left = f", about {_duration(elapsed / (k - 1) * (self.total - k + 1))} left" if k > 1 else ""
+        now_s = time.time()
+        elapsed, k = now_s - self.t0, int(num) + 1
+        if getattr(self, "job_start", None) is not None:
+            self.durations.append(now_s - self.job_start)
+        self.job_start = now_s
+        ran = [d for d in self.durations if d >= SKIPPED_S]
+        left = f", about {_duration(sum(ran) / len(ran) * (self.total - k + 1))} left" if ran else ""
         log.info("point %d/%d, %s elapsed%s", k, self.total, _duration(elapsed), left)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -124,3 +124,25 @@ def test_a_local_sweep_prints_one_line_per_point_and_the_summary_with_its_failur
     assert "point 1/4, " in output and "point 4/4, " in output and " left" in output  # progress across the sweep
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert "3 ok (3 skipped: an ok row existed), 1 not ok" in again.stdout
+
+
+def test_the_estimate_left_ignores_points_skipped_as_done(monkeypatch, caplog):
+    """Two skipped points (0.1 s) then one that ran 60 s: 3 points left at 60 s each."""
+    import logging
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from l2c_bench import summary
+
+    clock = iter([0.0, 0.0, 0.1, 0.2, 60.2])  # multirun start, then each job's start
+    monkeypatch.setattr(summary, "time", SimpleNamespace(time=lambda: next(clock)))  # this module's clock only
+    callback = summary.SweepSummary()
+    monkeypatch.setattr(summary, "sweep_size", lambda config: 6)
+    callback.on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": "d"}}}))
+    with caplog.at_level(logging.INFO, logger="l2c_bench.summary"):
+        for num in range(4):
+            callback.on_job_start(OmegaConf.create({"hydra": {"job": {"num": num}}}))
+    assert [r.getMessage() for r in caplog.records] == [
+        "point 1/6, 0s elapsed", "point 2/6, 0s elapsed", "point 3/6, 0s elapsed",
+        "point 4/6, 1m00s elapsed, about 3m00s left"]
