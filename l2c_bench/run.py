@@ -333,8 +333,25 @@ def stored_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tenso
     return latents, reference.images.float().cpu()
 
 
-def quality_metrics(point: Point, part: dict) -> dict:
-    """Quality numbers from the run's features and logits; None (with a note) where not available."""
+def quality_reference(point: Point):
+    """The reference set FID/KID/recall score against (`metrics.features.reference_set`), loaded once
+    per run for the metrics and their intervals; None without metrics.fid or real weights, or the
+    `ReferenceMissing` error that says why there is none."""
+    from .metrics.features import ReferenceMissing, reference_set
+
+    cfg = point.cfg
+    if point.features is None or not cfg.metrics.fid:
+        return None
+    try:
+        return reference_set(point.features, scale=cfg.scale.name, num_images=cfg.metrics.reference_samples,
+                             reference=cfg.metrics.reference, cache_dir=Path(cfg.results_dir) / "_reference")
+    except ReferenceMissing as exc:
+        return exc
+
+
+def quality_metrics(point: Point, part: dict, ref) -> dict:
+    """Quality numbers from the run's features and logits (`ref`: `quality_reference(point)`);
+    None (with a note) where not available."""
     cfg = point.cfg
     out: dict = {"features": cfg.scale.features, "sfid": None}  # sFID needs spatial features we do not keep
     if point.features is None:
@@ -348,7 +365,7 @@ def quality_metrics(point: Point, part: dict) -> dict:
         per_class_rate,
         precision_recall,
     )
-    from .metrics.features import ReferenceMissing, reference_set
+    from .metrics.features import ReferenceMissing
 
     features, labels = part["features"].numpy(), part["labels"].numpy()
     logits = None if part["logits"] is None else part["logits"].numpy()
@@ -361,11 +378,8 @@ def quality_metrics(point: Point, part: dict) -> dict:
     elif len(logits) >= 10:  # 10 splits, as the field reports it (toy: over the 10 toy classes)
         out["is"], out["is_std"] = inception_score(logits, splits=10)
     if cfg.metrics.fid:
-        try:
-            ref = reference_set(point.features, scale=cfg.scale.name, num_images=cfg.metrics.reference_samples,
-                                reference=cfg.metrics.reference, cache_dir=Path(cfg.results_dir) / "_reference")
-        except ReferenceMissing as exc:
-            return {**out, "quality_note": str(exc)}
+        if isinstance(ref, ReferenceMissing):
+            return {**out, "quality_note": str(ref)}
         out["reference"] = ref.origin
         out["fid"] = fid_from_statistics(*feature_statistics(features), ref.mu, ref.sigma)
         if ref.features is not None:
@@ -475,26 +489,24 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
             torch.save({"schedule": schedule, "per_sample": part.get("schedule"), "cache_steps": plan.cache_steps,
                         "dynamic": dynamic}, tmp)
         metrics["schedule_file"] = "schedule.pt"
-    metrics.update(quality_metrics(point, part))
+    reference = quality_reference(point)
+    metrics.update(quality_metrics(point, part, reference))
     metrics.update(row_metrics(cfg, point.sampler, part, point.features is not None))  # converged.py
     if cfg.metrics.interval_resamples:  # 95% intervals of the row's numbers
-        metrics.update(row_intervals(point, part, metrics, method, uncached))
+        scored = reference if metrics.get("reference") else None  # the set quality_metrics scored against
+        metrics.update(row_intervals(point, part, metrics, method, uncached, scored))
     if point.branch_change is not None:
         metrics["branch_change"] = point.branch_change
     return metrics
 
 
-def row_intervals(point: Point, part: dict, metrics: dict, method, uncached) -> dict:
+def row_intervals(point: Point, part: dict, metrics: dict, method, uncached, reference) -> dict:
     """`<m>_ci_low`/`<m>_ci_high` of the row's numbers (metrics/intervals.py): from the whole run's
-    per-sample data (shards joined: any split gives the same) and the timed repeats."""
-    from .metrics.features import reference_set
+    per-sample data (shards joined: any split gives the same), the timed repeats and the reference
+    set the quality metrics scored against (None: none)."""
     from .metrics.intervals import row_fields
 
     cfg = point.cfg
-    reference = None
-    if metrics.get("reference"):  # the reference quality_metrics scored against (read back from its cache)
-        reference = reference_set(point.features, scale=cfg.scale.name, num_images=cfg.metrics.reference_samples,
-                                  reference=cfg.metrics.reference, cache_dir=Path(cfg.results_dir) / "_reference")
     return row_fields(metrics, part, method_s=method.samples_s, uncached_s=uncached.samples_s,
                       groups=cfg.metrics.interval_groups, resamples=cfg.metrics.interval_resamples,
                       seed=cfg.metrics.interval_seed, reference=reference, device=point.device)
@@ -568,13 +580,10 @@ def run_point(cfg: DictConfig) -> dict:
     except UnsupportedCombination as exc:
         row.update(status="unsupported", error=str(exc))
         log.warning(point_line(row))
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:  # a failed row that says what to lower
-        row.update(status="failed", error=out_of_memory_error(cfg, device, exc),
-                   traceback="".join(traceback.format_exception(exc))[-4000:])
-        log.error(point_line(row))
     except Exception as exc:  # noqa: BLE001 - any failure becomes a failed row, then is reported
-        row.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                   traceback="".join(traceback.format_exception(exc))[-4000:])
+        out_of_memory = isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))  # say what to lower
+        row.update(status="failed", error=out_of_memory_error(cfg, device, exc) if out_of_memory
+                   else f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exception(exc))[-4000:])
         log.error(point_line(row))
     return _record(cfg, run_id, run_dir, row, config)
 
