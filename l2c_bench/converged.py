@@ -14,18 +14,18 @@ numerics. Against it a run is scored
   sample and its reference share a seed).
 
 `run.sample_part` keeps per-sample sums (`batch_statistics`) so any shard split gives the same
-numbers, and `scores(part, indices)` recomputes everything on a resample of the samples (bootstrap
-intervals). The reference latents are sampled once per batch and stored under
-`<results_dir>/_reference/converged/` (`run.stored_reference`), shared by every point of a sweep.
+numbers (their intervals: metrics/intervals.py). The reference latents are sampled once per batch
+and stored under `<results_dir>/_reference/converged/` (`run.stored_reference`), shared by every
+point of a sweep.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from .loading import RunConfigError
+from .metrics.quality import paired_scores, paired_sums
 from .sampling import SAMPLERS, check_sampler
 
 # The family's probability-flow ODE solver, run deterministically: the reference for every sampler
@@ -73,45 +73,26 @@ def reference_kwargs(kwargs: dict, family: str, nfe: int) -> dict:
 
 def batch_statistics(latents: torch.Tensor, images: torch.Tensor, reference_latents: torch.Tensor,
                      reference_images: torch.Tensor, features) -> dict[str, torch.Tensor]:
-    """One batch's per-sample statistics against its converged reference (CPU; sums in float64, so
-    metrics over any split of the samples into batches or shards are the same)."""
-    latents, reference = latents.cpu().double(), reference_latents.cpu().double()
-    reference_flat = reference.flatten(1)  # (n, C*H*W)
-    reference_features, _ = features.embed(reference_images)  # (n, D)
-    return {
-        "converged_latent_se": (latents - reference).pow(2).flatten(1).sum(1),  # (n,)
-        "converged_latent_range": torch.stack([reference_flat.amin(1), reference_flat.amax(1)], 1),  # (n, 2)
-        "converged_image_se": (images.cpu().double() - reference_images.cpu().double()).pow(2).flatten(1).sum(1),
-        "converged_features": torch.from_numpy(reference_features),
-    }
+    """One batch's per-sample statistics against its converged reference (`quality.paired_sums`,
+    the reference latents' range in float64) and the reference's features (n, D)."""
+    sums = paired_sums(latents, images, reference_latents.cpu().double(), reference_images)
+    reference_features, _ = features.embed(reference_images)
+    return {"converged_latent_se": sums["latent_se"], "converged_latent_range": sums["latent_range"],
+            "converged_image_se": sums["image_se"], "converged_features": torch.from_numpy(reference_features)}
 
 
-def latent_peak_to_peak(part: dict) -> float:
-    """The converged latents' peak-to-peak over the whole run: the latent PSNR's peak (latents have
-    no fixed range), as the paired uncached PSNR takes its reference's."""
-    span = part["converged_latent_range"]
-    return float(span[:, 1].max() - span[:, 0].min())
+def scores(part: dict) -> dict[str, float]:
+    """Converged-reference scores of a whole run: paired MSE/PSNR (`quality.paired_scores`), and
+    FID/KID of its features against the reference's."""
+    from .metrics.quality import feature_statistics, fid_from_statistics, paired_kid
 
-
-def scores(part: dict, indices: np.ndarray | None = None, with_kid: bool = True) -> dict[str, float]:
-    """Converged-reference scores of a run's samples `indices` (None: all; repeats allowed, for a
-    bootstrap). The latent PSNR's peak stays the whole run's: a unit, not a statistic."""
-    from .metrics.quality import feature_statistics, fid_from_statistics, paired_kid, psnr_from_mse
-
-    take = slice(None) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
-    latent_se, image_se = part["converged_latent_se"][take], part["converged_image_se"][take]
-    n = len(latent_se)
-    latent_mse = float(latent_se.sum()) / (n * part["latent_numel"])
-    image_mse = float(image_se.sum()) / (n * part["image_numel"])
-    out = {"converged_latent_mse": latent_mse,
-           "converged_latent_psnr_db": psnr_from_mse(latent_mse, latent_peak_to_peak(part)),
-           "converged_image_mse": image_mse, "converged_image_psnr_db": psnr_from_mse(image_mse, 2.0),
+    out = {**paired_scores("converged", part["converged_latent_se"], part["converged_image_se"],
+                           part["converged_latent_range"], part["latent_numel"], part["image_numel"]),
            "fid_vs_converged": None, "kid_vs_converged": None}
-    if n >= 2:  # statistics need two samples
-        features, reference = part["features"][take].numpy(), part["converged_features"][take].numpy()
+    if len(part["converged_latent_se"]) >= 2:  # statistics need two samples
+        features, reference = part["features"].numpy(), part["converged_features"].numpy()
         out["fid_vs_converged"] = fid_from_statistics(*feature_statistics(features), *feature_statistics(reference))
-        if with_kid:
-            out["kid_vs_converged"] = paired_kid(features, reference)  # rows are pairs: not `kid`
+        out["kid_vs_converged"] = paired_kid(features, reference)  # rows are pairs: not `kid`
     return out
 
 
@@ -137,7 +118,7 @@ def row_metrics(cfg: DictConfig, sampler: str, part: dict, has_features: bool) -
     if not enabled(cfg, has_features):
         return out
     out.update(converged_nfe=cfg.metrics.converged_nfe, converged_sampler=CONVERGED_SAMPLERS[cfg.model.family],
-               converged_latent_peak_to_peak=latent_peak_to_peak(part), **scores(part))
+               **scores(part))
     if stochastic(cfg, sampler):
         how = f"ddim with eta {cfg.sampler.eta}" if sampler == "ddim" else sampler
         out.update(dict.fromkeys(PAIRED_KEYS), converged_note=f"{how} is stochastic: paired scores against the "

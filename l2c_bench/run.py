@@ -46,6 +46,7 @@ from .devices import (
     tf32_enabled,
 )
 from .loading import TOY_ASSETS, RunConfigError, checkpoint_path, file_sha256, load_model  # noqa: F401 (TOY_ASSETS re-exported)
+from .metrics.quality import paired_scores, paired_sums
 from .models import build_model, fused
 from .models.layers import AUTOCAST_DTYPES, cast_weights_, weights_dtype
 from .records import flatten, read_row, row_config, run_id_for, write_row
@@ -285,13 +286,10 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
                 out.setdefault(key, []).append(value)
         if point.cache is not None:
             ref_latents, ref_images = stored_reference(point, kwargs, "uncached")
-            # per-sample sums of squared error (float64): metrics are sums over samples, so any
-            # split into shards gives the same numbers
-            out["latent_se"].append((result.latents.cpu().double() - ref_latents.double())
-                                    .pow(2).flatten(1).sum(1))
-            out["reference_latent_range"].append(torch.stack([ref_latents.flatten(1).amin(1),
-                                                              ref_latents.flatten(1).amax(1)], 1))
-            out["image_se"].append((images.double() - ref_images.double()).pow(2).flatten(1).sum(1))
+            sums = paired_sums(result.latents, images, ref_latents, ref_images)  # any shard split: same metrics
+            out["latent_se"].append(sums["latent_se"])
+            out["reference_latent_range"].append(sums["latent_range"])
+            out["image_se"].append(sums["image_se"])
             if point.features is not None and (ref_logits := point.features.embed(ref_images)[1]) is not None:
                 out["reference_logits"].append(torch.from_numpy(ref_logits))
         out.setdefault("latent_numel", result.latents[0].numel())
@@ -393,16 +391,8 @@ def quality_metrics(point: Point, part: dict, ref) -> dict:
 
 def paired_fidelity(part: dict) -> dict:
     """Cached vs uncached on the same seeds and labels: MSE/PSNR on latents and images."""
-    from .metrics.quality import psnr_from_mse
-
-    n = len(part["index"])
-    latent_mse = float(part["latent_se"].sum()) / (n * part["latent_numel"])
-    image_mse = float(part["image_se"].sum()) / (n * part["image_numel"])
-    # latents have no fixed range: their PSNR takes the uncached latents' peak-to-peak over the run
-    span = float(part["reference_latent_range"][:, 1].max() - part["reference_latent_range"][:, 0].min())
-    return {"paired_latent_mse": latent_mse, "paired_latent_psnr_db": psnr_from_mse(latent_mse, span),
-            "paired_latent_peak_to_peak": span, "paired_image_mse": image_mse,
-            "paired_image_psnr_db": psnr_from_mse(image_mse, 2.0)}
+    return paired_scores("paired", part["latent_se"], part["image_se"], part["reference_latent_range"],
+                         part["latent_numel"], part["image_numel"])
 
 
 def finalize(point: Point, part: dict, run_dir: Path) -> dict:

@@ -53,6 +53,31 @@ def psnr_from_mse(error: float, peak_to_peak: float) -> float:
     return float("inf") if error == 0 else float(10 * np.log10(peak_to_peak**2 / error))
 
 
+def paired_sums(latents, images, reference_latents, reference_images) -> dict:
+    """One batch's per-sample statistics against a paired reference (same seeds; CPU tensors):
+    sums of squared error in float64, (n,), so metrics over any split of the samples into batches
+    or shards are the same, and the reference latents' (min, max), (n, 2), in their dtype."""
+    import torch
+
+    reference_flat = reference_latents.cpu().flatten(1)  # (n, C*H*W)
+    return {"latent_se": (latents.cpu().double() - reference_latents.cpu().double()).pow(2).flatten(1).sum(1),
+            "latent_range": torch.stack([reference_flat.amin(1), reference_flat.amax(1)], 1),
+            "image_se": (images.cpu().double() - reference_images.cpu().double()).pow(2).flatten(1).sum(1)}
+
+
+def paired_scores(prefix: str, latent_se, image_se, latent_range, latent_numel: int, image_numel: int) -> dict:
+    """`<prefix>_{latent,image}_{mse,psnr_db}` and `<prefix>_latent_peak_to_peak` of a run from its
+    `paired_sums`. Latents have no fixed range: their PSNR's peak is the reference latents'
+    peak-to-peak over the run (a unit, not a statistic); images lie in [-1, 1] (peak 2)."""
+    n = len(latent_se)
+    span = float(latent_range[:, 1].max() - latent_range[:, 0].min())
+    latent_mse = float(latent_se.sum()) / (n * latent_numel)
+    image_mse = float(image_se.sum()) / (n * image_numel)
+    return {f"{prefix}_latent_mse": latent_mse, f"{prefix}_latent_psnr_db": psnr_from_mse(latent_mse, span),
+            f"{prefix}_latent_peak_to_peak": span, f"{prefix}_image_mse": image_mse,
+            f"{prefix}_image_psnr_db": psnr_from_mse(image_mse, 2.0)}
+
+
 def kid(features: np.ndarray, reference: np.ndarray, *, num_subsets: int = 100, max_subset_size: int = 1000,
         seed: int = 0) -> float:
     """Kernel Inception Distance (clean-fid's estimator: cubic polynomial kernel, averaged over
