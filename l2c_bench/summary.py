@@ -21,6 +21,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .catalog import CONF
 from .records import read_row
 from .records.provenance import now
 from .records.store import CorruptRow
@@ -63,7 +64,7 @@ def method_name(row: Mapping) -> str:
 
 def _cache_defaults(name: str) -> dict:
     """A method's parameters as conf/cache/<name>.yaml sets them ({} if there is no such file)."""
-    path = Path(__file__).resolve().parents[1] / "conf" / "cache" / f"{name}.yaml"
+    path = CONF / "cache" / f"{name}.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
