@@ -75,6 +75,16 @@ def test_a_fault_in_a_later_evaluation_is_located(monkeypatch):
         generate(model, labels=[0, 1], seeds=[0, 1], steps=5, sampler="ddim", guidance_scale=1.5)
 
 
+@pytest.mark.parametrize("timeout", ["0", "-5"])
+def test_a_wait_wandb_cannot_honour_fails_before_any_compute_naming_the_key(tmp_path, monkeypatch, timeout):
+    from l2c_bench import run
+
+    monkeypatch.setattr(run, "prepare", lambda cfg: pytest.fail("computed before checking tracker.init_timeout_s"))
+    with pytest.raises(ValueError, match=rf"tracker.init_timeout_s must be > 0 seconds .*got {float(timeout)}"):
+        run_point(compose_config(tmp_path, "tracker=wandb", f"tracker.init_timeout_s={timeout}", "cache=none"))
+    assert not list(tmp_path.rglob("result.json"))
+
+
 @pytest.mark.slow
 def test_unreachable_wandb_costs_one_bounded_wait_then_the_sweep_logs_offline(tmp_path):
     """tracker.mode=online against a server that accepts connections and never answers (a compute

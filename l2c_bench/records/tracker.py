@@ -103,9 +103,12 @@ class WandbMirror:
 
 
 def check_tracker(cfg) -> None:
-    """Fail before any compute on an unknown tracker."""
+    """Fail before any compute on an unknown tracker or a wait W&B cannot honour."""
     if cfg.name not in ("wandb", "none"):
         raise ValueError(f"tracker.name={cfg.name!r} is unknown; valid: wandb, none")
+    if cfg.name == "wandb" and not cfg.init_timeout_s > 0:
+        raise ValueError(f"tracker.init_timeout_s must be > 0 seconds (the longest wait for W&B), "
+                         f"got {cfg.init_timeout_s}")
 
 
 def make_tracker(cfg, *, group: str, name: str, results_dir: str, config: Mapping[str, Any]):
