@@ -4,6 +4,11 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share two cores: one math thread each (children inherit it) instead of four
+    # threads spinning against each other. Set before anything imports torch.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "reference"  # what the tests read ships with them (tests/data/README.md)
 SLURM_SCRIPT = ROOT / "tests" / "slurm" / "cluster.sh"
@@ -15,13 +20,19 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`python -m pytest` is the everyday fast set; tests marked `slow` run with `--full`."""
-    if config.getoption("--full"):
-        return
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    if slow:
-        config.hook.pytest_deselected(items=slow)
-        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+    """`python -m pytest` is the everyday fast set; tests marked `slow` run with `--full`.
+
+    The SLURM tests share one cluster and mostly wait on it: they run as one group on one xdist
+    worker (`--dist loadgroup`), and first, so that the waiting overlaps the rest of the suite."""
+    if not config.getoption("--full"):
+        slow = [item for item in items if item.get_closest_marker("slow")]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if not item.get_closest_marker("slow")]
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)  # stable: slurm first
 
 
 def pytest_report_header(config):
