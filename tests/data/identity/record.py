@@ -1,0 +1,50 @@
+"""Record the run id of every sweep point and every cache method's default point.
+
+    python tests/data/identity/record.py   # writes run_ids.json beside this file
+
+The ids are the results store's keys: a refactor of the config schema must leave every one as
+it is, or existing stores would rerun their points (tests/test_identity.py reads this file).
+Recorded at commit d3e0424 (the union CacheConfig schema); rerun only for a deliberate identity
+change, and say so in the commit.
+"""
+
+import itertools
+import json
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[3]
+OUT = Path(__file__).with_name("run_ids.json")
+
+
+def points() -> list[list[str]]:
+    """Override lists: each sweep's points as `run -m` composes them, then each method alone."""
+    out = []
+    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+        params = yaml.safe_load(path.read_text())["hydra"]["sweeper"]["params"]
+        combos = itertools.product(*[[f"{k}={v}" for v in str(vals).split(",")] for k, vals in params.items()])
+        out += [[*combo, f"+sweep={path.stem}"] for combo in combos]
+    methods = sorted(p.stem for p in (ROOT / "conf" / "cache").glob("*.yaml"))
+    out += [[f"model={model}", f"cache={name}"] for model in ("dit", "uvit") for name in methods]
+    return out
+
+
+def main() -> None:
+    from l2c_bench.config import register_configs
+    from l2c_bench.records import run_id_for
+
+    register_configs()
+    ids = {}
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for overrides in points():
+            config = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+            ids[" ".join(overrides)] = run_id_for(config)
+    OUT.write_text(json.dumps(ids, indent=1, sort_keys=True) + "\n")
+    print(f"{len(ids)} run ids -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()

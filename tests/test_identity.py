@@ -1,0 +1,53 @@
+"""Run ids are the results store's keys: every sweep point and every method's default point keeps
+the id recorded in tests/data/identity/run_ids.json (a store's ok rows stay found, not rerun)."""
+
+import json
+import sys
+
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tests" / "data" / "identity"))
+from record import OUT, points  # noqa: E402
+
+RECORDED = json.loads(OUT.read_text())
+
+
+def _changed(selected: list[list[str]]) -> dict:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from l2c_bench.config import register_configs
+    from l2c_bench.records import run_id_for
+
+    register_configs()
+    changed = {}
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for overrides in selected:
+            key = " ".join(overrides)
+            now = run_id_for(OmegaConf.to_container(compose("config", overrides=overrides), resolve=True))
+            if now != RECORDED[key]:
+                changed[key] = (RECORDED[key], now)
+    return changed
+
+
+def test_every_recorded_point_still_exists_and_the_ids_differ():
+    assert {" ".join(p) for p in points()} >= set(RECORDED), "a recorded point is gone: say why, and re-record"
+    assert len(set(RECORDED.values())) > 100
+
+
+def test_each_method_and_each_sweeps_first_point_keep_their_run_ids():
+    """The fast check: every method alone on both families, and one point of every sweep."""
+    first_of_sweep, selected = set(), []
+    for overrides in points():
+        sweep = overrides[-1] if overrides[-1].startswith("+sweep=") else None
+        if sweep is None or sweep not in first_of_sweep:
+            first_of_sweep.add(sweep)
+            selected.append(overrides)
+    assert len(selected) > 30
+    assert not _changed(selected)
+
+
+@pytest.mark.slow
+def test_every_sweep_point_keeps_its_run_id():
+    assert not _changed(points())
