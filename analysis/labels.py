@@ -6,13 +6,14 @@ import math
 
 import pandas as pd
 
+from l2c_bench.caching import CACHE_METHODS
+
 from .metrics import METRICS
 from .uncertainty import ci_columns, pool_seeds
 
 SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm_solver2": "DPM-Solver-2", "dpm_solver_fast": "DPM-Solver (fast)"}
-METHOD_NAMES = {"l2c": "L2C", "deepcache": "DeepCache", "faster_diffusion": "Faster Diffusion", "fora": "FORA",
-                "layer_drop": "Random Drop", "taylorseer": "TaylorSeer", "delta_dit": "Δ-DiT",
-                "fbcache": "FBCache", "teacache": "TeaCache", "toca": "ToCa"}
+# each method's own `label` (the registry); `none` and `heuristic` are labelled by their settings below
+METHOD_NAMES = {name: method.label for name, method in CACHE_METHODS.items()}
 
 
 def _get(row, key, default=None):

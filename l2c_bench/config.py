@@ -3,15 +3,24 @@
 The top-level `Config` is registered as `base_config`; `conf/config.yaml` lists it first, so
 every group file merges into a typed node and a misspelt key or a wrong type fails at compose
 time with Hydra's own message (e.g. `Key 'chekpoint' not in 'ModelConfig'`).
+
+The `cache` group has one schema per method, made from the method's own dataclass fields
+(`method_schema`) and stored as `cache/<name>_schema`; `conf/cache/<name>.yaml` extends it. A
+key of another method (`cache=fora cache.order=2`) fails at compose time.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, List, Optional  # noqa: UP035 - OmegaConf reads typing's forms
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
+
+from .caching import CACHE_METHODS
 
 
 @dataclass
@@ -38,34 +47,6 @@ class ModelConfig:
 class SamplerConfig:
     name: str | None = None  # None: the model's default_sampler
     eta: float = 0.0  # DDIM only
-
-
-@dataclass
-class CacheConfig:
-    """The union of every method's parameters; each method reads only its own."""
-
-    # none | l2c | fora | heuristic | layer_drop | deepcache | faster_diffusion | delta_dit | taylorseer
-    # | fbcache | teacache | toca
-    name: str = "none"
-    # l2c: `auto` (the learned router for this model checkpoint, sampler, NFE and `router.*` recipe,
-    # from the router store; trained on demand at toy scale), `official` (the L2C release), or a path
-    router: str = "auto"
-    threshold: float | None = None  # l2c: recompute iff sigmoid(logit) > threshold; None: DiT 0.1, U-ViT 0.9
-    # (fbcache / teacache: their reuse threshold; None: 0.08 / 0.1)
-    train_if_missing: bool = False  # l2c + auto at paper scale: train a missing router instead of failing
-    interval: int = 2  # l2c (cycle length) / fora / deepcache / faster_diffusion / delta_dit / taylorseer
-    depth: int = 1  # deepcache: shallow blocks kept fresh at each end
-    key_steps: list[int] | None = None  # faster_diffusion: explicit full evaluations
-    strategy: str = "bottom"  # heuristic: bottom | top | random
-    ratio: float = 0.5  # heuristic/layer_drop: fraction of branches reused/dropped per cache step; toca: tokens recomputed
-    seed: int = 0  # heuristic/layer_drop random choices
-    shifted: bool = True  # heuristic/layer_drop on U-ViT: False = cache step at the solver midpoint (Table 6)
-    blocks: int | None = None  # delta_dit: blocks in the cached span (None: half)
-    boundary: int | None = None  # delta_dit: first evaluation of the front-span stage (None: NFE/2)
-    order: int = 1  # taylorseer: Taylor order of the forecast (0 = plain reuse, as FORA)
-    # teacache: `auto` (the calibration artifact for this model, sampler, NFE; made on first use at
-    # toy scale, see `python -m l2c_bench.calibrate`), a calibration file, or a coefficient list
-    coefficients: Any = "auto"
 
 
 @dataclass
@@ -149,7 +130,8 @@ class Config:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
+    # one method's own parameters: the `cache` group file's structured config (method_schema)
+    cache: Any = MISSING
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
@@ -186,6 +168,50 @@ def table8(field: str, arch: str, nfe: int, latent_size: int) -> float:
     return {"lam": lam, "lr": lr}[field]
 
 
+def _omegaconf_type(hint) -> Any:
+    """A method field's annotation as OmegaConf can type it: primitives, Optional[...] of one,
+    lists of them; any other union (TeaCache's file-or-list `coefficients`) becomes Any."""
+    if hint in (int, float, str, bool):
+        return hint
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            return Optional[_omegaconf_type(rest[0])]  # noqa: UP007
+        return Any
+    if origin is list or hint is list:
+        return List[args[0] if args and args[0] in (int, float, str, bool) else Any]  # noqa: UP006
+    return Any
+
+
+def method_schema(name: str, method: type) -> type:
+    """The structured config of cache method `name`: `name`, then the method dataclass's own
+    fields with their types and defaults (the method class is the one place they are written)."""
+    hints = typing.get_type_hints(method)
+    specs: list = [("name", str, field(default=name))]
+    for f in dataclasses.fields(method):
+        default = field(default_factory=f.default_factory) if f.default is dataclasses.MISSING else field(default=f.default)
+        specs.append((f.name, _omegaconf_type(hints[f.name]), default))
+    return dataclasses.make_dataclass(f"{method.__name__}Config", specs)
+
+
+def uncached_schema(methods: dict[str, type]) -> type:
+    """`cache=none`'s structured config: every method's parameter, unset (None) and inert. A sweep
+    that compares methods against the uncached model sets their parameters for all of its points
+    (`cache: none,heuristic` with `cache.shifted: true,false`); the uncached point accepts them,
+    and neither its row nor its run id records them. A key that no method has still fails."""
+    specs: dict[str, tuple] = {}
+    for method in methods.values():
+        hints = typing.get_type_hints(method)
+        for f in dataclasses.fields(method):
+            specs.setdefault(f.name, (f.name, Optional[_omegaconf_type(hints[f.name])], field(default=None)))  # noqa: UP007
+    return dataclasses.make_dataclass("NoCacheConfig", [("name", str, field(default="none")), *specs.values()])
+
+
 def register_configs() -> None:
-    ConfigStore.instance().store(name="base_config", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for name, method in CACHE_METHODS.items():
+        schema = uncached_schema(CACHE_METHODS) if name == "none" else method_schema(name, method)
+        store.store(group="cache", name=f"{name}_schema", node=schema)
     OmegaConf.register_new_resolver("l2c_table8", table8, replace=True)

@@ -67,6 +67,40 @@ def test_wrong_type_fails_naming_key_and_value():
         compose_config("metrics.fid=maybe")
 
 
+def test_a_key_of_another_method_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException, match="cache.order") as info:
+        compose_config("cache=fora", "cache.order=2")  # TaylorSeer's parameter
+    assert "Key 'order' not in 'ForaConfig'" in str(info.value.__cause__)
+    with pytest.raises(ConfigCompositionException, match="cache.interval=x") as info:
+        compose_config("cache=fora", "cache.interval=x")  # typed from the method's own field
+    assert isinstance(info.value.__cause__, ValidationError)
+    cfg = compose_config("cache=taylorseer", "cache.order=2")
+    assert cfg.cache.order == 2
+
+
+def test_each_method_composes_exactly_its_own_parameters():
+    """The cache node is the method's schema: its name, then its dataclass fields in order."""
+    from dataclasses import fields
+
+    from l2c_bench.caching import CACHE_METHODS
+
+    for name, method in CACHE_METHODS.items():
+        cfg = compose_config(f"cache={name}")
+        assert OmegaConf.get_type(cfg.cache).__name__ == f"{method.__name__}Config"
+        if name != "none":
+            assert list(cfg.cache) == ["name", *(f.name for f in fields(method))], name
+    # the uncached point accepts every method's parameter, unset (a sweep's method settings reach it)
+    every = {f.name for method in CACHE_METHODS.values() for f in fields(method)}
+    uncached = compose_config("cache=none", "cache.shifted=false", "cache.router=official").cache
+    assert set(uncached) == {"name"} | every and uncached.shifted is False and uncached.interval is None
+    with pytest.raises(ConfigCompositionException, match="cache.ratoi"):
+        compose_config("cache=none", "cache.ratoi=0.5")  # no method has it
+    key_steps = compose_config("cache=faster_diffusion", "cache.key_steps=[0,3,5]").cache.key_steps
+    assert list(key_steps) == [0, 3, 5]
+    with pytest.raises(ConfigCompositionException):
+        compose_config("cache=faster_diffusion", "cache.key_steps=[0,x]")  # list[int]
+
+
 def test_unknown_group_option_lists_the_valid_ones():
     with pytest.raises(ConfigCompositionException, match="(?s)sampler.*ddim.*dpm_solver2"):
         compose_config("sampler=euler")

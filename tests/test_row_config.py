@@ -15,6 +15,13 @@ from l2c_bench.records import flatten, load_results, run_id_for, write_row
 register_configs()
 
 
+# The cache keys every row carried while the schema was one union of all methods' parameters
+# (before the per-method schemas), at that union's defaults.
+OLD_UNION = {"router": "auto", "threshold": None, "train_if_missing": False, "interval": 2, "depth": 1,
+             "key_steps": None, "strategy": "bottom", "ratio": 0.5, "seed": 0, "shifted": True, "blocks": None,
+             "boundary": None, "order": 1, "coefficients": "auto"}
+
+
 def own_keys(name: str) -> set[str]:
     return {"name"} | {f.name for f in fields(CACHE_METHODS[name])}
 
@@ -23,13 +30,16 @@ def own_keys(name: str) -> set[str]:
 def test_the_row_config_keeps_only_the_methods_own_cache_keys_and_the_run_id(tmp_path, name):
     from l2c_bench.records import row_config
 
-    # a value set for another method's key changes neither the row nor the run id
-    full = OmegaConf.to_container(compose_config(tmp_path, f"cache={name}", "cache.depth=3"), resolve=True)
+    composed = OmegaConf.to_container(compose_config(tmp_path, f"cache={name}"), resolve=True)
+    if name != "none":
+        assert set(composed["cache"]) == own_keys(name)  # the method's schema composes nothing else
+    # a config as the older union schema made it: every method's keys, one of them set elsewhere
+    full = {**composed, "cache": OLD_UNION | {"depth": 3} | {k: v for k, v in composed["cache"].items()
+                                                              if k in own_keys(name)}}
     row = row_config(full)
-    assert set(row["cache"]) == own_keys(name)
-    assert {k: row["cache"][k] for k in row["cache"]} == {k: full["cache"][k] for k in own_keys(name)}
+    assert row["cache"] == {k: composed["cache"][k] for k in own_keys(name)}
     assert {k: v for k, v in row.items() if k != "cache"} == {k: v for k, v in full.items() if k != "cache"}
-    assert run_id_for(row) == run_id_for(full)  # ids of rows already in a store stay valid
+    assert run_id_for(row) == run_id_for(full) == run_id_for(composed)  # ids of rows already in a store stay valid
 
 
 def test_a_written_row_holds_only_its_methods_cache_keys(tmp_path):
@@ -57,11 +67,8 @@ def _row(run_id, cache, steps, macs_g, fid, **config):
 
 
 def _every_key(name, **own):
-    """An older row: the schema's union of every method's cache keys at their defaults."""
-    from l2c_bench.config import CacheConfig
-
-    union = flatten({"cache": {k: v for k, v in vars(CacheConfig()).items() if k != "name"}})
-    return {k.removeprefix("cache."): v for k, v in union.items()} | own
+    """An older row: every method's cache keys, at the old union's defaults."""
+    return OLD_UNION | own
 
 
 def test_older_rows_with_every_key_and_newer_rows_analyse_together(tmp_path):

@@ -324,7 +324,8 @@ class CacheMethod:
     checked plan once, then for fresh per-batch state (`run`) for every batch.
     """
 
-    name = "base"
+    name = "base"  # its key in CACHE_METHODS and its `cache=` option
+    label = "base"  # its name in tables and plots
     decides_at_run_time = False  # its plan carries a policy that reads the model's outputs on the host
 
     @property

@@ -37,9 +37,9 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# Method parameters added after results existed, with the value that reproduces the old
-# behaviour: omitted from the key at that value, so earlier run ids stay valid.
-LATER_KEYS = {"l2c": {"interval": 2}}
+# Method parameters whose value here reproduces what the method computed before the parameter
+# existed: omitted from the identity at that value, so the run ids of rows written before stay valid.
+IDENTITY_NEUTRAL_VALUES = {"l2c": {"interval": 2}}
 
 
 def run_key(config: Mapping[str, Any]) -> str:
@@ -52,8 +52,8 @@ def run_key(config: Mapping[str, Any]) -> str:
         identity.pop("calibration", None)  # likewise the TeaCache calibration settings
     if cache:
         relevant = _method_parameters(cache.get("name"), cache)
-        later = LATER_KEYS.get(cache.get("name"), {})  # at their old behaviour: absent, as before they existed
-        identity["cache"] = {k: v for k, v in cache.items() if k in relevant and later.get(k, object()) != v}
+        neutral = IDENTITY_NEUTRAL_VALUES.get(cache.get("name"), {})
+        identity["cache"] = {k: v for k, v in cache.items() if k in relevant and neutral.get(k, object()) != v}
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -72,9 +72,9 @@ def _method_parameters(name, keys, identity: bool = True) -> set[str]:
 
 
 def row_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config as a row records it: `cache` holds only its method's own parameters (the schema
-    is the union of every method's). The run key reads no other cache key, so the id is the same
-    from this config as from the full one (rows written with every key stay valid)."""
+    """The config as a row records it: `cache` holds only its method's own parameters. The
+    per-method schemas compose nothing else; rows written under the older union schema carry every
+    method's keys, and the run key reads none of the others, so their ids stay valid."""
     cache = config.get("cache")
     if not cache:
         return dict(config)

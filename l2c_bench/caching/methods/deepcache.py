@@ -35,6 +35,7 @@ class DeepCache(CacheMethod):
     interval: int = 2
     depth: int = 1
     name = "deepcache"
+    label = "DeepCache"  # in tables and plots (analysis/labels.py)
 
     def __post_init__(self):
         check_interval(self.interval)
@@ -53,8 +54,9 @@ class DeepCache(CacheMethod):
 @dataclass
 class FasterDiffusion(CacheMethod):
     interval: int = 2
-    key_steps: list | None = None  # evaluation indices that run in full (overrides interval)
+    key_steps: list[int] | None = None  # evaluation indices that run in full (overrides interval)
     name = "faster_diffusion"
+    label = "Faster Diffusion"  # in tables and plots (analysis/labels.py)
 
     def __post_init__(self):
         check_interval(self.interval)

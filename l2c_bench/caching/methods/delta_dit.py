@@ -46,6 +46,7 @@ class DeltaDiT(CacheMethod):
     blocks: int | None = None  # None: half of the model's blocks
     boundary: int | None = None  # None: half of the NFE
     name = "delta_dit"
+    label = "Δ-DiT"  # in tables and plots (analysis/labels.py)
 
     def __post_init__(self):
         check_interval(self.interval)

@@ -96,6 +96,7 @@ def _threshold(value, default: float) -> float:
 class FBCache(CacheMethod):
     threshold: float | None = None  # None: 0.08 (ParaAttention's suggested range 0.05-0.1 for DiTs)
     name = "fbcache"
+    label = "FBCache"  # in tables and plots (analysis/labels.py)
     decides_at_run_time = True
 
     def __post_init__(self):
@@ -112,6 +113,7 @@ class TeaCache(CacheMethod):
     threshold: float | None = None  # None: 0.1 (TeaCache's "slow" setting for DiT-like models)
     coefficients: str | list | None = "auto"  # auto: the calibration artifact; a file; or a list
     name = "teacache"
+    label = "TeaCache"  # in tables and plots (analysis/labels.py)
     decides_at_run_time = True
 
     def __post_init__(self):

@@ -12,6 +12,7 @@ from ..engine import CacheMethod, Plan, check_interval
 class Fora(CacheMethod):
     interval: int = 2
     name = "fora"
+    label = "FORA"  # in tables and plots (analysis/labels.py)
 
     def __post_init__(self):
         check_interval(self.interval)

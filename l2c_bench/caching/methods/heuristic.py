@@ -92,6 +92,7 @@ class Heuristic(CacheMethod):
     seed: int = 0
     shifted: bool = True  # U-ViT: False puts the cache step at each solver step's midpoint (Table 6)
     name = "heuristic"
+    label = "Heuristic"  # in tables and plots (analysis/labels.py)
     drop = False
 
     def __post_init__(self):
@@ -123,4 +124,5 @@ class Heuristic(CacheMethod):
 class LayerDrop(Heuristic):
     strategy: str = "random"
     name = "layer_drop"
+    label = "Random Drop"  # in tables and plots (analysis/labels.py)
     drop = True

@@ -66,6 +66,7 @@ class L2C(CacheMethod):
     train_if_missing: bool = False  # read by run.py when resolving router=auto; no effect here
     interval: int = 2  # one full step + interval-1 cache steps (2 = the paper; > 2: DiT + DDIM)
     name = "l2c"
+    label = "L2C"  # in tables and plots (analysis/labels.py)
 
     def __post_init__(self):
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:

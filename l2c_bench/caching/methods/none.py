@@ -10,6 +10,7 @@ from ..engine import CacheMethod, Plan, full_plan
 @dataclass
 class NoCache(CacheMethod):
     name = "none"
+    label = "uncached"  # in tables and plots (analysis/labels.py)
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         return full_plan(nfe, model.num_blocks)

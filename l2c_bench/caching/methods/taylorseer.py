@@ -23,6 +23,7 @@ class TaylorSeer(CacheMethod):
     interval: int = 3
     order: int = 1
     name = "taylorseer"
+    label = "TaylorSeer"  # in tables and plots (analysis/labels.py)
 
     def __post_init__(self):
         check_interval(self.interval)

@@ -24,6 +24,7 @@ class ToCa(CacheMethod):
     interval: int = 3
     ratio: float = 0.25  # share of tokens whose MLP is recomputed at a cache step
     name = "toca"
+    label = "ToCa"  # in tables and plots (analysis/labels.py)
 
     def __post_init__(self):
         check_interval(self.interval)

@@ -1,4 +1,5 @@
-"""Methods published after L2C, through the same engine: Delta-DiT, TaylorSeer, ToCa."""
+"""Methods beyond whole-branch reuse, through the same engine: per-evaluation spans (Delta-DiT),
+forecasts (TaylorSeer) and token-wise recomputation (ToCa)."""
 
 import pytest
 import torch
