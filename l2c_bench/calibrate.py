@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 
 from .calibration import artifact_name, calibrate, save, store_path
 from .config import register_configs
-from .devices import init_distributed
 from .loading import checkpoint_path, file_sha256, load_model
+from .system.devices import init_distributed
 
 log = logging.getLogger("l2c_bench.calibrate")
 register_configs()

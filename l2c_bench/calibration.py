@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_path
 from .caching.engine import CacheRun
 from .caching.methods.dynamic import TeaCache, relative_l1
+from .system.files import atomic_path
 
 STORE_DIR = "_calibration"
 

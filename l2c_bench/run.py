@@ -32,19 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from . import generate
-from .atomic import atomic_path, exclusive
 from .caching import CACHE_METHODS, CacheMethod, FixedPlan, UnsupportedCombination, make_cache
 from .config import register_configs
 from .converged import batch_statistics, check_converged, reference_kwargs, row_metrics
-from .devices import (
-    heap_retained,
-    init_distributed,
-    peak_memory_mb,
-    resolve_device,
-    retain_cpu_heap,
-    set_tf32,
-    tf32_enabled,
-)
 from .loading import TOY_ASSETS, RunConfigError, checkpoint_path, file_sha256, load_model  # noqa: F401 (TOY_ASSETS re-exported)
 from .metrics.quality import paired_scores, paired_sums
 from .models import build_model, fused
@@ -66,6 +56,16 @@ from .shards import (
     shard_path,
 )
 from .summary import point_line, write_run_id
+from .system.devices import (
+    heap_retained,
+    init_distributed,
+    peak_memory_mb,
+    resolve_device,
+    retain_cpu_heap,
+    set_tf32,
+    tf32_enabled,
+)
+from .system.files import atomic_path, exclusive
 
 log = logging.getLogger("l2c_bench.run")
 register_configs()
@@ -205,7 +205,7 @@ def prepare(cfg: DictConfig) -> Point:
             raise RunConfigError(RUNTIME_DECISIONS)
         _check_graphable(cfg, sampler, device, None)
     if device.type == "cpu":
-        retain_cpu_heap()  # a cache's regrowing heap would otherwise page-fault (devices.py)
+        retain_cpu_heap()  # a cache's regrowing heap would otherwise page-fault (system/devices.py)
     model, vae = load_model(cfg, device)
     if cfg.compile:
         from .models.layers import compile_branches

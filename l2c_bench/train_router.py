@@ -22,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from .caching.methods.pairing import l2c_cycle
 from .config import register_configs
-from .devices import init_distributed
 from .records import flatten
 from .records.tracker import make_tracker
 from .router_learning.job import l2c_interval, learn, name_for
 from .sampling import check_sampler
+from .system.devices import init_distributed
 
 log = logging.getLogger("l2c_bench.train_router")
 register_configs()

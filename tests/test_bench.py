@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from l2c_bench.bench import main
+from l2c_bench.benchmarks.speed import main
 
 
 def test_bench_prints_every_column_at_toy_scale(capsys):
@@ -73,7 +73,7 @@ def test_bench_decomposes_the_time_into_always_run_work_and_branch_kinds():
     predicted = 6 * row["fixed_ms_per_eval"] + 2 * (row["attention_ms_per_eval"] + row["mlp_ms_per_eval"])
     assert row["predicted_cached_ms"] == pytest.approx(predicted)
     assert row["predicted_efficiency"] > 0
-    from l2c_bench.bench_gpu import markdown
+    from l2c_bench.benchmarks.gpu_suite import markdown
 
     assert "Time model (DiT-toy NFE 6 fp32, graph False): per evaluation always-run" in markdown([row], [])
 
@@ -96,7 +96,7 @@ def _bench_in_fresh_process(*extra) -> dict:
     argv = ["--arch", "U-ViT-toy", "--sampler", "dpm_solver2", "--nfe", "10", "--cache", "fora", "--interval", "2",
             "--batch", "8", "--guidance", "0.4", "--repeats", "3", "--warmup", "0", "--json", *extra]
     env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}
-    out = subprocess.run([sys.executable, "-m", "l2c_bench.bench", *argv], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "l2c_bench.benchmarks.speed", *argv], capture_output=True, text=True,
                          check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from l2c_bench.bench_gpu import POINTS, main, paper_latency
+from l2c_bench.benchmarks.gpu_suite import POINTS, main, paper_latency
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis import tables
-from l2c_bench import bench_router
+from l2c_bench.benchmarks import router_learning as bench_router
 from l2c_bench.models import build_model, load_checkpoint, read_state_dict
 from l2c_bench.records import write_row
 from l2c_bench.toy import train as toy_train

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from l2c_bench.caching import CACHE_METHODS
 from l2c_bench.config import register_configs
-from l2c_bench.records import flatten, load_results, run_id_for, write_row
+from l2c_bench.records import load_results, run_id_for, write_row
 
 register_configs()
 

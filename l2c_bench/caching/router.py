@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_path
+from ..system.files import atomic_path
 from .engine import CacheConfigError
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
 from ..loading import file_sha256
+from ..system.files import atomic_path
 from .quality import feature_statistics
 
 REFERENCE_SEED = 1_000_000  # the toy reference images: disjoint from the training streams' seeds

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
+from ..system.files import atomic_path
 
 # Where each official file is published (facts from the official READMEs).
 OFFICIAL_SOURCES = {

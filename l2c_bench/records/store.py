@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_path
+from ..system.files import atomic_path
 
 RESULT_FILE = "result.json"
 # Config keys that do not change what a run computes: excluded from its identity.

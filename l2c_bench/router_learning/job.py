@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ..atomic import exclusive
 from ..loading import RunConfigError, checkpoint_path, file_sha256, load_model
+from ..system.files import exclusive
 from .data import make_data
 from .pairs import make_pairs
 from .store import find_router, router_name, save_artifact, store_path

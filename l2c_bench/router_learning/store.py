@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_path
 from ..caching.router import save_router
+from ..system.files import atomic_path
 from .trainer import Recipe
 
 STORE_DIR = "_routers"

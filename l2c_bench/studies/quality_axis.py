@@ -38,9 +38,9 @@ def run_uncached(model: str, nfe: int, args) -> tuple[dict, float]:
     """(row metrics, seconds) of the uncached point; read back if kept."""
     from omegaconf import OmegaConf
 
-    from ..atomic import atomic_path
     from ..records import run_id_for
     from ..run import finalize, prepare, sample_part
+    from ..system.files import atomic_path
 
     cfg = compose([f"model={model}", f"steps={nfe}", "cache=none", "tracker=none", f"results_dir={args.results_dir}",
                    f"metrics.num_samples={args.samples}", f"metrics.batch_size={args.batch_size}",

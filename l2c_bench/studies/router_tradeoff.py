@@ -42,10 +42,10 @@ def study(model_name: str, nfe: int, lams: list[float], samples: int, results_di
           strategies=("bottom", "top", "random", "greedy")) -> list[dict]:
     from .. import generate
     from ..caching import make_cache
-    from ..devices import resolve_device
     from ..loading import load_model
     from ..metrics.quality import mse, psnr
     from ..router_learning.job import learn
+    from ..system.devices import resolve_device
 
     base = [f"model={model_name}", f"steps={nfe}", f"results_dir={results_dir}", "tracker=none", *extra]
     cfg = compose(base)

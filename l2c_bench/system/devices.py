@@ -1,4 +1,4 @@
-"""Device choice and peak-memory reading, shared by `run.py` and `bench.py`."""
+"""Device choice, peak-memory reading and the CPU heap setting, shared by runs and benchmarks."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Speed of one router-learning iteration, in plain forward passes at the same batch.
 
-    python -m l2c_bench.bench_router --model dit --batch 32           # toy DiT (shipped weights)
-    python -m l2c_bench.bench_router --arch DiT-XL/2 --batch 8 --nfe 20 --device cuda   # random weights
-    python -m l2c_bench.bench_router --arch U-ViT-H/2 --sampler dpm_solver2 --batch 8 --device cuda
+    python -m l2c_bench.benchmarks.router_learning --model dit --batch 32           # toy DiT (shipped weights)
+    python -m l2c_bench.benchmarks.router_learning --arch DiT-XL/2 --batch 8 --nfe 20 --device cuda   # random weights
+    python -m l2c_bench.benchmarks.router_learning --arch U-ViT-H/2 --sampler dpm_solver2 --batch 8 --device cuda
 
 An iteration is: the full sampler step that fills the cache (DiT DDIM: 1 evaluation; U-ViT
 DPM-Solver-2: 2), the teacher (1, no grad), the student forward and its backward (logits only;
@@ -16,15 +16,15 @@ import argparse
 
 import torch
 
-from .bench import print_row
-from .devices import resolve_device
-from .metrics import device_sync, measure
-from .models import build_model, load_checkpoint
-from .router_learning.data import step_generator
-from .router_learning.objective import iteration_loss
-from .router_learning.pairs import make_pairs
-from .router_learning.runners import Blender, Recorder
-from .router_learning.trainer import initial_logits
+from ..metrics import device_sync, measure
+from ..models import build_model, load_checkpoint
+from ..router_learning.data import step_generator
+from ..router_learning.objective import iteration_loss
+from ..router_learning.pairs import make_pairs
+from ..router_learning.runners import Blender, Recorder
+from ..router_learning.trainer import initial_logits
+from ..system.devices import resolve_device
+from .speed import print_row
 
 
 def run(args) -> dict:
@@ -35,7 +35,7 @@ def run(args) -> dict:
     if args.arch:
         model = build_model(args.arch)
     else:
-        from .loading import TOY_ASSETS  # (imports omegaconf; paper scale needs only torch)
+        from ..loading import TOY_ASSETS  # (imports omegaconf; paper scale needs only torch)
 
         model = load_checkpoint(build_model("DiT-toy" if family == "dit" else "U-ViT-toy"), TOY_ASSETS / f"{family}_toy.pt")
     model = model.to(device).eval().requires_grad_(False)

@@ -1,7 +1,7 @@
 """The paper-scale GPU speed suite: every figure the speed issue asks of a GPU, in one short run.
 
-    python -m l2c_bench.bench_gpu --out gpu_bench            # on a CUDA machine
-    python -m l2c_bench.bench_gpu --out /tmp/x --smoke        # toy models, any machine (the CI test)
+    python -m l2c_bench.benchmarks.gpu_suite --out gpu_bench            # on a CUDA machine
+    python -m l2c_bench.benchmarks.gpu_suite --out /tmp/x --smoke        # toy models, any machine (the CI test)
 
 Random weights (speed does not depend on them), batch 8 with classifier-free guidance (16 rows
 per evaluation), official L2C routers:
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from . import bench, bench_router
-from .models import build_model
+from ..models import build_model
+from . import router_learning, speed
 
-PAPER_NUMBERS = Path(__file__).resolve().parent.parent / "analysis" / "paper_numbers"
+PAPER_NUMBERS = Path(__file__).resolve().parents[2] / "analysis" / "paper_numbers"
 
 
 @dataclass(frozen=True)
@@ -177,10 +177,10 @@ def main(argv=None) -> list[dict]:
         if time.perf_counter() - start > args.budget_s:
             skipped.append(f"{name} (budget)")
             continue
-        bench_args = bench.parse_args(point.argv(args.smoke, repeats))
+        bench_args = speed.parse_args(point.argv(args.smoke, repeats))
         # one random model per architecture and weight storage (a bf16 point casts its weights once,
         # in place, and a float32 point needs them float32); built on the GPU, it takes a second
-        key = (bench_args.arch, tuple(bench_args.override), bench.weight_storage(bench_args))
+        key = (bench_args.arch, tuple(bench_args.override), speed.weight_storage(bench_args))
         if key not in models:
             models.clear()  # free the other model's GPU memory first
             if torch.cuda.is_available():
@@ -189,7 +189,7 @@ def main(argv=None) -> list[dict]:
                                       **dict(bench_args.override))
         t0 = time.perf_counter()
         try:
-            row = bench.run_bench(bench_args, model=models[key])
+            row = speed.run_bench(bench_args, model=models[key])
         except Exception as error:  # noqa: BLE001 - keep the other points of a short GPU lease
             print(f"{name}: failed: {type(error).__name__}: {error}", flush=True)
             skipped.append(f"{name} (failed: {type(error).__name__}: {str(error)[:200]})")
@@ -214,7 +214,7 @@ def main(argv=None) -> list[dict]:
             argv_r = ["--nfe", "20", "--batch", "8", "--repeats", str(repeats), "--json"]
             argv_r += ["--model", "dit" if arch.startswith("DiT") else "uvit"] if args.smoke else \
                 ["--arch", arch, "--sampler", sampler]
-            row = bench_router.main(argv_r)
+            row = router_learning.main(argv_r)
             with open(log, "a") as f:
                 f.write(json.dumps({"router_iteration": True, **row}) + "\n")
     text = markdown(rows, skipped)

@@ -1,8 +1,8 @@
 """Speed benchmark: does the cached model run as fast as its MACs allow?
 
-    python -m l2c_bench.bench --arch DiT-S/2 --override depth=28 --sampler ddim --nfe 20 \\
+    python -m l2c_bench.benchmarks.speed --arch DiT-S/2 --override depth=28 --sampler ddim --nfe 20 \\
         --cache l2c --router official --threshold 0.1 --batch 2 --guidance 1.5
-    python -m l2c_bench.bench --arch U-ViT-H/2 --override embed_dim=384 --override num_heads=6 \\
+    python -m l2c_bench.benchmarks.speed --arch U-ViT-H/2 --override embed_dim=384 --override num_heads=6 \\
         --sampler dpm_solver2 --nfe 20 --cache l2c --router official --threshold 0.9 --batch 2 --guidance 0.4
 
 Random weights (speed does not depend on them). Prints uncached and cached latency (median
@@ -18,10 +18,16 @@ import json
 
 import torch
 
-from . import generate
-from .caching import FixedPlan, make_cache
-from .caching.engine import Plan
-from .devices import (
+from .. import generate
+from ..caching import FixedPlan, make_cache
+from ..caching.engine import Plan
+from ..metrics import cuda_event_timer, device_sync, measure
+from ..metrics.macs import branch_macs, macs
+from ..metrics.time_model import fit_time_model, reuse_mask
+from ..models import build_model, fused
+from ..models.layers import AUTOCAST_DTYPES, cast_weights_, compile_branches, weights_dtype
+from ..sampling.graphs import SamplingGraphs
+from ..system.devices import (
     PageFaults,
     call_peak_memory_mb,
     device_name,
@@ -31,12 +37,6 @@ from .devices import (
     retain_cpu_heap,
     set_tf32,
 )
-from .metrics import cuda_event_timer, device_sync, measure
-from .metrics.macs import branch_macs, macs
-from .metrics.time_model import fit_time_model, reuse_mask
-from .models import build_model, fused
-from .models.layers import AUTOCAST_DTYPES, cast_weights_, compile_branches, weights_dtype
-from .sampling.graphs import SamplingGraphs
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -218,8 +218,8 @@ class _Keeping(FixedPlan):
 @torch.no_grad()
 def plain_ddim(model, labels, nfe: int, guidance: float, device) -> torch.Tensor:
     """Uncached DDIM with batched CFG written as a bare loop: what the harness must not be slower than."""
-    from .sampling.ddim import DiffusionTables, ddim_update
-    from .sampling.diffusion import SpacedDiffusion
+    from ..sampling.ddim import DiffusionTables, ddim_update
+    from ..sampling.diffusion import SpacedDiffusion
 
     tables = DiffusionTables(SpacedDiffusion.create(nfe), device)
     y = torch.as_tensor(labels, device=device)
