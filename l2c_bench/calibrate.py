@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from .calibration import artifact_name, calibrate, save, store_path
 from .config import register_configs
-from .loading import checkpoint_path, file_sha256, load_model
+from .runs.loading import checkpoint_path, file_sha256, load_model
 from .system.devices import init_distributed
 
 log = logging.getLogger("l2c_bench.calibrate")

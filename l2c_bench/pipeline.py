@@ -1,4 +1,4 @@
-"""`generate`: the one sampling entry point used by notebooks, tests, `run.py` and the benchmarks."""
+"""`generate`: the one sampling entry point used by notebooks, tests, the run steps and the benchmarks."""
 
 from __future__ import annotations
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import compose_config
 
-import l2c_bench.run as run
-from l2c_bench.converged import TOY_PRIMARY_QUALITY
-from l2c_bench.loading import RunConfigError
 from l2c_bench.metrics.quality import kid, paired_kid
 from l2c_bench.records import read_row
 from l2c_bench.run import run_point, validate
+from l2c_bench.runs.converged import TOY_PRIMARY_QUALITY
+from l2c_bench.runs.loading import RunConfigError
+from l2c_bench.runs.sample import REFERENCE_FORMAT
 from l2c_bench.studies.quality_axis import separated
 
 CONVERGED_NFE = 8  # tiny: the reference costs CONVERGED_NFE evaluations per sample
@@ -90,8 +90,10 @@ def test_the_reference_at_its_own_nfe_scores_itself_perfectly(tmp_path, model):
 @pytest.mark.slow
 def test_the_reference_is_sampled_once_for_every_point_and_method_of_a_sweep(tmp_path, monkeypatch):
     calls = []  # NFE of every sampling call the runs make
-    original = run.generate
-    monkeypatch.setattr(run, "generate", lambda model, **kw: calls.append(kw["steps"]) or original(model, **kw))
+    from l2c_bench.runs import prepare as prepare_step  # the step that samples (Point.sample)
+
+    original = prepare_step.generate
+    monkeypatch.setattr(prepare_step, "generate", lambda model, **kw: calls.append(kw["steps"]) or original(model, **kw))
     rows = [run_point(config(tmp_path, *point)) for point in (["steps=4"], ["steps=6"], ["steps=4", "cache=fora"])]
     assert [r["status"] for r in rows] == ["ok"] * 3, [r.get("error") for r in rows]
     assert calls.count(CONVERGED_NFE) == 2  # the two batches of the first point; then read back
@@ -105,7 +107,7 @@ def test_the_reference_is_sampled_once_for_every_point_and_method_of_a_sweep(tmp
     # reference shared the helper: stores written earlier stay valid
     cfg = config(tmp_path, "steps=4", "cache=fora")
     for start in (0, 4):
-        identity = {"format": run.REFERENCE_FORMAT, "model": _toy_sha(cfg),
+        identity = {"format": REFERENCE_FORMAT, "model": _toy_sha(cfg),
                     "arch": "DiT-toy", "overrides": {}, "sampler": "ddim", "nfe": 4,
                     "guidance": [cfg.model.guidance_scale, cfg.model.guidance_channels], "eta": 0.0,
                     "seeds": list(range(start, start + 4)), "labels": [i % 10 for i in range(start, start + 4)],
@@ -115,7 +117,7 @@ def test_the_reference_is_sampled_once_for_every_point_and_method_of_a_sweep(tmp
 
 
 def _toy_sha(cfg) -> str:
-    from l2c_bench.loading import checkpoint_path, file_sha256
+    from l2c_bench.runs.loading import checkpoint_path, file_sha256
 
     return file_sha256(checkpoint_path(cfg))
 

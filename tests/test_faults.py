@@ -14,7 +14,7 @@ from conftest import ROOT, compose_config
 from l2c_bench.records import load_results, read_row
 from l2c_bench.router_learning.store import read_metadata
 from l2c_bench.run import run_point
-from l2c_bench.shards import Shard, shard_path
+from l2c_bench.runs.shards import Shard, shard_path
 
 SHARDED = ["tracker=none", "metrics.converged_nfe=0", "cache=fora", "steps=4", "metrics.num_samples=8", "metrics.batch_size=4",
            "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.timing_warmup=0",
@@ -153,12 +153,12 @@ def test_a_full_disk_during_the_row_write_leaves_no_partial_row(tmp_path, monkey
 @pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
                                    MemoryError()])
 def test_out_of_memory_is_a_failed_row_naming_the_batch_size_to_lower(tmp_path, monkeypatch, error):
-    from l2c_bench import run
+    from l2c_bench.runs import prepare as prepare_step  # the step that samples (Point.sample)
 
     def exhausted(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(run, "generate", exhausted)
+    monkeypatch.setattr(prepare_step, "generate", exhausted)
     row = run_point(compose_config(tmp_path, "tracker=none", "cache=none", "steps=2", "metrics.batch_size=16",
                                    "metrics.timing_batch=4"))
     assert row["status"] == "failed"

@@ -11,7 +11,6 @@ import torch
 from conftest import compose_config
 from scipy.stats import binom
 
-from l2c_bench.loading import RunConfigError
 from l2c_bench.metrics import (
     Timing,
     feature_statistics,
@@ -22,6 +21,7 @@ from l2c_bench.metrics import (
 )
 from l2c_bench.metrics import intervals as iv
 from l2c_bench.metrics.quality import inception_score
+from l2c_bench.runs.loading import RunConfigError
 
 TRIALS = 200
 # a 95% interval covers a binomial(200, 0.95) number of times: 190 +- 3.1 (sd); 3 sd either side

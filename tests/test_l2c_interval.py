@@ -127,8 +127,9 @@ def test_a_run_with_a_wrong_interval_fails_before_loading_the_model(tmp_path, mo
     from test_router_learning import config
 
     import l2c_bench.run as run
+    from l2c_bench.runs import prepare as prepare_step
 
-    monkeypatch.setattr(run, "load_model", _no_model)
+    monkeypatch.setattr(prepare_step, "load_model", _no_model)
     router = str(REFERENCE / "l2c_routers" / "DDIM20_router.pt") if router == "file" else router
     row = run.run_point(config(tmp_path, "cache.interval=1", f"cache.router={router}"))
     assert row["status"] == "failed", row["error"]

@@ -9,7 +9,6 @@ from conftest import REFERENCE, compose_config
 
 from l2c_bench.caching import l2c_plan, load_router, make_cache, save_router
 from l2c_bench.caching.engine import _Runner
-from l2c_bench.loading import RunConfigError, load_model
 from l2c_bench.router_learning import Recipe, initial_logits, iteration_loss, make_pairs, train
 from l2c_bench.router_learning.data import RouterDataError, ToyData, make_data, step_generator
 from l2c_bench.router_learning.job import (
@@ -22,6 +21,7 @@ from l2c_bench.router_learning.job import (
 from l2c_bench.router_learning.runners import Blender, Recorder
 from l2c_bench.router_learning.store import SHIPPED_DIR, find_router, read_metadata
 from l2c_bench.run import run_point
+from l2c_bench.runs.loading import RunConfigError, load_model
 
 CPU = torch.device("cpu")
 

@@ -10,7 +10,7 @@ from conftest import compose_config
 
 from l2c_bench.records import read_row
 from l2c_bench.run import prepare, run_point, sample_part
-from l2c_bench.shards import Shard, join_parts, load_shards, sample_range, shard_path
+from l2c_bench.runs.shards import Shard, join_parts, load_shards, sample_range, shard_path
 
 SMALL = ["tracker=none", "metrics.converged_nfe=0", "cache=fora", "steps=4", "metrics.num_samples=12", "metrics.batch_size=4",
          "metrics.timing_batch=2", "metrics.timing_repeats=1", "metrics.timing_warmup=0",

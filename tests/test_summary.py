@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT
 
 from l2c_bench.records import load_results, write_row
-from l2c_bench.summary import point_line, sweep_rows, sweep_table, write_run_id
+from l2c_bench.runs.summary import point_line, sweep_rows, sweep_table, write_run_id
 
 
 def row(run_id, method="l2c", steps=20, arch="DiT-toy", status="ok", error=None, **metrics):
@@ -38,7 +38,7 @@ def test_point_line_reads_speed_macs_and_primary_quality_with_intervals():
 
 
 def test_rows_of_one_method_tell_apart_by_the_parameters_they_change():
-    from l2c_bench.summary import method_label
+    from l2c_bench.runs.summary import method_label
 
     heuristic = {"config.cache.name": "heuristic", "config.cache.strategy": "random", "config.cache.ratio": 0.625,
                  "config.cache.seed": 0, "config.cache.shifted": True}
@@ -90,7 +90,7 @@ def test_sweep_size_counts_the_sweep_files_points_and_the_command_line_wins(task
     from omegaconf import open_dict
 
     from l2c_bench.config import register_configs
-    from l2c_bench.summary import sweep_size
+    from l2c_bench.runs.summary import sweep_size
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -133,14 +133,14 @@ def test_the_estimate_left_ignores_points_skipped_as_done(monkeypatch, caplog):
 
     from omegaconf import OmegaConf
 
-    from l2c_bench import summary
+    from l2c_bench.runs import summary
 
     clock = iter([0.0, 0.0, 0.1, 0.2, 60.2])  # multirun start, then each job's start
     monkeypatch.setattr(summary, "time", SimpleNamespace(time=lambda: next(clock)))  # this module's clock only
     callback = summary.SweepSummary()
     monkeypatch.setattr(summary, "sweep_size", lambda config: 6)
     callback.on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": "d"}}}))
-    with caplog.at_level(logging.INFO, logger="l2c_bench.summary"):
+    with caplog.at_level(logging.INFO, logger="l2c_bench.runs.summary"):
         for num in range(4):
             callback.on_job_start(OmegaConf.create({"hydra": {"job": {"num": num}}}))
     assert [r.getMessage() for r in caplog.records] == [

@@ -158,9 +158,9 @@ def test_every_sweep_point_composes_validates_and_has_its_own_run_id(name, tmp_p
     the checks a run makes before any compute, and points with different identities get different
     run ids, equal identities one (one row)."""
     from l2c_bench.caching import CacheConfigError, UnsupportedCombination
-    from l2c_bench.loading import RunConfigError
     from l2c_bench.records.store import run_key
     from l2c_bench.run import validate
+    from l2c_bench.runs.loading import RunConfigError
 
     configs = _toy_configs(name, tmp_path)
     assert len(configs) == len(_combos(name)) > 0

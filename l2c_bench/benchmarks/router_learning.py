@@ -35,7 +35,7 @@ def run(args) -> dict:
     if args.arch:
         model = build_model(args.arch)
     else:
-        from ..loading import TOY_ASSETS  # (imports omegaconf; paper scale needs only torch)
+        from ..runs.loading import TOY_ASSETS  # (imports omegaconf; paper scale needs only torch)
 
         model = load_checkpoint(build_model("DiT-toy" if family == "dit" else "U-ViT-toy"), TOY_ASSETS / f"{family}_toy.pt")
     model = model.to(device).eval().requires_grad_(False)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..loading import file_sha256
+from ..runs.loading import file_sha256
 from ..system.files import atomic_path
 from .quality import feature_statistics
 
@@ -101,7 +101,7 @@ def _cached(path: Path, compute) -> np.ndarray:
 
 
 def locate_reference(reference: str, features: str, mode: str = "clean") -> Path:
-    """The file or folder `metrics.reference` names, or an error naming the key (run.py calls this
+    """The file or folder `metrics.reference` names, or an error naming the key (runs/prepare.py calls this
     before any sampling; `reference_set` through it)."""
     if reference.startswith("cleanfid:"):
         if features != "inception":

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ..loading import RunConfigError, checkpoint_path, file_sha256, load_model
+from ..runs.loading import RunConfigError, checkpoint_path, file_sha256, load_model
 from ..system.files import exclusive
 from .data import make_data
 from .pairs import make_pairs

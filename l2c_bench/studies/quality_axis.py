@@ -39,7 +39,9 @@ def run_uncached(model: str, nfe: int, args) -> tuple[dict, float]:
     from omegaconf import OmegaConf
 
     from ..records import run_id_for
-    from ..run import finalize, prepare, sample_part
+    from ..runs.prepare import prepare
+    from ..runs.sample import sample_part
+    from ..runs.score import finalize
     from ..system.files import atomic_path
 
     cfg = compose([f"model={model}", f"steps={nfe}", "cache=none", "tracker=none", f"results_dir={args.results_dir}",

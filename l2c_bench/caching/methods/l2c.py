@@ -63,7 +63,7 @@ PAPER_THRESHOLDS = {"dit": 0.1, "uvit": 0.9}
 class L2C(CacheMethod):
     router: str = "official"  # a path, or `official` (paper-scale models, NFE 20/50)
     threshold: float | None = None  # None: the paper's value for the model family
-    train_if_missing: bool = False  # read by run.py when resolving router=auto; no effect here
+    train_if_missing: bool = False  # read by runs/prepare.py when resolving router=auto; no effect here
     interval: int = 2  # one full step + interval-1 cache steps (2 = the paper; > 2: DiT + DDIM)
     name = "l2c"
     label = "L2C"  # in tables and plots (analysis/labels.py)

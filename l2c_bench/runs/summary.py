@@ -21,10 +21,10 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .catalog import CONF
-from .records import read_row
-from .records.provenance import now
-from .records.store import CorruptRow
+from ..catalog import CONF
+from ..records import read_row
+from ..records.provenance import now
+from ..records.store import CorruptRow
 
 log = logging.getLogger(__name__)
 

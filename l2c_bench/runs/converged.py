@@ -15,7 +15,7 @@ numerics. Against it a run is scored
 
 `run.sample_part` keeps per-sample sums (`batch_statistics`) so any shard split gives the same
 numbers (their intervals: metrics/intervals.py). The reference latents are sampled once per batch
-and stored under `<results_dir>/_reference/converged/` (`run.stored_reference`), shared by every
+and stored under `<results_dir>/_reference/converged/` (`runs.sample.stored_reference`), shared by every
 point of a sweep.
 """
 
@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from ..metrics.quality import paired_scores, paired_sums
+from ..sampling import SAMPLERS, check_sampler
 from .loading import RunConfigError
-from .metrics.quality import paired_scores, paired_sums
-from .sampling import SAMPLERS, check_sampler
 
 # The family's probability-flow ODE solver, run deterministically: the reference for every sampler
 # of that family (they share its noise schedule and time convention).
@@ -84,7 +84,7 @@ def batch_statistics(latents: torch.Tensor, images: torch.Tensor, reference_late
 def scores(part: dict) -> dict[str, float]:
     """Converged-reference scores of a whole run: paired MSE/PSNR (`quality.paired_scores`), and
     FID/KID of its features against the reference's."""
-    from .metrics.quality import feature_statistics, fid_from_statistics, paired_kid
+    from ..metrics.quality import feature_statistics, fid_from_statistics, paired_kid
 
     out = {**paired_scores("converged", part["converged_latent_se"], part["converged_image_se"],
                            part["converged_latent_range"], part["latent_numel"], part["image_numel"]),

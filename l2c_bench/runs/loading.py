@@ -1,4 +1,4 @@
-"""The configured diffusion model and VAE, loaded strictly (shared by run.py and train_router.py)."""
+"""The configured diffusion model and VAE, loaded strictly (shared by the run, router learning and calibration)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from .models import build_model, load_checkpoint
+from ..models import build_model, load_checkpoint
 
-TOY_ASSETS = Path(__file__).resolve().parent / "toy" / "assets"
+TOY_ASSETS = Path(__file__).resolve().parents[1] / "toy" / "assets"
 _FINGERPRINTS: dict[tuple, str] = {}
 
 
@@ -52,7 +52,7 @@ def load_model(cfg: DictConfig, device: torch.device):
         load_checkpoint(model, checkpoint, config_key="model.checkpoint")
     vae = None
     if cfg.model.vae == "sd":
-        from .models.vae import build_vae, load_vae
+        from ..models.vae import build_vae, load_vae
 
         if checkpoint == "random" or cfg.model.vae_checkpoint == "random":
             vae = build_vae()  # speed studies: weights do not matter

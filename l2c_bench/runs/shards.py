@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .system.files import atomic_path
+from ..system.files import atomic_path
 
 
 @dataclass(frozen=True)

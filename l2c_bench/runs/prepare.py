@@ -1,0 +1,207 @@
+"""Prepare one run: check every setting before compute, load the model, let the method make
+what it needs (a learned router, a calibration), and plan once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from .. import generate
+from ..caching import CACHE_METHODS, CacheMethod, FixedPlan, make_cache
+from ..models import build_model
+from ..models.layers import AUTOCAST_DTYPES, cast_weights_
+from ..sampling import check_sampler
+from ..sampling.graphs import RUNTIME_DECISIONS, SamplingGraphs, check_graphable
+from ..system.devices import init_distributed, retain_cpu_heap, set_tf32
+from .converged import check_converged
+from .loading import RunConfigError, checkpoint_path, file_sha256, load_model
+from .shards import Shard, from_environment, sample_range
+
+
+def build_cache(cfg: DictConfig, router: str | None = None) -> CacheMethod | None:
+    """The configured cache method with only its own parameters (None for `none`);
+    `router` replaces cache.router (the resolved path of `auto`)."""
+    if cfg.cache.name not in CACHE_METHODS:
+        raise RunConfigError(f"cache.name={cfg.cache.name!r} is unknown; valid: {', '.join(CACHE_METHODS)}")
+    if cfg.cache.name == "none":
+        return None
+    from dataclasses import fields
+
+    params = {f.name: cfg.cache[f.name] for f in fields(CACHE_METHODS[cfg.cache.name]) if f.name in cfg.cache}
+    if router is not None:
+        params["router"] = router
+    return make_cache(cfg.cache.name, **params)
+
+
+def uses_router_store(cfg: DictConfig) -> bool:
+    return cfg.cache.name == "l2c" and cfg.cache.router == "auto"
+
+
+def uses_calibration_store(cfg: DictConfig) -> bool:
+    return cfg.cache.name == "teacache" and cfg.cache.coefficients == "auto"
+
+
+def resolve_calibration(cfg: DictConfig, sampler: str, model) -> Path:
+    """TeaCache's calibration for this run: stored, or made now at toy scale; at paper scale a
+    missing one is an error printing the command that makes it."""
+    from ..calibrate import find_or_calibrate, name_for
+    from ..calibration import store_path
+
+    path = store_path(cfg.results_dir, name_for(cfg, sampler))
+    if path.is_file() or cfg.scale.name == "toy":
+        return find_or_calibrate(cfg, sampler, model=model)
+    overrides = " ".join(a for a in (f"scale={cfg.scale.name}", f"model={cfg.model.family}",
+                                     f"model.arch={cfg.model.arch}", f"model.checkpoint={cfg.model.checkpoint}",
+                                     f"sampler.name={sampler}", f"steps={cfg.steps}",
+                                     f"model.guidance_scale={cfg.model.guidance_scale}",
+                                     f"results_dir={cfg.results_dir}")
+                         + tuple(f"+model.overrides.{k}={v}" for k, v in cfg.model.overrides.items())
+                         + ((f"model.vae_checkpoint={cfg.model.vae_checkpoint}",) if cfg.model.vae == "sd" else ()))
+    raise RunConfigError(f"cache.coefficients=auto: no TeaCache calibration at {path}. Make it with\n"
+                         f"  python -m l2c_bench.calibrate {overrides}\nor give cache.coefficients=<file or list>.")
+
+
+def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
+    """Check every value that can be checked without compute; return sampler name and cache
+    (None for `none`, and for an l2c router still to be learned: prepare() builds it then)."""
+    sampler = cfg.sampler.name or cfg.model.default_sampler
+    if cfg.model.family not in ("dit", "uvit"):
+        raise RunConfigError(f"model.family={cfg.model.family!r} is unknown; valid: dit, uvit")
+    check_sampler(sampler, cfg.model.family, cfg.steps)
+    check_converged(cfg)
+    if cfg.model.vae not in ("none", "sd"):
+        raise RunConfigError(f"model.vae={cfg.model.vae!r} is unknown; valid: none, sd")
+    for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats"):
+        if cfg.metrics[key] < 1:
+            raise RunConfigError(f"metrics.{key} must be >= 1, got {cfg.metrics[key]}")
+    if cfg.metrics.interval_resamples < 0:
+        raise RunConfigError(f"metrics.interval_resamples must be >= 0 (0 turns intervals off), "
+                             f"got {cfg.metrics.interval_resamples}")
+    if cfg.metrics.interval_resamples and cfg.metrics.interval_groups < 2:
+        raise RunConfigError(f"metrics.interval_groups must be >= 2 (jackknife groups), got {cfg.metrics.interval_groups}")
+    if cfg.metrics.fid and cfg.metrics.num_samples < 2:
+        raise RunConfigError("metrics.fid needs metrics.num_samples >= 2")
+    if cfg.metrics.fid and cfg.metrics.reference and cfg.scale.name != "toy" and cfg.model.checkpoint != "random":
+        from ..metrics.features import locate_reference
+
+        locate_reference(cfg.metrics.reference, cfg.scale.features, cfg.metrics.fid_mode)  # before any sampling
+    if cfg.dtype not in AUTOCAST_DTYPES:
+        raise RunConfigError(f"dtype={cfg.dtype!r} is unknown; valid: {', '.join(AUTOCAST_DTYPES)}")
+    router = None
+    if uses_router_store(cfg):
+        from ..caching.methods.pairing import l2c_cycle
+        from ..router_learning.job import l2c_interval, recipe_from, resolve_auto
+
+        l2c_cycle(cfg.model.family, sampler, cfg.steps, interval=l2c_interval(cfg))  # unsupported: recorded
+        recipe_from(cfg)  # a bad recipe (lam < 0, ...) fails here
+        path = resolve_auto(cfg, sampler)
+        if path is None:
+            build_cache(cfg, "(to be learned)")  # the method's own parameters (threshold) are checked now
+            return sampler, None  # learned in prepare(), on the loaded model
+        router = str(path)
+    if uses_calibration_store(cfg):
+        build_cache(cfg)  # the method's own parameters (threshold) are checked now
+        return sampler, None  # calibration found or made in prepare(), on the loaded model
+    cache = build_cache(cfg, router)
+    if cache is not None and cache.plans_without_weights:
+        # plan on a weightless copy: router shapes etc. fail before any compute
+        cache.plan(model=build_model(cfg.model.arch, device="meta", **cfg.model.overrides),
+                   sampler=sampler, nfe=cfg.steps)
+    return sampler, cache
+
+
+@dataclass
+class Point:
+    """One benchmark point, ready to sample: model, planned cache, sampler settings, shard."""
+
+    cfg: DictConfig
+    sampler: str
+    device: torch.device
+    model: torch.nn.Module
+    vae: torch.nn.Module | None
+    cache: CacheMethod | None
+    shard: Shard
+    artifacts: dict  # the learned router or calibration file the method uses, for the row
+    features: object | None = None  # the feature network (metrics.features); None: no quality metrics
+    model_sha256: str | None = None  # the weights' content hash (None: random weights)
+    graphs: SamplingGraphs | None = None  # cuda_graph=true: the captured sampling loops
+    branch_change: list | None = None  # metrics.layer_error: (nfe, blocks, 2), measured in prepare()
+
+    def sample(self, cache=None, **kwargs):
+        """`generate` under the configured numerics (autocast for bf16/fp16, CUDA graphs)."""
+        dtype = AUTOCAST_DTYPES[self.cfg.dtype]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return generate(self.model, cache=cache, graphs=self.graphs, **kwargs)
+
+    @property
+    def common(self) -> dict:
+        cfg = self.cfg
+        return dict(steps=cfg.steps, sampler=self.sampler, guidance_scale=cfg.model.guidance_scale,
+                    guidance_channels=cfg.model.guidance_channels, eta=cfg.sampler.eta, vae=self.vae)
+
+
+def prepare(cfg: DictConfig) -> Point:
+    """Validate, resolve the shard, load the model, learn/find the router, plan once."""
+    sampler, cache = validate(cfg)
+    shard = from_environment(cfg.shard.index, cfg.shard.count)
+    sample_range(cfg.metrics.num_samples, cfg.metrics.batch_size, shard)  # an impossible split fails here
+    device = init_distributed(cfg.device)  # torchrun: this rank's GPU
+    set_tf32(device, bool(cfg.tf32))
+    if cfg.cuda_graph:  # method, device and sampler now, before loading, router learning or calibration
+        if getattr(CACHE_METHODS.get(cfg.cache.name), "decides_at_run_time", False):  # TeaCache would calibrate first
+            raise RunConfigError(RUNTIME_DECISIONS)
+        _check_graphable(cfg, sampler, device, None)
+    if device.type == "cpu":
+        retain_cpu_heap()  # a cache's regrowing heap would otherwise page-fault (system/devices.py)
+    model, vae = load_model(cfg, device)
+    if cfg.compile:
+        from ..models.layers import compile_branches
+
+        compile_branches(model)  # compiled on the first batch, before anything is timed
+    artifacts = {}
+    if uses_router_store(cfg):
+        from ..router_learning.job import learn
+
+        router_path = learn(cfg, sampler, device=device, model=model, vae=vae)  # a stored one is reused
+        cache = build_cache(cfg, str(router_path))
+        artifacts = {"router_file": router_path.name}
+    if uses_calibration_store(cfg):
+        calibration = resolve_calibration(cfg, sampler, model)
+        cache = build_cache(cfg)
+        cache.coefficients = str(calibration)
+        artifacts = {"calibration_file": calibration.name}
+    if cache is not None:  # plan once (router read, calibration): never inside a timed call
+        cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
+    change = None
+    if cfg.metrics.layer_error:  # paper Fig. 3: mean ||f(h_n) - f(h_n-1)||^2 per evaluation, block, branch
+        from ..caching.methods.heuristic import branch_change
+
+        change = branch_change(model, sampler, cfg.steps).tolist()  # float32, as it always was
+    # Weights stored in autocast's dtype once: its values, without recasting every weight at every
+    # call. Only after everything that runs the model in float32 (router learning, TeaCache's
+    # calibration, the greedy heuristic's measurement inside the planning above, layer_error).
+    if (dtype := AUTOCAST_DTYPES[cfg.dtype]) is not None:
+        cast_weights_(model, dtype)
+    graphs = None
+    if cfg.cuda_graph:  # a run-time policy shows in the plan
+        _check_graphable(cfg, sampler, device, cache.checked_plan(model=model, sampler=sampler, nfe=cfg.steps)
+                         if cache is not None else None)
+        graphs = SamplingGraphs()
+    features = model_sha256 = None
+    if cfg.model.checkpoint != "random":  # random weights: no quality metrics, no shared reference
+        from ..metrics.features import feature_net
+
+        features = feature_net(cfg.scale.features, device, cfg.metrics.fid_mode)  # no Inception file: error here
+        model_sha256 = file_sha256(checkpoint_path(cfg))
+    return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256, graphs, change)
+
+
+def _check_graphable(cfg: DictConfig, sampler: str, device: torch.device, plan) -> None:
+    try:
+        check_graphable(sampler, cfg.sampler.eta, plan, device)
+    except ValueError as error:
+        raise RunConfigError(str(error)) from None
+
