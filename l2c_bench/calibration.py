@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .caching.engine import CacheRun
 from .caching.methods.dynamic import TeaCache, relative_l1
+from .engine.core import CacheRun
 from .system.files import atomic_path
 
 STORE_DIR = "_calibration"
@@ -87,7 +87,7 @@ def save(path: Path, content: dict) -> None:
 
 def load_coefficients(path: str | os.PathLike, *, model, sampler: str, nfe: int) -> tuple[float, ...]:
     """The coefficients of a calibration file, checked against the run it is used for."""
-    from .caching.engine import CacheConfigError
+    from .engine.core import CacheConfigError
 
     if not Path(path).is_file():
         raise CacheConfigError(f"cache.coefficients: calibration file not found: {path}")

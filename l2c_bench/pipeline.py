@@ -66,7 +66,7 @@ class GenerationResult:
             return 0.0
         if not self.dynamic:
             return self.plan.cached_ratio
-        from .caching.engine import realised_ratios
+        from .engine.core import realised_ratios
 
         return realised_ratios(self.plan, self.schedule)[0]
 

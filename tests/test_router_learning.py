@@ -8,7 +8,7 @@ import torch
 from conftest import REFERENCE, compose_config
 
 from l2c_bench.caching import l2c_plan, load_router, make_cache, save_router
-from l2c_bench.caching.engine import _Runner
+from l2c_bench.engine.core import _Runner
 from l2c_bench.router_learning import Recipe, initial_logits, iteration_loss, make_pairs, train
 from l2c_bench.router_learning.data import RouterDataError, ToyData, make_data, step_generator
 from l2c_bench.router_learning.job import (

@@ -20,7 +20,7 @@ import torch
 
 from .. import generate
 from ..caching import FixedPlan, make_cache
-from ..caching.engine import Plan
+from ..engine.core import Plan
 from ..metrics import cuda_event_timer, device_sync, measure
 from ..metrics.macs import branch_macs, macs
 from ..metrics.time_model import fit_time_model, reuse_mask

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from .engine import (
+from ..engine.core import (
     CacheConfigError,
     CacheMethod,
     CacheRun,

@@ -21,7 +21,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     """Grid, interleaved timing, MACs and quality of a whole run's samples; its metrics (flat)."""
     from torchvision.utils import save_image
 
-    from ..caching.engine import realised_ratios
+    from ..engine.core import realised_ratios
     from ..metrics import cuda_event_timer, device_sync, measure
     from ..metrics.macs import macs
 

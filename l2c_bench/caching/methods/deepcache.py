@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheConfigError, CacheMethod, Plan, UnsupportedCombination, check_interval
+from ...engine.core import (
+    CacheConfigError,
+    CacheMethod,
+    Plan,
+    UnsupportedCombination,
+    check_interval,
+)
 
 
 def _span_plan(nfe: int, num_blocks: int, full: set[int], span: tuple[int, int], mode: str) -> Plan:

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheConfigError, CacheMethod, Plan, UnsupportedCombination, check_interval
+from ...engine.core import (
+    CacheConfigError,
+    CacheMethod,
+    Plan,
+    UnsupportedCombination,
+    check_interval,
+)
 
 
 def delta_dit_plan(nfe: int, num_blocks: int, interval: int, blocks: int, boundary: int) -> Plan:

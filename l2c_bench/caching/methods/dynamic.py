@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine import CacheConfigError, CacheMethod, Plan
+from ...engine.core import CacheConfigError, CacheMethod, Plan
 
 
 def relative_l1(x: torch.Tensor, ref: torch.Tensor) -> float:

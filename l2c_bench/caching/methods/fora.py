@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheMethod, Plan, check_interval
+from ...engine.core import CacheMethod, Plan, check_interval
 
 
 @dataclass

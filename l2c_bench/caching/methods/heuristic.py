@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine import CacheConfigError, CacheMethod, CacheRun, Plan, full_plan
+from ...engine.core import CacheConfigError, CacheMethod, CacheRun, Plan, full_plan
 from .pairing import l2c_cache_steps
 
 STRATEGIES = ("bottom", "top", "random", "greedy")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine import CacheConfigError, CacheMethod, Plan
+from ...engine.core import CacheConfigError, CacheMethod, Plan
 from ..router import load_router
 from .pairing import check_l2c_interval, l2c_cache_steps, l2c_cycle
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheMethod, Plan, full_plan
+from ...engine.core import CacheMethod, Plan, full_plan
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import CacheConfigError, CacheMethod, Plan, check_interval
+from ...engine.core import CacheConfigError, CacheMethod, Plan, check_interval
 
 
 @dataclass
