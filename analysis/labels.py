@@ -69,7 +69,7 @@ def threshold(row):
         return None
     value = _get(row, "config.cache.threshold")
     if value is None:
-        from l2c_bench.caching.methods.l2c import PAPER_THRESHOLDS
+        from l2c_bench.caching.methods.l2c.method import PAPER_THRESHOLDS
 
         family = "uvit" if str(row["config.model.arch"]).startswith("U-ViT") else "dit"
         value = PAPER_THRESHOLDS[family]

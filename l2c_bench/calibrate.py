@@ -18,7 +18,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .calibration import artifact_name, calibrate, save, store_path
+from .caching.methods.teacache.calibration import calibrate
+from .caching.methods.teacache.coefficients import artifact_name, save, store_path
 from .config import register_configs
 from .runs.loading import checkpoint_path, file_sha256, load_model
 from .system.devices import init_distributed

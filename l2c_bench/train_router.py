@@ -20,7 +20,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .caching.methods.pairing import l2c_cycle
+from .caching.methods.l2c.pairing import l2c_cycle
 from .config import register_configs
 from .records import flatten
 from .records.tracker import make_tracker

@@ -14,7 +14,7 @@ from l2c_bench.caching import (
     make_cache,
     save_router,
 )
-from l2c_bench.caching.methods.l2c import l2c_plan
+from l2c_bench.caching.methods.l2c.method import l2c_plan
 from l2c_bench.metrics.macs import branch_macs, macs
 from l2c_bench.models import build_model
 from l2c_bench.models.layers import run_branch

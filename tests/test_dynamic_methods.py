@@ -10,8 +10,10 @@ from test_router_learning import config
 
 from l2c_bench import generate
 from l2c_bench.caching import CacheConfigError, make_cache
-from l2c_bench.caching.methods.dynamic import FirstBlockPolicy, TeaCachePolicy
-from l2c_bench.calibration import calibrate, load_coefficients
+from l2c_bench.caching.methods.fbcache import FirstBlockPolicy
+from l2c_bench.caching.methods.teacache import TeaCachePolicy
+from l2c_bench.caching.methods.teacache.calibration import calibrate
+from l2c_bench.caching.methods.teacache.coefficients import load_coefficients
 from l2c_bench.metrics.macs import macs
 from l2c_bench.run import run_point
 

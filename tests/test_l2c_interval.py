@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from l2c_bench.caching import CacheConfigError, l2c_plan, make_cache
-from l2c_bench.caching.methods.pairing import l2c_cache_steps, l2c_cycle
+from l2c_bench.caching.methods.l2c.pairing import l2c_cache_steps, l2c_cycle
 from l2c_bench.engine.core import CacheRun, Plan, UnsupportedCombination
 from l2c_bench.records.store import run_key
 from l2c_bench.router_learning.pairs import DiTDDIMPairs

@@ -22,16 +22,19 @@ from ..engine.core import (
     UnsupportedCombination,
     full_plan,
 )
-from .methods.deepcache import DeepCache, FasterDiffusion
+from .methods.deepcache import DeepCache
 from .methods.delta_dit import DeltaDiT
-from .methods.dynamic import FBCache, TeaCache
+from .methods.faster_diffusion import FasterDiffusion
+from .methods.fbcache import FBCache
 from .methods.fora import Fora
-from .methods.heuristic import Heuristic, LayerDrop
-from .methods.l2c import L2C, l2c_plan
+from .methods.heuristic import Heuristic
+from .methods.l2c.method import L2C, l2c_plan
+from .methods.l2c.router import load_router, save_router
+from .methods.layer_drop import LayerDrop
 from .methods.none import NoCache
 from .methods.taylorseer import TaylorSeer
+from .methods.teacache import TeaCache
 from .methods.toca import ToCa
-from .router import load_router, save_router
 
 CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "none": NoCache,

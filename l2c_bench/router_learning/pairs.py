@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..caching.methods.pairing import l2c_cache_steps, l2c_cycle
+from ..caching.methods.l2c.pairing import l2c_cache_steps, l2c_cycle
 from ..sampling.ddim import DiffusionTables, ddim_update, model_timesteps, q_sample
 from ..sampling.diffusion import SpacedDiffusion
 from ..sampling.dpm_solver import DataPrediction, DiscreteVPSchedule, solver_update, time_grid

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..caching.router import save_router
+from ..caching.methods.l2c.router import save_router
 from ..system.files import atomic_path
 from .trainer import Recipe
 

@@ -47,8 +47,8 @@ def uses_calibration_store(cfg: DictConfig) -> bool:
 def resolve_calibration(cfg: DictConfig, sampler: str, model) -> Path:
     """TeaCache's calibration for this run: stored, or made now at toy scale; at paper scale a
     missing one is an error printing the command that makes it."""
+    from ..caching.methods.teacache.coefficients import store_path
     from ..calibrate import find_or_calibrate, name_for
-    from ..calibration import store_path
 
     path = store_path(cfg.results_dir, name_for(cfg, sampler))
     if path.is_file() or cfg.scale.name == "toy":
@@ -92,7 +92,7 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
         raise RunConfigError(f"dtype={cfg.dtype!r} is unknown; valid: {', '.join(AUTOCAST_DTYPES)}")
     router = None
     if uses_router_store(cfg):
-        from ..caching.methods.pairing import l2c_cycle
+        from ..caching.methods.l2c.pairing import l2c_cycle
         from ..router_learning.job import l2c_interval, recipe_from, resolve_auto
 
         l2c_cycle(cfg.model.family, sampler, cfg.steps, interval=l2c_interval(cfg))  # unsupported: recorded

@@ -1,4 +1,4 @@
-"""`heuristic` and `layer_drop`: the paper's hand-made baselines (Fig. 4; Tables 5/7).
+"""`heuristic`: the paper's hand-made caching baseline (Fig. 4); `layer_drop` drops what it picks.
 
 Both use L2C's cache steps (U-ViT with `shifted=False`: each solver step's midpoint instead).
 In each, `round(ratio * 2 * blocks)` branches are chosen -- in branch order 2b + j from the bottom (input side), from the top, at random (seeded, fresh per
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ...engine.core import CacheConfigError, CacheMethod, CacheRun, Plan, full_plan
-from .pairing import l2c_cache_steps
+from ...pipeline import generate
+from .l2c.pairing import l2c_cache_steps
 
 STRATEGIES = ("bottom", "top", "random", "greedy")
 CALIBRATION_SEEDS = range(1_000_000, 1_000_004)  # 4 samples, disjoint from benchmark seeds
@@ -60,8 +61,6 @@ class _Recording:
 
 def branch_change(model, sampler: str, nfe: int) -> torch.Tensor:
     """Mean squared change of each branch output vs the previous evaluation: (nfe, blocks, 2)."""
-    from ...pipeline import generate
-
     if next(model.parameters()).device.type == "meta":
         raise CacheConfigError("cache.strategy=greedy calibrates on the real model; it cannot plan on `meta`")
     recording = _Recording()
@@ -118,11 +117,3 @@ class Heuristic(CacheMethod):
                 flat[index] = False
             compute[n] = tuple((flat[2 * b], flat[2 * b + 1]) for b in range(blocks))
         return Plan(tuple(compute), tuple(n for n, _ in pairs), drop=self.drop)
-
-
-@dataclass
-class LayerDrop(Heuristic):
-    strategy: str = "random"
-    name = "layer_drop"
-    label = "Random Drop"  # in tables and plots (analysis/labels.py)
-    drop = True

@@ -13,7 +13,7 @@ that all reuse it; cache step i is `distance` = i_full - i indices after its ful
 
 from __future__ import annotations
 
-from ...engine.core import CacheConfigError, UnsupportedCombination
+from ....engine.core import CacheConfigError, UnsupportedCombination
 
 
 def l2c_cache_steps(family: str, sampler: str, nfe: int, shifted: bool = True,

@@ -11,20 +11,13 @@ guidance, samples, seed, degree).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from .caching.methods.dynamic import TeaCache, relative_l1
-from .engine.core import CacheRun
-from .system.files import atomic_path
-
-STORE_DIR = "_calibration"
+from ....engine import CacheRun
+from ....pipeline import generate
+from ..dynamic import relative_l1
+from .method import TeaCache
 
 
 class _Recording(TeaCache):
@@ -44,8 +37,6 @@ class _Recording(TeaCache):
 def calibrate(model, *, sampler: str, nfe: int, guidance_scale: float, guidance_channels: int = 3,
               samples: int = 8, seed: int = 0, degree: int = 4) -> dict:
     """Fit the rescaling polynomial on `samples` uncached samples; returns the artifact's content."""
-    from .pipeline import generate
-
     outputs: list[torch.Tensor] = []
     hook = model.register_forward_hook(lambda m, args, out: outputs.append(out.detach().float()))
     recording = _Recording()
@@ -65,35 +56,3 @@ def calibrate(model, *, sampler: str, nfe: int, guidance_scale: float, guidance_
     return {"method": "teacache", "coefficients": [float(c) for c in coefficients], "degree": degree,
             "x": x, "y": y, "rmse": rmse, "sampler": sampler, "nfe": nfe, "guidance_scale": guidance_scale,
             "samples": samples, "seed": seed, "num_blocks": model.num_blocks, "family": model.family}
-
-
-def artifact_name(*, arch: str, sampler: str, nfe: int, guidance_scale: float, model_sha256: str,
-                  samples: int, seed: int, degree: int) -> str:
-    identity = {"arch": arch, "sampler": sampler, "nfe": nfe, "guidance_scale": float(guidance_scale),
-                "model_sha256": model_sha256, "samples": samples, "seed": seed, "degree": degree}
-    key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    return f"teacache-{re.sub(r'[^A-Za-z0-9]+', '', arch)}-{sampler}-nfe{nfe}-{key}"
-
-
-def store_path(results_dir: str | os.PathLike, name: str) -> Path:
-    return Path(results_dir) / STORE_DIR / f"{name}.json"
-
-
-def save(path: Path, content: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(content, indent=1))
-
-
-def load_coefficients(path: str | os.PathLike, *, model, sampler: str, nfe: int) -> tuple[float, ...]:
-    """The coefficients of a calibration file, checked against the run it is used for."""
-    from .engine.core import CacheConfigError
-
-    if not Path(path).is_file():
-        raise CacheConfigError(f"cache.coefficients: calibration file not found: {path}")
-    content = json.loads(Path(path).read_text())
-    got = (content.get("sampler"), content.get("nfe"), content.get("num_blocks"))
-    if got != (sampler, nfe, model.num_blocks):
-        raise CacheConfigError(f"cache.coefficients: {path} was calibrated for sampler/NFE/blocks {got}, "
-                               f"not {(sampler, nfe, model.num_blocks)}")
-    return tuple(float(c) for c in content["coefficients"])

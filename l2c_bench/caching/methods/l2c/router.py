@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..engine.core import CacheConfigError
-from ..system.files import atomic_path
+from ....engine.core import CacheConfigError
+from ....system.files import atomic_path
 
 
 def load_router(path: str | os.PathLike, config_key: str = "cache.router") -> torch.Tensor:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from ...engine.core import CacheConfigError, CacheMethod, Plan
-from ..router import load_router
+from ....engine.core import CacheConfigError, CacheMethod, Plan
 from .pairing import check_l2c_interval, l2c_cache_steps, l2c_cycle
+from .router import load_router
 
-ROUTER_DIR = Path(__file__).resolve().parents[1] / "routers"
+ROUTER_DIR = Path(__file__).resolve().parents[2] / "routers"
 OFFICIAL_TAGS = {"ddim": "ddim", "dpm_solver2": "dpm"}
 
 

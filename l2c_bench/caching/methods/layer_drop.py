@@ -1,0 +1,16 @@
+"""`layer_drop`: the paper's layer-dropout baseline (Tables 5/7) -- the branches `heuristic` would
+pick (random by default) contribute nothing instead of their cached output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .heuristic import Heuristic
+
+
+@dataclass
+class LayerDrop(Heuristic):
+    strategy: str = "random"
+    name = "layer_drop"
+    label = "Random Drop"  # in tables and plots (analysis/labels.py)
+    drop = True
