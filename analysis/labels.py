@@ -12,8 +12,6 @@ from .metrics import METRICS
 from .uncertainty import ci_columns, pool_seeds
 
 SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm_solver2": "DPM-Solver-2", "dpm_solver_fast": "DPM-Solver (fast)"}
-# each method's own `label` (the registry); `none` and `heuristic` are labelled by their settings below
-METHOD_NAMES = {name: method.label for name, method in CACHE_METHODS.items()}
 
 
 def _get(row, key, default=None):
@@ -48,7 +46,8 @@ def method(row) -> str:
     interval = int(_get(row, "config.cache.interval", 2))
     if name == "l2c" and interval != 2:
         return f"L2C (k={interval})"
-    return METHOD_NAMES.get(name, name)
+    registered = CACHE_METHODS.get(name)  # each method's own `label`, read when the row is labelled
+    return registered.label if registered is not None else name
 
 
 def series(row) -> str:

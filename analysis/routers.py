@@ -20,12 +20,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from l2c_bench.caching import l2c_plan, load_router  # noqa: E402
+from l2c_bench.caching.methods.l2c.learning.store import (
+    SHIPPED_DIR,
+    read_metadata,  # noqa: E402
+)
 from l2c_bench.caching.methods.l2c.method import (
     PAPER_THRESHOLDS,
     ROUTER_DIR,  # noqa: E402
 )
 from l2c_bench.caching.methods.l2c.pairing import l2c_cache_steps  # noqa: E402
-from l2c_bench.router_learning.store import SHIPPED_DIR, read_metadata  # noqa: E402
 
 from .figures import save_figure  # noqa: E402
 

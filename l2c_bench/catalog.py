@@ -32,6 +32,37 @@ def _options(group: str) -> dict[str, str]:
     return {p.stem: _comment(p) for p in sorted((CONF / group).glob("*.yaml"))}
 
 
+def group_options(group: str) -> list[str]:
+    """Every option of a config group: its files and the configs registered in Hydra's store
+    (the per-method `*_schema` nodes of `cache`)."""
+    from hydra.core.config_store import ConfigStore
+
+    stored = ConfigStore.instance().repo.get(group, {})  # {name.yaml: node}, or {} for none
+    return sorted({p.stem for p in (CONF / group).glob("*.yaml")} | {Path(n).stem for n in stored})
+
+
+def sweep_values(override) -> list[str]:
+    """The values one sweep override takes, as `run -m` expands it, written as on the command line:
+    `a,b,c`, a single value, or `glob(include, exclude=[...])` over the options of the config group
+    the key names. `override`: a parsed override, or its text `key=value`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, Glob, Override
+
+    if isinstance(override, str):
+        override = OverridesParser.create().parse_override(override)
+    value = override.value()
+    if isinstance(value, Glob):
+        return value.filter(group_options(override.get_key_element().lstrip("+")))
+    if isinstance(value, ChoiceSweep):
+        text = (override.input_line or "").partition("=")[2]
+        if text and not any(c in text for c in "[]{}()'\""):  # a plain a,b,c list: its words as written
+            return [part.strip() for part in text.split(",")]
+        return [Override._get_value_element_as_str(v) for v in value.list]
+    if override.is_sweep_override():  # ranges, intervals: as Hydra iterates them
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()]
+
+
 def _wrap(name: str, text: str, width: int = 100) -> str:
     return textwrap.fill(text or "-", width=width, initial_indent=f"  {name:<17} ", subsequent_indent=" " * 20)
 

@@ -31,11 +31,10 @@ from omegaconf import DictConfig
 from . import generate  # noqa: F401 - the public API, as before the run's steps had modules
 from .caching import UnsupportedCombination
 from .config import register_configs
-from .records.provenance import collect, now
-from .records.store import check_writable, flatten
+from .models.loading import TOY_ASSETS  # noqa: F401 - re-exported
+from .records.store import SCHEMA_VERSION, check_writable, flatten
 from .records.tracker import check_tracker
 from .runs.identity import identify, stored_row
-from .runs.loading import TOY_ASSETS  # noqa: F401 - re-exported
 from .runs.prepare import Point, build_cache, prepare, validate  # noqa: F401 - the steps, importable from here
 from .runs.record import record_row
 from .runs.sample import sample_part, stored_reference, write_own_shard  # noqa: F401
@@ -44,6 +43,7 @@ from .runs.shards import join_parts, load_shards, missing_shards
 from .runs.summary import point_line, write_run_id
 from .system.devices import init_distributed, resolve_device
 from .system.files import exclusive
+from .system.provenance import collect, now
 
 log = logging.getLogger("l2c_bench.run")
 register_configs()
@@ -69,7 +69,7 @@ def run_point(cfg: DictConfig) -> dict:
         device = resolve_device(cfg.device)
     except ValueError:
         pass  # reported by prepare() below, as a failed row
-    row = {"run_id": run_id, **flatten({"config": config}),
+    row = {"run_id": run_id, "schema_version": SCHEMA_VERSION, **flatten({"config": config}),
            **flatten({"provenance": collect(device)}), "provenance.start_time": now()}
     try:
         point = prepare(cfg)

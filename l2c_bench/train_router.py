@@ -20,11 +20,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .caching.methods.l2c.learning.job import l2c_interval, learn, name_for
 from .caching.methods.l2c.pairing import l2c_cycle
 from .config import register_configs
 from .records import flatten
 from .records.tracker import make_tracker
-from .router_learning.job import l2c_interval, learn, name_for
 from .sampling import check_sampler
 from .system.devices import init_distributed
 

@@ -376,8 +376,8 @@ def test_layer_error_diagnostic_run_and_figure(tmp_path, monkeypatch):
 
     from analysis import layer_error
     from l2c_bench.caching.methods.heuristic import branch_change
+    from l2c_bench.models.loading import load_model
     from l2c_bench.run import run_point
-    from l2c_bench.runs.loading import load_model
     from l2c_bench.system.devices import resolve_device
 
     cfg = compose_config(tmp_path / "r", "tracker=none", "cache=none", "steps=6", "metrics.layer_error=true",

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import ROOT, compose_config
 
+from l2c_bench.caching.methods.l2c.learning.store import read_metadata
 from l2c_bench.records import load_results, read_row
-from l2c_bench.router_learning.store import read_metadata
 from l2c_bench.run import run_point
 from l2c_bench.runs.shards import Shard, shard_path
 
@@ -251,7 +251,8 @@ RACER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from hydra import compose, initialize_config_dir
-    import l2c_bench.router_learning.job as job
+    import l2c_bench.caching.methods.l2c.learning.job as job
+    import l2c_bench.caching.methods.l2c.method as l2c_method
     from l2c_bench.run import run_point
 
     signals, name, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
@@ -276,7 +277,7 @@ RACER = textwrap.dedent("""
         events["saved"] = time.time()
         return path
 
-    job.learn, job._learn = learn, train
+    l2c_method.learn, job._learn = learn, train  # where L2C.prepare calls it, and the training
     with initialize_config_dir(config_dir=str(Path.cwd() / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     row = run_point(cfg)

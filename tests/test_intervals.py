@@ -21,7 +21,7 @@ from l2c_bench.metrics import (
 )
 from l2c_bench.metrics import intervals as iv
 from l2c_bench.metrics.quality import inception_score
-from l2c_bench.runs.loading import RunConfigError
+from l2c_bench.models.loading import RunConfigError
 
 TRIALS = 200
 # a 95% interval covers a binomial(200, 0.95) number of times: 190 +- 3.1 (sd); 3 sd either side

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from l2c_bench.caching import CacheConfigError, l2c_plan, make_cache
+from l2c_bench.caching.methods.l2c.learning.pairs import DiTDDIMPairs
+from l2c_bench.caching.methods.l2c.learning.store import router_name
+from l2c_bench.caching.methods.l2c.learning.trainer import Recipe
 from l2c_bench.caching.methods.l2c.pairing import l2c_cache_steps, l2c_cycle
 from l2c_bench.engine.core import CacheRun, Plan, UnsupportedCombination
 from l2c_bench.records.store import run_key
-from l2c_bench.router_learning.pairs import DiTDDIMPairs
-from l2c_bench.router_learning.store import router_name
-from l2c_bench.router_learning.trainer import Recipe
 
 
 @pytest.mark.parametrize("nfe", [4, 5, 9, 10, 20, 21, 50])
@@ -98,7 +98,7 @@ def test_interval_errors_are_clear():
 def test_a_run_with_a_longer_cycle_learns_its_own_router_and_saves_more(tmp_path):
     from test_router_learning import config
 
-    from l2c_bench.router_learning.store import read_metadata
+    from l2c_bench.caching.methods.l2c.learning.store import read_metadata
     from l2c_bench.run import run_point
 
     tiny = ["steps=8", "router.iterations=3", "router.batch_size=2", "metrics.num_samples=2", "metrics.batch_size=2",
@@ -141,7 +141,7 @@ def test_a_run_with_a_wrong_interval_fails_before_loading_the_model(tmp_path, mo
 def test_router_training_checks_the_cycle_before_loading_the_model(tmp_path, monkeypatch):
     from test_router_learning import config
 
-    import l2c_bench.router_learning.job as job
+    import l2c_bench.caching.methods.l2c.learning.job as job
     from l2c_bench.train_router import train_router
 
     monkeypatch.setattr(job, "load_model", _no_model)

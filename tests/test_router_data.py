@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
+from l2c_bench.caching.methods.l2c.learning.data import center_crop, make_data, step_generator
 from l2c_bench.models import build_model
-from l2c_bench.router_learning.data import center_crop, make_data, step_generator
 
 
 def test_center_crop_follows_adm():

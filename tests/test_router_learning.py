@@ -8,20 +8,31 @@ import torch
 from conftest import REFERENCE, compose_config
 
 from l2c_bench.caching import l2c_plan, load_router, make_cache, save_router
-from l2c_bench.engine.core import _Runner
-from l2c_bench.router_learning import Recipe, initial_logits, iteration_loss, make_pairs, train
-from l2c_bench.router_learning.data import RouterDataError, ToyData, make_data, step_generator
-from l2c_bench.router_learning.job import (
+from l2c_bench.caching.methods.l2c.learning import (
+    Recipe,
+    initial_logits,
+    iteration_loss,
+    make_pairs,
+    train,
+)
+from l2c_bench.caching.methods.l2c.learning.data import (
+    RouterDataError,
+    ToyData,
+    make_data,
+    step_generator,
+)
+from l2c_bench.caching.methods.l2c.learning.job import (
     learn,
     name_for,
     recipe_from,
     resolve_auto,
     training_command,
 )
-from l2c_bench.router_learning.runners import Blender, Recorder
-from l2c_bench.router_learning.store import SHIPPED_DIR, find_router, read_metadata
+from l2c_bench.caching.methods.l2c.learning.runners import Blender, Recorder
+from l2c_bench.caching.methods.l2c.learning.store import SHIPPED_DIR, find_router, read_metadata
+from l2c_bench.engine.core import _Runner
+from l2c_bench.models.loading import RunConfigError, load_model
 from l2c_bench.run import run_point
-from l2c_bench.runs.loading import RunConfigError, load_model
 
 CPU = torch.device("cpu")
 

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from l2c_bench.caching import CACHE_METHODS
 from l2c_bench.config import register_configs
 from l2c_bench.records import load_results, run_id_for, write_row
+from l2c_bench.records.store import SCHEMA_VERSION
 
 register_configs()
 
@@ -49,6 +50,7 @@ def test_a_written_row_holds_only_its_methods_cache_keys(tmp_path):
     cfg = compose_config(tmp_path, "tracker=none", "cache=fora", "model.checkpoint=/nonexistent.pt")
     row = run_point(cfg)
     assert row["status"] == "failed" and "model.checkpoint" in row["error"]
+    assert row["schema_version"] == SCHEMA_VERSION == 2
     stored = load_results(tmp_path).iloc[0]
     cache_columns = {c.removeprefix("config.cache.") for c in stored.index if c.startswith("config.cache.")}
     assert cache_columns == own_keys("fora") == {"name", "interval"}
@@ -84,6 +86,7 @@ def test_older_rows_with_every_key_and_newer_rows_analyse_together(tmp_path):
         write_row(tmp_path, r["run_id"], r)
     results = load_results(tmp_path)
     assert results.set_index("run_id").loc["fora3-old", "config.cache.ratio"] == 0.5  # older rows load as they are
+    assert set(results["schema_version"]) == {1}  # written without the field: the first format
     frame = paper_frame(results).set_index("run_id")
     assert frame["method"].to_dict() == {"none20": "DDIM", "none10": "DDIM", "fora3-old": "FORA",
                                          "l2c-k3": "L2C (k=3)", "fb": "FBCache"}

@@ -21,9 +21,9 @@ from l2c_bench.metrics import (
     precision_recall,
 )
 from l2c_bench.metrics.features import ToyNet, reference_set
+from l2c_bench.models.loading import load_model
 from l2c_bench.records import load_results, read_row, write_row
 from l2c_bench.run import run_point
-from l2c_bench.runs.loading import load_model
 from l2c_bench.system.devices import resolve_device
 
 FAST = ["cache=none", "metrics.converged_nfe=0", "steps=2", "metrics.num_samples=4", "metrics.batch_size=4", "metrics.timing_batch=2",

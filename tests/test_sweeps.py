@@ -131,8 +131,10 @@ def test_there_is_a_sweep_per_paper_table():
 
 
 def _combos(name: str) -> list[tuple[str, ...]]:
+    from l2c_bench.catalog import sweep_values
+
     params = yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
-    return list(itertools.product(*[[f"{k}={v}" for v in str(vals).split(",")] for k, vals in params.items()]))
+    return list(itertools.product(*[[f"{k}={v}" for v in sweep_values(f"{k}={vals}")] for k, vals in params.items()]))
 
 
 def _toy_configs(name: str, results_dir) -> list[dict]:
@@ -158,9 +160,9 @@ def test_every_sweep_point_composes_validates_and_has_its_own_run_id(name, tmp_p
     the checks a run makes before any compute, and points with different identities get different
     run ids, equal identities one (one row)."""
     from l2c_bench.caching import CacheConfigError, UnsupportedCombination
+    from l2c_bench.models.loading import RunConfigError
     from l2c_bench.records.store import run_key
     from l2c_bench.run import validate
-    from l2c_bench.runs.loading import RunConfigError
 
     configs = _toy_configs(name, tmp_path)
     assert len(configs) == len(_combos(name)) > 0

@@ -16,13 +16,13 @@ import argparse
 
 import torch
 
+from ..caching.methods.l2c.learning.data import step_generator
+from ..caching.methods.l2c.learning.objective import iteration_loss
+from ..caching.methods.l2c.learning.pairs import make_pairs
+from ..caching.methods.l2c.learning.runners import Blender, Recorder
+from ..caching.methods.l2c.learning.trainer import initial_logits
 from ..metrics import device_sync, measure
 from ..models import build_model, load_checkpoint
-from ..router_learning.data import step_generator
-from ..router_learning.objective import iteration_loss
-from ..router_learning.pairs import make_pairs
-from ..router_learning.runners import Blender, Recorder
-from ..router_learning.trainer import initial_logits
 from ..system.devices import resolve_device
 from .speed import print_row
 
@@ -35,7 +35,7 @@ def run(args) -> dict:
     if args.arch:
         model = build_model(args.arch)
     else:
-        from ..runs.loading import TOY_ASSETS  # (imports omegaconf; paper scale needs only torch)
+        from ..models.loading import TOY_ASSETS  # (imports omegaconf; paper scale needs only torch)
 
         model = load_checkpoint(build_model("DiT-toy" if family == "dit" else "U-ViT-toy"), TOY_ASSETS / f"{family}_toy.pt")
     model = model.to(device).eval().requires_grad_(False)

@@ -5,15 +5,16 @@
     out.schedule        # bool (nfe, blocks, 2): what ran
     out.cached_ratio    # paper Table 4 ratio
 
-Adding a method: one module in `methods/` (a dataclass subclassing CacheMethod with a `plan`),
-one line in CACHE_METHODS, one `conf/cache/<name>.yaml`, its tests.
+Adding a method (docs/adding_a_method.md): one module in `methods/` (a dataclass subclassing
+CacheMethod, its fields the parameters, with a `plan`), one line in CACHE_METHODS, one
+`conf/cache/<name>.yaml`, its tests.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
 
-from ..engine.core import (
+from ..engine import (
     CacheConfigError,
     CacheMethod,
     CacheRun,

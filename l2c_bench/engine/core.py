@@ -327,11 +327,34 @@ class CacheMethod:
     name = "base"  # its key in CACHE_METHODS and its `cache=` option
     label = "base"  # its name in tables and plots
     decides_at_run_time = False  # its plan carries a policy that reads the model's outputs on the host
+    # Parameters whose value here reproduces what the method computed before the parameter existed:
+    # left out of a run's identity at that value, so run ids of rows written before stay valid.
+    identity_neutral: dict = {}
+    not_in_identity: tuple[str, ...] = ()  # parameters that never change what it computes
 
     @property
     def plans_without_weights(self) -> bool:
-        """True if `plan()` works on a weightless (`meta`) model, i.e. before any compute."""
+        """True if `plan()` works on a weightless (`meta`) model, i.e. before any compute (and
+        before `prepare`)."""
         return True
+
+    @classmethod
+    def identity_groups(cls, params: dict) -> tuple[str, ...]:
+        """The run-config groups, besides `cache`, that change what this method computes with these
+        parameters (L2C with `router=auto`: the `router` learning recipe); part of a run's identity."""
+        return ()
+
+    # What a run does with the method before sampling (`l2c_bench.runs.prepare`). `run` carries the
+    # run's config (`cfg`), `sampler` and `nfe`, and for `prepare` also the loaded `device`, `model`
+    # and `vae`. Both return the method to plan with: the same, or one with a resolved artifact.
+    def check_run(self, run) -> "CacheMethod":
+        """Checks that need the run's config, made before any compute (default: none)."""
+        return self
+
+    def prepare(self, run) -> tuple["CacheMethod", dict]:
+        """Make or find what the method needs on the loaded model (a learned router, a calibration);
+        also returns the row fields that name it. Default: nothing to make."""
+        return self, {}
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:  # pragma: no cover - interface
         raise NotImplementedError

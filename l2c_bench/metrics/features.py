@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..runs.loading import file_sha256
+from ..models.loading import file_sha256
 from ..system.files import atomic_path
 from .quality import feature_statistics
 

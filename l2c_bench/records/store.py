@@ -3,7 +3,8 @@
 Layout: `<results_dir>/<run_id>/result.json` (+ `samples.png`). Rows are written atomically
 (temp file in the same folder, fsync, rename), so a reader sees a whole row or none and a killed
 run leaves no partial file. Row schema (flat keys; docs/results.md, "Row fields"):
-  run_id, status (ok | failed | unsupported), error, config.* (the resolved config, flattened),
+  run_id, schema_version (SCHEMA_VERSION), status (ok | failed | unsupported), error,
+  config.* (the resolved config, flattened; cache: the method's own keys),
   metrics.* (numbers; None where not applicable), provenance.* (git, versions, device, host,
   SLURM job id, start/end time).
 """
@@ -21,6 +22,10 @@ from typing import Any
 from ..system.files import atomic_path
 
 RESULT_FILE = "result.json"
+# The row format. 1: rows written before the field existed (their `config.cache.*` hold every
+# method's keys); 2: `config.cache.*` holds the method's own keys only. Rows of every version load;
+# a row without the field is read as version 1.
+SCHEMA_VERSION = 2
 # Config keys that do not change what a run computes: excluded from its identity.
 NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device", "shard")
 
@@ -37,38 +42,44 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# Method parameters whose value here reproduces what the method computed before the parameter
-# existed: omitted from the identity at that value, so the run ids of rows written before stay valid.
-IDENTITY_NEUTRAL_VALUES = {"l2c": {"interval": 2}}
-
-
 def run_key(config: Mapping[str, Any]) -> str:
     """Stable identity of a run: a hash of its resolved config without paths/launcher/tracker."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
     cache = dict(identity.get("cache") or {})
-    if not (cache.get("name") == "l2c" and cache.get("router") == "auto"):
-        identity.pop("router", None)  # the learning recipe only matters where it picks the router
-    if not (cache.get("name") == "teacache" and cache.get("coefficients") == "auto"):
-        identity.pop("calibration", None)  # likewise the TeaCache calibration settings
+    method = _method(cache.get("name"))
+    used = set(method.identity_groups(cache)) if method is not None else set()
+    for group in METHOD_GROUPS - used:  # e.g. the router-learning recipe, where it picks no router
+        identity.pop(group, None)
     if cache:
         relevant = _method_parameters(cache.get("name"), cache)
-        neutral = IDENTITY_NEUTRAL_VALUES.get(cache.get("name"), {})
+        neutral = method.identity_neutral if method is not None else {}  # absent, as before they existed
         identity["cache"] = {k: v for k, v in cache.items() if k in relevant and neutral.get(k, object()) != v}
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def _method_parameters(name, keys, identity: bool = True) -> set[str]:
-    """The cache keys of method `name`: its own parameters; with `identity`, only those that change
-    what it computes (not train_if_missing). The other methods' keys are inert for it."""
-    from dataclasses import fields
+# Run-config groups that only some methods read (`CacheMethod.identity_groups`): L2C's router-learning
+# recipe, TeaCache's calibration settings. A run whose method does not read one leaves it out.
+METHOD_GROUPS = {"router", "calibration"}
 
+
+def _method(name):
+    """The method class registered as `name`, None for an unknown one (a failed row)."""
     from ..caching import CACHE_METHODS
 
-    if name not in CACHE_METHODS:
+    return CACHE_METHODS.get(name)
+
+
+def _method_parameters(name, keys, identity: bool = True) -> set[str]:
+    """The cache keys of method `name`: its own parameters; with `identity`, only those that change
+    what it computes (not its `not_in_identity`). The other methods' keys are inert for it."""
+    from dataclasses import fields
+
+    method = _method(name)
+    if method is None:
         return set(keys)  # an unknown method (a failed row): keep everything
-    own = {"name"} | {f.name for f in fields(CACHE_METHODS[name])}
-    return own - {"train_if_missing"} if identity else own
+    own = {"name"} | {f.name for f in fields(method)}
+    return own - set(method.not_in_identity) if identity else own
 
 
 def row_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,6 +146,7 @@ def _parse_row(path: Path) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise CorruptRow(f"corrupt result row {path} (a JSON {type(row).__name__}, not an object); "
                          "relaunching its point replaces it")
+    row.setdefault("schema_version", 1)
     return row
 
 

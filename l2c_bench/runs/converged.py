@@ -25,8 +25,8 @@ import torch
 from omegaconf import DictConfig
 
 from ..metrics.quality import paired_scores, paired_sums
+from ..models.loading import RunConfigError
 from ..sampling import SAMPLERS, check_sampler
-from .loading import RunConfigError
 
 # The family's probability-flow ODE solver, run deterministically: the reference for every sampler
 # of that family (they share its noise schedule and time convention).

@@ -3,8 +3,7 @@ what it needs (a learned router, a calibration), and plan once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import torch
 from omegaconf import DictConfig
@@ -13,60 +12,48 @@ from .. import generate
 from ..caching import CACHE_METHODS, CacheMethod, FixedPlan, make_cache
 from ..models import build_model
 from ..models.layers import AUTOCAST_DTYPES, cast_weights_
+from ..models.loading import RunConfigError, checkpoint_path, file_sha256, load_model
 from ..sampling import check_sampler
 from ..sampling.graphs import RUNTIME_DECISIONS, SamplingGraphs, check_graphable
 from ..system.devices import init_distributed, retain_cpu_heap, set_tf32
 from .converged import check_converged
-from .loading import RunConfigError, checkpoint_path, file_sha256, load_model
 from .shards import Shard, from_environment, sample_range
 
 
-def build_cache(cfg: DictConfig, router: str | None = None) -> CacheMethod | None:
-    """The configured cache method with only its own parameters (None for `none`);
-    `router` replaces cache.router (the resolved path of `auto`)."""
+def build_cache(cfg: DictConfig) -> CacheMethod | None:
+    """The configured cache method with only its own parameters (None for `none`)."""
     if cfg.cache.name not in CACHE_METHODS:
         raise RunConfigError(f"cache.name={cfg.cache.name!r} is unknown; valid: {', '.join(CACHE_METHODS)}")
     if cfg.cache.name == "none":
         return None
-    from dataclasses import fields
-
     params = {f.name: cfg.cache[f.name] for f in fields(CACHE_METHODS[cfg.cache.name]) if f.name in cfg.cache}
-    if router is not None:
-        params["router"] = router
     return make_cache(cfg.cache.name, **params)
 
 
-def uses_router_store(cfg: DictConfig) -> bool:
-    return cfg.cache.name == "l2c" and cfg.cache.router == "auto"
+@dataclass
+class RunSpec:
+    """What a method's run hooks (`CacheMethod.check_run`, `.prepare`) read: the run's config and
+    sampler, and once loaded its device, model and VAE."""
 
+    cfg: DictConfig
+    sampler: str
+    device: torch.device | None = None
+    model: torch.nn.Module | None = None
+    vae: torch.nn.Module | None = None
 
-def uses_calibration_store(cfg: DictConfig) -> bool:
-    return cfg.cache.name == "teacache" and cfg.cache.coefficients == "auto"
+    @property
+    def nfe(self) -> int:
+        return int(self.cfg.steps)
 
-
-def resolve_calibration(cfg: DictConfig, sampler: str, model) -> Path:
-    """TeaCache's calibration for this run: stored, or made now at toy scale; at paper scale a
-    missing one is an error printing the command that makes it."""
-    from ..caching.methods.teacache.coefficients import store_path
-    from ..calibrate import find_or_calibrate, name_for
-
-    path = store_path(cfg.results_dir, name_for(cfg, sampler))
-    if path.is_file() or cfg.scale.name == "toy":
-        return find_or_calibrate(cfg, sampler, model=model)
-    overrides = " ".join(a for a in (f"scale={cfg.scale.name}", f"model={cfg.model.family}",
-                                     f"model.arch={cfg.model.arch}", f"model.checkpoint={cfg.model.checkpoint}",
-                                     f"sampler.name={sampler}", f"steps={cfg.steps}",
-                                     f"model.guidance_scale={cfg.model.guidance_scale}",
-                                     f"results_dir={cfg.results_dir}")
-                         + tuple(f"+model.overrides.{k}={v}" for k, v in cfg.model.overrides.items())
-                         + ((f"model.vae_checkpoint={cfg.model.vae_checkpoint}",) if cfg.model.vae == "sd" else ()))
-    raise RunConfigError(f"cache.coefficients=auto: no TeaCache calibration at {path}. Make it with\n"
-                         f"  python -m l2c_bench.calibrate {overrides}\nor give cache.coefficients=<file or list>.")
+    @property
+    def family(self) -> str:
+        return str(self.cfg.model.family)
 
 
 def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     """Check every value that can be checked without compute; return sampler name and cache
-    (None for `none`, and for an l2c router still to be learned: prepare() builds it then)."""
+    (None for `none`; a method that makes something on the loaded model, such as a router to be
+    learned, is planned only after its `prepare`)."""
     sampler = cfg.sampler.name or cfg.model.default_sampler
     if cfg.model.family not in ("dit", "uvit"):
         raise RunConfigError(f"model.family={cfg.model.family!r} is unknown; valid: dit, uvit")
@@ -90,26 +77,13 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
         locate_reference(cfg.metrics.reference, cfg.scale.features, cfg.metrics.fid_mode)  # before any sampling
     if cfg.dtype not in AUTOCAST_DTYPES:
         raise RunConfigError(f"dtype={cfg.dtype!r} is unknown; valid: {', '.join(AUTOCAST_DTYPES)}")
-    router = None
-    if uses_router_store(cfg):
-        from ..caching.methods.l2c.pairing import l2c_cycle
-        from ..router_learning.job import l2c_interval, recipe_from, resolve_auto
-
-        l2c_cycle(cfg.model.family, sampler, cfg.steps, interval=l2c_interval(cfg))  # unsupported: recorded
-        recipe_from(cfg)  # a bad recipe (lam < 0, ...) fails here
-        path = resolve_auto(cfg, sampler)
-        if path is None:
-            build_cache(cfg, "(to be learned)")  # the method's own parameters (threshold) are checked now
-            return sampler, None  # learned in prepare(), on the loaded model
-        router = str(path)
-    if uses_calibration_store(cfg):
-        build_cache(cfg)  # the method's own parameters (threshold) are checked now
-        return sampler, None  # calibration found or made in prepare(), on the loaded model
-    cache = build_cache(cfg, router)
-    if cache is not None and cache.plans_without_weights:
-        # plan on a weightless copy: router shapes etc. fail before any compute
-        cache.plan(model=build_model(cfg.model.arch, device="meta", **cfg.model.overrides),
-                   sampler=sampler, nfe=cfg.steps)
+    cache = build_cache(cfg)  # the method's own parameters are checked when it is built
+    if cache is not None:
+        cache = cache.check_run(RunSpec(cfg, sampler))  # e.g. L2C: its cycle, recipe and stored router
+        if cache.plans_without_weights:
+            # plan on a weightless copy: router shapes etc. fail before any compute
+            cache.plan(model=build_model(cfg.model.arch, device="meta", **cfg.model.overrides),
+                       sampler=sampler, nfe=cfg.steps)
     return sampler, cache
 
 
@@ -162,17 +136,8 @@ def prepare(cfg: DictConfig) -> Point:
 
         compile_branches(model)  # compiled on the first batch, before anything is timed
     artifacts = {}
-    if uses_router_store(cfg):
-        from ..router_learning.job import learn
-
-        router_path = learn(cfg, sampler, device=device, model=model, vae=vae)  # a stored one is reused
-        cache = build_cache(cfg, str(router_path))
-        artifacts = {"router_file": router_path.name}
-    if uses_calibration_store(cfg):
-        calibration = resolve_calibration(cfg, sampler, model)
-        cache = build_cache(cfg)
-        cache.coefficients = str(calibration)
-        artifacts = {"calibration_file": calibration.name}
+    if cache is not None:  # what the method makes or finds on the loaded model (router, calibration)
+        cache, artifacts = cache.prepare(RunSpec(cfg, sampler, device, model, vae))
     if cache is not None:  # plan once (router read, calibration): never inside a timed call
         cache = FixedPlan.of(cache, model=model, sampler=sampler, nfe=cfg.steps)
     change = None

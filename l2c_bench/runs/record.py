@@ -9,8 +9,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..records import flatten, write_row
-from ..records.provenance import now
 from ..records.tracker import make_tracker
+from ..system.provenance import now
 
 
 def record_row(cfg: DictConfig, run_id: str, run_dir: Path, row: dict, config: dict) -> dict:

@@ -21,10 +21,10 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ..catalog import CONF
+from ..catalog import CONF, sweep_values
 from ..records import read_row
-from ..records.provenance import now
 from ..records.store import CorruptRow
+from ..system.provenance import now
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,8 @@ def sweep_size(config: DictConfig) -> int | None:
         params = config.hydra.sweeper.get("params") or {}
         parsed = OverridesParser.create().parse_overrides(
             [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task))
-        by_key = {o.get_key_element(): o for o in parsed}
-        return math.prod(len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1
-                         for o in by_key.values())
+        by_key = {o.get_key_element(): o for o in parsed}  # the command line wins on a shared key
+        return math.prod(len(sweep_values(o)) for o in by_key.values())
     except Exception:  # noqa: BLE001 - progress is a nicety, never a failure
         return None
 

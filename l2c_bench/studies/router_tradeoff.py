@@ -42,9 +42,9 @@ def study(model_name: str, nfe: int, lams: list[float], samples: int, results_di
           strategies=("bottom", "top", "random", "greedy")) -> list[dict]:
     from .. import generate
     from ..caching import make_cache
+    from ..caching.methods.l2c.learning.job import learn
     from ..metrics.quality import mse, psnr
-    from ..router_learning.job import learn
-    from ..runs.loading import load_model
+    from ..models.loading import load_model
     from ..system.devices import resolve_device
 
     base = [f"model={model_name}", f"steps={nfe}", f"results_dir={results_dir}", "tracker=none", *extra]

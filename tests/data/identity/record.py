@@ -23,10 +23,14 @@ OUT = Path(__file__).with_name("run_ids.json")
 
 def points() -> list[list[str]]:
     """Override lists: each sweep's points as `run -m` composes them, then each method alone."""
+    from l2c_bench.catalog import sweep_values
+    from l2c_bench.config import register_configs
+
+    register_configs()  # a glob over `cache` sees the registered schemas too (and excludes them)
     out = []
     for path in sorted((ROOT / "sweeps").glob("*.yaml")):
         params = yaml.safe_load(path.read_text())["hydra"]["sweeper"]["params"]
-        combos = itertools.product(*[[f"{k}={v}" for v in str(vals).split(",")] for k, vals in params.items()])
+        combos = itertools.product(*[[f"{k}={v}" for v in sweep_values(f"{k}={vals}")] for k, vals in params.items()])
         out += [[*combo, f"+sweep={path.stem}"] for combo in combos]
     methods = sorted(p.stem for p in (ROOT / "conf" / "cache").glob("*.yaml"))
     out += [[f"model={model}", f"cache={name}"] for model in ("dit", "uvit") for name in methods]

@@ -11,12 +11,13 @@ there but do not refresh the cache), with a router trained for that cycle
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ....engine.core import CacheConfigError, CacheMethod, Plan
+from .learning.job import learn, recipe_from, resolve_auto
 from .pairing import check_l2c_interval, l2c_cache_steps, l2c_cycle
 from .router import load_router
 
@@ -63,9 +64,11 @@ PAPER_THRESHOLDS = {"dit": 0.1, "uvit": 0.9}
 class L2C(CacheMethod):
     router: str = "official"  # a path, or `official` (paper-scale models, NFE 20/50)
     threshold: float | None = None  # None: the paper's value for the model family
-    train_if_missing: bool = False  # read by runs/prepare.py when resolving router=auto; no effect here
+    train_if_missing: bool = False  # router=auto at paper scale: learn a missing router instead of failing
     interval: int = 2  # one full step + interval-1 cache steps (2 = the paper; > 2: DiT + DDIM)
     name = "l2c"
+    not_in_identity = ("train_if_missing",)
+    identity_neutral = {"interval": 2}  # rows from before `interval` existed computed the paper's cycle
     label = "L2C"  # in tables and plots (analysis/labels.py)
 
     def __post_init__(self):
@@ -87,3 +90,29 @@ class L2C(CacheMethod):
                                    f"cache.interval={self.interval} needs a router learned for it (router=auto)")
         return l2c_plan(load_router(path), threshold, model.family, sampler, nfe, model.num_blocks,
                         int(self.interval))
+
+    @property
+    def plans_without_weights(self) -> bool:
+        return self.router != "auto"  # `auto`: resolved from the router store by check_run / prepare
+
+    @classmethod
+    def identity_groups(cls, params: dict) -> tuple[str, ...]:
+        return ("router",) if params.get("router") == "auto" else ()  # the recipe picks the router
+
+    def check_run(self, run) -> CacheMethod:
+        """`router=auto`: the cycle and the learning recipe are checked, and a stored router for this
+        model, sampler, NFE and recipe is used if there is one (paper scale without one: an error
+        printing the training command, unless `train_if_missing`)."""
+        if self.router != "auto":
+            return self
+        l2c_cycle(run.family, run.sampler, run.nfe, interval=self.interval)  # unsupported: recorded
+        recipe_from(run.cfg)  # a bad recipe (lam < 0, ...) fails here
+        path = resolve_auto(run.cfg, run.sampler)
+        return self if path is None else replace(self, router=str(path))
+
+    def prepare(self, run) -> tuple[CacheMethod, dict]:
+        """`router=auto`: the stored router, or one learned now on the loaded model."""
+        if run.cfg.cache.router != "auto":
+            return self, {}
+        path = learn(run.cfg, run.sampler, device=run.device, model=run.model, vae=run.vae)  # a stored one is reused
+        return replace(self, router=str(path)), {"router_file": path.name}

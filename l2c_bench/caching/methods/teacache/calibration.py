@@ -11,22 +11,35 @@ guidance, samples, seed, degree).
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
-from ....engine import CacheRun
+from ....engine import CacheMethod, CacheRun, Plan
+from ....models.loading import RunConfigError, checkpoint_path, file_sha256, load_model
 from ....pipeline import generate
-from ..dynamic import relative_l1
-from .method import TeaCache
+from ....system.devices import init_distributed
+from ..dynamic import dynamic_plan, relative_l1
+from .coefficients import artifact_name, save, store_path
+from .policy import TeaCachePolicy
+
+log = logging.getLogger("l2c_bench.calibrate")
 
 
-class _Recording(TeaCache):
+class _Recording(CacheMethod):
     """TeaCache's indicator on every evaluation, never reusing: with identity rescaling the sum of
     relative changes is >= 0, so it never stays below threshold 0. Keeps its per-batch runs."""
 
+    name = "teacache"
+
     def __init__(self):
-        super().__init__(threshold=0.0, coefficients=[1.0, 0.0])
         self.runs: list[CacheRun] = []
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        return dynamic_plan(nfe, model.num_blocks, (0, model.num_blocks), TeaCachePolicy(0.0, (1.0, 0.0)))
 
     def run(self, plan) -> CacheRun:
         self.runs.append(CacheRun(plan))
@@ -56,3 +69,47 @@ def calibrate(model, *, sampler: str, nfe: int, guidance_scale: float, guidance_
     return {"method": "teacache", "coefficients": [float(c) for c in coefficients], "degree": degree,
             "x": x, "y": y, "rmse": rmse, "sampler": sampler, "nfe": nfe, "guidance_scale": guidance_scale,
             "samples": samples, "seed": seed, "num_blocks": model.num_blocks, "family": model.family}
+
+
+def name_for(cfg: DictConfig, sampler: str) -> str:
+    path = checkpoint_path(cfg)
+    sha = "random" if path == "random" else file_sha256(path)
+    c = cfg.calibration
+    return artifact_name(arch=cfg.model.arch, sampler=sampler, nfe=int(cfg.steps),
+                         guidance_scale=float(cfg.model.guidance_scale), model_sha256=sha,
+                         samples=int(c.samples), seed=int(c.seed), degree=int(c.degree))
+
+
+def find_or_calibrate(cfg: DictConfig, sampler: str, *, model=None, device=None, force: bool = False) -> Path:
+    """The stored calibration for this config; made now if missing (or `force`)."""
+    path = store_path(cfg.results_dir, name_for(cfg, sampler))
+    if path.is_file() and not force:
+        return path
+    if model is None:
+        device = device or init_distributed(cfg.device)
+        model, _ = load_model(cfg, device)
+    c = cfg.calibration
+    log.info("calibrating TeaCache for %s + %s at %d NFE on %d samples", cfg.model.arch, sampler, cfg.steps, c.samples)
+    content = calibrate(model, sampler=sampler, nfe=int(cfg.steps), guidance_scale=float(cfg.model.guidance_scale),
+                        guidance_channels=int(cfg.model.guidance_channels), samples=int(c.samples),
+                        seed=int(c.seed), degree=int(c.degree))
+    content.update(name=path.stem, arch=cfg.model.arch, model_checkpoint=str(checkpoint_path(cfg)))
+    save(path, content)
+    return path
+
+
+def calibration_for(cfg: DictConfig, sampler: str, model) -> Path:
+    """TeaCache's calibration for this run: stored, or made now at toy scale; at paper scale a
+    missing one is an error printing the command that makes it."""
+    path = store_path(cfg.results_dir, name_for(cfg, sampler))
+    if path.is_file() or cfg.scale.name == "toy":
+        return find_or_calibrate(cfg, sampler, model=model)
+    overrides = " ".join(a for a in (f"scale={cfg.scale.name}", f"model={cfg.model.family}",
+                                     f"model.arch={cfg.model.arch}", f"model.checkpoint={cfg.model.checkpoint}",
+                                     f"sampler.name={sampler}", f"steps={cfg.steps}",
+                                     f"model.guidance_scale={cfg.model.guidance_scale}",
+                                     f"results_dir={cfg.results_dir}")
+                         + tuple(f"+model.overrides.{k}={v}" for k, v in cfg.model.overrides.items())
+                         + ((f"model.vae_checkpoint={cfg.model.vae_checkpoint}",) if cfg.model.vae == "sd" else ()))
+    raise RunConfigError(f"cache.coefficients=auto: no TeaCache calibration at {path}. Make it with\n"
+                         f"  python -m l2c_bench.calibrate {overrides}\nor give cache.coefficients=<file or list>.")

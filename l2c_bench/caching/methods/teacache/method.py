@@ -9,38 +9,13 @@ Decided at run time: see `..dynamic` (one host sync per evaluation)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ....engine import CacheConfigError, CacheMethod, Plan
-from ..dynamic import check_threshold, dynamic_plan, relative_l1
+from ..dynamic import check_threshold, dynamic_plan
+from .calibration import calibration_for
 from .coefficients import load_coefficients
-
-
-@dataclass
-class TeaCachePolicy:
-    threshold: float
-    coefficients: tuple[float, ...]  # numpy.polyfit order: highest power first
-
-    def start(self) -> dict:
-        return {"previous": None, "accumulated": 0.0}
-
-    def rescale(self, x: float) -> float:
-        out = 0.0
-        for c in self.coefficients:
-            out = out * x + c
-        return out
-
-    def decide(self, state: dict, probe, allowed: bool, n: int, nfe: int) -> tuple[bool, float | None]:
-        modulated = probe("modulated")
-        previous, state["previous"] = state["previous"], modulated
-        if previous is None:
-            return False, None
-        change = relative_l1(modulated, previous)
-        state["accumulated"] += self.rescale(change)
-        if allowed and n < nfe - 1 and state["accumulated"] < self.threshold:
-            return True, change
-        state["accumulated"] = 0.0
-        return False, change
+from .policy import TeaCachePolicy
 
 
 @dataclass
@@ -62,3 +37,19 @@ class TeaCache(CacheMethod):
                         else load_coefficients(self.coefficients, model=model, sampler=sampler, nfe=nfe))
         policy = TeaCachePolicy(check_threshold(self.threshold, 0.1), coefficients)
         return dynamic_plan(nfe, model.num_blocks, (0, model.num_blocks), policy)
+
+    @property
+    def plans_without_weights(self) -> bool:
+        return self.coefficients != "auto"  # `auto`: found or made on the loaded model by `prepare`
+
+    @classmethod
+    def identity_groups(cls, params: dict) -> tuple[str, ...]:
+        return ("calibration",) if params.get("coefficients") == "auto" else ()
+
+    def prepare(self, run) -> tuple[CacheMethod, dict]:
+        """`coefficients=auto`: the stored calibration for this model, sampler and NFE (made now at
+        toy scale; at paper scale a missing one is an error printing the command)."""
+        if self.coefficients != "auto":
+            return self, {}
+        path = calibration_for(run.cfg, run.sampler, run.model)
+        return replace(self, coefficients=str(path)), {"calibration_file": path.name}

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from ..caching.methods.l2c.router import save_router
-from ..system.files import atomic_path
+from .....system.files import atomic_path
+from ..router import save_router
 from .trainer import Recipe
 
 STORE_DIR = "_routers"
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "caching" / "routers" / "learned"
+SHIPPED_DIR = Path(__file__).resolve().parents[3] / "routers" / "learned"
 
 
 def data_kind(spec: str | None) -> str:

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..system.files import atomic_path
+from .....system.files import atomic_path
 from .data import step_generator
 from .objective import iteration_loss
 

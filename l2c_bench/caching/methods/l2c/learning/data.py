@@ -38,7 +38,7 @@ class ToyData:
         self.seed = seed
 
     def batches(self, start: int, batch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from ..toy.data import make_batch
+        from .....toy.data import make_batch
 
         step = start
         while True:
@@ -127,7 +127,7 @@ class ImageFolderData:
         self.vae, self.seed, self.num_workers = vae, seed, num_workers
 
     def batches(self, start, batch, rank, world):
-        from ..models.vae import encode_images
+        from .....models.vae import encode_images
 
         loader = torch.utils.data.DataLoader(
             self.images, batch_sampler=_StepBatches(len(self.images), start, batch, rank, world, self.seed),

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ..models import build_model, load_checkpoint
+from . import build_model, load_checkpoint
 
 TOY_ASSETS = Path(__file__).resolve().parents[1] / "toy" / "assets"
 _FINGERPRINTS: dict[tuple, str] = {}
@@ -52,7 +52,7 @@ def load_model(cfg: DictConfig, device: torch.device):
         load_checkpoint(model, checkpoint, config_key="model.checkpoint")
     vae = None
     if cfg.model.vae == "sd":
-        from ..models.vae import build_vae, load_vae
+        from .vae import build_vae, load_vae
 
         if checkpoint == "random" or cfg.model.vae_checkpoint == "random":
             vae = build_vae()  # speed studies: weights do not matter

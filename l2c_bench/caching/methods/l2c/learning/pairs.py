@@ -21,10 +21,10 @@ from collections.abc import Callable
 
 import torch
 
-from ..caching.methods.l2c.pairing import l2c_cache_steps, l2c_cycle
-from ..sampling.ddim import DiffusionTables, ddim_update, model_timesteps, q_sample
-from ..sampling.diffusion import SpacedDiffusion
-from ..sampling.dpm_solver import DataPrediction, DiscreteVPSchedule, solver_update, time_grid
+from .....sampling.ddim import DiffusionTables, ddim_update, model_timesteps, q_sample
+from .....sampling.diffusion import SpacedDiffusion
+from .....sampling.dpm_solver import DataPrediction, DiscreteVPSchedule, solver_update, time_grid
+from ..pairing import l2c_cache_steps, l2c_cycle
 
 # model(x (N,C,H,W), t_model (N,), labels (N,), runner) -> output
 Model = Callable[..., torch.Tensor]

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ..runs.loading import RunConfigError, checkpoint_path, file_sha256, load_model
-from ..system.files import exclusive
+from .....models.loading import RunConfigError, checkpoint_path, file_sha256, load_model
+from .....system.files import exclusive
 from .data import make_data
 from .pairs import make_pairs
 from .store import find_router, router_name, save_artifact, store_path
@@ -106,7 +106,7 @@ def learn(cfg: DictConfig, sampler: str, *, device: torch.device, model=None, va
 
 
 def _learn(cfg, sampler, name, target, *, device, model, vae, progress, force, tracker) -> Path:
-    from ..records.provenance import collect, now
+    from .....system.provenance import collect, now
 
     recipe = recipe_from(cfg)
     if model is None:
