@@ -18,7 +18,7 @@ METRICS: dict[str, tuple[str, float, bool, str]] = {
     "remove_ratio": ("metrics.cached_ratio", 1.0, True, "Cached ratio"),
     "cached_branches": ("cached_branches", 1.0, True, "Cached branches"),
     "paired_psnr_db": ("metrics.paired_image_psnr_db", 1.0, True, "Paired PSNR (dB)"),
-    # the toy scale's primary quality axis (l2c_bench/converged.py, docs/metrics.md)
+    # the toy scale's primary quality axis (l2c_bench/runs/converged.py, docs/metrics.md)
     "converged_psnr_db": ("metrics.converged_image_psnr_db", 1.0, True, "Image PSNR vs converged (dB)"),
 }
 

@@ -1,6 +1,6 @@
 """Router learning as a job on the Hydra config: name, look up, train, store.
 
-Shared by `python -m l2c_bench.train_router` and by `cache=l2c cache.router=auto` in run.py.
+Shared by `python -m l2c_bench.train_router` and by `cache=l2c cache.router=auto` in a run (L2C.check_run / prepare).
 """
 
 from __future__ import annotations
