@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..engine.model import unknown_probe
 from .embeddings import sincos_2d_grid, timestep_sinusoid
 from .fused import residual_add
 from .layers import (
@@ -268,7 +269,7 @@ class DiT(nn.Module):
             block = self.blocks[0]
             shift, scale = rowwise_linear(block.adaLN_modulation[1], c_act).chunk(6, dim=1)[:2]
             return modulate(block.norm1(blocks_in), shift, scale)
-        raise ValueError(f"unknown probe {kind!r}; valid: residual, modulated")
+        raise unknown_probe(kind)
 
     def forward(self, x, t, y, runner: BranchRunner | None = None):
         h = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = (H/p)*(W/p)

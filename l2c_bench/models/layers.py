@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.model import ATTENTION, MLP, BranchRunner, reads_input, run_branch  # noqa: F401 - the model side of the engine
+
 # Branch indices used by the caching engine: compute[nfe, block, branch].
-ATTN, MLP = 0, 1
+ATTN = ATTENTION  # branch 0 (engine.model), the name the model files use
 
 
 # The numerics a run or benchmark names (`dtype=...`): the dtype autocast computes in, None for float32.
@@ -75,31 +74,6 @@ def _require_autocast(dtype: torch.dtype):
                                f"(cast_weights_): call it under torch.autocast({device_type!r}, dtype={dtype})")
 
     return check
-
-
-class BranchRunner(Protocol):
-    """What a block calls to evaluate one residual branch (attention or MLP).
-
-    The caching engine implements it to decide per (block, branch) whether to run
-    `fn(*args)` or hand back a stored tensor. `None` in its place means "always compute".
-    """
-
-    def __call__(self, block_index: int, branch: int, fn: Callable, *args) -> torch.Tensor: ...
-
-
-def reads_input(runner: BranchRunner | None, block_index: int, branch: int) -> bool:
-    """Whether the branch's output this evaluation depends on its input: False when the runner
-    hands back a stored, forecast or dropped output (`reads_input(block, branch)` on the runner;
-    a runner without that method is assumed to compute)."""
-    ask = getattr(runner, "reads_input", None)
-    return True if ask is None else bool(ask(block_index, branch))
-
-
-def run_branch(runner: BranchRunner | None, block_index: int, branch: int, fn: Callable, *args):
-    """Evaluate a branch directly, or through the runner when one is installed."""
-    if runner is None:
-        return fn(*args)
-    return runner(block_index, branch, fn, *args)
 
 
 class PatchEmbed(nn.Module):

@@ -16,7 +16,7 @@ coefficients on the host per step; FBCache and TeaCache decide on the host at ru
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -41,11 +41,11 @@ def check_graphable(sampler: str, eta: float, plan, device: torch.device) -> Non
 
 
 def plan_key(plan) -> tuple | None:
-    """Everything a static plan's compute depends on (Plan is not hashable: it carries notes)."""
+    """Everything a static plan's compute depends on: every Plan field but its notes and run-time
+    policy (a plan with a policy is never captured), so a field added to Plan joins the key."""
     if plan is None:
         return None
-    return (plan.compute, plan.cache_steps, plan.drop, plan.span, plan.span_mode, plan.spans, plan.store,
-            plan.forecast_order, plan.token_ratio)
+    return tuple((f.name, getattr(plan, f.name)) for f in fields(plan) if f.name not in ("notes", "policy"))
 
 
 def numerics_key(device: torch.device) -> tuple:

@@ -1,0 +1,73 @@
+"""What the engine needs from a model family: the one interface DiT and U-ViT implement, and a
+diffusers adapter implements around a diffusers transformer, without the engine or any method
+knowing which model it runs.
+
+A cacheable model has
+- `family` (str): its key for the samplers' conventions and for methods defined per family
+  (L2C's cache steps differ between DiT+DDIM and U-ViT+DPM-Solver-2);
+- `num_blocks` (int): its transformer blocks, in execution order; plans index them 0..num_blocks-1;
+- `num_classes` (int): class labels 0..num_classes-1 (the null class for guidance is num_classes);
+- `forward(x, t, y, runner=None)`: x (N, C, H, W), original timesteps t (N,), labels y (N,).
+
+Inside `forward`, block b evaluates each residual branch -- ATTENTION (0), then MLP (1) -- as
+`run_branch(runner, b, branch, fn, *args)`, where `fn(*args)` returns the branch output before
+any gate (gates, shifts, scales and skip projections always run). When `runner.span` is a
+(start, end) pair, blocks [start, end) run as one unit through
+`runner.run_span(h, fn, probe=probe)`: `fn(h) -> (h_out, extras)`, and `probe(kind)` returns,
+for a run-time policy, one of `PROBES` (N, T, D):
+- "residual": the span's input minus the blocks' input (block 0's residual for a span from 1);
+- "modulated": block 0's timestep-modulated input (a model without adaLN: the blocks' input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+
+ATTENTION, MLP = 0, 1  # the branch index of a plan's compute[n][block][branch]
+PROBES = ("residual", "modulated")
+
+
+class BranchRunner(Protocol):
+    """What a block calls to evaluate one residual branch (attention or MLP).
+
+    The caching engine implements it to decide per (block, branch) whether to run
+    `fn(*args)` or hand back a stored tensor. `None` in its place means "always compute".
+    """
+
+    def __call__(self, block_index: int, branch: int, fn: Callable, *args) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class CacheableModel(Protocol):
+    """The model side of the engine (this module's docstring says what each member means)."""
+
+    family: str
+    num_classes: int
+
+    @property
+    def num_blocks(self) -> int: ...
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                runner: BranchRunner | None = None) -> torch.Tensor: ...
+
+
+def run_branch(runner: BranchRunner | None, block_index: int, branch: int, fn: Callable, *args):
+    """Evaluate a branch directly, or through the runner when one is installed."""
+    if runner is None:
+        return fn(*args)
+    return runner(block_index, branch, fn, *args)
+
+
+def reads_input(runner: BranchRunner | None, block_index: int, branch: int) -> bool:
+    """Whether the branch's output this evaluation depends on its input: False when the runner
+    hands back a stored, forecast or dropped output (`reads_input(block, branch)` on the runner;
+    a runner without that method is assumed to compute)."""
+    ask = getattr(runner, "reads_input", None)
+    return True if ask is None else bool(ask(block_index, branch))
+
+
+def unknown_probe(kind: str) -> ValueError:
+    return ValueError(f"unknown probe {kind!r}; valid: {', '.join(PROBES)}")
