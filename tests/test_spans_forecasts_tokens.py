@@ -8,6 +8,8 @@ from test_caching import Stub, exact_forward, perturbed
 from l2c_bench import generate
 from l2c_bench.caching import CacheConfigError, CacheRun, Plan, UnsupportedCombination, make_cache
 from l2c_bench.caching.methods.delta_dit import delta_dit_plan
+from l2c_bench.caching.methods.taylorseer import TaylorForecast
+from l2c_bench.caching.methods.toca import StalestTokens
 from l2c_bench.metrics.macs import macs
 from l2c_bench.models.layers import run_branch
 
@@ -65,7 +67,7 @@ def test_taylor_forecast_by_hand():
 
     def forecast(order, fresh):
         compute = tuple((((n % interval == 0),) * 2,) for n in range(nfe))
-        run = CacheRun(Plan(compute, tuple(n for n in range(nfe) if n % interval), forecast_order=order))
+        run = CacheRun(Plan(compute, tuple(n for n in range(nfe) if n % interval), forecast=TaylorForecast(order)))
         return [float(run_branch(run.begin_evaluation(1)[0], 0, 0, lambda n=n: torch.tensor(fresh(n))))
                 for n in range(nfe)]
 
@@ -94,7 +96,7 @@ def test_taylorseer_order_0_is_fora():
 
 def test_taylorseer_passes_keep_their_own_histories():
     compute = ((((T, T),)), (((F, F),)), (((T, T),)), (((F, F),)))
-    run = CacheRun(Plan(compute, (1, 3), forecast_order=1))
+    run = CacheRun(Plan(compute, (1, 3), forecast=TaylorForecast(1)))
     used = [exact_forward(run, n, 2, 1) for n in range(4)]
     # evaluation 3 forecasts each pass from its own values at 0 and 2: f(2) + (f(2) - f(0)) / 2
     for p in range(2):
@@ -107,7 +109,7 @@ def test_taylorseer_passes_keep_their_own_histories():
 
 def test_toca_recomputes_the_tokens_whose_input_moved_most():
     # one block; evaluation 0 full, evaluation 1 recomputes half the tokens of the MLP (branch 1)
-    plan = Plan(((((T, T),)), (((F, T),))), (1,), token_ratio=(1.0, 0.5))
+    plan = Plan(((((T, T),)), (((F, T),))), (1,), token_ratio=(1.0, 0.5), token_rule=StalestTokens())
     run = CacheRun(plan)
     double = lambda x: 2 * x  # noqa: E731 - a per-token "MLP"
     x0 = torch.tensor([[[1.0], [1.0], [1.0], [1.0]]])  # (N=1, T=4, D=1)

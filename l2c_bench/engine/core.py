@@ -8,9 +8,10 @@ Each guidance pass has its own store (DiT: one pass over both CFG halves; U-ViT:
 uncond). A fresh `CacheRun` per batch means caches never leak across batches.
 
 Refinements a plan can ask for (one each, see `Plan`): refresh only at some evaluations
-(`store`: L2C cycles), forecast instead of reuse (`forecast_order`: TaylorSeer), per-evaluation
+(`store`: L2C cycles), forecast instead of reuse (`forecast`: TaylorSeer), per-evaluation
 block spans (`spans`: Delta-DiT), run-time span decisions (`policy`: FBCache, TeaCache; the
-realised mask is `CacheRun.schedule`), and token-wise MLP recomputation (`token_ratio`: ToCa).
+realised mask is `CacheRun.schedule`), and token-wise MLP recomputation (`token_ratio` with its
+`token_rule`: ToCa). Forecasts and token selection are rules the method supplies in its plan.
 """
 
 from __future__ import annotations
@@ -55,16 +56,20 @@ class Plan:
     # do). L2C with interval k > 2 refreshes only at full steps, so every cache step of a cycle
     # reuses the full step's features, as its router was trained.
     store: tuple[bool, ...] | None = None
-    # TaylorSeer: a reused branch is forecast from finite differences of its last computed
-    # outputs, to this order, in units of evaluations (None: plain reuse).
-    forecast_order: int | None = None
+    # Forecast instead of reuse (TaylorSeer's `TaylorForecast`): a computed branch output updates
+    # `forecast.update(state, out, n) -> state`; a reused one is `forecast.predict(state, n)`.
+    # None: plain reuse. The method module holds the rule; the engine only calls it.
+    forecast: object | None = None
     # Dynamic span reuse (FBCache, TeaCache): `policy.decide` chooses at run time, per evaluation,
     # whether `span` is reused; `compute` is then the all-computed row and the realised schedule
     # is read from the run (`CacheRun.schedule`). `cache_steps` = the evaluations allowed to reuse.
     policy: object | None = None
     # Token-wise MLP caching (ToCa): per evaluation, the share of tokens whose MLP output is
-    # recomputed (1.0 = all; the rest keep their cached outputs). None: whole branches only.
+    # recomputed (1.0 = all; the rest keep their cached outputs), and the rule that picks them:
+    # `token_rule(store, block, share, fn, x, *rest) -> out` (ToCa's `StalestTokens`). None: whole
+    # branches only.
     token_ratio: tuple[float, ...] | None = None
+    token_rule: object | None = None
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -93,6 +98,8 @@ class Plan:
         if self.token_ratio is not None and (len(self.token_ratio) != len(self.compute) or self.token_ratio[0] != 1.0
                                              or not all(0.0 < r <= 1.0 for r in self.token_ratio)):
             raise CacheConfigError("plan.token_ratio needs one share in (0, 1] per evaluation, 1.0 at the first")
+        if (self.token_ratio is None) != (self.token_rule is None):
+            raise CacheConfigError("a token-wise plan needs both token_ratio and token_rule")
         if self.store is not None and (len(self.store) != len(self.compute) or not self.store[0]):
             raise CacheConfigError("plan.store needs one flag per evaluation, and the first must store")
 
@@ -162,17 +169,18 @@ def full_plan(nfe: int, num_blocks: int) -> Plan:
 
 
 class _Runner:
-    """Branch runner for one guidance pass of one evaluation (see models.layers.BranchRunner)."""
+    """Branch runner for one guidance pass of one evaluation (see engine.model.BranchRunner)."""
 
-    __slots__ = ("decide", "drop", "evaluation", "order", "refresh", "row", "span", "span_mode", "span_reuse",
-                 "store", "tokens")
+    __slots__ = ("decide", "drop", "evaluation", "forecast", "refresh", "row", "span", "span_mode", "span_reuse",
+                 "store", "token_rule", "tokens")
 
     def __init__(self, row, store: dict, drop: bool, span=None, span_mode="output", span_reuse=False,
-                 refresh: bool = True, evaluation: int = 0, order: int | None = None, decide=None,
-                 tokens: float | None = None):
+                 refresh: bool = True, evaluation: int = 0, forecast=None, decide=None,
+                 tokens: float | None = None, token_rule=None):
         self.row, self.store, self.drop, self.refresh = row, store, drop, refresh
         self.span, self.span_mode, self.span_reuse = span, span_mode, span_reuse
-        self.evaluation, self.order, self.decide, self.tokens = evaluation, order, decide, tokens
+        self.evaluation, self.forecast, self.decide = evaluation, forecast, decide
+        self.tokens, self.token_rule = tokens, token_rule
 
     def run_span(self, h, fn, probe=None):
         """Blocks `self.span` as one unit: fn(h) -> (h_out, extras) computed or reused. `probe(kind)`
@@ -195,62 +203,20 @@ class _Runner:
 
     def __call__(self, block: int, branch: int, fn, *args):
         if self.tokens is not None and branch == 1 and self.row[block][branch]:
-            return self._token_wise(block, fn, *args)
+            return self.token_rule(self.store, block, self.tokens, fn, *args)
         if self.row[block][branch]:
             out = fn(*args)
-            if self.order is not None:
-                self.store[block, branch] = taylor_update(self.store.get((block, branch)), out, self.evaluation,
-                                                          self.order)
+            if self.forecast is not None:
+                self.store[block, branch] = self.forecast.update(self.store.get((block, branch)), out, self.evaluation)
             elif self.refresh:
                 self.store[block, branch] = out  # a reference: the model never writes in place
             return out
         if self.drop:
             return 0.0  # x + gate * 0: the branch is skipped entirely
-        if self.order is not None:
-            return taylor_forecast(self.store[block, branch], self.evaluation)
+        if self.forecast is not None:
+            return self.forecast.predict(self.store[block, branch], self.evaluation)
         return self.store[block, branch]
 
-    def _token_wise(self, block: int, fn, x, *rest):
-        """ToCa's MLP: recompute the `tokens` share of tokens whose input moved most since their
-        output was cached (relative L2 per token; ties to the longest-cached), keep the rest.
-        x (N, T, D) is the branch input; the store keeps (output, input it came from, age)."""
-        key = (block, 1)
-        if self.tokens >= 1.0 or key not in self.store:
-            out = fn(x, *rest)
-            self.store[key] = (out, x, torch.zeros(x.shape[:2], device=x.device))
-            return out
-        out, x_cached, age = self.store[key]
-        k = max(1, round(self.tokens * x.shape[1]))
-        change = (x - x_cached).norm(dim=-1) / x_cached.norm(dim=-1).clamp_min(1e-12)  # (N, T)
-        picked = (change + 1e-6 * age).topk(k, dim=1).indices  # (N, k), on the device: no host sync
-        gather = picked.unsqueeze(-1).expand(-1, -1, x.shape[-1])
-        fresh_in = x.gather(1, gather)  # (N, k, D)
-        fresh = fn(fresh_in, *rest)  # (N, k, D_out): per-token branch, so a subset runs alone
-        out = out.scatter(1, picked.unsqueeze(-1).expand(-1, -1, fresh.shape[-1]), fresh.to(out.dtype))
-        self.store[key] = (out, x_cached.scatter(1, gather, fresh_in.to(x_cached.dtype)),
-                           (age + 1).scatter(1, picked, 0.0))
-        return out
-
-
-def taylor_update(previous, out: torch.Tensor, n: int, order: int):
-    """(evaluation, [f, f', f'', ...]) after computing `out` at evaluation n: each derivative is
-    the difference of the one below it between the last two computations, over their distance."""
-    derivatives = [out]
-    if previous is not None:
-        n_prev, old = previous
-        for i in range(min(order, len(old))):
-            derivatives.append((derivatives[i] - old[i]) / (n - n_prev))
-    return n, derivatives
-
-
-def taylor_forecast(state, n: int) -> torch.Tensor:
-    """sum_i f^(i) (n - n_last)^i / i!: the branch output forecast at evaluation n."""
-    n_last, derivatives = state
-    out, step, factor = derivatives[0], n - n_last, 1.0
-    for i, d in enumerate(derivatives[1:], start=1):
-        factor *= step / i
-        out = out + factor * d
-    return out
 
 
 class CacheRun:
@@ -288,7 +254,7 @@ class CacheRun:
             decide = lambda probe, has_cache: self._decide(n, probe, has_cache)  # noqa: E731
         tokens = None if plan.token_ratio is None else plan.token_ratio[n]
         return [_Runner(plan.compute[n], store, plan.drop, plan.span_at(n), plan.span_mode, plan.span_reused(n),
-                        refresh, n, plan.forecast_order, decide, tokens) for store in self._stores[:passes]]
+                        refresh, n, plan.forecast, decide, tokens, plan.token_rule) for store in self._stores[:passes]]
 
     @property
     def cache_bytes(self) -> int:

@@ -15,7 +15,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...engine.core import CacheConfigError, CacheMethod, Plan, check_interval
+import torch
+
+from ...engine import CacheConfigError, CacheMethod, Plan, check_interval
+
+
+def taylor_update(previous, out: torch.Tensor, n: int, order: int):
+    """(evaluation, [f, f', f'', ...]) after computing `out` at evaluation n: each derivative is
+    the difference of the one below it between the last two computations, over their distance."""
+    derivatives = [out]
+    if previous is not None:
+        n_prev, old = previous
+        for i in range(min(order, len(old))):
+            derivatives.append((derivatives[i] - old[i]) / (n - n_prev))
+    return n, derivatives
+
+
+def taylor_forecast(state, n: int) -> torch.Tensor:
+    """sum_i f^(i) (n - n_last)^i / i!: the branch output forecast at evaluation n."""
+    n_last, derivatives = state
+    out, step, factor = derivatives[0], n - n_last, 1.0
+    for i, d in enumerate(derivatives[1:], start=1):
+        factor *= step / i
+        out = out + factor * d
+    return out
+
+
+@dataclass(frozen=True)
+class TaylorForecast:
+    """The plan's forecast rule (`Plan.forecast`): a branch's state is (evaluation, [f, f', ...])."""
+
+    order: int
+
+    def update(self, previous, out: torch.Tensor, n: int):
+        return taylor_update(previous, out, n, self.order)
+
+    def predict(self, state, n: int) -> torch.Tensor:
+        return taylor_forecast(state, n)
+
+
 
 
 @dataclass
@@ -33,4 +71,4 @@ class TaylorSeer(CacheMethod):
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         blocks = model.num_blocks
         compute = tuple(((n % self.interval == 0,) * 2,) * blocks for n in range(nfe))
-        return Plan(compute, tuple(n for n in range(nfe) if n % self.interval), forecast_order=int(self.order))
+        return Plan(compute, tuple(n for n in range(nfe) if n % self.interval), forecast=TaylorForecast(int(self.order)))

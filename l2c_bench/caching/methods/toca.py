@@ -16,7 +16,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...engine.core import CacheConfigError, CacheMethod, Plan, check_interval
+import torch
+
+from ...engine import CacheConfigError, CacheMethod, Plan, check_interval
+
+
+@dataclass(frozen=True)
+class StalestTokens:
+    """ToCa's token rule (`Plan.token_rule`): recompute the `share` of tokens whose input moved most
+    since their output was cached (relative L2 per token; ties to the longest-cached), keep the rest."""
+
+    def __call__(self, store: dict, block: int, share: float, fn, x, *rest):
+        """Block `block`'s MLP at token share `share`. x (N, T, D) is the branch input; the store
+        keeps (output, input it came from, age) per block."""
+        key = (block, 1)
+        if share >= 1.0 or key not in store:
+            out = fn(x, *rest)
+            store[key] = (out, x, torch.zeros(x.shape[:2], device=x.device))
+            return out
+        out, x_cached, age = store[key]
+        k = max(1, round(share * x.shape[1]))
+        change = (x - x_cached).norm(dim=-1) / x_cached.norm(dim=-1).clamp_min(1e-12)  # (N, T)
+        picked = (change + 1e-6 * age).topk(k, dim=1).indices  # (N, k), on the device: no host sync
+        gather = picked.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        fresh_in = x.gather(1, gather)  # (N, k, D)
+        fresh = fn(fresh_in, *rest)  # (N, k, D_out): per-token branch, so a subset runs alone
+        out = out.scatter(1, picked.unsqueeze(-1).expand(-1, -1, fresh.shape[-1]), fresh.to(out.dtype))
+        store[key] = (out, x_cached.scatter(1, gather, fresh_in.to(x_cached.dtype)), (age + 1).scatter(1, picked, 0.0))
+        return out
 
 
 @dataclass
@@ -35,4 +62,4 @@ class ToCa(CacheMethod):
         blocks, full = model.num_blocks, [n % self.interval == 0 for n in range(nfe)]
         compute = tuple(((f, True),) * blocks for f in full)  # MLP always (partly) runs; attention when full
         ratios = tuple(1.0 if f else float(self.ratio) for f in full)
-        return Plan(compute, tuple(n for n in range(nfe) if not full[n]), token_ratio=ratios)
+        return Plan(compute, tuple(n for n in range(nfe) if not full[n]), token_ratio=ratios, token_rule=StalestTokens())
