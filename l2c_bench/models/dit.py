@@ -16,7 +16,7 @@ from torch import nn
 
 from ..engine.model import unknown_probe
 from .embeddings import sincos_2d_grid, timestep_sinusoid
-from .fused import residual_add
+from .fast import ROWWISE_CHUNK, adaln_input, gated_residual, rowwise_linear  # noqa: F401 - re-exported
 from .layers import (
     ATTN,
     MLP,
@@ -24,7 +24,6 @@ from .layers import (
     BranchRunner,
     Mlp,
     PatchEmbed,
-    autocast_dtype,
     run_branch,
     unpatchify,
 )
@@ -43,82 +42,16 @@ class DiTArgs:
     learn_sigma: bool = True
 
 
-def rowwise_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """linear(x) for x (N, D_in) -> (N, D_out), each row's result independent of the batch size.
-
-    BLAS picks different kernels for 1 row and for several, so a plain GEMM on the few
-    conditioning rows makes sample i depend on the batch size. In float32 each row is its own
-    product (a batched GEMV), bit for bit what earlier versions computed. Under autocast the
-    rows go through GEMMs of exactly `ROWWISE_CHUNK` rows (zero-padded), one kernel whatever the
-    batch: the batched GEMV reads the whole weight once per row, and on an H200 that made the
-    adaLN products (a third of DiT-XL/2's weights, run at every step, cached or not) a large part
-    of the bf16 time that caching cannot remove.
-
-    Under autocast the weight is cast once, before any expansion: autocast would otherwise cast
-    an expanded (N, D_in, D_out) view, materialising N copies of the weight.
-    """
-    weight, bias = linear.weight, linear.bias
-    device_type = x.device.type
-    if (dtype := autocast_dtype(device_type)) is not None:
-        weight, x = weight.to(dtype), x.to(dtype)  # the bias stays float32, as autocast's bmm + add gave
-        with torch.autocast(device_type, enabled=False):
-            return _chunked(x, weight, bias)
-    return _rowwise(x, weight, bias)
 
 
-ROWWISE_CHUNK = 16  # rows per product under autocast: DiT-XL/2 at batch 8 with CFG is one chunk
 
 
-def _rowwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    out = torch.bmm(x.unsqueeze(1), weight.t().expand(x.shape[0], -1, -1)).squeeze(1)  # (N, D_out)
-    return out + bias if bias is not None else out
 
 
-def _chunked(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    n = x.shape[0]
-    # pad to whole chunks (ceil(N / chunk) * chunk, D_in); no copy when N is a multiple already
-    padded = torch.nn.functional.pad(x, (0, 0, 0, -n % ROWWISE_CHUNK)) if n % ROWWISE_CHUNK else x
-    products = [chunk @ weight.t() for chunk in padded.split(ROWWISE_CHUNK)]
-    out = (products[0] if len(products) == 1 else torch.cat(products))[:n]  # (N, D_out)
-    return out + bias if bias is not None else out
 
 
-def adaln_input(c: torch.Tensor) -> torch.Tensor:
-    """SiLU(c) for c (N, D): the input of every adaLN product of one evaluation (each block's
-    `adaLN_modulation` is SiLU then Linear, and every block gets the same c). Computed once per
-    evaluation instead of once per block, and under autocast cast once to its dtype, as each
-    block's `rowwise_linear` would have (same values; 28 blocks' SiLU and cast kernels saved)."""
-    act = torch.nn.functional.silu(c)
-    dtype = autocast_dtype(c.device.type)
-    return act if dtype is None else act.to(dtype)
 
 
-def gated_residual(x: torch.Tensor, gate: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """x + gate * out for x (N, T, D), gate (N, D) and a branch output out (N, T, D).
-
-    It runs for every branch at every step, cached or not. Under autocast (out in bf16/fp16, x
-    and gate float32) it is one fused kernel instead of a broadcast multiply and an add, each a
-    full pass over the float32 residual stream; in float32 the official order (multiply, then
-    add) is kept bit for bit. A dropped branch (layer dropout) hands back the number 0.
-
-    On CUDA the fused kernel is our own (`fused.residual_add`, the same values as addcmul):
-    PyTorch's addcmul over mixed dtypes takes its slow casting path (28.5 us per DiT-XL/2 call
-    on an H200, where the 47 MB it moves take about 10 us at full bandwidth).
-    The addcmul runs with autocast switched off: autocast lists addcmul as "promote to the
-    widest type" and would first write a float32 copy of `out` and read it back (18 bytes per
-    element in all), while CUDA's kernel casts a bfloat16 input as it reads it (10 bytes). Same
-    values: bfloat16/float16 -> float32 is exact. (A CPU kernel still makes the copy itself.)
-    """
-    device_type = x.device.type
-    if isinstance(out, torch.Tensor) and autocast_dtype(device_type) is not None:
-        # set_autocast_enabled rather than a `torch.autocast(enabled=False)` block: this runs
-        # 2 x depth times per evaluation, and the context manager costs several microseconds
-        torch.set_autocast_enabled(device_type, False)
-        try:
-            return residual_add(x, out, gate)  # CUDA: a Triton kernel (models/fused.py), else addcmul
-        finally:
-            torch.set_autocast_enabled(device_type, True)
-    return x + gate.unsqueeze(1) * out
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

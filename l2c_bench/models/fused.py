@@ -20,7 +20,7 @@ Fewer passes, for U-ViT (same values, as each option's docstring says): `residua
 out2=)` adds a block's two branches in one pass when the second is reused (it does not read the
 first's sum), and `into=` / `copy_to=` write the result (or a cast copy) straight into a half of
 the next out-block's concatenation buffer, so U-ViT's whole forwards need no concatenation pass
-(`models.uvit.buffer_dtype`); `residual_chain` adds a run of wholly reused in-blocks in one pass.
+(`models.fast.buffer_dtype`); `residual_chain` adds a run of wholly reused in-blocks in one pass.
 Per U-ViT-H/2 forward with every branch reused, the blocks' 86 kernels become 31.
 
 Each function falls back to the PyTorch expression whenever the fast path does not apply: not

@@ -36,7 +36,7 @@ def cast_weights_(model: nn.Module, dtype: torch.dtype) -> int:
     that run whether a branch is cached or not. Autocast rounds float32 to `dtype` exactly as
     this does, and casts nothing already in `dtype`, so every output is bit for bit the same.
     Biases, norms, embeddings and the positional table stay float32 (autocast decides per op
-    what they become; the adaLN bias is added in float32, see `dit.rowwise_linear`).
+    what they become; the adaLN bias is added in float32, see `fast.rowwise_linear`).
 
     Afterwards the model only runs under autocast in `dtype`; a forward pre-hook says so
     instead of a dtype mismatch deep inside a matmul.

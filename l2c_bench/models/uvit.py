@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import fused
 from .embeddings import timestep_sinusoid
-from .fused import concat_cast, residual_add, residual_chain
+from .fast import buffer_dtype, concat_for_linear
+from .fused import residual_add, residual_chain
 from .layers import (
     ATTN,
     MLP,
@@ -23,7 +23,6 @@ from .layers import (
     BranchRunner,
     Mlp,
     PatchEmbed,
-    autocast_dtype,
     reads_input,
     run_branch,
     unpatchify,
@@ -45,24 +44,6 @@ class UViTArgs:
     conv: bool = False
 
 
-def concat_for_linear(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-    """cat([x, skip], -1): (N, T, D) twice -> (N, T, 2D), the input of an out-block's skip_linear.
-
-    It runs in every out-block at every evaluation, cached or not. Under autocast the linear
-    would cast a float32 concatenation to bf16/fp16: in the first out-block x and skip are
-    float32 (the cat reads 8 bytes per element pair and writes 8, the cast reads those and
-    writes 4: 28 bytes); in the others x is the previous skip_linear's bf16/fp16 output and the
-    skip float32, and `cat` promotes both to float32 first (26 bytes). Here each half is cast as
-    it is copied into a buffer already in autocast's dtype (12 and 10 bytes; on CUDA in one
-    Triton pass, 5.7 us per U-ViT-H/2 call on an H200 where PyTorch's two strided casting copies
-    took 14.7 us). Same values: the cast of the concatenation is the concatenation of the casts
-    (a bf16/fp16 -> float32 -> back round trip is exact), and the linear then casts nothing.
-    Whole forwards on CUDA need not even this pass: see `buffer_dtype`.
-    """
-    dtype = autocast_dtype(x.device.type)
-    if dtype is not None and not x.dtype == skip.dtype == dtype:
-        return concat_cast(x, skip, dtype)  # CUDA: one Triton pass (models/fused.py)
-    return torch.cat([x, skip], dim=-1)
 
 
 class UViTBlock(nn.Module):
@@ -110,20 +91,6 @@ class UViTBlock(nn.Module):
                 run_branch(runner, index, MLP, self.mlp_branch, x))
 
 
-def buffer_dtype(h: torch.Tensor) -> torch.dtype | None:
-    """The dtype of U-ViT's skip concatenation buffers for the stream h, or None (plain skips).
-
-    Under autocast each out-block's skip_linear reads cat([x, skip]) in autocast's dtype. When
-    our kernels run (`fused`: CUDA, no autograd), each in-block writes its output's cast straight
-    into the right half of a buffer (N, T, 2D) in that dtype, and the block before each out-block
-    writes its output into the left half: no concatenation pass (per U-ViT-H/2 forward of 8 rows,
-    14 kernels and ~270 MB of traffic less). Same values: each half is the same cast of the same sum.
-    Not inside a span of blocks that block-level caching reuses whole: those keep plain skips.
-    """
-    dtype = autocast_dtype(h.device.type)
-    if dtype is None or torch.is_grad_enabled() or not fused.ready(h):
-        return None
-    return dtype
 
 
 class UViT(nn.Module):
