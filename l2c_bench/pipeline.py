@@ -53,7 +53,7 @@ class GenerationResult:
         if self.plan is None:
             return None
         if not self.dynamic:
-            return self.plan.mask() if self.plan.token_ratio is None else self.plan.share()
+            return self.plan.schedule()
         if len(self.realised) == 1:
             return self.realised[0]["schedule"]
         total = sum(r["size"] for r in self.realised)

@@ -32,7 +32,8 @@ from . import generate  # noqa: F401 - the public API, as before the run's steps
 from .caching import UnsupportedCombination
 from .config import register_configs
 from .models.loading import TOY_ASSETS  # noqa: F401 - re-exported
-from .records.store import SCHEMA_VERSION, check_writable, flatten
+from .records.row import Row
+from .records.store import check_writable
 from .records.tracker import check_tracker
 from .runs.identity import identify, stored_row
 from .runs.prepare import Point, build_cache, prepare, validate  # noqa: F401 - the steps, importable from here
@@ -69,8 +70,7 @@ def run_point(cfg: DictConfig) -> dict:
         device = resolve_device(cfg.device)
     except ValueError:
         pass  # reported by prepare() below, as a failed row
-    row = {"run_id": run_id, "schema_version": SCHEMA_VERSION, **flatten({"config": config}),
-           **flatten({"provenance": collect(device)}), "provenance.start_time": now()}
+    row = Row(run_id, config, provenance={**collect(device), "start_time": now()})
     try:
         point = prepare(cfg)
         sharded = point.shard.count > 1
@@ -95,20 +95,21 @@ def run_point(cfg: DictConfig) -> dict:
             else:
                 part = sample_part(point, range(cfg.metrics.num_samples))
             metrics = finalize(point, part, run_dir)
-            row.update({f"metrics.{k}": v for k, v in metrics.items()}, status="ok", error=None)
+            row.metrics, row.status = metrics, "ok"
             log.debug("ok %s: %s", run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-            row = record_row(cfg, run_id, run_dir, row, config)
-            log.info(point_line(row))
-            return row
+            stored = record_row(cfg, run_dir, row)
+            log.info(point_line(stored))
+            return stored
     except UnsupportedCombination as exc:
-        row.update(status="unsupported", error=str(exc))
-        log.warning(point_line(row))
+        row.status, row.error = "unsupported", str(exc)
+        log.warning(point_line(row.flat()))
     except Exception as exc:  # noqa: BLE001 - any failure becomes a failed row, then is reported
         out_of_memory = isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))  # say what to lower
-        row.update(status="failed", error=out_of_memory_error(cfg, device, exc) if out_of_memory
-                   else f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exception(exc))[-4000:])
-        log.error(point_line(row))
-    return record_row(cfg, run_id, run_dir, row, config)
+        row.status = "failed"
+        row.error = out_of_memory_error(cfg, device, exc) if out_of_memory else f"{type(exc).__name__}: {exc}"
+        row.traceback = "".join(traceback.format_exception(exc))[-4000:]
+        log.error(point_line(row.flat()))
+    return record_row(cfg, run_dir, row)
 
 
 def out_of_memory_error(cfg: DictConfig, device: torch.device, exc: BaseException) -> str:

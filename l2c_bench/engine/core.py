@@ -125,6 +125,11 @@ class Plan:
         """Boolean compute mask (nfe, blocks, 2)."""
         return torch.tensor(self.compute, dtype=torch.bool)
 
+    def schedule(self) -> torch.Tensor:
+        """What a static plan computes (nfe, blocks, 2), as rows, MACs and plots read it: the bool
+        mask, or for a token-wise plan the float share (`share`). The one place it is derived."""
+        return self.mask() if self.token_ratio is None else self.share()
+
     def share(self) -> torch.Tensor:
         """The share of each branch's work done (nfe, blocks, 2), float: the mask, with token-wise
         MLP evaluations counted at their token share (what MACs and reuse ratios count)."""

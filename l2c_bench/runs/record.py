@@ -9,23 +9,24 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..records import flatten, write_row
+from ..records.row import Row
 from ..records.tracker import make_tracker
 from ..system.provenance import now
 
 
-def record_row(cfg: DictConfig, run_id: str, run_dir: Path, row: dict, config: dict) -> dict:
-    """The one place a row is written (then mirrored to W&B)."""
-    row["provenance.end_time"] = now()
-    tracker = make_tracker(cfg.tracker, group=cfg.tracker.group or _sweep_name(), name=run_id,
-                           results_dir=cfg.results_dir, config=flatten(config))
+def record_row(cfg: DictConfig, run_dir: Path, row: Row) -> dict:
+    """The one place a row is written (then mirrored to W&B); returns it as stored (flat)."""
+    row.provenance["end_time"] = now()
+    tracker = make_tracker(cfg.tracker, group=cfg.tracker.group or _sweep_name(), name=row.run_id,
+                           results_dir=cfg.results_dir, config=flatten(row.config))
     if tracker is not None:
-        row["provenance.wandb_dir"] = tracker.directory
-    write_row(cfg.results_dir, run_id, row)
+        row.provenance["wandb_dir"] = tracker.directory
+    flat = row.flat()
+    write_row(cfg.results_dir, row.run_id, flat)
     if tracker is not None:
-        tracker.log({k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.")},
-                    image_path=str(run_dir / "samples.png"))
-        tracker.finish(exit_code=0 if row["status"] == "ok" else 1)
-    return row
+        tracker.log(dict(row.metrics), image_path=str(run_dir / "samples.png"))
+        tracker.finish(exit_code=0 if row.status == "ok" else 1)
+    return flat
 
 
 def _sweep_name() -> str:

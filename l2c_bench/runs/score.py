@@ -47,7 +47,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     method, uncached = timings["method"], timings.get("uncached", timings["method"])
 
     plan = None if cache is None else cache.checked_plan(model=model, sampler=point.sampler, nfe=cfg.steps)
-    schedule = None if plan is None else plan.mask() if plan.token_ratio is None else plan.share()
+    schedule = None if plan is None else plan.schedule()
     dynamic = plan is not None and plan.policy is not None
     if dynamic:  # decided at run time: the share of samples that computed each branch
         schedule = part["schedule"].double().mean(0)
