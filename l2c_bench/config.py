@@ -186,7 +186,9 @@ def _omegaconf_type(hint) -> Any:
 
 def method_schema(name: str, method: type) -> type:
     """The structured config of cache method `name`: `name`, then the method dataclass's own
-    fields with their types and defaults (the method class is the one place they are written)."""
+    fields with their types and defaults. The fields are declared only in the method class;
+    `conf/cache/<name>.yaml` sets the values a run starts from (they may differ from the class
+    defaults, e.g. L2C's `router=auto`)."""
     hints = typing.get_type_hints(method)
     specs: list = [("name", str, field(default=name))]
     for f in dataclasses.fields(method):

@@ -127,12 +127,6 @@ def out_of_memory_error(cfg: DictConfig, device: torch.device, exc: BaseExceptio
             + (f" [{cause}]" if cause else ""))
 
 
-
-
-
-
-
-
 def _stop_on_sigterm(signum, frame) -> None:
     """SIGTERM (a preemption's first signal, `kill`): stop the point in flight by unwinding, so
     every atomic write in progress removes its temp file; no row is written (SystemExit is not a

@@ -50,7 +50,11 @@ def documented_method(tmp_path, monkeypatch):
     register_configs()  # what l2c_bench.run does at import, now with the method registered
     monkeypatch.setattr(catalog, "CONF", conf)
     yield module, conf, blocks
+    monkeypatch.undo()  # the registry without the method, then the schemas as they were
     ConfigStore.instance().repo["cache"].pop("skip_mlp_schema.yaml", None)
+    register_configs()  # `none`'s schema (every method's keys) without skip_mlp's
+    sys.modules.pop("skip_mlp_example", None)
+    sys.modules.pop("test_skip_mlp_example", None)
 
 
 def test_the_documented_method_composes_runs_and_is_listed(documented_method, tmp_path):

@@ -27,6 +27,16 @@ def test_at_most_six_modules_loose_at_the_package_root():
     assert len(loose) <= 6, loose
 
 
+def test_no_method_declares_a_class_attribute_as_a_parameter():
+    """`name`, `label`, ... are class attributes (CacheMethod); written with a type annotation in a
+    method they would become dataclass fields: parameters in its schema, rows and run ids."""
+    from dataclasses import fields
+
+    reserved = {"name", "label", "decides_at_run_time", "identity_neutral", "not_in_identity", "config_groups"}
+    for name, method in CACHE_METHODS.items():
+        assert not reserved & {f.name for f in fields(method)}, name
+
+
 def test_every_registered_method_has_its_config_file_label_and_table_rows():
     readme = (ROOT / "README.md").read_text()
     caching_doc = (ROOT / "docs" / "caching.md").read_text()

@@ -78,6 +78,16 @@ def test_a_key_of_another_method_fails_at_compose_time():
     assert cfg.cache.order == 2
 
 
+def test_the_toy_table3_command_of_the_sweeps_readme_composes():
+    """sweeps/README.md: Table 3 at toy scale swaps in the L2C preset with the learned router."""
+    for point in ("table3_none", "table3_deepcache", "table3_faster_diffusion", "table3_l2c_auto"):
+        cfg = compose_config(f"+point={point}", "+sweep=table3_uvit_cache_methods", "scale=toy")
+        assert cfg.model.family == "uvit" and cfg.model.arch == "U-ViT-toy"
+    assert cfg.cache.name == "l2c" and cfg.cache.router == "auto" and cfg.cache.threshold == 0.9
+    with pytest.raises(ConfigCompositionException, match="cache.router"):
+        compose_config("+point=table3_deepcache", "+sweep=table3_uvit_cache_methods", "cache.router=auto")
+
+
 def test_each_method_composes_exactly_its_own_parameters():
     """The cache node is the method's schema: its name, then its dataclass fields in order."""
     from dataclasses import fields

@@ -1,4 +1,4 @@
-"""Quality against the converged sampler (l2c_bench/converged.py): the reference scores itself
+"""Quality against the converged sampler (l2c_bench/runs/converged.py): the reference scores itself
 perfectly, is sampled once per sweep, gives the same numbers for any shard split, and bad values
 of metrics.converged_nfe fail before compute naming the key."""
 

@@ -1,4 +1,4 @@
-"""What a run prints: one line per point, and the end-of-sweep table (l2c_bench/summary.py)."""
+"""What a run prints: one line per point, and the end-of-sweep table (l2c_bench/runs/summary.py)."""
 
 import subprocess
 import sys

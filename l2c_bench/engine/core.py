@@ -16,7 +16,10 @@ realised mask is `CacheRun.schedule`), and token-wise MLP recomputation (`token_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import ClassVar
 
 import torch
 
@@ -223,7 +226,6 @@ class _Runner:
         return self.store[block, branch]
 
 
-
 class CacheRun:
     """Per-batch state: counts evaluations, hands out runners, checks the plan was followed."""
 
@@ -295,13 +297,16 @@ class CacheMethod:
     checked plan once, then for fresh per-batch state (`run`) for every batch.
     """
 
-    name = "base"  # its key in CACHE_METHODS and its `cache=` option
-    label = "base"  # its name in tables and plots
-    decides_at_run_time = False  # its plan carries a policy that reads the model's outputs on the host
+    # Class attributes, not parameters: a subclass sets them WITHOUT a type annotation (an annotated
+    # one would become a dataclass field, i.e. a parameter in its schema, rows and run id).
+    name: ClassVar[str] = "base"  # its key in CACHE_METHODS and its `cache=` option
+    label: ClassVar[str] = "base"  # its name in tables and plots
+    decides_at_run_time: ClassVar[bool] = False  # its plan carries a policy that reads model outputs on the host
     # Parameters whose value here reproduces what the method computed before the parameter existed:
     # left out of a run's identity at that value, so run ids of rows written before stay valid.
-    identity_neutral: dict = {}
-    not_in_identity: tuple[str, ...] = ()  # parameters that never change what it computes
+    identity_neutral: ClassVar[Mapping[str, object]] = MappingProxyType({})
+    not_in_identity: ClassVar[tuple[str, ...]] = ()  # parameters that never change what it computes
+    config_groups: ClassVar[tuple[str, ...]] = ()  # run-config groups it may read (see identity_groups)
 
     @property
     def plans_without_weights(self) -> bool:

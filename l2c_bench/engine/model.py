@@ -1,6 +1,7 @@
-"""What the engine needs from a model family: the one interface DiT and U-ViT implement, and a
-diffusers adapter implements around a diffusers transformer, without the engine or any method
-knowing which model it runs.
+"""What the engine needs from a model family: the interface DiT and U-ViT implement, and a new
+family (a diffusers transformer's adapter) implements the same way. It covers the engine and the
+methods that read only plans; `generate` (in_channels, input_size, null_class), MACs counting and
+the methods defined per family (L2C, DeepCache, FBCache) still ask more: docs/caching.md.
 
 A cacheable model has
 - `family` (str): its key for the samplers' conventions and for methods defined per family

@@ -42,18 +42,6 @@ class DiTArgs:
     learn_sigma: bool = True
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation; x (N, T, D), shift/scale (N, D)."""
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)

@@ -13,8 +13,8 @@ from . import fused
 from .fused import concat_cast, residual_add
 from .layers import autocast_dtype
 
-# --- DiT ------------------------------------------------------------------------------------
 
+# --- DiT ------------------------------------------------------------------------------------
 def rowwise_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """linear(x) for x (N, D_in) -> (N, D_out), each row's result independent of the batch size.
 
@@ -35,7 +35,6 @@ def rowwise_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 ROWWISE_CHUNK = 16  # rows per product under autocast: DiT-XL/2 at batch 8 with CFG is one chunk
-
 
 
 def _rowwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -85,7 +84,6 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, out: torch.Tensor) -> to
 
 
 # --- U-ViT ----------------------------------------------------------------------------------
-
 def concat_for_linear(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """cat([x, skip], -1): (N, T, D) twice -> (N, T, 2D), the input of an out-block's skip_linear.
 

@@ -44,8 +44,6 @@ class UViTArgs:
     conv: bool = False
 
 
-
-
 class UViTBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, skip: bool):
         super().__init__()
@@ -89,8 +87,6 @@ class UViTBlock(nn.Module):
         (`reads_input` False): x is not read."""
         return (run_branch(runner, index, ATTN, self.attn_branch, x),
                 run_branch(runner, index, MLP, self.mlp_branch, x))
-
-
 
 
 class UViT(nn.Module):

@@ -22,9 +22,9 @@ from typing import Any
 from ..system.files import atomic_path
 
 RESULT_FILE = "result.json"
-# The row format. 1: rows written before the field existed (their `config.cache.*` hold every
-# method's keys); 2: `config.cache.*` holds the method's own keys only. Rows of every version load;
-# a row without the field is read as version 1.
+# The row format. 2: rows that say which format they are in (this field), written since the
+# per-method config schemas; 1: any row without the field (`config.cache.*` holds every method's
+# keys in the oldest ones, the method's own since row_config). Rows of every version load together.
 SCHEMA_VERSION = 2
 # Config keys that do not change what a run computes: excluded from its identity.
 NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device", "shard")
@@ -48,7 +48,7 @@ def run_key(config: Mapping[str, Any]) -> str:
     cache = dict(identity.get("cache") or {})
     method = _method(cache.get("name"))
     used = set(method.identity_groups(cache)) if method is not None else set()
-    for group in METHOD_GROUPS - used:  # e.g. the router-learning recipe, where it picks no router
+    for group in _method_groups() - used:  # e.g. the router-learning recipe, where it picks no router
         identity.pop(group, None)
     if cache:
         relevant = _method_parameters(cache.get("name"), cache)
@@ -58,9 +58,13 @@ def run_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-# Run-config groups that only some methods read (`CacheMethod.identity_groups`): L2C's router-learning
-# recipe, TeaCache's calibration settings. A run whose method does not read one leaves it out.
-METHOD_GROUPS = {"router", "calibration"}
+def _method_groups() -> set[str]:
+    """Run-config groups that only some methods read (each method's `config_groups`: L2C's
+    router-learning recipe, TeaCache's calibration settings): a run whose method does not read
+    one leaves it out of its identity."""
+    from ..caching import CACHE_METHODS
+
+    return {group for method in CACHE_METHODS.values() for group in method.config_groups}
 
 
 def _method(name):

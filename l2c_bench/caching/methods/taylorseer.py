@@ -54,8 +54,6 @@ class TaylorForecast:
         return taylor_forecast(state, n)
 
 
-
-
 @dataclass
 class TaylorSeer(CacheMethod):
     interval: int = 3

@@ -68,6 +68,7 @@ class L2C(CacheMethod):
     interval: int = 2  # one full step + interval-1 cache steps (2 = the paper; > 2: DiT + DDIM)
     name = "l2c"
     not_in_identity = ("train_if_missing",)
+    config_groups = ("router",)
     identity_neutral = {"interval": 2}  # rows from before `interval` existed computed the paper's cycle
     label = "L2C"  # in tables and plots (analysis/labels.py)
 

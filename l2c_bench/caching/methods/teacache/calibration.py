@@ -1,7 +1,7 @@
 """TeaCache's rescaling polynomial: fitted per model, sampler and NFE, stored as an artifact.
 
 Calibration samples `samples` images uncached and records, per evaluation n >= 1, the indicator
-x_n (relative L1 change of the first block's modulated input, see caching.methods.dynamic) and
+x_n (relative L1 change of the first block's modulated input, see teacache.policy) and
 the quantity it should predict, y_n (relative L1 change of the model's output); a degree-`degree`
 polynomial y ~ p(x) is fitted by least squares (numpy.polyfit). Artifact:
 `<results_dir>/_calibration/teacache-<arch>-<sampler>-nfe<N>-<key>.json` with the coefficients,

@@ -23,6 +23,7 @@ class TeaCache(CacheMethod):
     threshold: float | None = None  # None: 0.1 (TeaCache's "slow" setting for DiT-like models)
     coefficients: str | list | None = "auto"  # auto: the calibration artifact; a file; or a list
     name = "teacache"
+    config_groups = ("calibration",)
     label = "TeaCache"  # in tables and plots (analysis/labels.py)
     decides_at_run_time = True
 

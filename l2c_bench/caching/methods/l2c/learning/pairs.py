@@ -1,6 +1,6 @@
 """Training pairs: a full sampler step that fills the cache, then the cache step it feeds.
 
-The pairing is the one used at inference (`caching.methods.pairing.l2c_cache_steps`):
+The pairing is the one used at inference (`caching.methods.l2c.pairing.l2c_cache_steps`):
 - DiT + DDIM: cache evaluation at respaced index i (even) with router row i; its full step is
   the DDIM step from index i+1. Data are noised to i+1 with the respaced schedule. With a longer
   cycle (interval k), cache step i reuses the full step at i+d (d = 1..k-1): data are noised to
