@@ -22,9 +22,9 @@ from ....engine import CacheMethod, CacheRun, Plan
 from ....models.loading import RunConfigError, checkpoint_path, file_sha256, load_model
 from ....pipeline import generate
 from ....system.devices import init_distributed
-from ..dynamic import dynamic_plan, relative_l1
+from ..dynamic import relative_l1
 from .coefficients import artifact_name, save, store_path
-from .policy import TeaCachePolicy
+from .policy import TeaCachePolicy, stack_plan
 
 log = logging.getLogger("l2c_bench.calibrate")
 
@@ -39,7 +39,7 @@ class _Recording(CacheMethod):
         self.runs: list[CacheRun] = []
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
-        return dynamic_plan(nfe, model.num_blocks, (0, model.num_blocks), TeaCachePolicy(0.0, (1.0, 0.0)))
+        return stack_plan(nfe, model.num_blocks, TeaCachePolicy(0.0, (1.0, 0.0)))
 
     def run(self, plan) -> CacheRun:
         self.runs.append(CacheRun(plan))

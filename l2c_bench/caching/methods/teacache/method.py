@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ....engine import CacheConfigError, CacheMethod, Plan
-from ..dynamic import check_threshold, dynamic_plan
+from ..dynamic import check_threshold
 from .calibration import calibration_for
 from .coefficients import load_coefficients
-from .policy import TeaCachePolicy
+from .policy import TeaCachePolicy, stack_plan
 
 
 @dataclass
@@ -37,7 +37,7 @@ class TeaCache(CacheMethod):
         coefficients = (tuple(float(c) for c in self.coefficients) if isinstance(self.coefficients, (list, tuple))
                         else load_coefficients(self.coefficients, model=model, sampler=sampler, nfe=nfe))
         policy = TeaCachePolicy(check_threshold(self.threshold, 0.1), coefficients)
-        return dynamic_plan(nfe, model.num_blocks, (0, model.num_blocks), policy)
+        return stack_plan(nfe, model.num_blocks, policy)
 
     @property
     def plans_without_weights(self) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..dynamic import relative_l1
+from ....engine import Plan
+from ..dynamic import dynamic_plan, relative_l1
 
 
 @dataclass
@@ -33,3 +34,8 @@ class TeaCachePolicy:
             return True, change
         state["accumulated"] = 0.0
         return False, change
+
+
+def stack_plan(nfe: int, num_blocks: int, policy: TeaCachePolicy) -> Plan:
+    """TeaCache's plan: the whole block stack is the one span its policy runs or reuses."""
+    return dynamic_plan(nfe, num_blocks, (0, num_blocks), policy)
