@@ -63,6 +63,17 @@ def sweep_values(override) -> list[str]:
     return [override.get_value_element_as_str()]
 
 
+def sweep_points(name: str) -> list[tuple[str, ...]]:
+    """The points of sweep file `name`: one tuple of `key=value` overrides each, the product of
+    its `hydra.sweeper.params` as `run -m` expands them (before the command line's own)."""
+    import itertools
+
+    import yaml
+
+    params = yaml.safe_load((CONF / "sweep" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    return list(itertools.product(*[[f"{k}={v}" for v in sweep_values(f"{k}={vals}")] for k, vals in params.items()]))
+
+
 def _wrap(name: str, text: str, width: int = 100) -> str:
     return textwrap.fill(text or "-", width=width, initial_indent=f"  {name:<17} ", subsequent_indent=" " * 20)
 

@@ -1,13 +1,11 @@
 """Every sweep file composes and runs at toy scale with a tiny sample count."""
 
-import itertools
 import numbers
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-import yaml
 from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -131,10 +129,9 @@ def test_there_is_a_sweep_per_paper_table():
 
 
 def _combos(name: str) -> list[tuple[str, ...]]:
-    from l2c_bench.catalog import sweep_values
+    from l2c_bench.catalog import sweep_points
 
-    params = yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
-    return list(itertools.product(*[[f"{k}={v}" for v in sweep_values(f"{k}={vals}")] for k, vals in params.items()]))
+    return sweep_points(name)
 
 
 def _toy_configs(name: str, results_dir) -> list[dict]:

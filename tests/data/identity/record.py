@@ -9,11 +9,9 @@ change, and say so in the commit. (Table 3's points were renamed to their conf/p
 with their ids unchanged when the per-method schemas came.)
 """
 
-import itertools
 import json
 from pathlib import Path
 
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -23,15 +21,13 @@ OUT = Path(__file__).with_name("run_ids.json")
 
 def points() -> list[list[str]]:
     """Override lists: each sweep's points as `run -m` composes them, then each method alone."""
-    from l2c_bench.catalog import sweep_values
+    from l2c_bench.catalog import sweep_points
     from l2c_bench.config import register_configs
 
     register_configs()  # a glob over `cache` sees the registered schemas too (and excludes them)
     out = []
     for path in sorted((ROOT / "sweeps").glob("*.yaml")):
-        params = yaml.safe_load(path.read_text())["hydra"]["sweeper"]["params"]
-        combos = itertools.product(*[[f"{k}={v}" for v in sweep_values(f"{k}={vals}")] for k, vals in params.items()])
-        out += [[*combo, f"+sweep={path.stem}"] for combo in combos]
+        out += [[*combo, f"+sweep={path.stem}"] for combo in sweep_points(path.stem)]
     methods = sorted(p.stem for p in (ROOT / "conf" / "cache").glob("*.yaml"))
     out += [[f"model={model}", f"cache={name}"] for model in ("dit", "uvit") for name in methods]
     return out
