@@ -35,7 +35,7 @@ from .models.loading import TOY_ASSETS  # noqa: F401 - re-exported
 from .records.row import Row
 from .records.store import check_writable
 from .records.tracker import check_tracker
-from .runs.identity import identify, stored_row
+from .runs.identity import finished_row, identify
 from .runs.prepare import Point, build_cache, prepare, validate  # noqa: F401 - the steps, importable from here
 from .runs.record import record_row
 from .runs.sample import sample_part, stored_reference, write_own_shard  # noqa: F401
@@ -59,8 +59,7 @@ def run_point(cfg: DictConfig) -> dict:
     """
     run_id, config = identify(cfg)
     check_writable(cfg.results_dir)  # before any compute: a row that cannot be written is no result
-    existing = stored_row(cfg.results_dir, run_id)
-    if existing and existing.get("status") == "ok" and not cfg.force:
+    if (existing := finished_row(cfg, run_id)) is not None:
         log.info("skipped %s: an ok row exists (force=true reruns it)", run_id)
         return existing
     check_tracker(cfg.tracker)
@@ -83,8 +82,7 @@ def run_point(cfg: DictConfig) -> dict:
         # one finaliser at a time per run; it re-checks whether another one already finished
         with exclusive(run_dir / ".finalize.lock") if sharded else nullcontext():
             if sharded:
-                done = stored_row(cfg.results_dir, run_id)
-                if done and done.get("status") == "ok" and not cfg.force:
+                if (done := finished_row(cfg, run_id)) is not None:
                     return done
                 missing = missing_shards(run_dir, point.shard.count)
                 if missing:

@@ -19,6 +19,12 @@ def identify(cfg: DictConfig) -> tuple[str, dict]:
     return run_id_for(config), row_config(config)
 
 
+def finished_row(cfg: DictConfig, run_id: str) -> dict | None:
+    """The run's stored ok row, which stands unless `force`; None if it is to be (re)computed."""
+    row = stored_row(cfg.results_dir, run_id)
+    return row if row and row.get("status") == "ok" and not cfg.force else None
+
+
 def stored_row(results_dir: str, run_id: str) -> dict | None:
     """The run's stored row; a corrupt file counts as none (with a warning naming it): the rerun replaces it."""
     try:
