@@ -184,16 +184,21 @@ def _omegaconf_type(hint) -> Any:
     return Any
 
 
+def _typed_fields(method: type) -> list[tuple[dataclasses.Field, Any]]:
+    """(field, its OmegaConf type) of each of a method dataclass's fields, in order."""
+    hints = typing.get_type_hints(method)
+    return [(f, _omegaconf_type(hints[f.name])) for f in dataclasses.fields(method)]
+
+
 def method_schema(name: str, method: type) -> type:
     """The structured config of cache method `name`: `name`, then the method dataclass's own
     fields with their types and defaults. The fields are declared only in the method class;
     `conf/cache/<name>.yaml` sets the values a run starts from (they may differ from the class
     defaults, e.g. L2C's `router=auto`)."""
-    hints = typing.get_type_hints(method)
     specs: list = [("name", str, field(default=name))]
-    for f in dataclasses.fields(method):
+    for f, kind in _typed_fields(method):
         default = field(default_factory=f.default_factory) if f.default is dataclasses.MISSING else field(default=f.default)
-        specs.append((f.name, _omegaconf_type(hints[f.name]), default))
+        specs.append((f.name, kind, default))
     return dataclasses.make_dataclass(f"{method.__name__}Config", specs)
 
 
@@ -204,9 +209,8 @@ def uncached_schema(methods: dict[str, type]) -> type:
     and neither its row nor its run id records them. A key that no method has still fails."""
     specs: dict[str, tuple] = {}
     for method in methods.values():
-        hints = typing.get_type_hints(method)
-        for f in dataclasses.fields(method):
-            specs.setdefault(f.name, (f.name, Optional[_omegaconf_type(hints[f.name])], field(default=None)))  # noqa: UP007
+        for f, kind in _typed_fields(method):
+            specs.setdefault(f.name, (f.name, Optional[kind], field(default=None)))  # noqa: UP007
     return dataclasses.make_dataclass("NoCacheConfig", [("name", str, field(default="none")), *specs.values()])
 
 

@@ -18,7 +18,7 @@ from ..engine.model import unknown_probe
 from .embeddings import sincos_2d_grid, timestep_sinusoid
 from .fast import ROWWISE_CHUNK, adaln_input, gated_residual, rowwise_linear  # noqa: F401 - re-exported
 from .layers import (
-    ATTN,
+    ATTENTION,
     MLP,
     Attention,
     BranchRunner,
@@ -95,7 +95,7 @@ class DiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             rowwise_linear(self.adaLN_modulation[1], c_act).chunk(6, dim=1)
         )
-        attn = run_branch(runner, index, ATTN, self.attn_branch, x, shift_msa, scale_msa)
+        attn = run_branch(runner, index, ATTENTION, self.attn_branch, x, shift_msa, scale_msa)
         x = gated_residual(x, gate_msa, attn)
         mlp = run_branch(runner, index, MLP, self.mlp_branch, x, shift_mlp, scale_mlp)
         return gated_residual(x, gate_mlp, mlp)

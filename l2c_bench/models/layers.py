@@ -9,7 +9,6 @@ from torch import nn
 from ..engine.model import ATTENTION, MLP, BranchRunner, reads_input, run_branch  # noqa: F401 - the model side of the engine
 
 # Branch indices used by the caching engine: compute[nfe, block, branch].
-ATTN = ATTENTION  # branch 0 (engine.model), the name the model files use
 
 
 # The numerics a run or benchmark names (`dtype=...`): the dtype autocast computes in, None for float32.

@@ -17,7 +17,7 @@ from .embeddings import timestep_sinusoid
 from .fast import buffer_dtype, concat_for_linear
 from .fused import residual_add, residual_chain
 from .layers import (
-    ATTN,
+    ATTENTION,
     MLP,
     Attention,
     BranchRunner,
@@ -75,7 +75,7 @@ class UViTBlock(nn.Module):
                 x = self.skip_linear(concat_for_linear(x, skip))  # (N, T, 2D) -> (N, T, D)
         # x + branch; under autocast on CUDA (x float32, branch bf16/fp16) one Triton pass,
         # where PyTorch's add takes its slow mixed-dtype path (models/fused.py)
-        attn = run_branch(runner, index, ATTN, self.attn_branch, x)
+        attn = run_branch(runner, index, ATTENTION, self.attn_branch, x)
         if not reads_input(runner, index, MLP):  # a reused MLP output: both adds in one pass
             mlp = run_branch(runner, index, MLP, self.mlp_branch, x)
             return residual_add(x, attn, out2=mlp, into=into, copy_to=copy_to)
@@ -85,7 +85,7 @@ class UViTBlock(nn.Module):
     def reused_outputs(self, runner: BranchRunner, index: int, x) -> tuple:
         """(attention, MLP) outputs of a block whose branches the runner both hands back
         (`reads_input` False): x is not read."""
-        return (run_branch(runner, index, ATTN, self.attn_branch, x),
+        return (run_branch(runner, index, ATTENTION, self.attn_branch, x),
                 run_branch(runner, index, MLP, self.mlp_branch, x))
 
 
@@ -175,7 +175,7 @@ class UViT(nn.Module):
         reused, in one pass (`fused.residual_chain`); each output's cast goes into the right half
         of its out-block's buffer (N, T, 2D), pushed as the skip. Returns (h, next index)."""
         stop = index
-        while stop < limit and not (reads_input(runner, stop, ATTN) or reads_input(runner, stop, MLP)):
+        while stop < limit and not (reads_input(runner, stop, ATTENTION) or reads_input(runner, stop, MLP)):
             stop += 1
         stop = max(stop, index + 1)
         d = self.embed_dim
