@@ -23,6 +23,8 @@ from typing import ClassVar
 
 import torch
 
+from .model import store_key
+
 
 class CacheConfigError(ValueError):
     """A cache setting that cannot work for this model/sampler/NFE (raised before compute)."""
@@ -69,7 +71,7 @@ class Plan:
     policy: object | None = None
     # Token-wise MLP caching (ToCa): per evaluation, the share of tokens whose MLP output is
     # recomputed (1.0 = all; the rest keep their cached outputs), and the rule that picks them:
-    # `token_rule(store, block, share, fn, x, *rest) -> out` (ToCa's `StalestTokens`). None: whole
+    # `token_rule(store, key, share, fn, x, *rest) -> out` (ToCa's `StalestTokens`). None: whole
     # branches only.
     token_ratio: tuple[float, ...] | None = None
     token_rule: object | None = None
@@ -209,21 +211,24 @@ class _Runner:
         may then add both of its branches in one pass)."""
         return bool(self.row[block][branch])
 
-    def __call__(self, block: int, branch: int, fn, *args):
+    def __call__(self, block: int, branch: int, fn, *args, part: int = 0):
+        # A branch made of several modules (a cross-attention beside the self-attention, a text
+        # stream's MLP beside the image stream's) stores each part under its own key.
+        key = store_key(block, branch, part)
         if self.tokens is not None and branch == 1 and self.row[block][branch]:
-            return self.token_rule(self.store, block, self.tokens, fn, *args)
+            return self.token_rule(self.store, key, self.tokens, fn, *args)
         if self.row[block][branch]:
             out = fn(*args)
             if self.forecast is not None:
-                self.store[block, branch] = self.forecast.update(self.store.get((block, branch)), out, self.evaluation)
+                self.store[key] = self.forecast.update(self.store.get(key), out, self.evaluation)
             elif self.refresh:
-                self.store[block, branch] = out  # a reference: the model never writes in place
+                self.store[key] = out  # a reference: the model never writes in place
             return out
         if self.drop:
             return 0.0  # x + gate * 0: the branch is skipped entirely
         if self.forecast is not None:
-            return self.forecast.predict(self.store[block, branch], self.evaluation)
-        return self.store[block, branch]
+            return self.forecast.predict(self.store[key], self.evaluation)
+        return self.store[key]
 
 
 class CacheRun:

@@ -8,7 +8,9 @@ A cacheable model has
   (L2C's cache steps differ between DiT+DDIM and U-ViT+DPM-Solver-2);
 - `num_blocks` (int): its transformer blocks, in execution order; plans index them 0..num_blocks-1;
 - `num_classes` (int): class labels 0..num_classes-1 (the null class for guidance is num_classes);
-- `forward(x, t, y, runner=None)`: x (N, C, H, W), original timesteps t (N,), labels y (N,).
+- `forward(x, t, y, runner=None)`: x (N, C, H, W), original timesteps t (N,), labels y (N,);
+- `branch_paths()`: per block, the module paths of its attention and its MLP branch (MACs count
+  each branch's work there).
 
 Inside `forward`, block b evaluates each residual branch -- ATTENTION (0), then MLP (1) -- as
 `run_branch(runner, b, branch, fn, *args)`, where `fn(*args)` returns the branch output before
@@ -38,7 +40,7 @@ class BranchRunner(Protocol):
     `fn(*args)` or hand back a stored tensor. `None` in its place means "always compute".
     """
 
-    def __call__(self, block_index: int, branch: int, fn: Callable, *args) -> torch.Tensor: ...
+    def __call__(self, block_index: int, branch: int, fn: Callable, *args, part: int = 0) -> torch.Tensor: ...
 
 
 @runtime_checkable
@@ -51,15 +53,27 @@ class CacheableModel(Protocol):
     @property
     def num_blocks(self) -> int: ...
 
+    def branch_paths(self) -> list[tuple[tuple[str, ...], tuple[str, ...]]]: ...
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
                 runner: BranchRunner | None = None) -> torch.Tensor: ...
 
 
-def run_branch(runner: BranchRunner | None, block_index: int, branch: int, fn: Callable, *args):
-    """Evaluate a branch directly, or through the runner when one is installed."""
+def run_branch(runner: BranchRunner | None, block_index: int, branch: int, fn: Callable, *args, part: int = 0):
+    """Evaluate a branch directly, or through the runner when one is installed. `part` numbers the
+    modules of a branch that has several (a cross-attention after the self-attention): the plan
+    decides for the branch, and each part keeps its own stored output."""
     if runner is None:
         return fn(*args)
-    return runner(block_index, branch, fn, *args)
+    if part == 0:
+        return runner(block_index, branch, fn, *args)
+    return runner(block_index, branch, fn, *args, part=part)
+
+
+def store_key(block_index: int, branch: int, part: int = 0) -> tuple[int, ...]:
+    """Where a runner keeps a branch's output: (block, branch), or (block, branch, part) for the
+    further modules of a branch made of several."""
+    return (block_index, branch) if part == 0 else (block_index, branch, part)
 
 
 def reads_input(runner: BranchRunner | None, block_index: int, branch: int) -> bool:

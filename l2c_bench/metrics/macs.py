@@ -29,15 +29,6 @@ class BranchMacs:
     branch: tuple[tuple[float, float], ...]
 
 
-def _block_prefixes(model) -> list[str]:
-    root = type(model).__name__
-    if model.family == "dit":
-        return [f"{root}.blocks.{b}" for b in range(len(model.blocks))]
-    ins = [f"{root}.in_blocks.{i}" for i in range(len(model.in_blocks))]
-    outs = [f"{root}.out_blocks.{i}" for i in range(len(model.out_blocks))]
-    return ins + [f"{root}.mid_block"] + outs
-
-
 @lru_cache(maxsize=32)
 def _measure(cls: type, args, count: str) -> BranchMacs:
     with torch.device("meta"):
@@ -51,14 +42,20 @@ def _measure(cls: type, args, count: str) -> BranchMacs:
     flops = counter.get_flop_counts()
     bmm = torch.ops.aten.bmm
 
-    def cost(name: str, attention: bool) -> float:
-        ops = flops.get(name, {})
-        total = sum(ops.values())
-        # attention products run as bmm inside the attn module (not in its qkv/proj children)
-        return total - (ops.get(bmm, 0) if attention and count == "linear" else 0)
+    root = type(model).__name__
 
-    branch = tuple((cost(p + ".attn", True) / 2, cost(p + ".mlp", False) / 2) for p in _block_prefixes(model))
-    attention_products = sum(flops.get(p + ".attn", {}).get(bmm, 0) for p in _block_prefixes(model))
+    def cost(paths: tuple[str, ...], attention: bool) -> float:
+        total = 0.0
+        for path in paths:
+            ops = flops.get(f"{root}.{path}", {})
+            # attention products run as bmm inside the attention module (not in its qkv/proj
+            # children; scaled_dot_product_attention decomposes to bmm on the meta device)
+            total += sum(ops.values()) - (ops.get(bmm, 0) if attention and count == "linear" else 0)
+        return total
+
+    paths = model.branch_paths()  # per block: (attention module paths, MLP module paths)
+    branch = tuple((cost(attn, True) / 2, cost(mlp, False) / 2) for attn, mlp in paths)
+    attention_products = sum(flops.get(f"{root}.{p}", {}).get(bmm, 0) for attn, _ in paths for p in attn)
     total = sum(flops["Global"].values()) - (attention_products if count == "linear" else 0)
     return BranchMacs(total / 2 - sum(a + m for a, m in branch), branch)
 

@@ -151,6 +151,10 @@ class DiT(nn.Module):
     def null_class(self) -> int:
         return self.num_classes
 
+    def branch_paths(self) -> list[tuple[tuple[str], tuple[str]]]:
+        """Per block, its (attention, MLP) module paths (what MACs counts)."""
+        return [((f"blocks.{b}.attn",), (f"blocks.{b}.mlp",)) for b in range(len(self.blocks))]
+
     def initialize_weights(self) -> None:
         """DiT's initialisation: xavier linears, zeroed adaLN and output (adaLN-Zero)."""
         for module in self.modules():

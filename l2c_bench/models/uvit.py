@@ -133,6 +133,12 @@ class UViT(nn.Module):
     def num_blocks(self) -> int:
         return len(self.in_blocks) + 1 + len(self.out_blocks)
 
+    def branch_paths(self) -> list[tuple[tuple[str], tuple[str]]]:
+        """Per block in execution order, its (attention, MLP) module paths (what MACs counts)."""
+        blocks = ([f"in_blocks.{i}" for i in range(len(self.in_blocks))] + ["mid_block"]
+                  + [f"out_blocks.{i}" for i in range(len(self.out_blocks))])
+        return [((f"{b}.attn",), (f"{b}.mlp",)) for b in blocks]
+
     @property
     def null_class(self) -> int:
         return self.num_classes

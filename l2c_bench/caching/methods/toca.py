@@ -26,10 +26,9 @@ class StalestTokens:
     """ToCa's token rule (`Plan.token_rule`): recompute the `share` of tokens whose input moved most
     since their output was cached (relative L2 per token; ties to the longest-cached), keep the rest."""
 
-    def __call__(self, store: dict, block: int, share: float, fn, x, *rest):
-        """Block `block`'s MLP at token share `share`. x (N, T, D) is the branch input; the store
-        keeps (output, input it came from, age) per block."""
-        key = (block, 1)
+    def __call__(self, store: dict, key: tuple, share: float, fn, x, *rest):
+        """An MLP branch (its store key: (block, 1), or (block, 1, part)) at token share `share`.
+        x (N, T, D) is the branch input; the store keeps (output, input it came from, age) per key."""
         if share >= 1.0 or key not in store:
             out = fn(x, *rest)
             store[key] = (out, x, torch.zeros(x.shape[:2], device=x.device))

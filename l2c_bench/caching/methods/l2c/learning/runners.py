@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import torch
 
+from .....engine.model import store_key
+
 
 class Recorder:
     def __init__(self):
-        self.store: dict[tuple[int, int], torch.Tensor] = {}
+        self.store: dict[tuple[int, ...], torch.Tensor] = {}  # keyed as the engine keys it
 
-    def __call__(self, block: int, branch: int, fn, *args):
+    def __call__(self, block: int, branch: int, fn, *args, part: int = 0):
         out = fn(*args)
-        self.store[block, branch] = out.detach()
+        self.store[store_key(block, branch, part)] = out.detach()
         return out
 
 
@@ -25,7 +27,7 @@ class Blender:
     def __init__(self, store: dict, weights: torch.Tensor):
         self.store, self.weights = store, weights  # weights (blocks, 2), requires grad
 
-    def __call__(self, block: int, branch: int, fn, *args):
+    def __call__(self, block: int, branch: int, fn, *args, part: int = 0):
         fresh = fn(*args)  # (N, T, D) from this block's (blended) input
-        cached = self.store[block, branch]
+        cached = self.store[store_key(block, branch, part)]
         return cached + self.weights[block, branch] * (fresh - cached)
