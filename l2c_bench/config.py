@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from .caching import CACHE_METHODS
+from .sampling import DEFAULT_SAMPLERS
 
 
 @dataclass
@@ -31,16 +32,21 @@ class ScaleConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = "dit"  # dit | uvit
-    arch: str = "DiT-toy"  # a name of l2c_bench.models.MODEL_SPECS
+    family: str = "dit"  # dit | uvit | flow (the sampler conventions; model=diffusers: set by the class)
+    arch: str = "DiT-toy"  # a name of l2c_bench.models.MODEL_SPECS, or `diffusers` (model=diffusers)
     checkpoint: str = "toy"  # a path, "toy" (shipped asset) or "random" (latency/MAC studies)
     vae: str = "none"  # none (pixel space) | sd (the SD kl-f8 VAE)
     vae_checkpoint: str | None = None
     guidance_scale: float = 1.5  # in the family's convention (DiT: w, 1 = off; U-ViT: s, 0 = off)
-    guidance_channels: int = 3  # DiT only: guided eps channels
+    guidance_channels: Optional[int] = 3  # noqa: UP007 - DiT: guided eps channels; None: the model's own
     default_sampler: str = "ddim"
     latency_includes_decode: bool = False  # paper: DiT latency excludes the VAE, U-ViT includes it
     overrides: dict[str, Any] = field(default_factory=dict)  # constructor overrides of the arch
+    # model=diffusers (docs/diffusers.md); absent from the identity of every other model's runs
+    diffusers_class: Optional[str] = None  # noqa: UP007 - the wrapped class (l2c_bench.models.zoo.ADAPTERS)
+    pretrained: Optional[str] = None  # noqa: UP007 - paper scale: a local from_pretrained folder
+    config: dict[str, Any] = field(default_factory=dict)  # diffusers config keys over the toy configuration
+    zoo: dict[str, Any] = field(default_factory=dict)  # the adapter's settings (ZooArgs: prompts, flow_shift, ...)
 
 
 @dataclass
@@ -221,3 +227,12 @@ def register_configs() -> None:
         schema = uncached_schema(CACHE_METHODS) if name == "none" else method_schema(name, method)
         store.store(group="cache", name=f"{name}_schema", node=schema)
     OmegaConf.register_new_resolver("l2c_table8", table8, replace=True)
+    # model=diffusers: the family and default sampler follow model.diffusers_class
+    OmegaConf.register_new_resolver("zoo_family", zoo_family, replace=True)
+    OmegaConf.register_new_resolver("zoo_sampler", lambda cls: DEFAULT_SAMPLERS[zoo_family(cls)], replace=True)
+
+
+def zoo_family(cls: str) -> str:
+    from .models.zoo import adapter_for
+
+    return adapter_for(cls).family

@@ -14,6 +14,7 @@ from .sampling import (
     DiffusionTables,
     DiscreteVPSchedule,
     DPMSolver2Steps,
+    FlowEulerSteps,
     GuidedDenoiser,
     SpacedDiffusion,
     check_sampler,
@@ -21,6 +22,7 @@ from .sampling import (
     ddpm_sample,
     dpm_solver2_sample,
     dpm_solver_fast_sample,
+    flow_euler_sample,
     initial_noise,
     sample_generators,
 )
@@ -71,7 +73,7 @@ class GenerationResult:
         return realised_ratios(self.plan, self.schedule)[0]
 
 
-def _prepare_sampler(name: str, nfe: int, device: torch.device) -> tuple:
+def _prepare_sampler(name: str, nfe: int, device: torch.device, model: nn.Module) -> tuple:
     """(DiT's respaced diffusion or None, the per-step coefficients on the device or None), made
     once per `generate` call, outside every batch's loop."""
     if name in ("ddim", "ddpm"):
@@ -79,6 +81,8 @@ def _prepare_sampler(name: str, nfe: int, device: torch.device) -> tuple:
         return diffusion, DiffusionTables(diffusion, device)
     if name == "dpm_solver2":
         return None, DPMSolver2Steps(nfe, DiscreteVPSchedule(), device)
+    if name == "flow_euler":  # the shift belongs to the model (SD3: 3.0)
+        return None, FlowEulerSteps(nfe, model.flow_shift, device)
     return None, None  # dpm_solver_fast: orders and coefficients vary per update, computed in its loop
 
 
@@ -91,6 +95,8 @@ def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progre
         return ddpm_sample(denoise, x, diffusion, generators=generators, progress=progress, tables=coefficients)
     if name == "dpm_solver2":
         return dpm_solver2_sample(denoise, x, nfe, progress=progress, steps=coefficients)
+    if name == "flow_euler":
+        return flow_euler_sample(denoise, x, coefficients, progress=progress)
     return dpm_solver_fast_sample(denoise, x, nfe, progress=progress)
 
 
@@ -140,11 +146,12 @@ def to_images(samples: torch.Tensor, vae: nn.Module | None) -> torch.Tensor:
 def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: Sequence[int],
              steps: int, sampler: str, guidance_scale: float, cache=None, decode: bool = False,
              vae: nn.Module | None = None, batch_size: int | None = None, eta: float = 0.0,
-             guidance_channels: int = 3, progress: bool = False,
+             guidance_channels: int | None = None, progress: bool = False,
              graphs: SamplingGraphs | None = None) -> GenerationResult:
     """Sample one image per (seed, label) pair with `steps` NFE.
 
-    guidance_scale is in the model family's convention (DiT: w, 1 = off; U-ViT: s, 0 = off).
+    guidance_scale is in the model family's convention (DiT, flow: w, 1 = off; U-ViT: s, 0 = off);
+    `guidance_channels` None: the model's own (`model.guidance_channels`; DiT: the first 3).
     Sample i starts from randn((C, H, W), generator=Generator().manual_seed(seeds[i])), so
     results do not depend on batch_size. `cache` is what `l2c_bench.caching.make_cache` returns.
     `graphs` (CUDA): replay each batch's whole loop as a CUDA graph, captured on first use
@@ -165,7 +172,9 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
     plan = cache.checked_plan(model=model, sampler=sampler, nfe=steps) if cache is not None else None
     if graphs is not None:
         check_graphable(sampler, eta, plan, device)
-    prepared = _prepare_sampler(sampler, steps, device)
+    prepared = _prepare_sampler(sampler, steps, device, model)
+    if guidance_channels is None:
+        guidance_channels = getattr(model, "guidance_channels", 3)
     out, realised = [], []
 
     def sample_batch(x: torch.Tensor, batch_labels: torch.Tensor, generators, check=None) -> torch.Tensor:

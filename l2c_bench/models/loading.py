@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -20,7 +21,15 @@ class RunConfigError(ValueError):
 
 
 def checkpoint_path(cfg: DictConfig):
-    """model.checkpoint with `toy` resolved to the shipped asset; `random` stays `random`."""
+    """model.checkpoint with `toy` resolved to the shipped asset; `random` stays `random`.
+    model=diffusers: `pretrained` resolves to model.pretrained, and `toy` stays `toy` except for
+    DiT (our toy DiT's asset, converted)."""
+    if cfg.model.diffusers_class:
+        if cfg.model.checkpoint == "pretrained":
+            return cfg.model.pretrained
+        if cfg.model.checkpoint == "toy" and cfg.model.diffusers_class == "DiTTransformer2DModel":
+            return TOY_ASSETS / "dit_toy.pt"
+        return cfg.model.checkpoint
     if cfg.model.checkpoint == "toy":
         if cfg.scale.name != "toy":
             raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
@@ -42,8 +51,87 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _FINGERPRINTS[memo]
 
 
+def model_fingerprint(cfg: DictConfig) -> str | None:
+    """The content hash of the weights a run loads, None for random ones: what the results store's
+    shared references, learned routers and calibrations are keyed by."""
+    m = cfg.model
+    if not m.diffusers_class:
+        path = checkpoint_path(cfg)
+        return None if path == "random" else file_sha256(path)
+    if m.checkpoint == "random":
+        return None
+    from omegaconf import OmegaConf
+
+    parts = {"class": m.diffusers_class, "config": OmegaConf.to_container(m.config),
+             "zoo": OmegaConf.to_container(m.zoo), "checkpoint": m.checkpoint}
+    if m.checkpoint == "pretrained":
+        folder = Path(m.pretrained)
+        parts["weights"] = {str(f.relative_to(folder)): file_sha256(f) for f in sorted(folder.rglob("*"))
+                            if f.suffix in (".safetensors", ".bin", ".json")}
+    elif m.diffusers_class == "DiTTransformer2DModel":
+        parts["weights"] = file_sha256(TOY_ASSETS / "dit_toy.pt")  # our toy DiT, converted
+    else:
+        parts["weights"] = "seeded toy weights"  # seed 0 (build_configured)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def build_configured(model_cfg: DictConfig, device=None):
+    """The configured architecture with fresh (or, on `meta`, no) weights: a registered name, or
+    model=diffusers's class in its toy configuration (seeded: the same weights every time)."""
+    if not model_cfg.diffusers_class:
+        return build_model(model_cfg.arch, device=device, **model_cfg.overrides)
+    from .zoo import ZooConfigError, build_zoo, zoo_args
+
+    config = dict(model_cfg.config) or None
+    if config is not None:  # keys over the class's toy configuration
+        from .zoo import TOY_CONFIGS, adapter_for
+
+        adapter_for(model_cfg.diffusers_class)
+        config = {**TOY_CONFIGS[model_cfg.diffusers_class], **config}
+    try:
+        zoo_args(model_cfg.diffusers_class, config, **model_cfg.zoo)
+    except TypeError as exc:
+        raise RunConfigError(f"model.zoo: {exc}; valid keys: the fields of models.zoo.ZooArgs") from None
+    except ZooConfigError as exc:
+        raise RunConfigError(str(exc)) from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # toy weights are seeded: every run builds the same model
+        return build_zoo(model_cfg.diffusers_class, config=config, device=device, **model_cfg.zoo)
+
+
+def _load_diffusers(cfg: DictConfig):
+    """model=diffusers: the toy model (DiT: our toy DiT converted), or a local pretrained folder."""
+    from .zoo import build_zoo, from_ours
+
+    model_cfg = cfg.model
+    if model_cfg.checkpoint == "pretrained":
+        if not model_cfg.pretrained:
+            raise RunConfigError("model.checkpoint=pretrained needs model.pretrained: a local diffusers folder "
+                                 "holding the transformer (from save_pretrained or a downloaded hub repo)")
+        from .zoo import ZooConfigError
+
+        try:
+            return build_zoo(model_cfg.diffusers_class, pretrained=model_cfg.pretrained, **model_cfg.zoo)
+        except ZooConfigError as exc:
+            raise RunConfigError(str(exc)) from None
+    if model_cfg.checkpoint == "toy" and model_cfg.diffusers_class == "DiTTransformer2DModel":
+        if cfg.scale.name != "toy":
+            raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
+        if model_cfg.config:
+            raise RunConfigError("model.config changes the toy DiT's architecture; its converted weights need "
+                                 "the toy configuration (use model.checkpoint=random for another one)")
+        ours = load_checkpoint(build_model("DiT-toy", device="meta"), TOY_ASSETS / "dit_toy.pt")
+        return from_ours(ours, **model_cfg.zoo)
+    if model_cfg.checkpoint not in ("toy", "random"):
+        raise RunConfigError(f"model.checkpoint={model_cfg.checkpoint!r}: model=diffusers takes toy, random or "
+                             "pretrained (with model.pretrained)")
+    return build_configured(model_cfg)
+
+
 def load_model(cfg: DictConfig, device: torch.device):
     """The diffusion model (and VAE, or None) as configured; checkpoints load strictly."""
+    if cfg.model.diffusers_class:
+        return _load_diffusers(cfg).to(device).eval().requires_grad_(False), None
     checkpoint = checkpoint_path(cfg)
     if checkpoint == "random":
         model = build_model(cfg.model.arch, **cfg.model.overrides)

@@ -26,11 +26,11 @@ from omegaconf import DictConfig
 
 from ..metrics.quality import paired_scores, paired_sums
 from ..models.loading import RunConfigError
-from ..sampling import SAMPLERS, check_sampler
+from ..sampling import DEFAULT_SAMPLERS, SAMPLERS, check_sampler
 
 # The family's probability-flow ODE solver, run deterministically: the reference for every sampler
 # of that family (they share its noise schedule and time convention).
-CONVERGED_SAMPLERS = {"dit": "ddim", "uvit": "dpm_solver2"}
+CONVERGED_SAMPLERS = DEFAULT_SAMPLERS
 
 # The headline quality axis of a toy-scale row with the converged reference on. Chosen by
 # measurement (`python -m l2c_bench.studies.quality_axis`, docs/metrics.md): it separates uncached
@@ -104,9 +104,10 @@ def stochastic(cfg: DictConfig, sampler: str) -> bool:
 def primary_quality(cfg: DictConfig, sampler: str, has_features: bool) -> str | None:
     """The metric (row key without `metrics.`) a row's headline quality is on: at toy scale with
     the converged reference on, TOY_PRIMARY_QUALITY (stochastic samplers: ..._STOCHASTIC);
-    otherwise FID against the data."""
+    otherwise FID against the data. Without image metrics (random weights, or latents without a
+    VAE): the fidelity to the uncached twin, which every cached row has."""
     if not has_features:
-        return None
+        return "paired_latent_psnr_db"
     if cfg.scale.name == "toy" and enabled(cfg, has_features):
         return TOY_PRIMARY_QUALITY_STOCHASTIC if stochastic(cfg, sampler) else TOY_PRIMARY_QUALITY
     return "fid" if cfg.metrics.fid else None

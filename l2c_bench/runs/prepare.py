@@ -10,10 +10,9 @@ from omegaconf import DictConfig
 
 from .. import generate
 from ..caching import CACHE_METHODS, CacheMethod, FixedPlan, make_cache
-from ..models import build_model
 from ..models.layers import AUTOCAST_DTYPES, cast_weights_
-from ..models.loading import RunConfigError, checkpoint_path, file_sha256, load_model
-from ..sampling import check_sampler
+from ..models.loading import RunConfigError, build_configured, load_model, model_fingerprint
+from ..sampling import CONVENTIONS, check_sampler
 from ..sampling.graphs import RUNTIME_DECISIONS, SamplingGraphs, check_graphable
 from ..system.devices import init_distributed, retain_cpu_heap, set_tf32
 from .converged import check_converged
@@ -55,8 +54,8 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     (None for `none`; a method that makes something on the loaded model, such as a router to be
     learned, is planned only after its `prepare`)."""
     sampler = cfg.sampler.name or cfg.model.default_sampler
-    if cfg.model.family not in ("dit", "uvit"):
-        raise RunConfigError(f"model.family={cfg.model.family!r} is unknown; valid: dit, uvit")
+    if cfg.model.family not in CONVENTIONS:
+        raise RunConfigError(f"model.family={cfg.model.family!r} is unknown; valid: {', '.join(CONVENTIONS)}")
     check_sampler(sampler, cfg.model.family, cfg.steps)
     check_converged(cfg)
     if cfg.model.vae not in ("none", "sd"):
@@ -82,8 +81,7 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
         cache = cache.check_run(RunSpec(cfg, sampler))  # e.g. L2C: its cycle, recipe and stored router
         if cache.plans_without_weights:
             # plan on a weightless copy: router shapes etc. fail before any compute
-            cache.plan(model=build_model(cfg.model.arch, device="meta", **cfg.model.overrides),
-                       sampler=sampler, nfe=cfg.steps)
+            cache.plan(model=build_configured(cfg.model, device="meta"), sampler=sampler, nfe=cfg.steps)
     return sampler, cache
 
 
@@ -155,12 +153,14 @@ def prepare(cfg: DictConfig) -> Point:
         _check_graphable(cfg, sampler, device, cache.checked_plan(model=model, sampler=sampler, nfe=cfg.steps)
                          if cache is not None else None)
         graphs = SamplingGraphs()
-    features = model_sha256 = None
-    if cfg.model.checkpoint != "random":  # random weights: no quality metrics, no shared reference
+    features = None
+    model_sha256 = model_fingerprint(cfg)  # None: random weights, no shared reference
+    # quality metrics need trained weights and images: latents without a VAE (the toy text-to-image
+    # classes) have only the paired fidelity to their uncached samples
+    if model_sha256 is not None and (vae is not None or model.in_channels == 3):
         from ..metrics.features import feature_net
 
         features = feature_net(cfg.scale.features, device, cfg.metrics.fid_mode)  # no Inception file: error here
-        model_sha256 = file_sha256(checkpoint_path(cfg))
     return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256, graphs, change)
 
 

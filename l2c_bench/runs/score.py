@@ -146,7 +146,7 @@ def quality_metrics(point: Point, part: dict, ref) -> dict:
     cfg = point.cfg
     out: dict = {"features": cfg.scale.features, "sfid": None}  # sFID needs spatial features we do not keep
     if point.features is None:
-        return {**out, "quality_note": "random weights: quality not applicable"}
+        return {**out, "quality_note": "no image metrics: random weights, or latents without a VAE"}
     from ..metrics import (
         feature_statistics,
         fid_from_statistics,

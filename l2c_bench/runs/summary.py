@@ -37,6 +37,7 @@ QUALITY_LABELS = {
     "converged_latent_psnr_db": ("latent PSNR vs converged", "dB", True),
     "fid_vs_converged": ("FID vs converged", "", False),
     "fid": ("FID", "", False),
+    "paired_latent_psnr_db": ("latent PSNR vs uncached", "dB", True),
 }
 
 

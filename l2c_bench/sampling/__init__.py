@@ -12,7 +12,8 @@ from .dpm_solver import (
     dpm_solver2_sample,
     dpm_solver_fast_sample,
 )
-from .guidance import CONVENTIONS, GuidedDenoiser
+from .flow import FlowEulerSteps, flow_euler_sample
+from .guidance import CONVENTIONS, GUIDANCE_OFF, GuidedDenoiser
 from .noise import initial_noise, sample_generators
 
 
@@ -28,7 +29,11 @@ SAMPLERS = {
     "ddpm": SamplerSpec("dit", True, "ancestral DDPM with learned variance (DiT's p_sample_loop)"),
     "dpm_solver2": SamplerSpec("uvit", False, "singlestep DPM-Solver-2, t-uniform, data prediction"),
     "dpm_solver_fast": SamplerSpec("uvit", False, "U-ViT's default 'fast' DPM-Solver (orders 3..3,2)"),
+    "flow_euler": SamplerSpec("flow", False, "Euler over the rectified-flow ODE (diffusers' shifted flow-match schedule)"),
 }
+
+# each family's ODE sampler: its default, and what the converged reference and router data use
+DEFAULT_SAMPLERS = {"dit": "ddim", "uvit": "dpm_solver2", "flow": "flow_euler"}
 
 
 def check_sampler(name: str, family: str, nfe: int) -> SamplerSpec:
@@ -53,6 +58,10 @@ def check_sampler(name: str, family: str, nfe: int) -> SamplerSpec:
 
 __all__ = [
     "CONVENTIONS",
+    "DEFAULT_SAMPLERS",
+    "GUIDANCE_OFF",
+    "FlowEulerSteps",
+    "flow_euler_sample",
     "SAMPLERS",
     "DPMSolver2Steps",
     "DiffusionTables",

@@ -5,6 +5,7 @@ DiT:   out = uncond + w * (cond - uncond) on the first `channels` output channel
        (eps channel 3, learned variance) come from the conditional half. w = 1: no guidance.
 U-ViT: eps = cond + s * (cond - uncond) on all channels, two passes; s = 0: no guidance.
 (U-ViT's s corresponds to DiT's w = 1 + s.)
+flow (SD3, Flux): DiT's form on every channel of the velocity, halves batched; w = 1: no guidance.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from torch import nn
 CONVENTIONS = {
     "dit": "uncond + w*(cond - uncond), batched halves, first 3 channels",
     "uvit": "cond + s*(cond - uncond), two passes, all channels",
+    "flow": "uncond + w*(cond - uncond), batched halves, all channels",
 }
+GUIDANCE_OFF = {"dit": 1.0, "uvit": 0.0, "flow": 1.0}  # the scale at which each convention is unguided
 
 
 @dataclass
@@ -36,12 +39,13 @@ class GuidedDenoiser:
 
     def __post_init__(self):
         self.null = torch.full_like(self.labels, self.model.null_class)
-        self.guided = self.scale != (1.0 if self.model.family == "dit" else 0.0)
-        self.passes = 1 if (self.model.family == "dit" or not self.guided) else 2
+        self.batched = self.model.family != "uvit"  # both halves in one batch: one pass
+        self.guided = self.scale != GUIDANCE_OFF[self.model.family]
+        self.passes = 1 if (self.batched or not self.guided) else 2
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         runners = self.cache.begin_evaluation(self.passes) if self.cache is not None else [None] * 2
-        if self.model.family == "dit":
+        if self.batched:
             return self._dit(x, t, runners[0])
         return self._uvit(x, t, runners)
 

@@ -49,5 +49,5 @@ class DeepCache(CacheMethod):
         if 2 * self.depth >= blocks:
             raise CacheConfigError(f"cache.depth={self.depth} leaves no deep blocks to reuse in {blocks} blocks")
         full = {n for n in range(nfe) if n % self.interval == 0}
-        mode = "delta" if model.family == "dit" else "output"
+        mode = "output" if model.family == "uvit" else "delta"
         return span_plan(nfe, blocks, full, (self.depth, blocks - self.depth), mode)

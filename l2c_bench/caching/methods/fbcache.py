@@ -44,5 +44,5 @@ class FBCache(CacheMethod):
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         blocks = model.num_blocks
-        span = (1, blocks) if model.family == "dit" else (1, blocks - 1)
+        span = (1, blocks - 1) if model.family == "uvit" else (1, blocks)
         return dynamic_plan(nfe, blocks, span, FirstBlockPolicy(check_threshold(self.threshold, 0.08)))

@@ -15,6 +15,7 @@ import torch
 
 from ...engine.core import CacheConfigError, CacheMethod, CacheRun, Plan, full_plan
 from ...pipeline import generate
+from ...sampling import GUIDANCE_OFF
 from .l2c.pairing import l2c_cache_steps
 
 STRATEGIES = ("bottom", "top", "random", "greedy")
@@ -65,7 +66,7 @@ def branch_change(model, sampler: str, nfe: int) -> torch.Tensor:
         raise CacheConfigError("cache.strategy=greedy calibrates on the real model; it cannot plan on `meta`")
     recording = _Recording()
     labels = [i % model.num_classes for i in range(len(CALIBRATION_SEEDS))]
-    guidance = 1.0 if model.family == "dit" else 0.0  # unguided: the conditional branch outputs
+    guidance = GUIDANCE_OFF[model.family]  # unguided: the conditional branch outputs
     generate(model, labels=labels, seeds=list(CALIBRATION_SEEDS), steps=nfe, sampler=sampler,
              guidance_scale=guidance, cache=recording)
     return recording.runs[0].change

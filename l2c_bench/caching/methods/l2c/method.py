@@ -57,7 +57,9 @@ def l2c_plan(logits: torch.Tensor, threshold: float, family: str, sampler: str, 
     return Plan(tuple(compute), cache_steps, store=store, notes={"interval": interval})
 
 
-PAPER_THRESHOLDS = {"dit": 0.1, "uvit": 0.9}
+# The paper's threshold per family; flow models (SD3, Flux) have none in the paper: DiT's, the other
+# family with one evaluation per step.
+PAPER_THRESHOLDS = {"dit": 0.1, "uvit": 0.9, "flow": 0.1}
 
 
 @dataclass

@@ -38,10 +38,10 @@ def l2c_cycle(family: str, sampler: str, nfe: int, shifted: bool = True,
               interval: int = 2) -> list[tuple[int, int, int]]:
     """[(evaluation index, router row, distance in evaluations to the full step it reuses)]."""
     check_l2c_interval(interval)
-    if family == "dit" and sampler == "ddim":
+    if (family, sampler) in (("dit", "ddim"), ("flow", "flow_euler")):  # one evaluation per step
         if not shifted:
             raise UnsupportedCombination("the non-shifted cache step is a DPM-Solver-2 (U-ViT) notion; "
-                                         "DDIM has one evaluation per step")
+                                         f"{sampler} has one evaluation per step")
         out, last_full = [], None
         for n in range(nfe):
             i = nfe - 1 - n  # respaced index, counting down
@@ -59,5 +59,5 @@ def l2c_cycle(family: str, sampler: str, nfe: int, shifted: bool = True,
             return [(2 * k + 1, k, 1) for k in range(nfe // 2)]
         return [(2 * k, k, 1) for k in range(1, nfe // 2)]
     raise UnsupportedCombination(
-        f"L2C's step pairing is defined for DiT+ddim and U-ViT+dpm_solver2, not {family}+{sampler}"
+        f"L2C's step pairing is defined for DiT+ddim, U-ViT+dpm_solver2 and flow+flow_euler, not {family}+{sampler}"
     )

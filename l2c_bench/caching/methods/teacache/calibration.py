@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from ....engine import CacheMethod, CacheRun, Plan
-from ....models.loading import RunConfigError, checkpoint_path, file_sha256, load_model
+from ....models.loading import RunConfigError, checkpoint_path, load_model, model_fingerprint
 from ....pipeline import generate
 from ....system.devices import init_distributed
 from ..dynamic import relative_l1
@@ -47,7 +47,7 @@ class _Recording(CacheMethod):
 
 
 @torch.no_grad()
-def calibrate(model, *, sampler: str, nfe: int, guidance_scale: float, guidance_channels: int = 3,
+def calibrate(model, *, sampler: str, nfe: int, guidance_scale: float, guidance_channels: int | None = None,
               samples: int = 8, seed: int = 0, degree: int = 4) -> dict:
     """Fit the rescaling polynomial on `samples` uncached samples; returns the artifact's content."""
     outputs: list[torch.Tensor] = []
@@ -72,8 +72,7 @@ def calibrate(model, *, sampler: str, nfe: int, guidance_scale: float, guidance_
 
 
 def name_for(cfg: DictConfig, sampler: str) -> str:
-    path = checkpoint_path(cfg)
-    sha = "random" if path == "random" else file_sha256(path)
+    sha = model_fingerprint(cfg) or "random"
     c = cfg.calibration
     return artifact_name(arch=cfg.model.arch, sampler=sampler, nfe=int(cfg.steps),
                          guidance_scale=float(cfg.model.guidance_scale), model_sha256=sha,
@@ -91,7 +90,7 @@ def find_or_calibrate(cfg: DictConfig, sampler: str, *, model=None, device=None,
     c = cfg.calibration
     log.info("calibrating TeaCache for %s + %s at %d NFE on %d samples", cfg.model.arch, sampler, cfg.steps, c.samples)
     content = calibrate(model, sampler=sampler, nfe=int(cfg.steps), guidance_scale=float(cfg.model.guidance_scale),
-                        guidance_channels=int(cfg.model.guidance_channels), samples=int(c.samples),
+                        guidance_channels=cfg.model.guidance_channels, samples=int(c.samples),
                         seed=int(c.seed), degree=int(c.degree))
     content.update(name=path.stem, arch=cfg.model.arch, model_checkpoint=str(checkpoint_path(cfg)))
     save(path, content)

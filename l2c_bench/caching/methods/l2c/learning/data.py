@@ -8,6 +8,10 @@ interruption, and w ranks together see exactly the batch one process would.
 - a folder of class sub-folders (ImageNet `train/`): ADM centre crop to the model's image size,
   random flip, encoded with the SD VAE on the fly (a latent sample, scaled by 0.18215).
 - a `.pt` / `.npz` file with `latents` (N, C, H, W) (already scaled) and `labels` (N,).
+- `samples`: the model's own uncached samples (its family's ODE sampler at 50 NFE, unguided), for
+  models with no data set at toy scale (the text-to-image classes of model=diffusers). The
+  objective matches the frozen model's own outputs, so data only place the training points on
+  the sampler's path; the model's samples put them where its trajectories run.
 """
 
 from __future__ import annotations
@@ -141,8 +145,33 @@ class ImageFolderData:
             yield z, labels
 
 
+class ModelSamples:
+    """A pool of the model's own samples, drawn from like a latent file (see the module docstring)."""
+
+    POOL = 256
+    NFE = 50
+
+    def __init__(self, model, seed: int):
+        from .....pipeline import generate
+        from .....sampling import DEFAULT_SAMPLERS, GUIDANCE_OFF
+
+        labels = [i % model.num_classes for i in range(self.POOL)]
+        seeds = [seed * 100_003 + 50_000 + i for i in range(self.POOL)]  # away from the runs' seeds
+        result = generate(model, labels=labels, seeds=seeds, steps=self.NFE, sampler=DEFAULT_SAMPLERS[model.family],
+                          guidance_scale=GUIDANCE_OFF[model.family], batch_size=64)
+        self.latents, self.labels, self.seed = result.latents.cpu(), result.labels.cpu(), seed
+
+    def batches(self, start, batch, rank, world):
+        step = start
+        while True:
+            pick = torch.randint(len(self.latents), (batch * world,), generator=step_generator(self.seed, step))
+            pick = pick[rank_slice(batch, rank)]
+            yield self.latents[pick], self.labels[pick]
+            step += 1
+
+
 def make_data(spec: str | None, *, seed: int, model, vae=None, num_workers: int = 2):
-    """`toy`, a folder of class folders, or a latent file; anything else is a clear error."""
+    """`toy`, `samples`, a folder of class folders, or a latent file; anything else is a clear error."""
     if not spec:
         raise RouterDataError("router.data is not set: give an ImageNet train/ folder (class sub-folders) "
                               "or a .pt/.npz file of VAE latents and labels")
@@ -151,6 +180,8 @@ def make_data(spec: str | None, *, seed: int, model, vae=None, num_workers: int 
             raise RouterDataError("router.data=toy is the 3x32x32 procedural set of the toy models; "
                                   "paper-scale models need an ImageNet train/ folder or a latent file")
         return ToyData(seed)
+    if spec == "samples":
+        return ModelSamples(model, seed)
     path = Path(spec).expanduser()
     if not path.exists():
         raise RouterDataError(f"router.data={spec}: no such file or folder (give an ImageNet train/ folder "

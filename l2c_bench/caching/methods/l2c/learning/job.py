@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from .....models.loading import RunConfigError, checkpoint_path, file_sha256, load_model
+from .....models.loading import RunConfigError, checkpoint_path, load_model, model_fingerprint
 from .....system.files import exclusive
 from .data import make_data
 from .pairs import make_pairs
@@ -39,9 +39,9 @@ def model_sha256(cfg: DictConfig) -> str:
     if path == "random":
         raise RunConfigError("cache.router=auto needs trained weights: a router learned on model.checkpoint=random "
                              "means nothing (use cache.router=official or a router file for speed studies)")
-    if not Path(path).is_file():
+    if path != "toy" and not Path(path).exists():
         raise FileNotFoundError(f"model checkpoint not found: {path} (set by config key `model.checkpoint`)")
-    return file_sha256(path)
+    return model_fingerprint(cfg)
 
 
 def l2c_interval(cfg: DictConfig) -> int:
@@ -62,7 +62,13 @@ def training_command(cfg: DictConfig, sampler: str) -> str:
             f"sampler.name={sampler}", f"steps={cfg.steps}", f"router.data={data}", f"results_dir={cfg.results_dir}"]
     if cfg.model.vae == "sd":  # image folders are encoded on the fly
         args.insert(3, f"model.vae_checkpoint={cfg.model.vae_checkpoint}")
-    args[2:2] = [f"model.arch={cfg.model.arch}"] + [f"+model.overrides.{k}={v}" for k, v in cfg.model.overrides.items()]
+    if cfg.model.diffusers_class:
+        args[1] = "model=diffusers"
+        args[2:2] = ([f"model.diffusers_class={cfg.model.diffusers_class}"]
+                     + [f"+model.{group}.{k}={v}" for group in ("config", "zoo") for k, v in cfg.model[group].items()]
+                     + ([f"model.pretrained={cfg.model.pretrained}"] if cfg.model.pretrained else []))
+    else:
+        args[2:2] = [f"model.arch={cfg.model.arch}"] + [f"+model.overrides.{k}={v}" for k, v in cfg.model.overrides.items()]
     if l2c_interval(cfg) != 2:
         args.append(f"cache.interval={l2c_interval(cfg)}")
     args += [f"router.{k}={'null' if v is None else v}" for k, v in asdict(recipe_from(cfg)).items()]
@@ -111,7 +117,8 @@ def _learn(cfg, sampler, name, target, *, device, model, vae, progress, force, t
     recipe = recipe_from(cfg)
     if model is None:
         model, vae = load_model(cfg, device)
-    pairs = make_pairs(cfg.model.family, sampler, int(cfg.steps), device, l2c_interval(cfg))
+    pairs = make_pairs(cfg.model.family, sampler, int(cfg.steps), device, l2c_interval(cfg),
+                       getattr(model, "flow_shift", 3.0))
     data = make_data(cfg.router.data, seed=recipe.seed, model=model, vae=vae, num_workers=cfg.router.num_workers)
     work = target.with_suffix(".work")
     if force and (work / "checkpoint.pt").is_file():

@@ -24,6 +24,7 @@ import torch
 from .....sampling.ddim import DiffusionTables, ddim_update, model_timesteps, q_sample
 from .....sampling.diffusion import SpacedDiffusion
 from .....sampling.dpm_solver import DataPrediction, DiscreteVPSchedule, solver_update, time_grid
+from .....sampling.flow import FlowEulerSteps
 from ..pairing import l2c_cache_steps, l2c_cycle
 
 # model(x (N,C,H,W), t_model (N,), labels (N,), runner) -> output
@@ -63,10 +64,35 @@ class UViTDPMPairs:
         return x_next, (t.to(dev) * 1000.0).expand(x0.shape[0])
 
 
-def make_pairs(family: str, sampler: str, nfe: int, device: torch.device, interval: int = 2):
+class FlowEulerPairs:
+    """Flow models + Euler: the DDIM cycle (one evaluation per step, router row = nfe-1-n). Data
+    are moved to the full step's sigma on the straight path, x = (1 - sigma) x0 + sigma noise; the
+    full evaluation fills the cache and Euler steps (the first recorded) reach the cache step."""
+
+    def __init__(self, nfe: int, device: torch.device, interval: int = 2, shift: float = 3.0):
+        cycle = l2c_cycle("flow", "flow_euler", nfe, interval=interval)
+        self.pairs = [(n, row) for n, row, _ in cycle]
+        self.evaluation = {row: (n, d) for n, row, d in cycle}
+        self.steps = FlowEulerSteps(nfe, shift, device)
+
+    @torch.no_grad()
+    def prepare(self, model: Model, x0, labels, noise, row: int, runner):
+        n, d = self.evaluation[row]
+        sigma = self.steps.sigmas[n - d]
+        x = (1 - sigma) * x0 + sigma * noise
+        for k in range(n - d, n):  # the full step (recorded), then uncached steps to evaluation n
+            t = self.steps.timesteps[k].expand(len(x))
+            x = x + self.steps.deltas[k] * model(x, t, labels, runner if k == n - d else None)
+        return x, self.steps.timesteps[n].expand(len(x))
+
+
+def make_pairs(family: str, sampler: str, nfe: int, device: torch.device, interval: int = 2, flow_shift: float = 3.0):
     """The training pairs for (family, sampler, NFE, cycle); other combinations are unsupported."""
     l2c_cycle(family, sampler, nfe, interval=interval)  # raises UnsupportedCombination with the valid pairs
-    pairs = DiTDDIMPairs(nfe, device, interval) if family == "dit" else UViTDPMPairs(nfe, device)
+    if family == "flow":
+        pairs = FlowEulerPairs(nfe, device, interval, flow_shift)
+    else:
+        pairs = DiTDDIMPairs(nfe, device, interval) if family == "dit" else UViTDPMPairs(nfe, device)
     if not pairs.pairs:
         raise ValueError(f"{family}+{sampler} at {nfe} NFE has no cache step to learn a router for")
     return pairs

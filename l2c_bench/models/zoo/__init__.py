@@ -1,0 +1,108 @@
+"""diffusers transformers as model families of the engine (`model=diffusers`, docs/diffusers.md).
+
+    model = build_zoo("PixArtTransformer2DModel")             # the toy configuration, random weights
+    model = build_zoo("DiTTransformer2DModel", pretrained="/models/DiT-XL-2-256")  # local folder
+
+Each wrapped class has one adapter module (dit, pixart, sd3, flux); `ADAPTERS` maps diffusers'
+class name to it, and `TOY_CONFIGS` holds the tiny configurations the tests and the toy sweep use
+(a few blocks, small widths, as diffusers' own tests build them: CPU seconds, no download).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .adapter import ZooArgs, ZooModel
+from .dit import DiTAdapter, from_ours
+from .flux import FluxAdapter
+from .pixart import PixArtAdapter
+from .sd3 import SD3Adapter
+
+ADAPTERS: dict[str, type[ZooModel]] = {a.diffusers_class: a for a in (DiTAdapter, PixArtAdapter, SD3Adapter, FluxAdapter)}
+
+TOY_CONFIGS: dict[str, dict] = {
+    "DiTTransformer2DModel": dict(
+        num_attention_heads=4, attention_head_dim=32, in_channels=3, out_channels=6, num_layers=8,
+        sample_size=32, patch_size=4, num_embeds_ada_norm=10, norm_eps=1e-6),
+    "PixArtTransformer2DModel": dict(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=4,
+        cross_attention_dim=32, caption_channels=32, sample_size=16, patch_size=2, use_additional_conditions=False),
+    "SD3Transformer2DModel": dict(
+        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=4, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=32),
+    "FluxTransformer2DModel": dict(
+        patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+        axes_dims_rope=[4, 4, 8]),
+}
+TOY_ARGS = {"prompts": 8, "prompt_tokens": 8, "sample_size": 16}  # text classes; Flux reads sample_size
+
+
+class ZooConfigError(ValueError):
+    """A `model.*` setting of the diffusers family that cannot work (raised before any compute)."""
+
+
+def adapter_for(cls: str) -> type[ZooModel]:
+    if cls not in ADAPTERS:
+        raise ZooConfigError(f"model.class={cls!r} has no adapter; valid: {', '.join(ADAPTERS)}")
+    return ADAPTERS[cls]
+
+
+def zoo_args(cls: str, config: dict | None = None, **settings) -> ZooArgs:
+    """The description of a wrapped model: `config` None = the class's toy configuration."""
+    import inspect
+
+    import diffusers
+
+    adapter = adapter_for(cls)
+    config = {k: v for k, v in (TOY_CONFIGS[cls] if config is None else config).items() if not k.startswith("_")}
+    accepted = set(inspect.signature(getattr(diffusers, cls).__init__).parameters) - {"self"}
+    unknown = sorted(set(config) - accepted)
+    if unknown:  # diffusers' from_config would ignore them with a warning: a silent fallback
+        raise ZooConfigError(f"model.config: {cls} has no parameter(s) {unknown}; valid: {sorted(accepted)}")
+    if adapter is not DiTAdapter:
+        settings = {**TOY_ARGS, **settings}
+    if adapter is not FluxAdapter:
+        settings.pop("sample_size", None)
+    return ZooArgs(cls, json.dumps(config, sort_keys=True), **settings)
+
+
+def build_zoo(cls: str, *, config: dict | None = None, pretrained: str | os.PathLike | None = None,
+              device=None, **settings) -> ZooModel:
+    """A wrapped diffusers transformer: random weights from `config` (default: the toy one), or
+    the transformer of a local `from_pretrained` folder (never downloaded)."""
+    import diffusers
+    import torch
+
+    adapter = adapter_for(cls)
+    if pretrained is None:
+        with torch.device(device) if device is not None else _nullcontext():
+            return adapter(zoo_args(cls, config, **settings))
+    folder = Path(pretrained)
+    sub = folder / "transformer"
+    if not (folder / "config.json").exists() and not (sub / "config.json").exists():
+        raise ZooConfigError(f"model.pretrained={str(folder)!r}: no config.json there or in its transformer/ "
+                             "folder; give a local diffusers folder (from save_pretrained or a downloaded repo)")
+    root = sub if (sub / "config.json").exists() else folder
+    transformer = getattr(diffusers, cls).from_pretrained(root, local_files_only=True)
+    args = zoo_args(cls, {k: _plain(v) for k, v in transformer.config.items()}, **settings)
+    return adapter(args, transformer)
+
+
+def _plain(value):
+    """A config value as JSON holds it (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+__all__ = ["ADAPTERS", "TOY_CONFIGS", "ZooArgs", "ZooConfigError", "ZooModel", "build_zoo", "from_ours", "zoo_args"]
