@@ -46,7 +46,7 @@ class GenerationResult:
 
     @property
     def dynamic(self) -> bool:
-        return self.plan is not None and self.plan.policy is not None
+        return self.plan is not None and self.plan.decided_at_run_time
 
     @property
     def schedule(self) -> torch.Tensor | None:
@@ -190,7 +190,7 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
         x = _run_sampler(sampler, denoise, x, steps, generators, eta, progress and graphs is None, prepared)
         if run_cache is not None:
             schedule = run_cache.schedule  # raises if the sampler did not follow the plan
-            if plan.policy is not None:
+            if plan.decided_at_run_time:
                 realised.append({"size": len(x), "schedule": schedule, "decisions": run_cache.decisions,
                                  "indicators": run_cache.indicators})
         return x

@@ -25,6 +25,7 @@ from ..engine import (
 )
 from .methods.deepcache import DeepCache
 from .methods.delta_dit import DeltaDiT
+from .methods.diffusers_hooks import DiffusersFBCache, DiffusersTaylorSeer
 from .methods.faster_diffusion import FasterDiffusion
 from .methods.fbcache import FBCache
 from .methods.fora import Fora
@@ -50,6 +51,8 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "fbcache": FBCache,
     "teacache": TeaCache,
     "toca": ToCa,
+    "diffusers_fbcache": DiffusersFBCache,  # diffusers' own hooks, model=diffusers only
+    "diffusers_taylorseer": DiffusersTaylorSeer,
 }
 
 

@@ -75,6 +75,11 @@ class Plan:
     # branches only.
     token_ratio: tuple[float, ...] | None = None
     token_rule: object | None = None
+    # Another library's cache hooks (diffusers' own, `caching.methods.diffusers_hooks`): the model
+    # applies `hooks.apply(transformer)` for each batch and they decide what runs; the runner
+    # computes whatever is asked and records it, so the realised schedule is what ran
+    # (`CacheRun.schedule`). `compute` is then the all-computed row.
+    hooks: object | None = None
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -107,10 +112,19 @@ class Plan:
             raise CacheConfigError("a token-wise plan needs both token_ratio and token_rule")
         if self.store is not None and (len(self.store) != len(self.compute) or not self.store[0]):
             raise CacheConfigError("plan.store needs one flag per evaluation, and the first must store")
+        if self.hooks is not None and (self.policy is not None or self.span is not None or self.forecast is not None
+                                       or self.token_ratio is not None or self.drop
+                                       or not all(all(all(b) for b in row) for row in self.compute)):
+            raise CacheConfigError("a hooked plan computes whatever the hooks ask: no other refinement")
 
     @property
     def nfe(self) -> int:
         return len(self.compute)
+
+    @property
+    def decided_at_run_time(self) -> bool:
+        """What runs is known only after sampling: a policy's decisions, or another library's hooks."""
+        return self.policy is not None or self.hooks is not None
 
     @property
     def num_blocks(self) -> int:
@@ -231,11 +245,22 @@ class _Runner:
         return self.store[key]
 
 
+class _ObservingRunner(_Runner):
+    """A hooked plan's runner: computes every branch the model evaluates and records it."""
+
+    __slots__ = ("hooks", "nfe", "pass_index", "ran")
+
+    def __call__(self, block: int, branch: int, fn, *args, part: int = 0):
+        self.ran[block, branch] = True
+        return fn(*args)
+
+
 class CacheRun:
     """Per-batch state: counts evaluations, hands out runners, checks the plan was followed."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
+        self.observed = torch.zeros(plan.nfe, plan.num_blocks, 2, dtype=torch.bool) if plan.hooks is not None else None
         self.evaluations = 0
         self._stores: list[dict] = []
         # dynamic plans: per evaluation, whether the span was reused and the policy's indicator
@@ -265,6 +290,11 @@ class CacheRun:
             self.indicators.append(None)
             decide = lambda probe, has_cache: self._decide(n, probe, has_cache)  # noqa: E731
         tokens = None if plan.token_ratio is None else plan.token_ratio[n]
+        if plan.hooks is not None:
+            runners = [_ObservingRunner(plan.compute[n], store, False, evaluation=n) for store in self._stores[:passes]]
+            for index, runner in enumerate(runners):
+                runner.hooks, runner.nfe, runner.pass_index, runner.ran = plan.hooks, plan.nfe, index, self.observed[n]
+            return runners
         return [_Runner(plan.compute[n], store, plan.drop, plan.span_at(n), plan.span_mode, plan.span_reused(n),
                         refresh, n, plan.forecast, decide, tokens, plan.token_rule) for store in self._stores[:passes]]
 
@@ -286,6 +316,8 @@ class CacheRun:
         """The compute mask (nfe, blocks, 2) that ran."""
         if self.evaluations != self.plan.nfe:
             raise RuntimeError(f"plan has {self.plan.nfe} evaluations, sampler made {self.evaluations}")
+        if self.observed is not None:  # what the hooks let run
+            return self.observed.clone()
         mask = self.plan.mask()
         if self.plan.policy is not None:  # what the policy decided at run time
             start, end = self.plan.span

@@ -18,7 +18,8 @@ any gate (gates, shifts, scales and skip projections always run). When `runner.s
 (start, end) pair, blocks [start, end) run as one unit through
 `runner.run_span(h, fn, probe=probe)`: `fn(h) -> (h_out, extras)`, and `probe(kind)` returns,
 for a run-time policy, one of `PROBES` (N, T, D):
-- "residual": the span's input minus the blocks' input (block 0's residual for a span from 1);
+- "residual": the span's input minus the blocks' input (block 0's residual for a span from 1; on the
+  image tokens of a dual-stream model);
 - "modulated": block 0's timestep-modulated input (a model without adaLN: the blocks' input).
 """
 

@@ -48,7 +48,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
 
     plan = None if cache is None else cache.checked_plan(model=model, sampler=point.sampler, nfe=cfg.steps)
     schedule = None if plan is None else plan.schedule()
-    dynamic = plan is not None and plan.policy is not None
+    dynamic = plan is not None and plan.decided_at_run_time
     if dynamic:  # decided at run time: the share of samples that computed each branch
         schedule = part["schedule"].double().mean(0)
         cached_ratio, reused_ratio_all = realised_ratios(plan, schedule)

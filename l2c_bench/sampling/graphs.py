@@ -36,7 +36,7 @@ def check_graphable(sampler: str, eta: float, plan, device: torch.device) -> Non
                          f"not {sampler!r} (it does host work inside its loop)")
     if eta != 0:
         raise ValueError(f"cuda_graph needs a deterministic loop: DDIM eta={eta} draws host noise per step")
-    if plan is not None and plan.policy is not None:
+    if plan is not None and plan.decided_at_run_time:
         raise ValueError(RUNTIME_DECISIONS)
 
 

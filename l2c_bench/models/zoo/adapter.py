@@ -67,6 +67,7 @@ class ZooModel(nn.Module):
             raise TypeError(f"{type(self).__name__} wraps {self.diffusers_class}, got {type(transformer).__name__}")
         self.transformer = transformer
         self.runner = None  # the engine's runner for the evaluation in progress (None: compute all)
+        self.peer = None  # diffusers' own cache hooks now applied to the transformer (a hooked plan's)
         self.inside_span = False
         self.blocks_in = None  # block 0's (args, kwargs) this evaluation, for the run-time probes
         self._install_hooks()
@@ -115,8 +116,19 @@ class ZooModel(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, runner=None) -> torch.Tensor:
         """x (N, C, H, W), t (N,) in the family's time convention, y (N,) labels or prompt indices."""
         self.runner, self.blocks_in = runner, None
+        hooks = getattr(runner, "hooks", None)
         try:
-            return self.call(x, t, y)
+            if hooks is None:
+                if self.peer is not None:
+                    self.peer = self.peer.remove(self.transformer)
+                return self.call(x, t, y)
+            if runner.evaluation == 0 and runner.pass_index == 0:  # a new batch: fresh hooks, empty state
+                if self.peer is not None:
+                    self.peer.remove(self.transformer)
+                self.peer = hooks
+                hooks.apply(self.transformer)
+            with hooks.context(self.transformer, runner.pass_index, runner.evaluation, runner.nfe):
+                return self.call(x, t, y)
         finally:
             self.runner, self.blocks_in = None, None
 
@@ -160,8 +172,9 @@ class ZooModel(nn.Module):
     # -- run-time probes (engine/model.py) ------------------------------------------------------
     def probe(self, kind: str, span_in: torch.Tensor) -> torch.Tensor:
         blocks_in = self.state_of(*self.blocks_in)
-        if kind == "residual":
-            return span_in - blocks_in
+        if kind == "residual":  # on the image tokens (a dual-stream state starts with the text's)
+            text = self.blocks_in[1]["encoder_hidden_states"].shape[1] if self.dual_stream else 0
+            return span_in[:, text:] - blocks_in[:, text:]
         if kind == "modulated":
             return self.modulated(*self.blocks_in)
         raise unknown_probe(kind)

@@ -6,7 +6,8 @@ The ids are the results store's keys: a refactor of the config schema must leave
 it is, or existing stores would rerun their points (tests/test_identity.py reads this file).
 Recorded at commit d3e0424 (the union CacheConfig schema); rerun only for a deliberate identity
 change, and say so in the commit. (Table 3's points were renamed to their conf/point/ presets
-with their ids unchanged when the per-method schemas came.)
+with their ids unchanged when the per-method schemas came; the diffusers_zoo sweep's points and the
+diffusers hook methods were added later, every id before them unchanged.)
 """
 
 import json
