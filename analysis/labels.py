@@ -11,7 +11,8 @@ from l2c_bench.caching import CACHE_METHODS
 from .metrics import METRICS
 from .uncertainty import ci_columns, pool_seeds
 
-SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm_solver2": "DPM-Solver-2", "dpm_solver_fast": "DPM-Solver (fast)"}
+SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm_solver2": "DPM-Solver-2", "dpm_solver_fast": "DPM-Solver (fast)",
+                 "flow_euler": "Flow Euler"}
 
 
 def _get(row, key, default=None):

@@ -20,10 +20,15 @@ METRICS: dict[str, tuple[str, float, bool, str]] = {
     "paired_psnr_db": ("metrics.paired_image_psnr_db", 1.0, True, "Paired PSNR (dB)"),
     # the toy scale's primary quality axis (l2c_bench/runs/converged.py, docs/metrics.md)
     "converged_psnr_db": ("metrics.converged_image_psnr_db", 1.0, True, "Image PSNR vs converged (dB)"),
+    # rows without image metrics (random weights, latents without a VAE): fidelity to the uncached twin
+    "paired_latent_psnr_db": ("metrics.paired_latent_psnr_db", 1.0, True, "Latent PSNR vs uncached (dB)"),
 }
 
 # metrics.primary_quality (a row key) -> the METRICS column plotted for it
-PRIMARY_COLUMNS = {"converged_image_psnr_db": "converged_psnr_db", "fid": "fid"}
+PRIMARY_COLUMNS = {"converged_image_psnr_db": "converged_psnr_db", "fid": "fid",
+                   "paired_latent_psnr_db": "paired_latent_psnr_db"}
+# axes measured against each row's own uncached twin: the uncached row is their reference (no value)
+PAIRED_AXES = {"paired_latent_psnr_db"}
 
 
 def quality_column(points) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper_numbers"
-BASELINES = {"DDPM", "DDIM", "DPM-Solver-2"}
+BASELINES = {"DDPM", "DDIM", "DPM-Solver-2", "Flow Euler"}
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ def _run_bench(args, model: torch.nn.Module | None) -> dict:
     heap = None if device.type != "cpu" else "retained" if not args.os_heap and retain_cpu_heap() else "os default"
     if model is None:
         model = build_model(args.arch, **dict(args.override))
+    if args.diffusers:  # the same DiT (same weights) as diffusers' DiTTransformer2DModel, through our hooks
+        from ..models.zoo import from_ours
+
+        model = from_ours(model.eval(), official=True)
     model = model.to(device).eval().requires_grad_(False)
     params = {"router": args.router, "threshold": args.threshold} if args.cache == "l2c" else {}
     if args.cache == "fora":
@@ -112,7 +116,8 @@ def _run_bench(args, model: torch.nn.Module | None) -> dict:
     measured = u.median_s / c.median_s
     decomposed = time_decomposition(model, timings, plan_run.schedule, macs_u / macs_c) if args.decompose else {}
     return {
-        "arch": args.arch, "overrides": dict(args.override), "sampler": args.sampler, "nfe": args.nfe,
+        "arch": args.arch + (" via diffusers" if args.diffusers else ""), "overrides": dict(args.override),
+        "sampler": args.sampler, "nfe": args.nfe,
         "cache": args.cache, "params": params, "cached_ratio": plan_run.cached_ratio, "batch": args.batch,
         "uncached_ms": u.median_s * 1e3, "uncached_iqr_ms": u.iqr_s * 1e3,
         "cached_ms": c.median_s * 1e3, "cached_iqr_ms": c.iqr_s * 1e3,
@@ -258,6 +263,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="CUDA: PyTorch's own kernels for the mixed-dtype residual adds and U-ViT's skip "
                              "concatenation instead of ours (models/fused.py), to time the difference")
     parser.add_argument("--tf32", action="store_true")
+    parser.add_argument("--diffusers", action="store_true",
+                        help="a DiT arch run as diffusers' DiTTransformer2DModel with the same weights (model=diffusers)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the branch functions")
     parser.add_argument("--cuda-graph", action="store_true",

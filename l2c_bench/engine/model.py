@@ -1,7 +1,7 @@
-"""What the engine needs from a model family: the interface DiT and U-ViT implement, and a new
-family (a diffusers transformer's adapter) implements the same way. It covers the engine and the
-methods that read only plans; `generate` (in_channels, input_size, null_class), MACs counting and
-the methods defined per family (L2C, DeepCache, FBCache) still ask more: docs/caching.md.
+"""What the engine needs from a model family: the interface DiT, U-ViT and the diffusers adapters
+(`models/zoo`) implement. `generate` also reads in_channels, input_size and null_class; the
+methods defined per family (L2C's cache steps, DeepCache's and FBCache's spans) read `family`,
+whose sampler conventions the adapters share (dit, uvit, flow): docs/caching.md.
 
 A cacheable model has
 - `family` (str): its key for the samplers' conventions and for methods defined per family

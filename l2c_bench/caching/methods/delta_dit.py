@@ -10,7 +10,8 @@ counted from the stage's start, so each span is computed before it is reused. St
 MACs and cached ratio are exact; no host synchronisation. Defaults: interval 2, half the blocks,
 boundary at half the NFE.
 
-DiT only: U-ViT's long skips make a span's offset depend on more than its input.
+Not U-ViT: its long skips make a span's offset depend on more than its input. Any model whose
+blocks run in sequence takes it (DiT, and diffusers' DiT, PixArt, SD3 and Flux).
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class DeltaDiT(CacheMethod):
         check_interval(self.interval)
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
-        if model.family != "dit":
-            raise UnsupportedCombination("delta_dit caches a DiT block span's offset; U-ViT's long skips "
+        if model.family == "uvit":
+            raise UnsupportedCombination("delta_dit caches a block span's offset; U-ViT's long skips "
                                          "make a span's effect depend on more than its input")
         blocks = model.num_blocks // 2 if self.blocks is None else int(self.blocks)
         boundary = nfe // 2 if self.boundary is None else int(self.boundary)

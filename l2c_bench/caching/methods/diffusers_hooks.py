@@ -105,7 +105,7 @@ class DiffusersTaylorSeer(CacheMethod):
     order: int = 1  # diffusers' max_order
     name = "diffusers_taylorseer"
     label = "TaylorSeer (diffusers)"  # in tables and plots (analysis/labels.py)
-    decides_at_run_time = True
+    # decided at run time (its hooks count steps), but reads nothing back to the host: not flagged
 
     def __post_init__(self):
         check_interval(self.interval)
