@@ -176,12 +176,22 @@ def test_bad_input_is_a_clear_error(zoo, tmp_path):
 
 
 def test_a_local_pretrained_folder_loads_without_download(tmp_path, zoo):
+    from test_config import compose_config
+
+    from l2c_bench.models.loading import build_configured
+
     model = zoo["FluxTransformer2DModel"]
     model.transformer.save_pretrained(tmp_path / "transformer")
     loaded = build_zoo("FluxTransformer2DModel", pretrained=tmp_path, sample_size=16).eval()
     x, t, y = inputs(model)
     with torch.no_grad():
         assert torch.equal(loaded(x, t, y), model(x, t, y))
+    # a run plans on the folder's own configuration before loading any weight
+    small = build_zoo("FluxTransformer2DModel", config={**model.transformer.config, "num_single_layers": 1})
+    small.transformer.save_pretrained(tmp_path / "small")
+    cfg = compose_config("scale=paper", "model=diffusers", "model.diffusers_class=FluxTransformer2DModel",
+                         f"model.pretrained={tmp_path / 'small'}", "+model.zoo.sample_size=16")
+    assert build_configured(cfg.model, device="meta").num_blocks == 3
 
 
 @pytest.mark.parametrize("cls,family,sampler", [("DiTTransformer2DModel", "dit", "ddim"),

@@ -198,7 +198,7 @@ def test_paper_scale_with_random_weights_runs_the_real_vae_path(tmp_path):
                            "+model.overrides.num_heads=4"))
     assert row["status"] == "ok", row.get("error")
     assert row["config.model.arch"] == "DiT-XL/2" and row["config.model.vae"] == "sd"
-    assert row["metrics.quality_note"].startswith("random weights")
+    assert row["metrics.quality_note"].startswith("no image metrics: random weights")
     assert "metrics.fid" not in row and row["metrics.latency_ms"] > 0
 
 

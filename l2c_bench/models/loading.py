@@ -80,23 +80,33 @@ def build_configured(model_cfg: DictConfig, device=None):
     model=diffusers's class in its toy configuration (seeded: the same weights every time)."""
     if not model_cfg.diffusers_class:
         return build_model(model_cfg.arch, device=device, **model_cfg.overrides)
-    from .zoo import ZooConfigError, build_zoo, zoo_args
+    from .zoo import ZooConfigError, build_zoo, pretrained_config, zoo_args
 
-    config = dict(model_cfg.config) or None
-    if config is not None:  # keys over the class's toy configuration
-        from .zoo import TOY_CONFIGS, adapter_for
-
-        adapter_for(model_cfg.diffusers_class)
-        config = {**TOY_CONFIGS[model_cfg.diffusers_class], **config}
     try:
-        zoo_args(model_cfg.diffusers_class, config, **model_cfg.zoo)
+        if model_cfg.checkpoint == "pretrained":  # the folder's own configuration (no weights read)
+            config = pretrained_config(model_cfg.pretrained)
+        elif model_cfg.config:  # keys over the class's toy configuration
+            from .zoo import TOY_CONFIGS, adapter_for
+
+            adapter_for(model_cfg.diffusers_class)
+            config = {**TOY_CONFIGS[model_cfg.diffusers_class], **model_cfg.config}
+        else:
+            config = None
+        args = zoo_args(model_cfg.diffusers_class, config, **model_cfg.zoo)
     except TypeError as exc:
         raise RunConfigError(f"model.zoo: {exc}; valid keys: the fields of models.zoo.ZooArgs") from None
     except ZooConfigError as exc:
         raise RunConfigError(str(exc)) from None
+    if str(device) == "meta":  # planning copies: one per description (a sweep validates many points)
+        if args not in _META_ZOO:
+            _META_ZOO[args] = build_zoo(model_cfg.diffusers_class, config=config, device="meta", **model_cfg.zoo)
+        return _META_ZOO[args]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # toy weights are seeded: every run builds the same model
         return build_zoo(model_cfg.diffusers_class, config=config, device=device, **model_cfg.zoo)
+
+
+_META_ZOO: dict = {}  # ZooArgs -> a weightless wrapped model, only ever planned on
 
 
 def _load_diffusers(cfg: DictConfig):

@@ -80,7 +80,9 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         "macs_speedup": macs_uncached / macs_method,
         "cached_ratio": cached_ratio,
         "reused_ratio_all": reused_ratio_all,
-        "host_sync_per_evaluation": dynamic,  # dynamic methods read one scalar per evaluation
+        # dynamic methods read one scalar per evaluation (a peer's hooks may decide without reading back)
+        "host_sync_per_evaluation": plan is not None and (plan.policy is not None
+                                                          or bool(getattr(plan.hooks, "host_sync", False))),
         "peak_memory_mb": peak_memory_mb(point.device),
         "dtype": cfg.dtype,
         "tf32": tf32_enabled(point.device),

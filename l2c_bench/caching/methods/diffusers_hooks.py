@@ -43,8 +43,9 @@ class PeerHooks:
     """What a hooked plan carries: how to apply diffusers' hooks, remove them, and tell them which
     call of which evaluation is running (diffusers keeps one state per named context)."""
 
-    def __init__(self, apply, names: tuple[str, ...]):
+    def __init__(self, apply, names: tuple[str, ...], host_sync: bool):
         self._apply, self.names = apply, names
+        self.host_sync = host_sync  # its hooks read a value back to the host at every evaluation
 
     def apply(self, transformer) -> None:
         self._apply(transformer)
@@ -95,7 +96,7 @@ class DiffusersFBCache(CacheMethod):
                                          f"blocks, and {model.diffusers_class}'s last block drops that stream")
         config = FirstBlockCacheConfig(threshold=float(self.threshold))
         return hooked_plan(nfe, model.num_blocks, PeerHooks(lambda t: apply_first_block_cache(t, config),
-                                                            (_FBC_LEADER_BLOCK_HOOK, _FBC_BLOCK_HOOK)))
+                                                            (_FBC_LEADER_BLOCK_HOOK, _FBC_BLOCK_HOOK), True))
 
 
 @dataclass
@@ -105,7 +106,6 @@ class DiffusersTaylorSeer(CacheMethod):
     order: int = 1  # diffusers' max_order
     name = "diffusers_taylorseer"
     label = "TaylorSeer (diffusers)"  # in tables and plots (analysis/labels.py)
-    # decided at run time (its hooks count steps), but reads nothing back to the host: not flagged
 
     def __post_init__(self):
         check_interval(self.interval)
@@ -127,4 +127,4 @@ class DiffusersTaylorSeer(CacheMethod):
         config = TaylorSeerCacheConfig(cache_interval=int(self.interval), disable_cache_before_step=int(self.warmup),
                                        max_order=int(self.order), taylor_factors_dtype=torch.float32)
         return hooked_plan(nfe, model.num_blocks, PeerHooks(lambda t: apply_taylorseer_cache(t, config),
-                                                            (_TAYLORSEER_CACHE_HOOK,)))
+                                                            (_TAYLORSEER_CACHE_HOOK,), False))

@@ -81,15 +81,28 @@ def build_zoo(cls: str, *, config: dict | None = None, pretrained: str | os.Path
     if pretrained is None:
         with torch.device(device) if device is not None else _nullcontext():
             return adapter(zoo_args(cls, config, **settings))
-    folder = Path(pretrained)
-    sub = folder / "transformer"
-    if not (folder / "config.json").exists() and not (sub / "config.json").exists():
-        raise ZooConfigError(f"model.pretrained={str(folder)!r}: no config.json there or in its transformer/ "
-                             "folder; give a local diffusers folder (from save_pretrained or a downloaded repo)")
-    root = sub if (sub / "config.json").exists() else folder
+    root = _transformer_folder(pretrained)
     transformer = getattr(diffusers, cls).from_pretrained(root, local_files_only=True)
     args = zoo_args(cls, {k: _plain(v) for k, v in transformer.config.items()}, **settings)
     return adapter(args, transformer)
+
+
+def _transformer_folder(pretrained: str | os.PathLike | None) -> Path:
+    """The folder holding the transformer's config.json: `pretrained` or its `transformer/`."""
+    if not pretrained:
+        raise ZooConfigError("model.checkpoint=pretrained needs model.pretrained: a local diffusers folder "
+                             "holding the transformer (from save_pretrained or a downloaded hub repo)")
+    folder = Path(str(pretrained))
+    for root in (folder / "transformer", folder):
+        if (root / "config.json").is_file():
+            return root
+    raise ZooConfigError(f"model.pretrained={str(folder)!r}: no config.json there or in its transformer/ "
+                         "folder; give a local diffusers folder (from save_pretrained or a downloaded hub repo)")
+
+
+def pretrained_config(pretrained) -> dict:
+    """A local folder's transformer config (JSON only: no weights are read)."""
+    return {k: _plain(v) for k, v in json.loads((_transformer_folder(pretrained) / "config.json").read_text()).items()}
 
 
 def _plain(value):
@@ -105,4 +118,4 @@ class _nullcontext:
         return False
 
 
-__all__ = ["ADAPTERS", "TOY_CONFIGS", "ZooArgs", "ZooConfigError", "ZooModel", "build_zoo", "from_ours", "zoo_args"]
+__all__ = ["ADAPTERS", "TOY_CONFIGS", "pretrained_config", "ZooArgs", "ZooConfigError", "ZooModel", "build_zoo", "from_ours", "zoo_args"]
