@@ -49,7 +49,7 @@ def test_diffusers_dit_holding_our_weights_agrees_with_ours(toy_dit):
     a, b = generate(toy_dit, **kw).latents, generate(official, **kw).latents
     assert (a - b).abs().max() <= 1e-3
     # a cached run follows the same plan on both: same schedule, samples as close as uncached
-    for name in ("fora", "deepcache"):
+    for name in ("deepcache",):  # a span method: the block hooks, not only the branch hooks
         ra, rb = generate(toy_dit, cache=make_cache(name), **kw), generate(official, cache=make_cache(name), **kw)
         assert torch.equal(ra.schedule, rb.schedule)
         assert (ra.latents - rb.latents).abs().max() <= 1e-3

@@ -175,9 +175,11 @@ def test_sigterm_stops_the_point_cleanly_and_a_relaunch_finishes_it(tmp_path):
     seconds, leaves no row and no temp file, and the same command then writes one ok row."""
     import signal
 
-    cmd = [sys.executable, "-m", "l2c_bench.run", f"results_dir={tmp_path}", "tracker=none", "cache=fora",
+    # uncached: the relaunch samples once (a cached point also samples its uncached twin)
+    cmd = [sys.executable, "-m", "l2c_bench.run", f"results_dir={tmp_path}", "tracker=none", "cache=none",
            "steps=50", "metrics.num_samples=40", "metrics.batch_size=8", "metrics.converged_nfe=0",
-           "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.fid=false", "metrics.grid_samples=2"]
+           "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.fid=false", "metrics.grid_samples=2",
+           "metrics.interval_resamples=0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     for _ in range(600):  # Hydra makes its output folder once the config is composed; then the model loads
         if (tmp_path / "_hydra").exists() or proc.poll() is not None:

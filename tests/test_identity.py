@@ -49,8 +49,8 @@ def test_each_method_and_each_sweeps_first_point_keep_their_run_ids():
 
 
 @pytest.mark.slow
-def test_a_third_of_every_sweeps_points_keep_their_run_ids():
-    """Every third point of the recorded order (its first points are the fast check's): a third of
-    each sweep's combinations, every method and parameter value among them; all of them with
-    `python tests/data/identity/record.py` and a diff of run_ids.json."""
-    assert not _changed(points()[1::3])
+def test_a_sixth_of_every_sweeps_points_keep_their_run_ids():
+    """Every sixth point of the recorded order (the first points of each sweep are the fast
+    check's), a sample across every sweep; all of them: `python tests/data/identity/record.py` and
+    a diff of run_ids.json (the suite's time budget does not hold all 237 compositions)."""
+    assert not _changed(points()[1::6])

@@ -119,8 +119,9 @@ class ZooModel(nn.Module):
         hooks = getattr(runner, "hooks", None)
         try:
             if hooks is None:
-                if self.peer is not None:
-                    self.peer = self.peer.remove(self.transformer)
+                if self.peer is not None:  # a plain or engine-cached evaluation after a hooked run
+                    self.peer.remove(self.transformer)
+                    self.peer = None
                 return self.call(x, t, y)
             if runner.evaluation == 0 and runner.pass_index == 0:  # a new batch: fresh hooks, empty state
                 if self.peer is not None:
