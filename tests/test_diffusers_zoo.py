@@ -210,3 +210,18 @@ def test_model_diffusers_composes_with_the_family_and_sampler_of_its_class(cls, 
     if cls != "PixArtTransformer2DModel":  # each class is its own run
         assert run_id_for(OmegaConf.to_container(cfg, resolve=True)) != \
             run_id_for(OmegaConf.to_container(other, resolve=True))
+
+
+def test_the_configured_toy_dit_is_our_toy_dit_through_diffusers(toy_dit):
+    from test_config import compose_config
+
+    from l2c_bench.models.loading import load_model
+
+    x, t, y = inputs(toy_dit)
+    for official, bound in ((True, 1e-4), (False, None)):
+        cfg = compose_config("model=diffusers", *(["+model.zoo.official=true"] if official else []))
+        model, vae = load_model(cfg, torch.device("cpu"))
+        assert vae is None and type(model).__name__ == "DiTAdapter"
+        with torch.no_grad():
+            diff = (model(x, t, y) - toy_dit(x, t, y)).abs().max()
+        assert diff <= bound if official else diff > 1e-2  # diffusers' own numerics by default

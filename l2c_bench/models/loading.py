@@ -131,7 +131,7 @@ def _load_diffusers(cfg: DictConfig):
             raise RunConfigError("model.config changes the toy DiT's architecture; its converted weights need "
                                  "the toy configuration (use model.checkpoint=random for another one)")
         ours = load_checkpoint(build_model("DiT-toy", device="meta"), TOY_ASSETS / "dit_toy.pt")
-        return from_ours(ours, **model_cfg.zoo)
+        return from_ours(ours, official=bool(model_cfg.zoo.get("official", False)))  # its one setting for DiT
     if model_cfg.checkpoint not in ("toy", "random"):
         raise RunConfigError(f"model.checkpoint={model_cfg.checkpoint!r}: model=diffusers takes toy, random or "
                              "pretrained (with model.pretrained)")
