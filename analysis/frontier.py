@@ -15,7 +15,6 @@ included. Markdown, one file per table, sorted by MACs, with a footnote on the m
 from __future__ import annotations
 
 import math
-
 from dataclasses import fields
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pandas as pd
 
 from .cli import results_to_files
 from .labels import paper_frame
-from .metrics import METRICS, higher_is_better, quality_column
+from .metrics import METRICS, PAIRED_AXES, higher_is_better, quality_column
 from .paper import BASELINES
 from .uncertainty import (
     FRONT,
@@ -101,13 +100,13 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
             uncached = rows[rows["method"].isin(BASELINES) & (rows["nfe"] == base)]
             points = rows[(rows["method"].isin(BASELINES) & (rows["nfe"] <= base))
                           | (~rows["method"].isin(BASELINES) & (rows["nfe"] == base))].dropna(subset=["macs_t"])
-            if "paired_latent_psnr_db" in points:
+            for axis in PAIRED_AXES & set(points.columns):
                 # a paired axis measures each row against its uncached twin: the uncached row, and a
                 # row that reused nothing (the same MACs: bit-identical samples, an infinite PSNR the
                 # row stores as None), sit at +inf
                 identical = (points["method"].isin(BASELINES) & (points["nfe"] == base)) | (
-                    points["paired_latent_psnr_db"].isna() & (points["macs_t"] == float(uncached.iloc[0]["macs_t"])))
-                points.loc[identical, "paired_latent_psnr_db"] = math.inf
+                    points[axis].isna() & (points["macs_t"] == float(uncached.iloc[0]["macs_t"])))
+                points.loc[identical, axis] = math.inf
             quality = quality_column(points)
             points = points.dropna(subset=[quality])
             if uncached.empty or points["method"].isin(BASELINES).all():

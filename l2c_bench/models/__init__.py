@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import fields, replace
 
 import torch
@@ -49,18 +50,10 @@ def build_model(name: str, *, device: str | torch.device | None = None, **overri
     if bad:
         raise TypeError(f"{name} has no argument(s) {bad}; valid: {sorted(valid)}")
     args = replace(defaults, **overrides)
-    with torch.device(device) if device is not None else _nullcontext():
+    with torch.device(device) if device is not None else nullcontext():
         model = cls(args)
     model.name = name
     return model
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 __all__ = [

@@ -64,12 +64,13 @@ def model_fingerprint(cfg: DictConfig) -> str | None:
 
     parts = {"class": m.diffusers_class, "config": OmegaConf.to_container(m.config),
              "zoo": OmegaConf.to_container(m.zoo), "checkpoint": m.checkpoint}
+    path = checkpoint_path(cfg)
     if m.checkpoint == "pretrained":
-        folder = Path(m.pretrained)
+        folder = Path(path)
         parts["weights"] = {str(f.relative_to(folder)): file_sha256(f) for f in sorted(folder.rglob("*"))
                             if f.suffix in (".safetensors", ".bin", ".json")}
-    elif m.diffusers_class == "DiTTransformer2DModel":
-        parts["weights"] = file_sha256(TOY_ASSETS / "dit_toy.pt")  # our toy DiT, converted
+    elif path != "toy":  # our toy DiT's asset, converted
+        parts["weights"] = file_sha256(path)
     else:
         parts["weights"] = "seeded toy weights"  # seed 0 (build_configured)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -80,16 +81,13 @@ def build_configured(model_cfg: DictConfig, device=None):
     model=diffusers's class in its toy configuration (seeded: the same weights every time)."""
     if not model_cfg.diffusers_class:
         return build_model(model_cfg.arch, device=device, **model_cfg.overrides)
-    from .zoo import ZooConfigError, build_zoo, pretrained_config, zoo_args
+    from .zoo import TOY_CONFIGS, ZooConfigError, build, pretrained_config, zoo_args
 
     try:
         if model_cfg.checkpoint == "pretrained":  # the folder's own configuration (no weights read)
             config = pretrained_config(model_cfg.pretrained)
-        elif model_cfg.config:  # keys over the class's toy configuration
-            from .zoo import TOY_CONFIGS, adapter_for
-
-            adapter_for(model_cfg.diffusers_class)
-            config = {**TOY_CONFIGS[model_cfg.diffusers_class], **model_cfg.config}
+        elif model_cfg.config:  # keys over the class's toy configuration (an unknown class: zoo_args says so)
+            config = {**TOY_CONFIGS.get(model_cfg.diffusers_class, {}), **model_cfg.config}
         else:
             config = None
         args = zoo_args(model_cfg.diffusers_class, config, **model_cfg.zoo)
@@ -99,11 +97,11 @@ def build_configured(model_cfg: DictConfig, device=None):
         raise RunConfigError(str(exc)) from None
     if str(device) == "meta":  # planning copies: one per description (a sweep validates many points)
         if args not in _META_ZOO:
-            _META_ZOO[args] = build_zoo(model_cfg.diffusers_class, config=config, device="meta", **model_cfg.zoo)
+            _META_ZOO[args] = build(args, "meta")
         return _META_ZOO[args]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # toy weights are seeded: every run builds the same model
-        return build_zoo(model_cfg.diffusers_class, config=config, device=device, **model_cfg.zoo)
+        return build(args, device)
 
 
 _META_ZOO: dict = {}  # ZooArgs -> a weightless wrapped model, only ever planned on
@@ -115,26 +113,24 @@ def _load_diffusers(cfg: DictConfig):
 
     model_cfg = cfg.model
     if model_cfg.checkpoint == "pretrained":
-        if not model_cfg.pretrained:
-            raise RunConfigError("model.checkpoint=pretrained needs model.pretrained: a local diffusers folder "
-                                 "holding the transformer (from save_pretrained or a downloaded hub repo)")
         from .zoo import ZooConfigError
 
-        try:
+        try:  # a missing model.pretrained or config.json: ZooConfigError names the key
             return build_zoo(model_cfg.diffusers_class, pretrained=model_cfg.pretrained, **model_cfg.zoo)
         except ZooConfigError as exc:
             raise RunConfigError(str(exc)) from None
-    if model_cfg.checkpoint == "toy" and model_cfg.diffusers_class == "DiTTransformer2DModel":
+    if model_cfg.checkpoint not in ("toy", "random"):
+        raise RunConfigError(f"model.checkpoint={model_cfg.checkpoint!r}: model=diffusers takes toy, random or "
+                             "pretrained (with model.pretrained)")
+    path = checkpoint_path(cfg)
+    if path not in ("toy", "random"):  # our toy DiT's asset, for DiTTransformer2DModel
         if cfg.scale.name != "toy":
             raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
         if model_cfg.config:
             raise RunConfigError("model.config changes the toy DiT's architecture; its converted weights need "
                                  "the toy configuration (use model.checkpoint=random for another one)")
-        ours = load_checkpoint(build_model("DiT-toy", device="meta"), TOY_ASSETS / "dit_toy.pt")
+        ours = load_checkpoint(build_model("DiT-toy", device="meta"), path)
         return from_ours(ours, official=bool(model_cfg.zoo.get("official", False)))  # its one setting for DiT
-    if model_cfg.checkpoint not in ("toy", "random"):
-        raise RunConfigError(f"model.checkpoint={model_cfg.checkpoint!r}: model=diffusers takes toy, random or "
-                             "pretrained (with model.pretrained)")
     return build_configured(model_cfg)
 
 

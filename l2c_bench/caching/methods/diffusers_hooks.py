@@ -59,7 +59,10 @@ class PeerHooks:
 
     @contextmanager
     def context(self, transformer, pass_index: int, evaluation: int, nfe: int):
-        from diffusers.hooks.hooks import CacheContext, _set_cache_context  # CacheMixin.cache_context's core
+        from diffusers.hooks.hooks import (  # CacheMixin.cache_context's core
+            CacheContext,
+            _set_cache_context,
+        )
 
         _set_cache_context(transformer, CacheContext(f"pass{pass_index}", step_index=evaluation, num_inference_steps=nfe))
         try:
@@ -117,7 +120,10 @@ class DiffusersTaylorSeer(CacheMethod):
 
         import torch
         from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
-        from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK, _TRANSFORMER_BLOCK_IDENTIFIERS
+        from diffusers.hooks.taylorseer_cache import (
+            _TAYLORSEER_CACHE_HOOK,
+            _TRANSFORMER_BLOCK_IDENTIFIERS,
+        )
 
         model = _zoo_model(model, self.name)
         names = [n for n, _ in model.transformer.named_modules()]

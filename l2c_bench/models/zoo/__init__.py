@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 from .adapter import ZooArgs, ZooModel
@@ -52,7 +53,8 @@ def adapter_for(cls: str) -> type[ZooModel]:
 
 
 def zoo_args(cls: str, config: dict | None = None, **settings) -> ZooArgs:
-    """The description of a wrapped model: `config` None = the class's toy configuration."""
+    """The description of a wrapped model: `config` None = the class's toy configuration (use
+    `{**TOY_CONFIGS[cls], **keys}` for keys over it)."""
     import inspect
 
     import diffusers
@@ -75,16 +77,22 @@ def build_zoo(cls: str, *, config: dict | None = None, pretrained: str | os.Path
     """A wrapped diffusers transformer: random weights from `config` (default: the toy one), or
     the transformer of a local `from_pretrained` folder (never downloaded)."""
     import diffusers
-    import torch
 
-    adapter = adapter_for(cls)
     if pretrained is None:
-        with torch.device(device) if device is not None else _nullcontext():
-            return adapter(zoo_args(cls, config, **settings))
+        return build(zoo_args(cls, config, **settings), device)
+    adapter = adapter_for(cls)
     root = _transformer_folder(pretrained)
     transformer = getattr(diffusers, cls).from_pretrained(root, local_files_only=True)
     args = zoo_args(cls, {k: _plain(v) for k, v in transformer.config.items()}, **settings)
     return adapter(args, transformer)
+
+
+def build(args: ZooArgs, device=None) -> ZooModel:
+    """The wrapped model a description names, with fresh (on `meta`: no) weights."""
+    import torch
+
+    with torch.device(device) if device is not None else nullcontext():
+        return adapter_for(args.cls)(args)
 
 
 def _transformer_folder(pretrained: str | os.PathLike | None) -> Path:
@@ -110,12 +118,4 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-__all__ = ["ADAPTERS", "TOY_CONFIGS", "pretrained_config", "ZooArgs", "ZooConfigError", "ZooModel", "build_zoo", "from_ours", "zoo_args"]
+__all__ = ["ADAPTERS", "TOY_CONFIGS", "build", "pretrained_config", "ZooArgs", "ZooConfigError", "ZooModel", "build_zoo", "from_ours", "zoo_args"]

@@ -104,9 +104,9 @@ def convert_state_dict(sd: dict[str, torch.Tensor], depth: int) -> dict[str, tor
         out[emb + "class_embedder.embedding_table.weight"] = sd["y_embedder.embedding_table.weight"]
         out[dst + "norm1.linear.weight"] = sd[src + "adaLN_modulation.1.weight"]
         out[dst + "norm1.linear.bias"] = sd[src + "adaLN_modulation.1.bias"]
-        for name, part in zip(("to_q", "to_k", "to_v"), sd[src + "attn.qkv.weight"].chunk(3)):
+        for name, part in zip(("to_q", "to_k", "to_v"), sd[src + "attn.qkv.weight"].chunk(3), strict=True):
             out[f"{dst}attn1.{name}.weight"] = part
-        for name, part in zip(("to_q", "to_k", "to_v"), sd[src + "attn.qkv.bias"].chunk(3)):
+        for name, part in zip(("to_q", "to_k", "to_v"), sd[src + "attn.qkv.bias"].chunk(3), strict=True):
             out[f"{dst}attn1.{name}.bias"] = part
         out[dst + "attn1.to_out.0.weight"] = sd[src + "attn.proj.weight"]
         out[dst + "attn1.to_out.0.bias"] = sd[src + "attn.proj.bias"]

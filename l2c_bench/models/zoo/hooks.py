@@ -46,7 +46,7 @@ class BranchHook(ModelHook):
             n = len(args)
 
             def fn(*xs):
-                return forward(*xs[:n], **dict(zip(names, xs[n:])))
+                return forward(*xs[:n], **dict(zip(names, xs[n:], strict=True)))
             out = run_branch(runner, self.block, self.branch, fn, *args, *values, part=self.part)
         else:
             out = run_branch(runner, self.block, self.branch, forward, *args, part=self.part)

@@ -51,7 +51,24 @@ class ToyData:
             step += 1
 
 
-class LatentFile:
+class LatentPool:
+    """Latents (N, C, H, W) and labels (N,) in memory; step `step` draws a global batch from them
+    with replacement, a pure function of (seed, step)."""
+
+    latents: torch.Tensor
+    labels: torch.Tensor
+    seed: int
+
+    def batches(self, start, batch, rank, world):
+        step = start
+        while True:
+            idx = torch.randint(len(self.latents), (batch * world,), generator=step_generator(self.seed, step))
+            idx = idx[rank_slice(batch, rank)]
+            yield self.latents[idx], self.labels[idx]
+            step += 1
+
+
+class LatentFile(LatentPool):
     def __init__(self, path: Path, seed: int, shape: tuple[int, int, int]):
         if path.suffix == ".npz":
             with np.load(path) as f:
@@ -67,14 +84,6 @@ class LatentFile:
             raise RouterDataError(f"router.data={path}: latents {tuple(latents.shape)} / labels {len(labels)} do "
                                   f"not fit the model's input (N, {shape[0]}, {shape[1]}, {shape[2]})")
         self.latents, self.labels, self.seed = latents.float(), labels.long(), seed
-
-    def batches(self, start, batch, rank, world):
-        step = start
-        while True:
-            idx = torch.randint(len(self.latents), (batch * world,), generator=step_generator(self.seed, step))
-            idx = idx[rank_slice(batch, rank)]
-            yield self.latents[idx], self.labels[idx]
-            step += 1
 
 
 def center_crop(image, size: int):
@@ -145,7 +154,7 @@ class ImageFolderData:
             yield z, labels
 
 
-class ModelSamples:
+class ModelSamples(LatentPool):
     """A pool of the model's own samples, drawn from like a latent file (see the module docstring)."""
 
     POOL = 256
@@ -160,14 +169,6 @@ class ModelSamples:
         result = generate(model, labels=labels, seeds=seeds, steps=self.NFE, sampler=DEFAULT_SAMPLERS[model.family],
                           guidance_scale=GUIDANCE_OFF[model.family], batch_size=64)
         self.latents, self.labels, self.seed = result.latents.cpu(), result.labels.cpu(), seed
-
-    def batches(self, start, batch, rank, world):
-        step = start
-        while True:
-            pick = torch.randint(len(self.latents), (batch * world,), generator=step_generator(self.seed, step))
-            pick = pick[rank_slice(batch, rank)]
-            yield self.latents[pick], self.labels[pick]
-            step += 1
 
 
 def make_data(spec: str | None, *, seed: int, model, vae=None, num_workers: int = 2):
