@@ -225,3 +225,30 @@ def test_the_configured_toy_dit_is_our_toy_dit_through_diffusers(toy_dit):
         with torch.no_grad():
             diff = (model(x, t, y) - toy_dit(x, t, y)).abs().max()
         assert diff <= bound if official else diff > 1e-2  # diffusers' own numerics by default
+
+
+def test_flow_router_pairs_reach_the_cache_step_as_the_sampler_does(zoo):
+    """FlowEulerPairs: from data on the straight path at the full step's sigma, the recorded full
+    evaluation and the Euler steps after it land where flow_euler's own steps land."""
+    from l2c_bench.caching.methods.l2c.learning.pairs import make_pairs
+    from l2c_bench.caching.methods.l2c.learning.runners import Recorder
+
+    model = zoo["SD3Transformer2DModel"]
+    pairs = make_pairs("flow", "flow_euler", 8, torch.device("cpu"), interval=3, flow_shift=model.flow_shift)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, model.in_channels, model.input_size, model.input_size, generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    labels = torch.tensor([1, 2])
+    steps = pairs.steps
+    for n, row in pairs.pairs:
+        cache_step, distance = pairs.evaluation[row]  # the full step is `distance` evaluations before
+        assert cache_step == n and distance in (1, 2)
+        recorder = Recorder()
+        x, t = pairs.prepare(model, x0, labels, noise, row, recorder)
+        sigma = steps.sigmas[n - distance]
+        expected = (1 - sigma) * x0 + sigma * noise
+        with torch.no_grad():
+            for k in range(n - distance, n):
+                expected = expected + steps.deltas[k] * model(expected, steps.timesteps[k].expand(2), labels)
+        assert torch.equal(x, expected) and torch.equal(t, steps.timesteps[n].expand(2))
+        assert len(recorder.store) > 0  # the full evaluation filled the cache
