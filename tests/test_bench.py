@@ -62,7 +62,7 @@ def test_bench_plans_with_float32_weights_then_stores_them_in_bf16(monkeypatch):
 
 def test_bench_decomposes_the_time_into_always_run_work_and_branch_kinds():
     row = main(["--arch", "DiT-toy", "--sampler", "ddim", "--nfe", "6", "--cache", "fora", "--interval", "3",
-                "--batch", "1", "--repeats", "1", "--warmup", "0", "--decompose", "--json"])
+                "--batch", "1", "--repeats", "3", "--warmup", "1", "--decompose", "--json"])
     per_eval = row["fixed_ms_per_eval"] + row["attention_ms_per_eval"] + row["mlp_ms_per_eval"]
     # the three costs account for the uncached call up to the fourth timing's misfit
     assert 6 * per_eval == pytest.approx(row["uncached_ms"] * (1 - row["time_model_additivity"]))
