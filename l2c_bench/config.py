@@ -35,7 +35,7 @@ class ModelConfig:
     family: str = "dit"  # dit | uvit | flow (the sampler conventions; model=diffusers: set by the class)
     arch: str = "DiT-toy"  # a name of l2c_bench.models.MODEL_SPECS, or `diffusers` (model=diffusers)
     checkpoint: str = "toy"  # a path, "toy" (shipped asset) or "random" (latency/MAC studies)
-    vae: str = "none"  # none (pixel space) | sd (the SD kl-f8 VAE)
+    vae: str = "none"  # none (pixel space) | sd (the SD kl-f8 VAE) | pretrained (model=diffusers: the folder's vae/)
     vae_checkpoint: str | None = None
     guidance_scale: float = 1.5  # in the family's convention (DiT: w, 1 = off; U-ViT: s, 0 = off)
     guidance_channels: Optional[int] = 3  # noqa: UP007 - DiT: guided eps channels; None: the model's own
@@ -47,6 +47,8 @@ class ModelConfig:
     pretrained: Optional[str] = None  # noqa: UP007 - paper scale: a local from_pretrained folder
     config: dict[str, Any] = field(default_factory=dict)  # diffusers config keys over the toy configuration
     zoo: dict[str, Any] = field(default_factory=dict)  # the adapter's settings (ZooArgs: prompts, flow_shift, ...)
+    # text-to-image classes: `toy` or a .txt/.jsonl/.csv file of prompts (models/zoo/prompt_sets.py)
+    prompt_set: Optional[str] = None  # noqa: UP007 - None: the seeded bank's numbered prompts
 
 
 @dataclass
@@ -63,7 +65,8 @@ class MetricsConfig:
     fid: bool = True  # FID against the scale's reference statistics
     reference_samples: int = 2000  # images behind the toy reference statistics
     fid_mode: str = "clean"  # inception features: clean | legacy_tensorflow (ADM-evaluator comparable)
-    reference: str | None = None  # paper scale: ADM reference batch .npz (mu/sigma, arr_0) or .npz of features
+    reference: str | None = None  # ADM reference batch .npz (mu/sigma, arr_0), .npz of features, or a folder of images
+    clip_model: str | None = None  # a local CLIP folder (transformers' CLIPModel): CLIP score of text-to-image runs
     timing_batch: int = 8  # images per timed sampling call (paper: 8, with CFG)
     timing_repeats: int = 10  # >= 6: the latency/speedup intervals need them (metrics/intervals.py)
     timing_warmup: int = 1  # warm-up calls of each function, at least

@@ -6,7 +6,10 @@ features: cache keys) and `.embed(images (N, 3, H, W) in [-1, 1]) -> (features (
 
 Reference features (the real-data side of FID/KID/precision/recall), computed once and cached
 in `<results_dir>/_reference/`, keyed by the network tag and what made the set:
-- toy scale: `num_images` images of the procedural set (fixed seed, disjoint from training);
+- toy scale: `num_images` images of the procedural set (fixed seed, disjoint from training),
+  unless `metrics.reference` names another;
+- a text-to-image run's prompt set with images (models/zoo/prompt_sets.py): those images, as a
+  list of files, unless `metrics.reference` names another;
 - paper scale: `metrics.reference`, one of
   * an `.npz` in ADM's format (`VIRTUAL_imagenet256_labeled.npz`: stored `mu`/`sigma`, used as
     they are for FID, and `arr_0` uint8 images (N, H, W, 3), embedded for KID and
@@ -114,9 +117,12 @@ def locate_reference(reference: str, features: str, mode: str = "clean") -> Path
     return path
 
 
-def reference_set(net, *, scale: str, num_images: int, reference: str | None, cache_dir: str | os.PathLike) -> Reference:
+def reference_set(net, *, scale: str, num_images: int, reference: str | list[Path] | None,
+                  cache_dir: str | os.PathLike) -> Reference:
     cache_dir = Path(cache_dir)
-    if scale == "toy":
+    if isinstance(reference, list):  # image files (a prompt set's)
+        return _images(net, reference, cache_dir, "prompt set")
+    if scale == "toy" and not reference:
         from ..toy.data import make_dataset
 
         features = _cached(cache_dir / f"ref_{net.tag}_toyset_n{num_images}_s{REFERENCE_SEED}.npz",
@@ -156,13 +162,20 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
 def _folder(net, folder: Path, cache_dir: Path) -> Reference:
-    """Every image of a folder (name order), embedded once; cached by the listing (names, sizes, mtimes)."""
-    from PIL import Image
-
+    """Every image of a folder (name order), embedded once."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(files) < 2:
         raise ValueError(f"metrics.reference={folder}: needs at least 2 images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return _images(net, files, cache_dir, folder.name, str(folder))
+
+
+def _images(net, files: list[Path], cache_dir: Path, name: str, origin: str | None = None) -> Reference:
+    """Image files embedded once, cached by their listing (paths, sizes, mtimes)."""
+    from PIL import Image
+
+    if len(files) < 2:
+        raise ValueError(f"a reference set of {len(files)} image: FID/KID need at least 2")
+    listing = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     digest = hashlib.sha1(repr(listing).encode()).hexdigest()[:12]
 
     def compute():
@@ -173,8 +186,9 @@ def _folder(net, folder: Path, cache_dir: Path) -> Reference:
             features.append(net.embed(image)[0])
         return np.concatenate(features)
 
-    features = _cached(cache_dir / f"ref_{net.tag}_{folder.name}_{digest}.npz", compute)
-    return Reference(*feature_statistics(features), features, f"{folder} ({len(files)} images)")
+    features = _cached(cache_dir / f"ref_{net.tag}_{name.replace(' ', '_')}_{digest}.npz", compute)
+    origin = origin or f"{name}: {files[0].parent}"
+    return Reference(*feature_statistics(features), features, f"{origin} ({len(files)} images)")
 
 
 def _cleanfid_path(spec: str, mode: str) -> Path:

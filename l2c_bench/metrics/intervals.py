@@ -409,6 +409,10 @@ def row_fields(values: Mapping, part: Mapping, *, method_s: Sequence[float], unc
                                  {"latent": part["converged_latent_se"], "image": part["converged_image_se"]},
                                  {"latent": part["latent_numel"], "image": part["image_numel"]},
                                  {"latent": values.get("converged_latent_peak_to_peak"), "image": 2.0}, ids))
+    if part.get("clip_score") is not None and values.get("clip_score") is not None:  # a mean of per-sample scores
+        scores = part["clip_score"].double().numpy()
+        bounds = jackknife_bounds(values["clip_score"], jackknife_replicates(np.mean, scores, ids=ids))
+        out.update(ci_fields("clip_score", _clip(bounds, 0.0, 100.0)))
     if part.get("features") is not None:
         tensor = part.get("converged_features")
         out.update(quality_fields(

@@ -64,6 +64,8 @@ def model_fingerprint(cfg: DictConfig) -> str | None:
 
     parts = {"class": m.diffusers_class, "config": OmegaConf.to_container(m.config),
              "zoo": OmegaConf.to_container(m.zoo), "checkpoint": m.checkpoint}
+    if m.get("prompt_set"):  # what the model is conditioned on (absent before prompt sets: keys unchanged)
+        parts["prompt_set"] = _prompt_set(m).sha256
     path = checkpoint_path(cfg)
     if m.checkpoint == "pretrained":
         folder = Path(path)
@@ -90,7 +92,7 @@ def build_configured(model_cfg: DictConfig, device=None):
             config = {**TOY_CONFIGS.get(model_cfg.diffusers_class, {}), **model_cfg.config}
         else:
             config = None
-        args = zoo_args(model_cfg.diffusers_class, config, **model_cfg.zoo)
+        args = zoo_args(model_cfg.diffusers_class, config, **_zoo_settings(model_cfg))
     except TypeError as exc:
         raise RunConfigError(f"model.zoo: {exc}; valid keys: the fields of models.zoo.ZooArgs") from None
     except ZooConfigError as exc:
@@ -107,18 +109,51 @@ def build_configured(model_cfg: DictConfig, device=None):
 _META_ZOO: dict = {}  # ZooArgs -> a weightless wrapped model, only ever planned on
 
 
-def _load_diffusers(cfg: DictConfig):
+def _prompt_set(model_cfg: DictConfig):
+    """The prompt set model.prompt_set names (models/zoo/prompt_sets.py), as a RunConfigError."""
+    from .zoo.prompt_sets import PromptSetError, read_prompt_set
+
+    try:
+        return read_prompt_set(model_cfg.prompt_set)
+    except PromptSetError as exc:
+        raise RunConfigError(str(exc)) from None
+
+
+def _zoo_settings(model_cfg: DictConfig, prompt_tokens: int | None = None) -> dict:
+    """model.zoo, with a prompt set's size as the bank's (and its encodings' length when known)."""
+    settings = dict(model_cfg.zoo)
+    if model_cfg.get("prompt_set"):
+        if model_cfg.diffusers_class == "DiTTransformer2DModel":
+            raise RunConfigError("model.prompt_set: DiTTransformer2DModel is class-conditioned; prompt sets are "
+                                 "for the text-to-image classes")
+        settings["prompts"] = len(_prompt_set(model_cfg))
+        if prompt_tokens is not None:
+            settings["prompt_tokens"] = prompt_tokens
+    return settings
+
+
+def _load_diffusers(cfg: DictConfig, device: torch.device | str = "cpu"):
     """model=diffusers: the toy model (DiT: our toy DiT converted), or a local pretrained folder."""
     from .zoo import build_zoo, from_ours
 
     model_cfg = cfg.model
+    prompts = _prompt_set(model_cfg) if model_cfg.get("prompt_set") else None
     if model_cfg.checkpoint == "pretrained":
-        from .zoo import ZooConfigError
+        from .zoo import ZooConfigError, adapter_for
+        from .zoo.text import TextEncoderMissing, encode_prompts
 
         try:  # a missing model.pretrained or config.json: ZooConfigError names the key
-            return build_zoo(model_cfg.diffusers_class, pretrained=model_cfg.pretrained, **model_cfg.zoo)
-        except ZooConfigError as exc:
+            bank = None
+            if prompts is not None:  # the folder's text encoders, on the run's device
+                bank = encode_prompts(adapter_for(model_cfg.diffusers_class), model_cfg.pretrained, prompts.texts,
+                                      int(model_cfg.zoo.get("text_tokens", 0)), device)
+            model = build_zoo(model_cfg.diffusers_class, pretrained=model_cfg.pretrained,
+                              **_zoo_settings(model_cfg, None if bank is None else bank.embeddings.shape[1]))
+        except (ZooConfigError, TextEncoderMissing) as exc:
             raise RunConfigError(str(exc)) from None
+        if prompts is not None:
+            model.use_prompts(prompts.texts, bank)
+        return model
     if model_cfg.checkpoint not in ("toy", "random"):
         raise RunConfigError(f"model.checkpoint={model_cfg.checkpoint!r}: model=diffusers takes toy, random or "
                              "pretrained (with model.pretrained)")
@@ -131,13 +166,29 @@ def _load_diffusers(cfg: DictConfig):
                                  "the toy configuration (use model.checkpoint=random for another one)")
         ours = load_checkpoint(build_model("DiT-toy", device="meta"), path)
         return from_ours(ours, official=bool(model_cfg.zoo.get("official", False)))  # its one setting for DiT
-    return build_configured(model_cfg)
+    model = build_configured(model_cfg)
+    if prompts is not None:  # toy and random weights: the texts over the seeded bank
+        model.use_prompts(prompts.texts)
+    return model
+
+
+def _pipeline_vae(cfg: DictConfig):
+    """model.vae=pretrained: the AutoencoderKL in model.vae_checkpoint, else <model.pretrained>/vae."""
+    from diffusers import AutoencoderKL
+
+    folder = cfg.model.vae_checkpoint or (cfg.model.pretrained and Path(cfg.model.pretrained) / "vae")
+    if not folder or not (Path(folder) / "config.json").is_file():
+        raise RunConfigError(f"model.vae=pretrained: no VAE at {str(folder)!r}; it reads model.vae_checkpoint (a "
+                             "diffusers AutoencoderKL folder) or else the vae/ folder of model.pretrained")
+    return AutoencoderKL.from_pretrained(folder, local_files_only=True)
 
 
 def load_model(cfg: DictConfig, device: torch.device):
     """The diffusion model (and VAE, or None) as configured; checkpoints load strictly."""
     if cfg.model.diffusers_class:
-        return _load_diffusers(cfg).to(device).eval().requires_grad_(False), None
+        vae = _pipeline_vae(cfg) if cfg.model.vae == "pretrained" else None
+        model = _load_diffusers(cfg, device).to(device).eval().requires_grad_(False)
+        return model, None if vae is None else vae.to(device).eval().requires_grad_(False)
     checkpoint = checkpoint_path(cfg)
     if checkpoint == "random":
         model = build_model(cfg.model.arch, **cfg.model.overrides)

@@ -95,8 +95,15 @@ def load_vae(path: str | os.PathLike, *, config_key: str = "model.vae_checkpoint
 
 @torch.no_grad()
 def decode_latents(vae: nn.Module, latents: torch.Tensor, chunk: int = 50) -> torch.Tensor:
-    """(N, 4, h, w) latents -> (N, 3, 8h, 8w) images in about [-1, 1], decoded in chunks."""
-    return torch.cat([vae.decode(z / LATENT_SCALE).sample for z in latents.split(chunk)])
+    """(N, C, h, w) latents -> (N, 3, 8h, 8w) images in about [-1, 1], decoded in chunks. A
+    diffusers VAE's own `scaling_factor` and `shift_factor` (SD3, Flux) undo the latent scaling;
+    the SD VAE's is 0.18215."""
+    config = getattr(vae, "config", None)
+    scale = getattr(config, "scaling_factor", None) or LATENT_SCALE
+    shift = getattr(config, "shift_factor", None)
+    if shift is None:  # z / scale exactly as before shifts existed
+        return torch.cat([vae.decode(z / scale).sample for z in latents.split(chunk)])
+    return torch.cat([vae.decode(z / scale + shift).sample for z in latents.split(chunk)])
 
 
 @torch.no_grad()

@@ -28,9 +28,13 @@ RESULT_FILE = "result.json"
 SCHEMA_VERSION = 2
 # Config keys that do not change what a run computes: excluded from its identity.
 NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device", "shard")
-# model keys added with model=diffusers, left out of a run's identity at these values (every
-# other model's), so the run ids of rows written before they existed stay valid
-MODEL_IDENTITY_NEUTRAL = {"diffusers_class": None, "pretrained": None, "config": {}, "zoo": {}}
+# keys added since rows were first written, left out of a run's identity at these values (what
+# every earlier run computed with), so the run ids of rows written before they existed stay valid:
+# per config group, {key: neutral value}
+IDENTITY_NEUTRAL = {
+    "model": {"diffusers_class": None, "pretrained": None, "config": {}, "zoo": {}, "prompt_set": None},
+    "metrics": {"clip_model": None},
+}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -48,9 +52,9 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def run_key(config: Mapping[str, Any]) -> str:
     """Stable identity of a run: a hash of its resolved config without paths/launcher/tracker."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
-    if isinstance(identity.get("model"), Mapping):
-        identity["model"] = {k: v for k, v in identity["model"].items()
-                             if k not in MODEL_IDENTITY_NEUTRAL or MODEL_IDENTITY_NEUTRAL[k] != v}
+    for group, neutral in IDENTITY_NEUTRAL.items():
+        if isinstance(identity.get(group), Mapping):
+            identity[group] = {k: v for k, v in identity[group].items() if k not in neutral or neutral[k] != v}
     cache = dict(identity.get("cache") or {})
     method = _method(cache.get("name"))
     used = set(method.identity_groups(cache)) if method is not None else set()

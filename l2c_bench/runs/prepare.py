@@ -58,8 +58,11 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
         raise RunConfigError(f"model.family={cfg.model.family!r} is unknown; valid: {', '.join(CONVENTIONS)}")
     check_sampler(sampler, cfg.model.family, cfg.steps)
     check_converged(cfg)
-    if cfg.model.vae not in ("none", "sd"):
-        raise RunConfigError(f"model.vae={cfg.model.vae!r} is unknown; valid: none, sd")
+    if cfg.model.vae not in ("none", "sd", "pretrained"):
+        raise RunConfigError(f"model.vae={cfg.model.vae!r} is unknown; valid: none, sd, pretrained")
+    if cfg.model.vae == "pretrained" and not cfg.model.diffusers_class:
+        raise RunConfigError("model.vae=pretrained reads a diffusers folder's vae/: it is for model=diffusers")
+    check_text_metrics(cfg)
     for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats"):
         if cfg.metrics[key] < 1:
             raise RunConfigError(f"metrics.{key} must be >= 1, got {cfg.metrics[key]}")
@@ -85,6 +88,23 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     return sampler, cache
 
 
+def check_text_metrics(cfg: DictConfig) -> None:
+    """metrics.clip_model needs a local CLIP, texts (model.prompt_set) and images (a VAE)."""
+    if not cfg.metrics.get("clip_model"):
+        return
+    from ..metrics.clip import ClipModelMissing, check_clip_folder
+
+    try:
+        check_clip_folder(cfg.metrics.clip_model)
+    except ClipModelMissing as exc:
+        raise RunConfigError(str(exc)) from None
+    if not cfg.model.get("prompt_set"):
+        raise RunConfigError("metrics.clip_model scores images against their prompts: set model.prompt_set (`toy` or "
+                             "a file of prompts) on a text-to-image model=diffusers class")
+    if cfg.model.vae == "none":
+        raise RunConfigError("metrics.clip_model scores images: these latents need a VAE (model.vae=pretrained)")
+
+
 @dataclass
 class Point:
     """One benchmark point, ready to sample: model, planned cache, sampler settings, shard."""
@@ -101,6 +121,7 @@ class Point:
     model_sha256: str | None = None  # the weights' content hash (None: random weights)
     graphs: SamplingGraphs | None = None  # cuda_graph=true: the captured sampling loops
     branch_change: list | None = None  # metrics.layer_error: (nfe, blocks, 2), measured in prepare()
+    clip: object | None = None  # metrics.clip_model: the CLIP scorer (metrics/clip.py)
 
     def sample(self, cache=None, **kwargs):
         """`generate` under the configured numerics (autocast for bf16/fp16, CUDA graphs)."""
@@ -161,7 +182,13 @@ def prepare(cfg: DictConfig) -> Point:
         from ..metrics.features import feature_net
 
         features = feature_net(cfg.scale.features, device, cfg.metrics.fid_mode)  # no Inception file: error here
-    return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256, graphs, change)
+    clip = None
+    if cfg.metrics.get("clip_model"):  # checked in validate(): a local CLIP, a prompt set, a VAE
+        from ..metrics.clip import ClipScorer
+
+        clip = ClipScorer(cfg.metrics.clip_model, device)
+    return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256, graphs, change,
+                 clip)
 
 
 def _check_graphable(cfg: DictConfig, sampler: str, device: torch.device, plan) -> None:

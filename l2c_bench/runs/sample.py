@@ -27,7 +27,8 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
     and, for a cached run, uncached on the same seeds; keep per-sample statistics (CPU)."""
     cfg, common = point.cfg, point.common
     out: dict[str, list] = {k: [] for k in ("index", "labels", "features", "logits", "reference_logits",
-                                            "latent_se", "reference_latent_range", "image_se", "grid", "schedule")}
+                                            "latent_se", "reference_latent_range", "image_se", "grid", "schedule",
+                                            "clip_score")}
     size = cfg.metrics.batch_size
     for start in tqdm(range(indices.start, indices.stop, size), disable=not progress, desc="batches", leave=False):
         idx = torch.arange(start, min(start + size, indices.stop))
@@ -45,6 +46,9 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
             out["features"].append(torch.from_numpy(feats))
             if logits is not None:
                 out["logits"].append(torch.from_numpy(logits))
+        if point.clip is not None:  # each image against its own prompt's text
+            texts = [point.model.prompt_texts[int(label)] for label in result.labels]
+            out["clip_score"].append(torch.from_numpy(point.clip.scores(images, texts)))
         if cfg.metrics.converged_nfe and point.features is not None:  # converged.py: per-sample statistics
             converged = stored_reference(point, reference_kwargs(kwargs, point.model.family,
                                                                  cfg.metrics.converged_nfe), "converged")

@@ -135,9 +135,15 @@ def quality_reference(point: Point):
     cfg = point.cfg
     if point.features is None or not cfg.metrics.fid:
         return None
+    reference = cfg.metrics.reference
+    if not reference and cfg.model.get("prompt_set"):  # the prompt set's own images, where it names them
+        from ..models.zoo.prompt_sets import read_prompt_set
+
+        images = read_prompt_set(cfg.model.prompt_set).images
+        reference = None if images is None else list(images)
     try:
         return reference_set(point.features, scale=cfg.scale.name, num_images=cfg.metrics.reference_samples,
-                             reference=cfg.metrics.reference, cache_dir=Path(cfg.results_dir) / "_reference")
+                             reference=reference, cache_dir=Path(cfg.results_dir) / "_reference")
     except ReferenceMissing as exc:
         return exc
 
@@ -147,6 +153,9 @@ def quality_metrics(point: Point, part: dict, ref) -> dict:
     None (with a note) where not available."""
     cfg = point.cfg
     out: dict = {"features": cfg.scale.features, "sfid": None}  # sFID needs spatial features we do not keep
+    if part.get("clip_score") is not None:  # text-to-image: each image against its prompt (metrics/clip.py)
+        out["clip_score"] = float(part["clip_score"].double().mean())
+        out["clip_model"] = point.clip.tag
     if point.features is None:
         return {**out, "quality_note": "no image metrics: random weights, or latents without a VAE"}
     from ..metrics import (
@@ -163,7 +172,8 @@ def quality_metrics(point: Point, part: dict, ref) -> dict:
     features, labels = part["features"].numpy(), part["labels"].numpy()
     logits = None if part["logits"] is None else part["logits"].numpy()
     out["features_tag"] = point.features.tag
-    if logits is not None and point.features.name == "toy" and cfg.metrics.class_accuracy:
+    class_conditioned = getattr(point.model, "bank", None) is None  # text classes' labels are prompts
+    if logits is not None and point.features.name == "toy" and cfg.metrics.class_accuracy and class_conditioned:
         out["on_class_rate"] = on_class_rate(logits, labels)
         out["on_class_rate_per_class"] = per_class_rate(logits, labels, logits.shape[1])
     if logits is None:

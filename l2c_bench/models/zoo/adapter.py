@@ -33,6 +33,7 @@ class ZooArgs:
     prompts: int = 0  # text-conditioned classes: the prompt bank's prompts (labels 0..prompts-1)
     prompt_tokens: int = 8  # tokens per prompt embedding
     prompt_seed: int = 0  # seeds the toy bank's random embeddings
+    text_tokens: int = 0  # a pretrained folder's text encoders: max_sequence_length (0: its pipeline's default)
     flow_shift: float = 3.0  # rectified-flow classes: the sampler's timestep shift
     guidance: float = 3.5  # guidance-distilled classes (Flux): the guidance the model embeds
     sample_size: int = 0  # the latent side where the config has none (Flux); 0 elsewhere
@@ -54,7 +55,11 @@ class ZooModel(nn.Module):
     dual_stream: ClassVar[bool] = False
     # block classes whose branch outputs the block concatenates: a dropped branch is a zero tensor
     CONCATENATING: ClassVar[tuple[str, ...]] = ()
+    # text-conditioned classes: the pipeline folder's text components ({subfolder: what goes there})
+    TEXT_COMPONENTS: ClassVar[dict[str, str]] = {}
+    OPTIONAL_TEXT_COMPONENTS: ClassVar[tuple[str, ...]] = ()
     guidance_channels: int
+    prompt_texts: tuple[str, ...] | None = None  # the prompt set's texts (label i is prompt i), if known
 
     def __init__(self, args: ZooArgs, transformer: nn.Module | None = None):
         super().__init__()
@@ -71,6 +76,18 @@ class ZooModel(nn.Module):
         self.inside_span = False
         self.blocks_in = None  # block 0's (args, kwargs) this evaluation, for the run-time probes
         self._install_hooks()
+
+    def use_prompts(self, texts: tuple[str, ...], bank=None) -> None:
+        """Condition on a prompt set: its texts (what CLIP score reads) and, from a pretrained
+        folder's text encoders, their encodings (text.py) in place of the seeded bank."""
+        if len(texts) != self.args.prompts:
+            raise ValueError(f"{len(texts)} prompts for a model built with prompts={self.args.prompts}")
+        if bank is not None:
+            if bank.embeddings.shape[1:] != self.bank.embeddings.shape[1:]:
+                raise ValueError(f"encoded prompts of shape {tuple(bank.embeddings.shape[1:])}, the model was "
+                                 f"built for {tuple(self.bank.embeddings.shape[1:])}")
+            self.bank = bank.to(self.bank.embeddings.device)
+        self.prompt_texts = tuple(texts)
 
     # -- the blocks and their branches -------------------------------------------------------
     @property

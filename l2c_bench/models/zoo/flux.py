@@ -40,6 +40,8 @@ class FluxAdapter(ZooModel):
     }
     dual_stream = True
     CONCATENATING = ("FluxSingleTransformerBlock",)  # cat([attention, mlp]) before proj_out
+    TEXT_COMPONENTS = {"text_encoder": "CLIP-L", "tokenizer": "its tokenizer",
+                       "text_encoder_2": "the T5 encoder", "tokenizer_2": "its tokenizer"}
 
     def __init__(self, args: ZooArgs, transformer=None):
         super().__init__(args, transformer)
@@ -78,6 +80,12 @@ class FluxAdapter(ZooModel):
         out = self.transformer(pack(x), encoder_hidden_states=text, pooled_projections=pooled,
                                timestep=t / 1000, img_ids=img_ids, txt_ids=txt_ids, guidance=guidance).sample
         return unpack(out, h, w)
+
+    @staticmethod
+    def encode_text(pipe, texts, tokens, device):
+        """T5's tokens (P + 1, tokens, D) and CLIP's pooled vector."""
+        embeddings, pooled, _ = pipe.encode_prompt(texts, None, device=device, max_sequence_length=tokens)
+        return embeddings, pooled, None
 
     def modulated(self, args, kwargs):
         """Block 0's modulated image input (AdaLayerNormZero's first output)."""

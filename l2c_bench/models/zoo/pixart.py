@@ -17,6 +17,7 @@ class PixArtAdapter(ZooModel):
     family = "dit"
     diffusers_class = "PixArtTransformer2DModel"
     BRANCHES = {"BasicTransformerBlock": [("attn1", ATTENTION, 0, 1), ("attn2", ATTENTION, 1, 1), ("ff", MLP, 0, 1)]}
+    TEXT_COMPONENTS = {"text_encoder": "the T5 encoder", "tokenizer": "its tokenizer"}
 
     def __init__(self, args: ZooArgs, transformer=None):
         super().__init__(args, transformer)
@@ -29,8 +30,15 @@ class PixArtAdapter(ZooModel):
 
     def call(self, x, t, y):
         text, _ = self.bank(y)
-        return self.transformer(x, encoder_hidden_states=text, timestep=t,
+        return self.transformer(x, encoder_hidden_states=text, timestep=t, encoder_attention_mask=self.bank.mask_of(y),
                                 added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
+
+    @staticmethod
+    def encode_text(pipe, texts, tokens, device):
+        """T5 token embeddings (P + 1, tokens, D) and their padding mask; no pooled vector."""
+        embeddings, mask, _, _ = pipe.encode_prompt(texts, do_classifier_free_guidance=False, device=device,
+                                                    clean_caption=False, max_sequence_length=tokens)
+        return embeddings, None, mask
 
     def modulated(self, args, kwargs):
         """Block 0's modulated input, norm1(h) * (1 + scale_msa) + shift_msa (adaLN-single)."""

@@ -20,6 +20,9 @@ class SD3Adapter(ZooModel):
     BRANCHES = {"JointTransformerBlock": [("attn", ATTENTION, 0, 2), ("attn2", ATTENTION, 2, 1),
                                           ("ff", MLP, 0, 1), ("ff_context", MLP, 1, 1)]}
     dual_stream = True
+    TEXT_COMPONENTS = {"text_encoder": "CLIP-L (with projection)", "tokenizer": "its tokenizer",
+                       "text_encoder_2": "CLIP-G (with projection)", "tokenizer_2": "its tokenizer"}
+    OPTIONAL_TEXT_COMPONENTS = ("text_encoder_3", "tokenizer_3")  # T5: without it, zeros (as the pipeline)
 
     def __init__(self, args: ZooArgs, transformer=None):
         super().__init__(args, transformer)
@@ -34,6 +37,13 @@ class SD3Adapter(ZooModel):
     def call(self, x, t, y):
         text, pooled = self.bank(y)
         return self.transformer(x, encoder_hidden_states=text, pooled_projections=pooled, timestep=t).sample
+
+    @staticmethod
+    def encode_text(pipe, texts, tokens, device):
+        """Both CLIPs' and T5's tokens (P + 1, 77 + tokens, D) and the CLIPs' pooled vectors."""
+        embeddings, _, pooled, _ = pipe.encode_prompt(texts, None, None, device=device,
+                                                      do_classifier_free_guidance=False, max_sequence_length=tokens)
+        return embeddings, pooled, None
 
     def modulated(self, args, kwargs):
         """Block 0's modulated image input (AdaLayerNormZero's first output)."""
