@@ -62,3 +62,88 @@ def test_a_hook_the_model_does_not_support_is_unsupported(trained_dit):
             make_cache(method).plan(model=model, sampler="ddim", nfe=10)
     with pytest.raises(UnsupportedCombination, match="model=diffusers"):
         make_cache("diffusers_fbcache").plan(model=build_model("DiT-toy", device="meta"), sampler="ddim", nfe=10)
+
+
+@pytest.mark.parametrize("cls", ["trained", "FluxTransformer2DModel"])
+def test_diffusers_pab_is_our_engine_reusing_attention_on_the_same_evaluations(cls, trained_dit):
+    """PAB's rule, from the sampler's timesteps: attention runs at the first call, outside
+    (100, 800) and at every `interval`-th call; reused elsewhere. Our engine's static plan that
+    reuses the attention branch on those evaluations gives the same samples, bit for bit."""
+    from l2c_bench.engine.core import FixedPlan, Plan
+
+    torch.manual_seed(0)
+    model = trained_dit if cls == "trained" else build_zoo(cls).eval()
+    kw = kwargs(model)
+    theirs = generate(model, cache=make_cache("diffusers_pab", interval=3), **kw)
+    timesteps = []  # the model time of each evaluation, as the sampler passes it
+    handle = model.register_forward_pre_hook(lambda module, args: timesteps.append(float(args[1][0])))
+    generate(model, **kw)
+    handle.remove()
+    attention = [n == 0 or not 100 < float(t) < 800 or n % 3 == 0 for n, t in enumerate(timesteps)]
+    assert torch.equal(theirs.schedule[:, :, ATTENTION], torch.tensor(attention)[:, None].expand(20, model.num_blocks))
+    assert theirs.schedule[:, :, MLP].all() and not all(attention)
+    compute = tuple(((a, True),) * model.num_blocks for a in attention)
+    ours = generate(model, cache=FixedPlan(Plan(compute, tuple(n for n, a in enumerate(attention) if not a)), "pab"),
+                    **kw)
+    assert torch.equal(ours.latents, theirs.latents)
+    assert macs(model, theirs.schedule, nfe=20) < macs(model, None, nfe=20)
+
+
+@pytest.mark.parametrize("cls", ["trained", "SD3Transformer2DModel"])
+def test_diffusers_magcache_calibrates_then_skips_the_stack_by_its_accumulated_drift(cls, trained_dit):
+    """The ratios are diffusers' calibration: per step, the mean over tokens of |r_n| / |r_n-1|
+    with r the whole stack's residual on the image tokens. The skipped evaluations follow
+    MagCache's rule from those ratios, and a skipped one is its input plus the last residual:
+    our engine's static plan reusing the whole stack's offset there gives the same samples."""
+    from l2c_bench.caching.methods.diffusers_hooks import mag_ratios
+    from l2c_bench.engine.core import FixedPlan, Plan
+
+    torch.manual_seed(0)
+    model = trained_dit if cls == "trained" else build_zoo(cls).eval()
+    kw = kwargs(model)
+    ratios = mag_ratios(model, sampler=kw["sampler"], nfe=20, samples=2, seed=0)
+    residuals = []  # the stack's residual per evaluation, image tokens (N, T, D)
+
+    first, last = model.blocks[0], model.blocks[-1]
+    h_in = first.register_forward_pre_hook(lambda m, a, k: residuals.append(k.get("hidden_states", a[0] if a else None)),
+                                           with_kwargs=True)
+    h_out = last.register_forward_hook(lambda m, a, out: residuals.append(out[-1] if isinstance(out, tuple) else out))
+    generate(model, labels=[0, 1], seeds=[0, 1], steps=20, sampler=kw["sampler"], guidance_scale=1.0)
+    h_in.remove(), h_out.remove()
+    r = [after - before for before, after in zip(residuals[0::2], residuals[1::2], strict=True)]
+    expected = [1.0] + [float((r[n].norm(dim=-1) / (r[n - 1].norm(dim=-1) + 1e-8)).mean()) for n in range(1, 20)]
+    assert ratios == pytest.approx(expected, rel=1e-5)
+    threshold = 0.1
+    method = make_cache("diffusers_magcache", threshold=threshold)
+    method._ratios = ratios
+    theirs = generate(model, cache=method, **kw)
+    skip, ratio, err, steps = [], 1.0, 0.0, 0  # MagCache's rule, from its paper and hook
+    for n in range(20):
+        skipped = False
+        if n >= int(0.2 * 20 + 0.5):
+            ratio, steps = ratio * ratios[n], steps + 1
+            err += abs(1 - ratio)
+            skipped = n > 0 and err <= threshold and steps <= 3
+            if not skipped:
+                ratio, err, steps = 1.0, 0.0, 0
+        skip.append(skipped)
+    assert any(skip) and not all(skip)
+    assert torch.equal(theirs.schedule, ~torch.tensor(skip)[:, None, None].expand(20, model.num_blocks, 2))
+    compute = tuple(((not s, not s),) * model.num_blocks for s in skip)
+    ours = Plan(compute, tuple(n for n, s in enumerate(skip) if s), span=(0, model.num_blocks), span_mode="delta")
+    assert (generate(model, cache=FixedPlan(ours, "stack"), **kw).latents - theirs.latents).abs().max() <= 1e-5
+
+
+def test_a_magcache_run_calibrates_first_and_records_its_ratios_and_what_ran(tmp_path):
+    from test_run import config
+
+    from l2c_bench.run import run_point
+
+    row = run_point(config(tmp_path, "tracker=none", "model=diffusers", "model.diffusers_class=FluxTransformer2DModel",
+                           "cache=diffusers_magcache", "cache.threshold=0.3", "steps=10"))
+    assert row["status"] == "ok", row.get("error")
+    m = {k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.")}
+    assert len(m["magcache_ratios"]) == 10 and m["magcache_ratios"][0] == 1.0
+    assert 0 < m["cached_ratio"] <= 0.8 and m["macs_speedup"] > 1 and m["host_sync_per_evaluation"]
+    schedule = torch.load(tmp_path / row["run_id"] / "schedule.pt")["schedule"]
+    assert schedule[:2].all() and (schedule == schedule[:, :1, :1]).all()  # whole evaluations, after its first 2

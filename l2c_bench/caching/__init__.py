@@ -25,7 +25,12 @@ from ..engine import (
 )
 from .methods.deepcache import DeepCache
 from .methods.delta_dit import DeltaDiT
-from .methods.diffusers_hooks import DiffusersFBCache, DiffusersTaylorSeer
+from .methods.diffusers_hooks import (
+    DiffusersFBCache,
+    DiffusersMagCache,
+    DiffusersPAB,
+    DiffusersTaylorSeer,
+)
 from .methods.faster_diffusion import FasterDiffusion
 from .methods.fbcache import FBCache
 from .methods.fora import Fora
@@ -53,6 +58,8 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "toca": ToCa,
     "diffusers_fbcache": DiffusersFBCache,  # diffusers' own hooks, model=diffusers only
     "diffusers_taylorseer": DiffusersTaylorSeer,
+    "diffusers_pab": DiffusersPAB,
+    "diffusers_magcache": DiffusersMagCache,
 }
 
 

@@ -1,9 +1,11 @@
 """diffusers' own cache hooks as peers of our methods (model=diffusers only).
 
-`diffusers_fbcache` applies diffusers' FirstBlockCache and `diffusers_taylorseer` its
-TaylorSeerCache to the wrapped transformer, through diffusers' functions, with diffusers'
-defaults. Their rows sit in the same tables as ours: the engine computes whatever the hooks let
-run and records it (`Plan.hooks`), so MACs and cached ratios count what actually ran.
+`diffusers_fbcache`, `diffusers_taylorseer`, `diffusers_pab` and `diffusers_magcache` apply
+diffusers' FirstBlockCache, TaylorSeerCache, PyramidAttentionBroadcast and MagCache to the
+wrapped transformer, through diffusers' functions, with diffusers' defaults. Their rows sit in
+the same tables as ours: the engine computes whatever the hooks let run and records it
+(`Plan.hooks`), so MACs and cached ratios count what actually ran. FasterCache is not among
+them: docs/diffusers.md says why.
 
 Differences from ours, measured in tests/test_diffusers_hooks.py:
 - FirstBlockCache and our `fbcache` decide alike: both compare the first block's residual on the
@@ -15,14 +17,31 @@ Differences from ours, measured in tests/test_diffusers_hooks.py:
   `disable_cache_before_step` evaluations and then every `cache_interval`-th, and differences
   its Taylor factors per evaluation; ours forecasts attention and MLP branches of every block
   from evaluation 0 on a fixed interval. They are different schedules, compared as peers.
+- PyramidAttentionBroadcast reuses each self-attention module's last output (cross-attention's
+  too with `cross_interval`) at the evaluations whose timestep lies inside (`timestep_low`,
+  `timestep_high`), except every `interval`-th call. On DiT and Flux an attention branch is one
+  module, and its samples are bit-identical to our engine reusing the attention branch on the
+  same evaluations. On PixArt the attention branch is self- and cross-attention: an evaluation
+  where PAB reuses only the self-attention counts the branch as computed (MACs an upper bound).
+  It reads the evaluation's timestep on the host (one read per evaluation).
+- MagCache skips the whole block stack (the input plus the last residual) while the accumulated
+  drift of calibrated per-step magnitude ratios stays small. Its ratios are model-specific: the
+  run calibrates them before sampling with diffusers' own calibration mode (`calibrate=True`: one
+  uncached batch under the run's sampler, NFE and guidance; the ratios diffusers reports are
+  read from its log) and records them in the row (`magcache_ratios`). Planned without a run
+  (`generate`, the Python API), it calibrates unguided on 4 samples.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import ast
+import copy
+import io
+import logging
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 
-from ...engine import CacheConfigError, CacheMethod, Plan, UnsupportedCombination
+from ...engine import CacheConfigError, CacheMethod, FixedPlan, Plan, UnsupportedCombination
 from ...engine.core import check_interval
 
 
@@ -43,9 +62,11 @@ class PeerHooks:
     """What a hooked plan carries: how to apply diffusers' hooks, remove them, and tell them which
     call of which evaluation is running (diffusers keeps one state per named context)."""
 
-    def __init__(self, apply, names: tuple[str, ...], host_sync: bool):
+    def __init__(self, apply, names: tuple[str, ...], host_sync: bool, reads_timestep: bool = False):
         self._apply, self.names = apply, names
         self.host_sync = host_sync  # its hooks read a value back to the host at every evaluation
+        self.reads_timestep = reads_timestep  # its hooks ask for the evaluation's timestep (`timestep`)
+        self.timestep: float | None = None
 
     def apply(self, transformer) -> None:
         self._apply(transformer)
@@ -58,12 +79,15 @@ class PeerHooks:
             registry.remove_hook(name, recurse=True)
 
     @contextmanager
-    def context(self, transformer, pass_index: int, evaluation: int, nfe: int):
+    def context(self, transformer, pass_index: int, evaluation: int, nfe: int, t):
+        """t (N,): the evaluation's model time (1000-step scale, as diffusers' pipelines pass it)."""
         from diffusers.hooks.hooks import (  # CacheMixin.cache_context's core
             CacheContext,
             _set_cache_context,
         )
 
+        if self.reads_timestep:  # once per evaluation, not once per hooked module
+            self.timestep = float(t.reshape(-1)[0])
         _set_cache_context(transformer, CacheContext(f"pass{pass_index}", step_index=evaluation, num_inference_steps=nfe))
         try:
             yield
@@ -134,3 +158,131 @@ class DiffusersTaylorSeer(CacheMethod):
                                        max_order=int(self.order), taylor_factors_dtype=torch.float32)
         return hooked_plan(nfe, model.num_blocks, PeerHooks(lambda t: apply_taylorseer_cache(t, config),
                                                             (_TAYLORSEER_CACHE_HOOK,), False))
+
+
+@dataclass
+class DiffusersPAB(CacheMethod):
+    interval: int = 2  # diffusers' spatial_attention_block_skip_range (its default when none is set)
+    cross_interval: int = 0  # cross_attention_block_skip_range (PixArt's attn2); 0: cross-attention always runs
+    timestep_low: int = 100  # the timestep range (exclusive) where attention may be reused: diffusers' default
+    timestep_high: int = 800
+    name = "diffusers_pab"
+    label = "PAB (diffusers)"  # in tables and plots (analysis/labels.py)
+
+    def __post_init__(self):
+        check_interval(self.interval)
+        if self.cross_interval:
+            check_interval(self.cross_interval)
+        if not 0 <= self.timestep_low < self.timestep_high:
+            raise CacheConfigError(f"cache.timestep_low={self.timestep_low} must be >= 0 and below "
+                                   f"cache.timestep_high={self.timestep_high}")
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        from diffusers.hooks import (
+            PyramidAttentionBroadcastConfig,
+            apply_pyramid_attention_broadcast,
+        )
+        from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
+
+        model = _zoo_model(model, self.name)
+        window = (int(self.timestep_low), int(self.timestep_high))
+        hooks = PeerHooks(None, (_PYRAMID_ATTENTION_BROADCAST_HOOK,), True, reads_timestep=True)
+        config = PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=int(self.interval), spatial_attention_timestep_skip_range=window,
+            cross_attention_block_skip_range=int(self.cross_interval) or None, cross_attention_timestep_skip_range=window,
+            current_timestep_callback=lambda: hooks.timestep)
+        hooks._apply = lambda transformer: apply_pyramid_attention_broadcast(transformer, config)
+        return hooked_plan(nfe, model.num_blocks, hooks)
+
+
+MAG_CACHE_LOG = "diffusers.hooks.mag_cache"
+
+
+def _mag_hooks(model, config) -> PeerHooks:
+    from diffusers.hooks import apply_mag_cache
+    from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK, _MAG_CACHE_LEADER_BLOCK_HOOK
+
+    return PeerHooks(lambda transformer: apply_mag_cache(transformer, config),
+                     (_MAG_CACHE_LEADER_BLOCK_HOOK, _MAG_CACHE_BLOCK_HOOK), True)
+
+
+def mag_ratios(model, *, sampler: str, nfe: int, guidance_scale: float = 1.0, guidance_channels=None,
+               samples: int = 4, seed: int = 0) -> list[float]:
+    """MagCache's per-step magnitude ratios (nfe,) of `model`, from diffusers' own calibration mode
+    on one uncached batch (`samples` labels 0.., seeds seed..); its report is read from its log."""
+    from diffusers.hooks import MagCacheConfig
+
+    from ...pipeline import generate
+
+    hooks = _mag_hooks(model, MagCacheConfig(calibrate=True, num_inference_steps=nfe))
+    reports: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reports.append(record.getMessage())
+    logger = logging.getLogger(MAG_CACHE_LOG)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with redirect_stdout(io.StringIO()):  # its "copy these values" print
+            generate(model, cache=FixedPlan(hooked_plan(nfe, model.num_blocks, hooks), "magcache_calibration"),
+                     labels=[i % model.num_classes for i in range(samples)], seeds=range(seed, seed + samples),
+                     steps=nfe, sampler=sampler, guidance_scale=guidance_scale, guidance_channels=guidance_channels)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    found = [m for m in reports if m.startswith("MagCache Calibration Results:")]
+    if not found:
+        raise RuntimeError("diffusers' MagCache calibration reported no ratios (its log format may have changed)")
+    ratios = [float(r) for r in ast.literal_eval(found[-1].split(":", 1)[1].strip())]
+    if len(ratios) != nfe:
+        raise RuntimeError(f"diffusers' MagCache calibration reported {len(ratios)} ratios for {nfe} steps")
+    return ratios
+
+
+@dataclass
+class DiffusersMagCache(CacheMethod):
+    threshold: float = 0.06  # diffusers' defaults
+    max_skip_steps: int = 3
+    retention_ratio: float = 0.2
+    name = "diffusers_magcache"
+    label = "MagCache (diffusers)"  # in tables and plots (analysis/labels.py)
+    decides_at_run_time = True
+
+    def __post_init__(self):
+        if not float(self.threshold) >= 0 or int(self.max_skip_steps) < 1 or not 0 <= float(self.retention_ratio) <= 1:
+            raise CacheConfigError(f"cache.threshold={self.threshold} must be >= 0, cache.max_skip_steps="
+                                   f"{self.max_skip_steps} >= 1 and cache.retention_ratio={self.retention_ratio} "
+                                   "in [0, 1]")
+        self._ratios: list[float] | None = None  # calibrated (prepare); not a parameter
+
+    @property
+    def plans_without_weights(self) -> bool:
+        return False  # its ratios are calibrated on the loaded model
+
+    def prepare(self, run) -> tuple[CacheMethod, dict]:
+        _zoo_model(run.model, self.name)
+        calibrated = copy.copy(self)
+        calibrated._ratios = mag_ratios(run.model, sampler=run.sampler, nfe=run.nfe,
+                                        guidance_scale=run.cfg.model.guidance_scale,
+                                        guidance_channels=run.cfg.model.guidance_channels)
+        return calibrated, {"magcache_ratios": calibrated._ratios}
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        from diffusers.hooks import MagCacheConfig
+        from diffusers.hooks._helpers import TransformerBlockRegistry
+
+        model = _zoo_model(model, self.name)
+        for block in model.blocks:
+            try:
+                TransformerBlockRegistry.get(type(block))
+            except ValueError:
+                raise UnsupportedCombination(f"diffusers' MagCache does not know {type(block).__name__} "
+                                             f"({model.diffusers_class})") from None
+        ratios = self._ratios if self._ratios is not None and len(self._ratios) == nfe else \
+            mag_ratios(model, sampler=sampler, nfe=nfe)
+        config = MagCacheConfig(threshold=float(self.threshold), max_skip_steps=int(self.max_skip_steps),
+                                retention_ratio=float(self.retention_ratio), num_inference_steps=nfe,
+                                mag_ratios=ratios)
+        plan = hooked_plan(nfe, model.num_blocks, _mag_hooks(model, config))
+        retained = int(float(self.retention_ratio) * nfe + 0.5)  # MagCache never skips these first steps
+        return Plan(plan.compute, tuple(range(retained, nfe)), hooks=plan.hooks)

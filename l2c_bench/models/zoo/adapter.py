@@ -145,7 +145,7 @@ class ZooModel(nn.Module):
                     self.peer.remove(self.transformer)
                 self.peer = hooks
                 hooks.apply(self.transformer)
-            with hooks.context(self.transformer, runner.pass_index, runner.evaluation, runner.nfe):
+            with hooks.context(self.transformer, runner.pass_index, runner.evaluation, runner.nfe, t):
                 return self.call(x, t, y)
         finally:
             self.runner, self.blocks_in = None, None
