@@ -340,6 +340,15 @@ def test_residual_stream_is_row_major_and_samples_match_the_official_layout(arch
     for module in model.modules():
         if module is not model and (hasattr(module, "mlp_branch") or isinstance(module, torch.nn.LayerNorm)):
             module.register_forward_pre_hook(lambda m, args: read.append((type(m).__name__, row_major(args))))
+    from l2c_bench.models import fast_uvit
+
+    block_forward = fast_uvit.block_forward
+
+    def fast_block(block, x, skip=None, *args, **kwargs):  # U-ViT's fast runner calls blocks past their hooks
+        read.append((type(block).__name__, row_major((x,) if skip is None else (x, skip))))
+        return block_forward(block, x, skip, *args, **kwargs)
+
+    monkeypatch.setattr(fast_uvit, "block_forward", fast_block)
     common = dict(labels=[1, 2, 3], seeds=[0, 1, 2], steps=4, sampler=sampler, guidance_scale=guidance)
 
     def samples():

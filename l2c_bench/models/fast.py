@@ -1,7 +1,9 @@
 """The models' fast paths: the helpers DiT and U-ViT call where a plain PyTorch expression would
 be slower or batch-dependent, each giving the official model's values (bit for bit in float32;
 under autocast, the same casts of the same sums). The architectures (`dit.py`, `uvit.py`) call
-them by name; the Triton kernels behind them are in `fused.py`. What each saves, and how it was
+them by name; U-ViT's buffered block runner is `fast_uvit.py`, the Triton kernels are in
+`fused.py`. One switch turns the kernels and U-ViT's runner off: `switched(False)` (the plain
+PyTorch expressions and `UViT._run_blocks`; same samples). What each saves, and how it was
 measured: docs/speed.md ("The models' fast paths")."""
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from . import fused
-from .fused import concat_cast, residual_add
+from .fused import concat_cast, residual_add, switched  # noqa: F401 - `switched`: the one switch, re-exported
 from .layers import autocast_dtype
 
 
@@ -103,10 +105,10 @@ def buffer_dtype(h: torch.Tensor) -> torch.dtype | None:
     """The dtype of U-ViT's skip concatenation buffers for the stream h, or None (plain skips).
 
     Under autocast each out-block's skip_linear reads cat([x, skip]) in autocast's dtype. When
-    our kernels run (`fused`: CUDA, no autograd), each in-block writes its output's cast straight
-    into the right half of a buffer (N, T, 2D) in that dtype, and the block before each out-block
-    writes its output into the left half: no concatenation pass. Same values: each half is the
-    same cast of the same sum.
+    our kernels run (`fused`: CUDA, no autograd), U-ViT's fast runner (`fast_uvit.py`) has each
+    in-block write its output's cast straight into the right half of a buffer (N, T, 2D) in that
+    dtype, and the block before each out-block write its output into the left half: no
+    concatenation pass. Same values: each half is the same cast of the same sum.
     Not inside a span of blocks that block-level caching reuses whole: those keep plain skips.
     """
     dtype = autocast_dtype(h.device.type)

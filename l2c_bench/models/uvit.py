@@ -13,20 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import fast_uvit, fused
 from .embeddings import timestep_sinusoid
 from .fast import buffer_dtype, concat_for_linear
-from .fused import residual_add, residual_chain
-from .layers import (
-    ATTENTION,
-    MLP,
-    Attention,
-    BranchRunner,
-    Mlp,
-    PatchEmbed,
-    reads_input,
-    run_branch,
-    unpatchify,
-)
+from .layers import ATTENTION, MLP, Attention, BranchRunner, Mlp, PatchEmbed, run_branch, unpatchify
 
 
 @dataclass(frozen=True)
@@ -60,33 +50,13 @@ class UViTBlock(nn.Module):
     def mlp_branch(self, x):
         return self.mlp(self.norm2(x))
 
-    def forward(self, x, skip=None, runner: BranchRunner | None = None, index: int = 0,
-                into: torch.Tensor | None = None, copy_to: torch.Tensor | None = None):
-        """x (N, T, D) -> (N, T, D). `skip`: the popped skip (N, T, D), or its concatenation
-        buffer (N, T, 2D) (`UViT._run_blocks`) whose left half the block before wrote x into.
-        `into` / `copy_to`: where the output goes / a copy of it goes (`fused.residual_add`)."""
+    def forward(self, x, skip=None, runner: BranchRunner | None = None, index: int = 0):
+        """x (N, T, D) -> (N, T, D); an out-block first mixes in its popped skip (N, T, D)."""
         if self.skip_linear is not None:
             # Always recomputed, also under caching: it mixes the fresh skip into x.
-            if skip.shape[-1] == 2 * x.shape[-1]:  # a buffer: skip in the right half, x in the left
-                if x.data_ptr() != skip.data_ptr():  # x is not already there (a caller's own x)
-                    skip[..., : x.shape[-1]].copy_(x)
-                x = self.skip_linear(skip)  # (N, T, 2D) -> (N, T, D)
-            else:
-                x = self.skip_linear(concat_for_linear(x, skip))  # (N, T, 2D) -> (N, T, D)
-        # x + branch; under autocast on CUDA (x float32, branch bf16/fp16) one Triton pass,
-        # where PyTorch's add takes its slow mixed-dtype path (models/fused.py)
-        attn = run_branch(runner, index, ATTENTION, self.attn_branch, x)
-        if not reads_input(runner, index, MLP):  # a reused MLP output: both adds in one pass
-            mlp = run_branch(runner, index, MLP, self.mlp_branch, x)
-            return residual_add(x, attn, out2=mlp, into=into, copy_to=copy_to)
-        x = residual_add(x, attn)
-        return residual_add(x, run_branch(runner, index, MLP, self.mlp_branch, x), into=into, copy_to=copy_to)
-
-    def reused_outputs(self, runner: BranchRunner, index: int, x) -> tuple:
-        """(attention, MLP) outputs of a block whose branches the runner both hands back
-        (`reads_input` False): x is not read."""
-        return (run_branch(runner, index, ATTENTION, self.attn_branch, x),
-                run_branch(runner, index, MLP, self.mlp_branch, x))
+            x = self.skip_linear(concat_for_linear(x, skip))  # cat([x, skip], -1): (N, T, 2D) -> (N, T, D)
+        x = x + run_branch(runner, index, ATTENTION, self.attn_branch, x)
+        return x + run_branch(runner, index, MLP, self.mlp_branch, x)
 
 
 class UViT(nn.Module):
@@ -155,44 +125,25 @@ class UViT(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def _run_blocks(self, h, skips: list, runner, start: int, end: int, buffered: torch.dtype | None = None):
-        """Blocks with execution index in [start, end): in-blocks push skips, out-blocks pop them.
-        `buffered` (`buffer_dtype`; whole forwards only): the skips are concatenation buffers."""
+    def _run_blocks(self, h, skips: list, runner, start: int, end: int):
+        """Blocks with execution index in [start, end): in-blocks push skips, out-blocks pop them."""
         mid = len(self.in_blocks)
-        index = start
-        while index < end:
-            if index < mid and buffered is not None:
-                h, index = self._buffered_in_blocks(h, skips, runner, index, min(end, mid), buffered)
-                continue
+        for index in range(start, end):
             if index < mid:
                 h = self.in_blocks[index](h, runner=runner, index=index)
                 skips.append(h)
+            elif index == mid:
+                h = self.mid_block(h, runner=runner, index=index)
             else:
-                block = self.mid_block if index == mid else self.out_blocks[index - mid - 1]
-                skip = skips.pop() if index > mid else None
-                # the mid and out-blocks write their output into the left half of the next buffer
-                into = skips[-1][..., : self.embed_dim] if buffered is not None and skips else None
-                h = block(h, skip, runner=runner, index=index, into=into)
-            index += 1
+                h = self.out_blocks[index - mid - 1](h, skips.pop(), runner=runner, index=index)
         return h
 
-    def _buffered_in_blocks(self, h, skips: list, runner, index: int, limit: int, dtype: torch.dtype):
-        """In-block `index`, or the run of in-blocks from it (below `limit`) whose branches are all
-        reused, in one pass (`fused.residual_chain`); each output's cast goes into the right half
-        of its out-block's buffer (N, T, 2D), pushed as the skip. Returns (h, next index)."""
-        stop = index
-        while stop < limit and not (reads_input(runner, stop, ATTENTION) or reads_input(runner, stop, MLP)):
-            stop += 1
-        stop = max(stop, index + 1)
-        d = self.embed_dim
-        buffers = [h.new_empty(*h.shape[:-1], 2 * d, dtype=dtype) for _ in range(stop - index)]
-        if stop - index == 1:
-            h = self.in_blocks[index](h, runner=runner, index=index, copy_to=buffers[0][..., d:])
-        else:
-            outs = [self.in_blocks[k].reused_outputs(runner, k, h) for k in range(index, stop)]
-            h = residual_chain(h, outs, [buffer[..., d:] for buffer in buffers])
-        skips.extend(buffers)
-        return h, stop
+    def _blocks(self, h, skips: list, runner, start: int, end: int, whole: bool = False):
+        """`_run_blocks`, or where our kernels run the fast runner (fast_uvit.py: same values),
+        with concatenation buffers for a whole forward."""
+        if fused.ready(h):
+            return fast_uvit.run_blocks(self, h, skips, runner, start, end, buffer_dtype(h) if whole else None)
+        return self._run_blocks(h, skips, runner, start, end)
 
     def forward(self, x, t, y, runner: BranchRunner | None = None):
         h = self.patch_embed(x)  # (N, L, D)
@@ -202,25 +153,25 @@ class UViT(nn.Module):
         skips: list[torch.Tensor] = []
         span = getattr(runner, "span", None)
         if span is None:
-            h = self._run_blocks(h, skips, runner, 0, self.num_blocks, buffer_dtype(h))
+            h = self._blocks(h, skips, runner, 0, self.num_blocks, whole=True)
         else:  # block-level caching; extras = the skips the span leaves on the stack
             start, end = span
 
             def run_span(x):
                 depth = len(skips)
-                out = self._run_blocks(x, skips, runner, start, end)
+                out = self._blocks(x, skips, runner, start, end)
                 added = skips[depth:]
                 del skips[depth:]
                 return out, added
 
             blocks_in = h
-            h = self._run_blocks(h, skips, runner, 0, start)
+            h = self._blocks(h, skips, runner, 0, start)
             span_in = h
             # indicator for a dynamic cache: U-ViT has no adaLN, so "modulated" is the blocks' input
             # tokens (time and label tokens included); "residual" the blocks before the span
             h, added = runner.run_span(h, run_span, probe=lambda kind: span_in - blocks_in if kind == "residual"
                                        else blocks_in)
             skips.extend(added)
-            h = self._run_blocks(h, skips, runner, end, self.num_blocks)
+            h = self._blocks(h, skips, runner, end, self.num_blocks)
         h = self.decoder_pred(self.norm(h))[:, self.extras :]  # (N, L, p*p*C)
         return self.final_layer(unpatchify(h, self.in_channels, self.patch_size))
