@@ -3,6 +3,7 @@ config files (`python -m l2c_bench.catalog`; docs/configuration.md has the prose
 
     python -m l2c_bench.catalog            # everything
     python -m l2c_bench.catalog cache      # one section: model, sampler, cache, sweep, other
+    python -m l2c_bench.catalog --write-docs   # the method tables of README.md and docs/caching.md
 """
 
 from __future__ import annotations
@@ -125,11 +126,82 @@ def other() -> str:
 
 SECTIONS = {"model": models, "sampler": samplers, "cache": caches, "sweep": sweeps, "other": other}
 
+# The cache-method tables of the docs, written from the registry (each method's `summary`,
+# `description`, fields and `parameter_notes`) between these two lines.
+TABLE_BEGIN = "<!-- the cache methods: written by python -m l2c_bench.catalog --write-docs -->"
+TABLE_END = "<!-- end of the cache methods -->"
+ROOT = CONF.parent
+
+
+def default_method() -> str:
+    """The `cache` option conf/config.yaml selects."""
+    import yaml
+
+    defaults = yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
+    return next(entry["cache"] for entry in defaults if isinstance(entry, dict) and "cache" in entry)
+
+
+def _value(value) -> str:
+    """A default as a config file writes it."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def parameter_cell(cls) -> str:
+    """`name` (default, or what its values mean) for each parameter of a method."""
+    cells = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        cells.append(f"`{f.name}` ({cls.parameter_notes.get(f.name) or _value(default)})")
+    return ", ".join(cells)
+
+
+def method_tables() -> dict[str, str]:
+    """{doc path: its method table} from caching.CACHE_METHODS."""
+    from .caching import CACHE_METHODS
+
+    default = default_method()
+    readme = ["| `cache=` | what it does |", "|---|---|"]
+    caching = ["| `cache=` | parameters | what it does |", "|---|---|---|"]
+    for name, cls in CACHE_METHODS.items():
+        key = f"`{name}`" + (" (default)" if name == default else "")
+        readme.append(f"| {key} | {cls.summary} |")
+        caching.append(f"| {key} | {parameter_cell(cls)} | {cls.description} |")
+    return {"README.md": "\n".join(readme), "docs/caching.md": "\n".join(caching)}
+
+
+def generated(text: str, table: str, doc: str) -> str:
+    """`text` with its method table (between TABLE_BEGIN and TABLE_END) replaced by `table`."""
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise ValueError(f"{doc} has no method table markers ({TABLE_BEGIN} ... {TABLE_END})")
+    head, rest = text.split(TABLE_BEGIN, 1)
+    return f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}"
+
+
+def write_docs(root: Path = ROOT) -> list[str]:
+    """Write the method tables into README.md and docs/caching.md; the docs that changed."""
+    changed = []
+    for doc, table in method_tables().items():
+        path = root / doc
+        text = path.read_text()
+        new = generated(text, table, doc)
+        if new != text:
+            path.write_text(new)
+            changed.append(doc)
+    return changed
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="write the cache-method tables of README.md and docs/caching.md from the registry")
     args = parser.parse_args(argv)
+    if args.write_docs:
+        changed = write_docs()
+        print(f"wrote {', '.join(changed)}" if changed else "the method tables are up to date")
+        return
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown section(s) {unknown}; valid: {', '.join(SECTIONS)}")

@@ -83,6 +83,16 @@ def test_the_documented_method_composes_runs_and_is_listed(documented_method, tm
 
     from analysis.labels import method
     assert method({"config.cache.name": "skip_mlp"}) == "Skip-MLP"
+    # the docs' method tables are written from the registry: its rows appear, nothing else moves
+    docs = tmp_path / "docs_root"
+    (docs / "docs").mkdir(parents=True)
+    for doc in ("README.md", "docs/caching.md"):
+        shutil.copy(ROOT / doc, docs / doc)
+    assert catalog.write_docs(docs) == ["README.md", "docs/caching.md"]
+    assert "| `skip_mlp` | attention every evaluation, each MLP every `interval`-th (an example) |" in \
+        (docs / "README.md").read_text()
+    assert "| `skip_mlp` | `interval` (2) | attention at every evaluation;" in (docs / "docs" / "caching.md").read_text()
+    assert catalog.write_docs(docs) == []
 
 
 def test_the_documented_tests_pass(documented_method, tmp_path):

@@ -338,6 +338,13 @@ class CacheMethod:
     # one would become a dataclass field, i.e. a parameter in its schema, rows and run id).
     name: ClassVar[str] = "base"  # its key in CACHE_METHODS and its `cache=` option
     label: ClassVar[str] = "base"  # its name in tables and plots
+    # Its rows in the method tables of README.md (`summary`, one line) and docs/caching.md
+    # (`description`; the parameters column is made from its fields and defaults, with
+    # `parameter_notes` {parameter: what a value means} where the default alone does not say):
+    # `python -m l2c_bench.catalog --write-docs` writes both tables from the registry.
+    summary: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    parameter_notes: ClassVar[Mapping[str, str]] = MappingProxyType({})
     decides_at_run_time: ClassVar[bool] = False  # its plan carries a policy that reads model outputs on the host
     # Parameters whose value here reproduces what the method computed before the parameter existed:
     # left out of a run's identity at that value, so run ids of rows written before stay valid.

@@ -38,6 +38,9 @@ class DeepCache(CacheMethod):
     depth: int = 1
     name = "deepcache"
     label = "DeepCache"  # in tables and plots (analysis/labels.py)
+    summary = "DeepCache: shallow blocks fresh, the deep part reused"
+    description = ("U-ViT: shallow `depth` in/out blocks fresh, the deep part reused; DiT: the middle span's "
+                   "residual update reused")
 
     def __post_init__(self):
         check_interval(self.interval)

@@ -54,6 +54,11 @@ class DeltaDiT(CacheMethod):
     boundary: int | None = None  # None: half of the NFE
     name = "delta_dit"
     label = "Δ-DiT"  # in tables and plots (analysis/labels.py)
+    summary = "Δ-DiT, not U-ViT: a span of blocks reuses its cached offset (output - input)"
+    description = ("Delta-DiT (Chen et al., 2024), not U-ViT (its long skips): a span of `blocks` blocks "
+                   "reuses its cached offset (output - input) between key evaluations; the rear span before "
+                   "`boundary`, the front span after")
+    parameter_notes = {"blocks": "null: half of the blocks", "boundary": "null: half of the NFE"}
 
     def __post_init__(self):
         check_interval(self.interval)

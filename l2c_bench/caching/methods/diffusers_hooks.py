@@ -100,6 +100,10 @@ class DiffusersFBCache(CacheMethod):
     threshold: float = 0.05  # diffusers' default
     name = "diffusers_fbcache"
     label = "FBCache (diffusers)"  # in tables and plots (analysis/labels.py)
+    summary = "diffusers' own FirstBlockCache hook, `model=diffusers` only: a peer of `fbcache`"
+    description = ("diffusers' own FirstBlockCache hook (default threshold diffusers'), applied to a "
+                   "`model=diffusers` transformer; the engine records what its hooks let run (MACs, ratios). "
+                   "Decides as `fbcache` at the same threshold (tested). [diffusers.md](diffusers.md)")
     decides_at_run_time = True
 
     def __post_init__(self):
@@ -133,6 +137,10 @@ class DiffusersTaylorSeer(CacheMethod):
     order: int = 1  # diffusers' max_order
     name = "diffusers_taylorseer"
     label = "TaylorSeer (diffusers)"  # in tables and plots (analysis/labels.py)
+    summary = "diffusers' own TaylorSeerCache hook, `model=diffusers` only (Flux, SD3)"
+    description = ("diffusers' own TaylorSeerCache hook (its `cache_interval`, `disable_cache_before_step`, "
+                   "`max_order`; factors in float32): forecasts the attention modules named "
+                   "`transformer_blocks.*attn` (Flux, SD3; `unsupported` elsewhere)")
 
     def __post_init__(self):
         check_interval(self.interval)
@@ -168,6 +176,13 @@ class DiffusersPAB(CacheMethod):
     timestep_high: int = 800
     name = "diffusers_pab"
     label = "PAB (diffusers)"  # in tables and plots (analysis/labels.py)
+    summary = "diffusers' own PyramidAttentionBroadcast hook, `model=diffusers` only"
+    description = ("diffusers' own PyramidAttentionBroadcast hook (its spatial and cross `*_block_skip_range`"
+                   " and `*_timestep_skip_range`): each attention module reuses its last output at "
+                   "evaluations with timestep inside the range, except every `interval`-th call. "
+                   "Bit-identical to our engine reusing the attention branch on those evaluations (DiT, Flux;"
+                   " tested). Reads the timestep on the host once per evaluation")
+    parameter_notes = {"cross_interval": "0: off"}
 
     def __post_init__(self):
         check_interval(self.interval)
@@ -246,6 +261,13 @@ class DiffusersMagCache(CacheMethod):
     retention_ratio: float = 0.2
     name = "diffusers_magcache"
     label = "MagCache (diffusers)"  # in tables and plots (analysis/labels.py)
+    summary = "diffusers' own MagCache hook (calibrated before sampling), `model=diffusers` only"
+    description = ("diffusers' own MagCache hook (diffusers' defaults): after the first `retention_ratio` of "
+                   "the steps, the whole block stack is its input plus the last residual while the "
+                   "accumulated drift of the per-step magnitude ratios stays under `threshold` (at most "
+                   "`max_skip_steps` in a row). The ratios come from diffusers' own calibration mode on one "
+                   "uncached batch before sampling (in the row: `magcache_ratios`). Matches our engine "
+                   "reusing the whole stack's offset on the same evaluations (tested). Dynamic, as fbcache")
     decides_at_run_time = True
 
     def __post_init__(self):

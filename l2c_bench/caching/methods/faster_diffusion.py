@@ -18,6 +18,10 @@ class FasterDiffusion(CacheMethod):
     key_steps: list[int] | None = None  # evaluation indices that run in full (overrides interval)
     name = "faster_diffusion"
     label = "Faster Diffusion"  # in tables and plots (analysis/labels.py)
+    summary = "Faster Diffusion, U-ViT only: in-blocks and mid block reused at non-key evaluations"
+    description = ("U-ViT only: in-blocks + mid block reused at non-key evaluations (every `interval`-th is a"
+                   " key evaluation, or the listed `key_steps`)")
+    parameter_notes = {"key_steps": "null, or the evaluations that run in full"}
 
     def __post_init__(self):
         check_interval(self.interval)

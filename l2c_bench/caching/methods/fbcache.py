@@ -37,6 +37,12 @@ class FBCache(CacheMethod):
     threshold: float | None = None  # None: 0.08 (ParaAttention's suggested range 0.05-0.1 for DiTs)
     name = "fbcache"
     label = "FBCache"  # in tables and plots (analysis/labels.py)
+    summary = "First-Block-Cache: reuse the rest while the first block's residual barely changes"
+    description = ("First-Block-Cache: the first block always runs; the rest reuses its cached residual while"
+                   " the first block's residual changed less than `threshold` (relative L1) since the rest "
+                   "last ran. Decided at run time: one host sync per evaluation (`host_sync_per_evaluation` "
+                   "in the row); MACs and ratios are of what ran")
+    parameter_notes = {"threshold": "null: 0.08"}
     decides_at_run_time = True
 
     def __post_init__(self):

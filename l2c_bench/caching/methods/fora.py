@@ -13,6 +13,8 @@ class Fora(CacheMethod):
     interval: int = 2
     name = "fora"
     label = "FORA"  # in tables and plots (analysis/labels.py)
+    summary = "FORA: recompute everything every `interval` evaluations, reuse in between"
+    description = "everything recomputed every `interval` evaluations, reused in between"
 
     def __post_init__(self):
         check_interval(self.interval)

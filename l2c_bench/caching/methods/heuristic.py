@@ -93,6 +93,11 @@ class Heuristic(CacheMethod):
     shifted: bool = True  # U-ViT: False puts the cache step at each solver step's midpoint (Table 6)
     name = "heuristic"
     label = "Heuristic"  # in tables and plots (analysis/labels.py)
+    summary = ("reuse a fixed share of branches in L2C's cache steps (bottom, top, random or greedy; paper "
+               "Fig. 4)")
+    description = ("reuse a fixed share of branches in L2C's cache steps (paper Fig. 4); greedy picks the "
+                   "branches whose output changes least between evaluations on 4 calibration samples")
+    parameter_notes = {"strategy": "`bottom`; or `top`, `random`, `greedy`"}
     drop = False
 
     def __post_init__(self):

@@ -13,4 +13,7 @@ class LayerDrop(Heuristic):
     strategy: str = "random"
     name = "layer_drop"
     label = "Random Drop"  # in tables and plots (analysis/labels.py)
+    summary = "skip random branches instead of reusing them (paper Tables 5/7)"
+    description = "drop (skip) random branches instead of reusing them (paper Tables 5/7)"
+    parameter_notes = {"strategy": "`random`; or `bottom`, `top`, `greedy`"}
     drop = True

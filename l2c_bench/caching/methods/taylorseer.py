@@ -60,6 +60,9 @@ class TaylorSeer(CacheMethod):
     order: int = 1
     name = "taylorseer"
     label = "TaylorSeer"  # in tables and plots (analysis/labels.py)
+    summary = "TaylorSeer: forecast the skipped evaluations by a Taylor expansion"
+    description = ("TaylorSeer (Liu et al., 2025): all branches computed every `interval`-th evaluation, "
+                   "*forecast* in between by a finite-difference Taylor expansion (order 0 = FORA)")
 
     def __post_init__(self):
         check_interval(self.interval)

@@ -51,6 +51,10 @@ class ToCa(CacheMethod):
     ratio: float = 0.25  # share of tokens whose MLP is recomputed at a cache step
     name = "toca"
     label = "ToCa"  # in tables and plots (analysis/labels.py)
+    summary = "ToCa: reuse attention; each MLP recomputes only the tokens that moved most"
+    description = ("ToCa (Zou et al., ICLR 2025), token-wise: full every `interval`; in between attention is "
+                   "reused and each MLP recomputes the `ratio` share of tokens whose input moved most since "
+                   "cached (device top-k, no host sync); MACs count that share")
 
     def __post_init__(self):
         check_interval(self.interval)

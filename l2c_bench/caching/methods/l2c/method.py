@@ -73,6 +73,20 @@ class L2C(CacheMethod):
     config_groups = ("router",)
     identity_neutral = {"interval": 2}  # rows from before `interval` existed computed the paper's cycle
     label = "L2C"  # in tables and plots (analysis/labels.py)
+    summary = ("L2C: a learned router picks the branches to recompute in each cache step; `cache.interval=k` "
+               "for cycles past 2x")
+    description = ("L2C: in each cache step a branch is recomputed iff `sigmoid(logit) > threshold`. "
+                   "DiT+DDIM: cache steps at even respaced indices; U-ViT+DPM-Solver-2: the first evaluation "
+                   'of each solver step after the first ("shifted"). `interval=k` (DiT+DDIM): one full step, '
+                   "then k-1 cache steps that all reuse it (past the 2x ceiling); needs a router learned for "
+                   "that cycle (`router=auto`; shipped for the toy DiT at NFE 20, k = 2-4, lambda 1e-4 and "
+                   "3e-3)")
+    parameter_notes = {
+        "router": "`official`, `auto` or a file",
+        "threshold": "null: DiT 0.1, U-ViT 0.9",
+        "interval": "2 = the paper",
+        "train_if_missing": "false: `router=auto` at paper scale prints the training command",
+    }
 
     def __post_init__(self):
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:

@@ -25,6 +25,13 @@ class TeaCache(CacheMethod):
     name = "teacache"
     config_groups = ("calibration",)
     label = "TeaCache"  # in tables and plots (analysis/labels.py)
+    summary = "TeaCache: reuse the whole stack while a calibrated estimate of the change stays small"
+    description = ("TeaCache (Liu et al., CVPR 2025): the whole block stack reuses its residual while the "
+                   "accumulated, polynomial-rescaled relative L1 change of block 0's modulated input stays "
+                   "below `threshold`; coefficients fitted by `python -m l2c_bench.calibrate` (artifact in "
+                   "`<results_dir>/_calibration/`; `auto` finds it, and calibrates on first use at toy "
+                   "scale). Dynamic, as fbcache")
+    parameter_notes = {"threshold": "null: 0.1", "coefficients": "`auto`, a file or a list"}
     decides_at_run_time = True
 
     def __post_init__(self):
