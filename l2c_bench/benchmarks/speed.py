@@ -7,7 +7,8 @@
 
 Random weights (speed does not depend on them). Prints uncached and cached latency (median
 and IQR, interleaved in one process), measured speedup, MACs speedup,
-efficiency = measured / MACs speedup, peak memory and the numeric settings.
+efficiency = measured / MACs speedup (both with a 95% bootstrap interval over the repeat pairs
+from 6 repeats on), peak memory and the numeric settings.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .. import generate
 from ..caching import FixedPlan, make_cache
 from ..engine.core import Plan
 from ..metrics import cuda_event_timer, device_sync, measure
+from ..metrics.intervals import ratio_of_medians_interval
 from ..metrics.macs import branch_macs, macs
 from ..metrics.time_model import fit_time_model, reuse_mask
 from ..models import build_model, fused
@@ -114,6 +116,8 @@ def _run_bench(args, model: torch.nn.Module | None) -> dict:
     profiled = gpu_profile({"uncached": fns["uncached"], "cached": fns["cached"]}, device) if args.profile else None
     macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe)
     measured = u.median_s / c.median_s
+    # 95% bootstrap interval of the speedup over the interleaved repeat pairs (None below 6 repeats)
+    ci = ratio_of_medians_interval(u.samples_s, c.samples_s, resamples=2000, seed=0)
     decomposed = time_decomposition(model, timings, plan_run.schedule, macs_u / macs_c) if args.decompose else {}
     return {
         "arch": args.arch + (" via diffusers" if args.diffusers else ""), "overrides": dict(args.override),
@@ -123,6 +127,7 @@ def _run_bench(args, model: torch.nn.Module | None) -> dict:
         "cached_ms": c.median_s * 1e3, "cached_iqr_ms": c.iqr_s * 1e3,
         "measured_speedup": measured, "macs_uncached_g": macs_u / 1e9, "macs_cached_g": macs_c / 1e9,
         "macs_speedup": macs_u / macs_c, "efficiency": measured / (macs_u / macs_c),
+        "speedup_ci": ci, "efficiency_ci": None if ci is None else tuple(b / (macs_u / macs_c) for b in ci),
         "peak_memory_mb": peak_memory_mb(device), "peak_uncached_mb": peak_u, "peak_cached_mb": peak_c,
         "cache_mb": cache_mb, "host_syncs": None if syncs is None else len(syncs),
         "host_sync_sites": None if syncs is None else sorted(set(syncs)),
