@@ -53,6 +53,19 @@ def _zoo_model(model, method: str):
     return model
 
 
+def _registered_blocks(model, hook: str):
+    """`model`, if diffusers' block registry (what its block-level hooks read) knows its blocks."""
+    from diffusers.hooks._helpers import TransformerBlockRegistry
+
+    for block in model.blocks:
+        try:
+            TransformerBlockRegistry.get(type(block))
+        except ValueError:
+            raise UnsupportedCombination(f"diffusers' {hook} does not know {type(block).__name__} "
+                                         f"({model.diffusers_class})") from None
+    return model
+
+
 def hooked_plan(nfe: int, num_blocks: int, hooks) -> Plan:
     compute = tuple(((True, True),) * num_blocks for _ in range(nfe))
     return Plan(compute, tuple(range(1, nfe)), hooks=hooks)
@@ -112,16 +125,9 @@ class DiffusersFBCache(CacheMethod):
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
-        from diffusers.hooks._helpers import TransformerBlockRegistry
         from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
 
-        model = _zoo_model(model, self.name)
-        for block in model.blocks:
-            try:
-                TransformerBlockRegistry.get(type(block))
-            except ValueError:
-                raise UnsupportedCombination(f"diffusers' FirstBlockCache does not know {type(block).__name__} "
-                                             f"({model.diffusers_class})") from None
+        model = _registered_blocks(_zoo_model(model, self.name), "FirstBlockCache")
         if any(getattr(block, "context_pre_only", False) for block in model.blocks):
             raise UnsupportedCombination("diffusers' FirstBlockCache takes the text stream's residual over the "
                                          f"blocks, and {model.diffusers_class}'s last block drops that stream")
@@ -291,15 +297,8 @@ class DiffusersMagCache(CacheMethod):
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         from diffusers.hooks import MagCacheConfig
-        from diffusers.hooks._helpers import TransformerBlockRegistry
 
-        model = _zoo_model(model, self.name)
-        for block in model.blocks:
-            try:
-                TransformerBlockRegistry.get(type(block))
-            except ValueError:
-                raise UnsupportedCombination(f"diffusers' MagCache does not know {type(block).__name__} "
-                                             f"({model.diffusers_class})") from None
+        model = _registered_blocks(_zoo_model(model, self.name), "MagCache")
         ratios = self._ratios if self._ratios is not None and len(self._ratios) == nfe else \
             mag_ratios(model, sampler=sampler, nfe=nfe)
         config = MagCacheConfig(threshold=float(self.threshold), max_skip_steps=int(self.max_skip_steps),
