@@ -62,6 +62,9 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
         raise RunConfigError(f"model.vae={cfg.model.vae!r} is unknown; valid: none, sd, pretrained")
     if cfg.model.vae == "pretrained" and not cfg.model.diffusers_class:
         raise RunConfigError("model.vae=pretrained reads a diffusers folder's vae/: it is for model=diffusers")
+    if cfg.model.get("prompt_set") and not cfg.model.diffusers_class:
+        raise RunConfigError("model.prompt_set conditions a text-to-image model=diffusers class; "
+                             f"{cfg.model.arch} is class-conditioned")
     check_text_metrics(cfg)
     for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats"):
         if cfg.metrics[key] < 1:
