@@ -147,6 +147,7 @@ def test_a_text_to_image_run_scores_clip_and_fid_against_the_prompt_sets_images(
     for key in ("clip_score", "fid", "kid", "paired_image_psnr_db"):
         assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
     assert m["clip_model"] == "clip-clip" and "on_class_rate" not in m  # prompts are not classes
+    assert m["prompt_set"] == f"{assets['prompts']} (4 prompts)"
     # the score is each image against its own prompt: recompute it from the same seeds and labels
     model, vae = load_model(cfg, torch.device("cpu"))
     labels = torch.arange(4) % model.num_classes

@@ -153,6 +153,10 @@ def quality_metrics(point: Point, part: dict, ref) -> dict:
     None (with a note) where not available."""
     cfg = point.cfg
     out: dict = {"features": cfg.scale.features, "sfid": None}  # sFID needs spatial features we do not keep
+    if cfg.model.get("prompt_set"):  # what the text-to-image samples were conditioned on
+        from ..models.zoo.prompt_sets import read_prompt_set
+
+        out["prompt_set"] = read_prompt_set(cfg.model.prompt_set).origin
     if part.get("clip_score") is not None:  # text-to-image: each image against its prompt (metrics/clip.py)
         out["clip_score"] = float(part["clip_score"].double().mean())
         out["clip_model"] = point.clip.tag
