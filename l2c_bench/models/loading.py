@@ -152,7 +152,7 @@ def _load_diffusers(cfg: DictConfig, device: torch.device | str = "cpu"):
         except (ZooConfigError, TextEncoderMissing) as exc:
             raise RunConfigError(str(exc)) from None
         if prompts is not None:
-            model.use_prompts(prompts.texts, bank)
+            model.use_prompts(prompts, bank)
         return model
     if model_cfg.checkpoint not in ("toy", "random"):
         raise RunConfigError(f"model.checkpoint={model_cfg.checkpoint!r}: model=diffusers takes toy, random or "
@@ -168,7 +168,7 @@ def _load_diffusers(cfg: DictConfig, device: torch.device | str = "cpu"):
         return from_ours(ours, official=bool(model_cfg.zoo.get("official", False)))  # its one setting for DiT
     model = build_configured(model_cfg)
     if prompts is not None:  # toy and random weights: the texts over the seeded bank
-        model.use_prompts(prompts.texts)
+        model.use_prompts(prompts)
     return model
 
 

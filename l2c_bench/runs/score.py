@@ -136,11 +136,9 @@ def quality_reference(point: Point):
     if point.features is None or not cfg.metrics.fid:
         return None
     reference = cfg.metrics.reference
-    if not reference and cfg.model.get("prompt_set"):  # the prompt set's own images, where it names them
-        from ..models.zoo.prompt_sets import read_prompt_set
-
-        images = read_prompt_set(cfg.model.prompt_set).images
-        reference = None if images is None else list(images)
+    prompts = getattr(point.model, "prompt_set", None)
+    if not reference and prompts is not None and prompts.images is not None:  # the prompt set's own images
+        reference = list(prompts.images)
     try:
         return reference_set(point.features, scale=cfg.scale.name, num_images=cfg.metrics.reference_samples,
                              reference=reference, cache_dir=Path(cfg.results_dir) / "_reference")
@@ -153,10 +151,8 @@ def quality_metrics(point: Point, part: dict, ref) -> dict:
     None (with a note) where not available."""
     cfg = point.cfg
     out: dict = {"features": cfg.scale.features, "sfid": None}  # sFID needs spatial features we do not keep
-    if cfg.model.get("prompt_set"):  # what the text-to-image samples were conditioned on
-        from ..models.zoo.prompt_sets import read_prompt_set
-
-        out["prompt_set"] = read_prompt_set(cfg.model.prompt_set).origin
+    if (prompts := getattr(point.model, "prompt_set", None)) is not None:  # what the samples were conditioned on
+        out["prompt_set"] = prompts.origin
     if part.get("clip_score") is not None:  # text-to-image: each image against its prompt (metrics/clip.py)
         out["clip_score"] = float(part["clip_score"].double().mean())
         out["clip_model"] = point.clip.tag

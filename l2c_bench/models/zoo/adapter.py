@@ -59,7 +59,7 @@ class ZooModel(nn.Module):
     TEXT_COMPONENTS: ClassVar[dict[str, str]] = {}
     OPTIONAL_TEXT_COMPONENTS: ClassVar[tuple[str, ...]] = ()
     guidance_channels: int
-    prompt_texts: tuple[str, ...] | None = None  # the prompt set's texts (label i is prompt i), if known
+    prompt_set = None  # the PromptSet it is conditioned on (prompt_sets.py), if any: label i is prompt i
 
     def __init__(self, args: ZooArgs, transformer: nn.Module | None = None):
         super().__init__()
@@ -77,17 +77,23 @@ class ZooModel(nn.Module):
         self.blocks_in = None  # block 0's (args, kwargs) this evaluation, for the run-time probes
         self._install_hooks()
 
-    def use_prompts(self, texts: tuple[str, ...], bank=None) -> None:
-        """Condition on a prompt set: its texts (what CLIP score reads) and, from a pretrained
-        folder's text encoders, their encodings (text.py) in place of the seeded bank."""
-        if len(texts) != self.args.prompts:
-            raise ValueError(f"{len(texts)} prompts for a model built with prompts={self.args.prompts}")
+    def use_prompts(self, prompts, bank=None) -> None:
+        """Condition on a prompt set (a PromptSet: its texts are what CLIP score reads, its images a
+        reference set) and, from a pretrained folder's text encoders, their encodings (text.py) in
+        place of the seeded bank."""
+        if len(prompts) != self.args.prompts:
+            raise ValueError(f"{len(prompts)} prompts for a model built with prompts={self.args.prompts}")
         if bank is not None:
             if bank.embeddings.shape[1:] != self.bank.embeddings.shape[1:]:
                 raise ValueError(f"encoded prompts of shape {tuple(bank.embeddings.shape[1:])}, the model was "
                                  f"built for {tuple(self.bank.embeddings.shape[1:])}")
             self.bank = bank.to(self.bank.embeddings.device)
-        self.prompt_texts = tuple(texts)
+        self.prompt_set = prompts
+
+    @property
+    def prompt_texts(self) -> tuple[str, ...] | None:
+        """The prompt set's texts (label i is prompt i), or None without one."""
+        return None if self.prompt_set is None else self.prompt_set.texts
 
     # -- the blocks and their branches -------------------------------------------------------
     @property
