@@ -207,12 +207,13 @@ class DiffusersPAB(CacheMethod):
 
         model = _zoo_model(model, self.name)
         window = (int(self.timestep_low), int(self.timestep_high))
-        hooks = PeerHooks(None, (_PYRAMID_ATTENTION_BROADCAST_HOOK,), True, reads_timestep=True)
+        # each callback reads its name when called: the config asks the hooks for the evaluation's timestep
+        hooks = PeerHooks(lambda transformer: apply_pyramid_attention_broadcast(transformer, config),
+                          (_PYRAMID_ATTENTION_BROADCAST_HOOK,), True, reads_timestep=True)
         config = PyramidAttentionBroadcastConfig(
             spatial_attention_block_skip_range=int(self.interval), spatial_attention_timestep_skip_range=window,
             cross_attention_block_skip_range=int(self.cross_interval) or None, cross_attention_timestep_skip_range=window,
             current_timestep_callback=lambda: hooks.timestep)
-        hooks._apply = lambda transformer: apply_pyramid_attention_broadcast(transformer, config)
         return hooked_plan(nfe, model.num_blocks, hooks)
 
 

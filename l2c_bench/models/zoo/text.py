@@ -24,7 +24,7 @@ class TextEncoderMissing(ValueError):
 
 
 def pipeline_class(folder: Path):
-    """The diffusers pipeline class `<folder>/model_index.json` names."""
+    """The diffusers pipeline class `<folder>/model_index.json` names, and that index."""
     import diffusers
 
     index = folder / "model_index.json"
@@ -32,11 +32,12 @@ def pipeline_class(folder: Path):
         raise TextEncoderMissing(f"model.pretrained={str(folder)!r}: no model_index.json, so no text encoders; "
                                  "prompts need a whole pipeline folder (save_pretrained of the pipeline, or a "
                                  "downloaded hub repo), not only its transformer")
-    name = json.loads(index.read_text())["_class_name"]
+    components = json.loads(index.read_text())
+    name = components["_class_name"]
     if not hasattr(diffusers, name):
         raise TextEncoderMissing(f"model.pretrained={str(folder)!r}: model_index.json names {name!r}, which this "
                                  f"diffusers ({diffusers.__version__}) does not have")
-    return getattr(diffusers, name), json.loads(index.read_text())
+    return getattr(diffusers, name), components
 
 
 def check_components(folder: Path, index: dict, needed: dict[str, str]) -> None:
