@@ -114,8 +114,7 @@ def test_diffusers_magcache_calibrates_then_skips_the_stack_by_its_accumulated_d
     expected = [1.0] + [float((r[n].norm(dim=-1) / (r[n - 1].norm(dim=-1) + 1e-8)).mean()) for n in range(1, 20)]
     assert ratios == pytest.approx(expected, rel=1e-5)
     threshold = 0.1
-    method = make_cache("diffusers_magcache", threshold=threshold)
-    method._ratios = ratios
+    method = make_cache("diffusers_magcache", threshold=threshold).calibrated(model, kw["sampler"], 20, ratios)
     theirs = generate(model, cache=method, **kw)
     skip, ratio, err, steps = [], 1.0, 0.0, 0  # MagCache's rule, from its paper and hook
     for n in range(20):
@@ -147,3 +146,19 @@ def test_a_magcache_run_calibrates_first_and_records_its_ratios_and_what_ran(tmp
     assert 0 < m["cached_ratio"] <= 0.8 and m["macs_speedup"] > 1 and m["host_sync_per_evaluation"]
     schedule = torch.load(tmp_path / row["run_id"] / "schedule.pt")["schedule"]
     assert schedule[:2].all() and (schedule == schedule[:, :1, :1]).all()  # whole evaluations, after its first 2
+
+
+def test_magcache_planned_without_a_run_calibrates_once_per_model_sampler_and_nfe(monkeypatch):
+    from l2c_bench.caching.methods import diffusers_hooks
+
+    calls = []
+    calibrate = diffusers_hooks.mag_ratios
+    monkeypatch.setattr(diffusers_hooks, "mag_ratios", lambda model, **kw: calls.append(kw) or calibrate(model, **kw))
+    torch.manual_seed(0)
+    model = build_zoo("FluxTransformer2DModel").eval()
+    method = make_cache("diffusers_magcache")
+    kw = kwargs(model, steps=6)
+    first, again = generate(model, cache=method, **kw), generate(model, cache=method, **kw)
+    assert len(calls) == 1 and torch.equal(first.latents, again.latents)  # generate plans per call
+    generate(model, cache=method, **kwargs(model, steps=8))
+    assert [c["nfe"] for c in calls] == [6, 8]  # another NFE is another calibration

@@ -29,7 +29,7 @@ Differences from ours, measured in tests/test_diffusers_hooks.py:
   run calibrates them before sampling with diffusers' own calibration mode (`calibrate=True`: one
   uncached batch under the run's sampler, NFE and guidance; the ratios diffusers reports are
   read from its log) and records them in the row (`magcache_ratios`). Planned without a run
-  (`generate`, the Python API), it calibrates unguided on 4 samples.
+  (`generate`, the Python API), it calibrates unguided on 4 samples, once per model, sampler and NFE.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import io
 import logging
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from ...engine import CacheConfigError, CacheMethod, FixedPlan, Plan, UnsupportedCombination
 from ...engine.core import check_interval
@@ -282,7 +283,14 @@ class DiffusersMagCache(CacheMethod):
             raise CacheConfigError(f"cache.threshold={self.threshold} must be >= 0, cache.max_skip_steps="
                                    f"{self.max_skip_steps} >= 1 and cache.retention_ratio={self.retention_ratio} "
                                    "in [0, 1]")
-        self._ratios: list[float] | None = None  # calibrated (prepare); not a parameter
+        # calibrated ratios, not parameters: per model, {(sampler, nfe): ratios}
+        self._ratios: WeakKeyDictionary = WeakKeyDictionary()
+
+    def calibrated(self, model, sampler: str, nfe: int, ratios) -> DiffusersMagCache:
+        """This method holding `ratios` for `model` at `sampler` and `nfe` (a run's calibration)."""
+        method = copy.copy(self)
+        method._ratios = WeakKeyDictionary({model: {(sampler, nfe): [float(r) for r in ratios]}})
+        return method
 
     @property
     def plans_without_weights(self) -> bool:
@@ -290,18 +298,18 @@ class DiffusersMagCache(CacheMethod):
 
     def prepare(self, run) -> tuple[CacheMethod, dict]:
         _zoo_model(run.model, self.name)
-        calibrated = copy.copy(self)
-        calibrated._ratios = mag_ratios(run.model, sampler=run.sampler, nfe=run.nfe,
-                                        guidance_scale=run.cfg.model.guidance_scale,
-                                        guidance_channels=run.cfg.model.guidance_channels)
-        return calibrated, {"magcache_ratios": calibrated._ratios}
+        ratios = mag_ratios(run.model, sampler=run.sampler, nfe=run.nfe, guidance_scale=run.cfg.model.guidance_scale,
+                            guidance_channels=run.cfg.model.guidance_channels)
+        return self.calibrated(run.model, run.sampler, run.nfe, ratios), {"magcache_ratios": ratios}
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         from diffusers.hooks import MagCacheConfig
 
         model = _registered_blocks(_zoo_model(model, self.name), "MagCache")
-        ratios = self._ratios if self._ratios is not None and len(self._ratios) == nfe else \
-            mag_ratios(model, sampler=sampler, nfe=nfe)
+        known = self._ratios.setdefault(model, {})
+        if (sampler, nfe) not in known:  # planned without a run (generate calls plan per call): calibrate once
+            known[(sampler, nfe)] = mag_ratios(model, sampler=sampler, nfe=nfe)
+        ratios = known[(sampler, nfe)]
         config = MagCacheConfig(threshold=float(self.threshold), max_skip_steps=int(self.max_skip_steps),
                                 retention_ratio=float(self.retention_ratio), num_inference_steps=nfe,
                                 mag_ratios=ratios)
