@@ -65,7 +65,7 @@ def model_fingerprint(cfg: DictConfig) -> str | None:
     parts = {"class": m.diffusers_class, "config": OmegaConf.to_container(m.config),
              "zoo": OmegaConf.to_container(m.zoo), "checkpoint": m.checkpoint}
     if m.get("prompt_set"):  # what the model is conditioned on (absent before prompt sets: keys unchanged)
-        parts["prompt_set"] = _prompt_set(m).sha256
+        parts["prompt_set"] = prompt_set(m).sha256
     path = checkpoint_path(cfg)
     if m.checkpoint == "pretrained":
         folder = Path(path)
@@ -109,10 +109,18 @@ def build_configured(model_cfg: DictConfig, device=None):
 _META_ZOO: dict = {}  # ZooArgs -> a weightless wrapped model, only ever planned on
 
 
-def _prompt_set(model_cfg: DictConfig):
-    """The prompt set model.prompt_set names (models/zoo/prompt_sets.py), as a RunConfigError."""
+def prompt_set(model_cfg: DictConfig):
+    """The prompt set model.prompt_set names (models/zoo/prompt_sets.py), read, on a model that
+    takes prompts; otherwise a RunConfigError naming the key (runs/prepare.py checks it before
+    any compute)."""
     from .zoo.prompt_sets import PromptSetError, read_prompt_set
 
+    if not model_cfg.diffusers_class:
+        raise RunConfigError("model.prompt_set conditions a text-to-image model=diffusers class; "
+                             f"{model_cfg.arch} is class-conditioned")
+    if model_cfg.diffusers_class == "DiTTransformer2DModel":
+        raise RunConfigError("model.prompt_set: DiTTransformer2DModel is class-conditioned; prompt sets are "
+                             "for the text-to-image classes")
     try:
         return read_prompt_set(model_cfg.prompt_set)
     except PromptSetError as exc:
@@ -123,10 +131,7 @@ def _zoo_settings(model_cfg: DictConfig, prompt_tokens: int | None = None) -> di
     """model.zoo, with a prompt set's size as the bank's (and its encodings' length when known)."""
     settings = dict(model_cfg.zoo)
     if model_cfg.get("prompt_set"):
-        if model_cfg.diffusers_class == "DiTTransformer2DModel":
-            raise RunConfigError("model.prompt_set: DiTTransformer2DModel is class-conditioned; prompt sets are "
-                                 "for the text-to-image classes")
-        settings["prompts"] = len(_prompt_set(model_cfg))
+        settings["prompts"] = len(prompt_set(model_cfg))
         if prompt_tokens is not None:
             settings["prompt_tokens"] = prompt_tokens
     return settings
@@ -137,7 +142,7 @@ def _load_diffusers(cfg: DictConfig, device: torch.device | str = "cpu"):
     from .zoo import build_zoo, from_ours
 
     model_cfg = cfg.model
-    prompts = _prompt_set(model_cfg) if model_cfg.get("prompt_set") else None
+    prompts = prompt_set(model_cfg) if model_cfg.get("prompt_set") else None
     if model_cfg.checkpoint == "pretrained":
         from .zoo import ZooConfigError, adapter_for
         from .zoo.text import TextEncoderMissing, encode_prompts

@@ -11,7 +11,13 @@ from omegaconf import DictConfig
 from .. import generate
 from ..caching import CACHE_METHODS, CacheMethod, FixedPlan, make_cache
 from ..models.layers import AUTOCAST_DTYPES, cast_weights_
-from ..models.loading import RunConfigError, build_configured, load_model, model_fingerprint
+from ..models.loading import (
+    RunConfigError,
+    build_configured,
+    load_model,
+    model_fingerprint,
+    prompt_set,
+)
 from ..sampling import CONVENTIONS, check_sampler
 from ..sampling.graphs import RUNTIME_DECISIONS, SamplingGraphs, check_graphable
 from ..system.devices import init_distributed, retain_cpu_heap, set_tf32
@@ -62,9 +68,8 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
         raise RunConfigError(f"model.vae={cfg.model.vae!r} is unknown; valid: none, sd, pretrained")
     if cfg.model.vae == "pretrained" and not cfg.model.diffusers_class:
         raise RunConfigError("model.vae=pretrained reads a diffusers folder's vae/: it is for model=diffusers")
-    if cfg.model.get("prompt_set") and not cfg.model.diffusers_class:
-        raise RunConfigError("model.prompt_set conditions a text-to-image model=diffusers class; "
-                             f"{cfg.model.arch} is class-conditioned")
+    if cfg.model.get("prompt_set"):
+        prompt_set(cfg.model)  # a model that takes prompts and a file that reads: before any compute
     check_text_metrics(cfg)
     for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats"):
         if cfg.metrics[key] < 1:
