@@ -175,6 +175,8 @@ def test_text_to_image_settings_that_cannot_work_fail_before_compute(tmp_path, a
         ([*t2i, f"metrics.clip_model={assets['clip']}", "model.prompt_set=toy"], "need a VAE"),
         (["model.vae=pretrained"], "it is for model=diffusers"),
         (["model.prompt_set=toy"], "DiT-toy is class-conditioned"),
+        ([*t2i, "model.vae=pretrained"], "model.vae=pretrained needs model.vae_checkpoint"),
+        ([*t2i, "model.vae=pretrained", f"model.vae_checkpoint={assets['root']}"], r"no VAE at '.*t2i.*'; it reads"),
         ([*t2i, "model.prompt_set=/no/prompts.txt"], "model.prompt_set='/no/prompts.txt': no such file"),
         (["model=diffusers", "model.prompt_set=toy"], "DiTTransformer2DModel is class-conditioned"),
     ]

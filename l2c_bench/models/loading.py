@@ -177,15 +177,23 @@ def _load_diffusers(cfg: DictConfig, device: torch.device | str = "cpu"):
     return model
 
 
-def _pipeline_vae(cfg: DictConfig):
-    """model.vae=pretrained: the AutoencoderKL in model.vae_checkpoint, else <model.pretrained>/vae."""
-    from diffusers import AutoencoderKL
-
+def pipeline_vae_folder(cfg: DictConfig) -> Path:
+    """model.vae=pretrained: the AutoencoderKL folder, model.vae_checkpoint else <model.pretrained>/vae,
+    or a RunConfigError naming both keys (runs/prepare.py checks it before any compute)."""
     folder = cfg.model.vae_checkpoint or (cfg.model.pretrained and Path(cfg.model.pretrained) / "vae")
-    if not folder or not (Path(folder) / "config.json").is_file():
+    if not folder:
+        raise RunConfigError("model.vae=pretrained needs model.vae_checkpoint (a diffusers AutoencoderKL folder) "
+                             "or model.pretrained (a diffusers folder with its vae/)")
+    if not (Path(folder) / "config.json").is_file():
         raise RunConfigError(f"model.vae=pretrained: no VAE at {str(folder)!r}; it reads model.vae_checkpoint (a "
                              "diffusers AutoencoderKL folder) or else the vae/ folder of model.pretrained")
-    return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    return Path(folder)
+
+
+def _pipeline_vae(cfg: DictConfig):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(pipeline_vae_folder(cfg), local_files_only=True)
 
 
 def load_model(cfg: DictConfig, device: torch.device):

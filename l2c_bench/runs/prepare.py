@@ -16,6 +16,7 @@ from ..models.loading import (
     build_configured,
     load_model,
     model_fingerprint,
+    pipeline_vae_folder,
     prompt_set,
 )
 from ..sampling import CONVENTIONS, check_sampler
@@ -68,6 +69,8 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
         raise RunConfigError(f"model.vae={cfg.model.vae!r} is unknown; valid: none, sd, pretrained")
     if cfg.model.vae == "pretrained" and not cfg.model.diffusers_class:
         raise RunConfigError("model.vae=pretrained reads a diffusers folder's vae/: it is for model=diffusers")
+    if cfg.model.vae == "pretrained":
+        pipeline_vae_folder(cfg)  # the folder is there: before any compute
     if cfg.model.get("prompt_set"):
         prompt_set(cfg.model)  # a model that takes prompts and a file that reads: before any compute
     check_text_metrics(cfg)
