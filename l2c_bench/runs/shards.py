@@ -1,6 +1,6 @@
 """Sharded generation: a run's samples split into whole batches across jobs or ranks.
 
-Sample i (seed `seed + i`, label `i % classes`) lands in global batch `i // batch_size`; shard k
+Sample i (seed `sampling.noise.sample_seed(seed, i)`, label `i % classes`) lands in global batch `i // batch_size`; shard k
 of n takes a contiguous run of whole batches. Every batch is therefore generated and scored
 with the same composition however the run is sharded, and per-sample noise makes the samples
 themselves independent of the split: 1 shard and n shards give bit-identical features and metrics.

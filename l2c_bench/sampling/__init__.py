@@ -14,7 +14,7 @@ from .dpm_solver import (
 )
 from .flow import FlowEulerSteps, flow_euler_sample
 from .guidance import CONVENTIONS, GUIDANCE_OFF, GuidedDenoiser
-from .noise import initial_noise, sample_generators
+from .noise import SEED_STRIDE, initial_noise, sample_generators, sample_seed
 
 
 @dataclass(frozen=True)
@@ -76,5 +76,7 @@ __all__ = [
     "dpm_solver_fast_sample",
     "initial_noise",
     "sample_generators",
+    "sample_seed",
+    "SEED_STRIDE",
     "space_timesteps",
 ]
