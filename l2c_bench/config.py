@@ -67,6 +67,10 @@ class MetricsConfig:
     fid_mode: str = "clean"  # inception features: clean | legacy_tensorflow (ADM-evaluator comparable)
     reference: str | None = None  # ADM reference batch .npz (mu/sigma, arr_0), .npz of features, or a folder of images
     clip_model: str | None = None  # a local CLIP folder (transformers' CLIPModel): CLIP score of text-to-image runs
+    # LPIPS per sample against the uncached twin and the converged sampler: the backbone's weights as a
+    # local file (torchvision's state dict, e.g. alexnet-owt-7be5be79.pth; never downloaded); None: skipped
+    lpips_backbone: str | None = None
+    lpips_net: str = "alex"  # alex | vgg | squeeze: LPIPS' linear heads ship with torchmetrics
     timing_batch: int = 8  # images per timed sampling call (paper: 8, with CFG)
     timing_repeats: int = 10  # >= 6: the latency/speedup intervals need them (metrics/intervals.py)
     timing_warmup: int = 1  # warm-up calls of each function, at least
@@ -153,7 +157,7 @@ class Config:
     # CUDA: replay each batch's whole sampling loop as one CUDA graph (ddim with eta 0 or
     # dpm_solver2; uncached or a static cache plan): no per-kernel launch cost on the host
     cuda_graph: bool = False
-    seed: int = 0  # sample i uses seed + i
+    seed: int = 0  # 0..4095: sample i uses seed * 2**20 + i (sampling.noise.sample_seed); seeds draw disjoint noise
     results_dir: str = "results"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     force: bool = False  # rerun even if an ok row exists

@@ -50,7 +50,7 @@ def test_a_written_row_holds_only_its_methods_cache_keys(tmp_path):
     cfg = compose_config(tmp_path, "tracker=none", "cache=fora", "model.checkpoint=/nonexistent.pt")
     row = run_point(cfg)
     assert row["status"] == "failed" and "model.checkpoint" in row["error"]
-    assert row["schema_version"] == SCHEMA_VERSION == 2
+    assert row["schema_version"] == SCHEMA_VERSION == 3
     stored = load_results(tmp_path).iloc[0]
     cache_columns = {c.removeprefix("config.cache.") for c in stored.index if c.startswith("config.cache.")}
     assert cache_columns == own_keys("fora") == {"name", "interval"}

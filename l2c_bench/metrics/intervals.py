@@ -330,12 +330,14 @@ def paired_fields(prefix: str, values: Mapping, squared_errors: Mapping[str, obj
 
 def quality_fields(values: Mapping, *, features, ids: np.ndarray, labels=None, logits=None, reference=None,
                    reference_logits=None, converged_features=None, k: int = 3, device="cpu",
-                   level: float = LEVEL) -> dict:
+                   level: float = LEVEL, replicates: dict | None = None) -> dict:
     """Intervals of the quality fields present (not None) in `values`: fid, kid, precision,
     recall, is, on_class_rate, class_flip_rate, fid_vs_converged, kid_vs_converged. `reference`
     has the reference set's `mu`, `sigma` and `features` (None where only statistics exist).
     Ends are clipped to the metric's range (FID >= 0, IS >= 1, recall in [0, 1]); a jackknife
-    whose replicates would have too few samples for the metric gives no interval (None)."""
+    whose replicates would have too few samples for the metric gives no interval (None).
+    `replicates`, where given, receives each jackknifed metric's (G,) replicates (the per-sample
+    record keeps them: records.samples)."""
     from .quality import _inside, _kth_neighbour_radii, paired_kid
 
     features = np.asarray(features, np.float64)
@@ -348,8 +350,10 @@ def quality_fields(values: Mapping, *, features, ids: np.ndarray, labels=None, l
             out.update(ci_fields(key, None))
         return kept >= least
 
-    def jackknife(key: str, replicates: np.ndarray, low: float = -math.inf, high: float = math.inf) -> None:
-        out.update(ci_fields(key, _clip(jackknife_bounds(values[key], replicates, level), low, high)))
+    def jackknife(key: str, values_g: np.ndarray, low: float = -math.inf, high: float = math.inf) -> None:
+        out.update(ci_fields(key, _clip(jackknife_bounds(values[key], values_g, level), low, high)))
+        if replicates is not None:
+            replicates[key] = [float(v) for v in values_g]
 
     out: dict = {}
     if wanted("fid"):
@@ -387,10 +391,11 @@ def _clip(bounds: Bounds | None, low: float = -math.inf, high: float = math.inf)
 
 
 def row_fields(values: Mapping, part: Mapping, *, method_s: Sequence[float], uncached_s: Sequence[float],
-               groups: int, resamples: int, seed: int, reference=None, k: int = 3, device="cpu") -> dict:
+               groups: int, resamples: int, seed: int, reference=None, k: int = 3, device="cpu",
+               replicates: dict | None = None) -> dict:
     """Every interval of a run's row (`values`: its metrics so far) from the run's joined per-sample
     data `part` (run.sample_part, shards joined) and its timed repeats; with the method's name,
-    its settings and its cost `intervals_s`."""
+    its settings and its cost `intervals_s`. `replicates`: see quality_fields."""
     start = time.perf_counter()
     out = timing_fields(method_s, uncached_s, resamples=resamples, seed=seed)
     n = len(part["index"])
@@ -409,17 +414,22 @@ def row_fields(values: Mapping, part: Mapping, *, method_s: Sequence[float], unc
                                  {"latent": part["converged_latent_se"], "image": part["converged_image_se"]},
                                  {"latent": part["latent_numel"], "image": part["image_numel"]},
                                  {"latent": values.get("converged_latent_peak_to_peak"), "image": 2.0}, ids))
-    if part.get("clip_score") is not None and values.get("clip_score") is not None:  # a mean of per-sample scores
-        scores = part["clip_score"].double().numpy()
-        bounds = jackknife_bounds(values["clip_score"], jackknife_replicates(np.mean, scores, ids=ids))
-        out.update(ci_fields("clip_score", _clip(bounds, 0.0, 100.0)))
+    # means of per-sample scores, each clipped to its range
+    for key, low, high in (("clip_score", 0.0, 100.0), ("converged_image_ssim", -1.0, 1.0),
+                           ("paired_image_ssim", -1.0, 1.0), ("converged_image_lpips", 0.0, math.inf),
+                           ("paired_image_lpips", 0.0, math.inf)):
+        if part.get(key) is not None and values.get(key) is not None:
+            scores = part[key].double().numpy()
+            bounds = jackknife_bounds(values[key], jackknife_replicates(np.mean, scores, ids=ids))
+            out.update(ci_fields(key, _clip(bounds, low, high)))
     if part.get("features") is not None:
         tensor = part.get("converged_features")
         out.update(quality_fields(
             values, features=part["features"].numpy(), ids=ids, labels=part["labels"].numpy(),
             logits=None if part.get("logits") is None else part["logits"].numpy(), reference=reference,
             reference_logits=None if part.get("reference_logits") is None else part["reference_logits"].numpy(),
-            converged_features=None if tensor is None else tensor.numpy(), k=k, device=device))
+            converged_features=None if tensor is None else tensor.numpy(), k=k, device=device,
+            replicates=replicates))
     out.update(interval_method=method_label(int(ids.max()) + 1, resamples), interval_resamples=resamples,
                interval_groups=int(ids.max()) + 1, interval_seed=seed, intervals_s=time.perf_counter() - start)
     return out

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,14 @@ from typing import Any
 from ..system.files import atomic_path
 
 RESULT_FILE = "result.json"
-# The row format. 2: rows that say which format they are in (this field), written since the
+# The row format. 3: runs at different `seed` draw disjoint noise (sampling.noise) and keep a
+# per-sample record (records.samples); 2: rows that say which format they are in (this field), written since the
 # per-method config schemas; 1: any row without the field (`config.cache.*` holds every method's
 # keys in the oldest ones, the method's own since row_config). Rows of every version load together.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# How a run's `seed` maps to its samples' noise (sampling.noise.sample_seed), in the identity of
+# runs at seed != 0 only: their samples changed when seeds became disjoint blocks; seed 0's did not.
+SEEDING = "disjoint-blocks-2^20"
 # Config keys that do not change what a run computes: excluded from its identity.
 NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device", "shard")
 # keys added since rows were first written, left out of a run's identity at these values (what
@@ -33,7 +38,7 @@ NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device", "shard")
 # per config group, {key: neutral value}
 IDENTITY_NEUTRAL = {
     "model": {"diffusers_class": None, "pretrained": None, "config": {}, "zoo": {}, "prompt_set": None},
-    "metrics": {"clip_model": None},
+    "metrics": {"clip_model": None, "lpips_backbone": None, "lpips_net": "alex"},
 }
 
 
@@ -52,6 +57,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def run_key(config: Mapping[str, Any]) -> str:
     """Stable identity of a run: a hash of its resolved config without paths/launcher/tracker."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    if identity.get("seed", 0) != 0:  # a nonzero seed draws sampling.noise's disjoint block: not the
+        identity["seeding"] = SEEDING  # overlapping seed + i of rows written before it (seed 0: unchanged)
     for group, neutral in IDENTITY_NEUTRAL.items():
         if isinstance(identity.get(group), Mapping):
             identity[group] = {k: v for k, v in identity[group].items() if k not in neutral or neutral[k] != v}
@@ -172,12 +179,40 @@ def read_row(results_dir: str | os.PathLike, run_id: str) -> dict[str, Any] | No
     return _parse_row(path)
 
 
-def load_results(path: str | os.PathLike):
+def load_results(path: str | os.PathLike, *, samples: bool = False, skip_corrupt: bool = False):
     """Every row under `path` (recursively) as a pandas DataFrame, one row per run.
 
     A corrupt row is an error naming its file (CorruptRow), never a silently missing point:
-    relaunching that point (`python -m l2c_bench.run` with its config) replaces the file.
+    relaunching that point (`python -m l2c_bench.run` with its config) replaces the file. With
+    `skip_corrupt` (the analysis scripts) it is named in a warning and left out instead.
+    `samples=True` adds a `samples` column: each run's per-sample record (records.samples
+    SampleRecord), None where the run has none (rows written before them) or it is unreadable
+    (with a warning naming the file). A `path` that is not a folder is an error naming it.
     """
     import pandas as pd
 
-    return pd.DataFrame([_parse_row(file) for file in sorted(Path(path).rglob(RESULT_FILE))])
+    from .samples import SAMPLES_FILE, CorruptSamples, read_samples
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"results folder {str(path)!r} does not exist (or is not a folder)")
+    rows, records = [], []
+    for file in sorted(Path(path).rglob(RESULT_FILE)):
+        try:
+            rows.append(_parse_row(file))
+        except CorruptRow as exc:
+            if not skip_corrupt:
+                raise
+            warnings.warn(f"skipped: {exc}", stacklevel=2)
+            continue
+        if samples:
+            record = None
+            if (file.parent / SAMPLES_FILE).is_file():
+                try:
+                    record = read_samples(file.parent)
+                except CorruptSamples as exc:
+                    warnings.warn(f"{exc}; its row is compared without per-sample values", stacklevel=2)
+            records.append(record)
+    frame = pd.DataFrame(rows)
+    if samples:
+        frame["samples"] = pd.Series(records, index=frame.index, dtype=object)
+    return frame

@@ -93,6 +93,15 @@ class WandbMirror:
         except Exception as exc:  # noqa: BLE001
             log.warning("W&B logging failed (%s: %s)", type(exc).__name__, exc)
 
+    def save(self, path: str | os.PathLike) -> None:
+        """Mirror a file of the run (its per-sample record) into the W&B run's files, under its name."""
+        if self.run is None or not Path(path).is_file():
+            return
+        try:
+            self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("W&B could not save %s (%s: %s)", path, type(exc).__name__, exc)
+
     def finish(self, exit_code: int = 0) -> None:
         if self.run is None:
             return

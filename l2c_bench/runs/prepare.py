@@ -21,6 +21,7 @@ from ..models.loading import (
 )
 from ..sampling import CONVENTIONS, check_sampler
 from ..sampling.graphs import RUNTIME_DECISIONS, SamplingGraphs, check_graphable
+from ..sampling.noise import MAX_RUN_SEED, SEED_STRIDE
 from ..system.devices import init_distributed, retain_cpu_heap, set_tf32
 from .converged import check_converged
 from .shards import Shard, from_environment, sample_range
@@ -74,6 +75,13 @@ def validate(cfg: DictConfig) -> tuple[str, CacheMethod | None]:
     if cfg.model.get("prompt_set"):
         prompt_set(cfg.model)  # a model that takes prompts and a file that reads: before any compute
     check_text_metrics(cfg)
+    check_lpips(cfg)
+    if not 0 <= cfg.seed <= MAX_RUN_SEED:  # each seed owns a disjoint block of sample seeds (sampling.noise)
+        raise RunConfigError(f"seed must be in [0, {MAX_RUN_SEED}] (each seed owns {SEED_STRIDE} sample seeds), "
+                             f"got {cfg.seed}")
+    if cfg.metrics.num_samples > SEED_STRIDE:
+        raise RunConfigError(f"metrics.num_samples must be <= {SEED_STRIDE} (one seed's block of sample seeds), "
+                             f"got {cfg.metrics.num_samples}; split larger sets across seeds")
     for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats"):
         if cfg.metrics[key] < 1:
             raise RunConfigError(f"metrics.{key} must be >= 1, got {cfg.metrics[key]}")
@@ -116,6 +124,24 @@ def check_text_metrics(cfg: DictConfig) -> None:
         raise RunConfigError("metrics.clip_model scores images: these latents need a VAE (model.vae=pretrained)")
 
 
+def check_lpips(cfg: DictConfig) -> None:
+    """metrics.lpips_backbone: a local file of the LPIPS backbone's weights (never downloaded) and a
+    network LPIPS has linear heads for."""
+    from pathlib import Path
+
+    from ..metrics.perceptual import LPIPS_NETS
+
+    backbone = cfg.metrics.get("lpips_backbone")
+    if not backbone:
+        return
+    if cfg.metrics.lpips_net not in LPIPS_NETS:
+        raise RunConfigError(f"metrics.lpips_net={cfg.metrics.lpips_net!r} is unknown; valid: {', '.join(LPIPS_NETS)}")
+    if not Path(backbone).is_file():
+        raise RunConfigError(f"metrics.lpips_backbone={backbone!r} is not a file: LPIPS needs its backbone's weights "
+                             f"as a local file (torchvision's state dict of {cfg.metrics.lpips_net}, e.g. "
+                             "alexnet-owt-7be5be79.pth); they are never downloaded. Unset it to skip LPIPS")
+
+
 @dataclass
 class Point:
     """One benchmark point, ready to sample: model, planned cache, sampler settings, shard."""
@@ -133,6 +159,7 @@ class Point:
     graphs: SamplingGraphs | None = None  # cuda_graph=true: the captured sampling loops
     branch_change: list | None = None  # metrics.layer_error: (nfe, blocks, 2), measured in prepare()
     clip: object | None = None  # metrics.clip_model: the CLIP scorer (metrics/clip.py)
+    lpips: object | None = None  # metrics.lpips_backbone: LPIPS from local weights (metrics/perceptual.py)
 
     def sample(self, cache=None, **kwargs):
         """`generate` under the configured numerics (autocast for bf16/fp16, CUDA graphs)."""
@@ -198,8 +225,13 @@ def prepare(cfg: DictConfig) -> Point:
         from ..metrics.clip import ClipScorer
 
         clip = ClipScorer(cfg.metrics.clip_model, device)
+    lpips = None
+    if cfg.metrics.get("lpips_backbone") and features is not None:  # images to score; checked in validate()
+        from ..metrics.perceptual import Lpips
+
+        lpips = Lpips.from_files(cfg.metrics.lpips_backbone, net=cfg.metrics.lpips_net, device=device)
     return Point(cfg, sampler, device, model, vae, cache, shard, artifacts, features, model_sha256, graphs, change,
-                 clip)
+                 clip, lpips)
 
 
 def _check_graphable(cfg: DictConfig, sampler: str, device: torch.device, plan) -> None:

@@ -25,6 +25,8 @@ def record_row(cfg: DictConfig, run_dir: Path, row: Row) -> dict:
     write_row(cfg.results_dir, row.run_id, flat)
     if tracker is not None:
         tracker.log(dict(row.metrics), image_path=str(run_dir / "samples.png"))
+        if row.metrics.get("samples_file"):  # the per-sample record (records.samples)
+            tracker.save(run_dir / row.metrics["samples_file"])
         tracker.finish(exit_code=0 if row.status == "ok" else 1)
     return flat
 

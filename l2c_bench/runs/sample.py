@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from ..metrics.quality import paired_sums
+from ..sampling.noise import sample_seed
 from ..system.devices import tf32_enabled
 from ..system.files import atomic_path
 from .converged import batch_statistics, reference_kwargs
@@ -32,7 +33,7 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
     size = cfg.metrics.batch_size
     for start in tqdm(range(indices.start, indices.stop, size), disable=not progress, desc="batches", leave=False):
         idx = torch.arange(start, min(start + size, indices.stop))
-        kwargs = dict(labels=idx % point.model.num_classes, seeds=[cfg.seed + int(i) for i in idx], decode=True,
+        kwargs = dict(labels=idx % point.model.num_classes, seeds=[sample_seed(cfg.seed, int(i)) for i in idx], decode=True,
                       **common)
         result = point.sample(point.cache, **kwargs)
         images = result.images.float().cpu()
@@ -54,8 +55,12 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
                                                                  cfg.metrics.converged_nfe), "converged")
             for key, value in batch_statistics(result.latents, images, *converged, point.features).items():
                 out.setdefault(key, []).append(value)
+            for key, value in perceptual_scores(point, images, converged[1], "converged").items():
+                out.setdefault(key, []).append(value)
         if point.cache is not None:
             ref_latents, ref_images = stored_reference(point, kwargs, "uncached")
+            for key, value in perceptual_scores(point, images, ref_images, "paired").items():
+                out.setdefault(key, []).append(value)
             sums = paired_sums(result.latents, images, ref_latents, ref_images)  # any shard split: same metrics
             out["latent_se"].append(sums["latent_se"])
             out["reference_latent_range"].append(sums["latent_range"])
@@ -65,6 +70,20 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
         out.setdefault("latent_numel", result.latents[0].numel())
         out.setdefault("image_numel", images[0].numel())
     return {k: (torch.cat(v) if v else None) if isinstance(v, list) else v for k, v in out.items()}
+
+
+def perceptual_scores(point: Point, images: torch.Tensor, reference: torch.Tensor, prefix: str) -> dict:
+    """`<prefix>_image_ssim` (and `<prefix>_image_lpips` where metrics.lpips_backbone is set) of each
+    image against its paired reference image (same seed), (n,) float64 each; images only (a model
+    whose samples are latents without a VAE has none)."""
+    from ..metrics.perceptual import ssim_per_sample
+
+    if images.shape[1] != 3:  # latents, not images
+        return {}
+    out = {f"{prefix}_image_ssim": ssim_per_sample(images, reference)}
+    if point.lpips is not None:
+        out[f"{prefix}_image_lpips"] = point.lpips.scores(images, reference)
+    return out
 
 
 REFERENCE_FORMAT = 1  # bump when sampling numerics change: cached uncached latents are then recomputed

@@ -11,8 +11,10 @@ from ..metrics.quality import paired_scores
 from ..models import fused
 from ..models.layers import AUTOCAST_DTYPES, weights_dtype
 from ..sampling import CONVENTIONS
+from ..sampling.noise import sample_seed
 from ..system.devices import heap_retained, peak_memory_mb, tf32_enabled
 from ..system.files import atomic_path
+from . import per_sample
 from .converged import row_metrics
 from .prepare import Point
 
@@ -36,7 +38,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     batch = cfg.metrics.timing_batch
     decode = cfg.model.latency_includes_decode
     picks = [i % cfg.metrics.num_samples for i in range(batch)]  # the first `batch` samples, cycled if fewer
-    timed = dict(labels=[i % model.num_classes for i in picks], seeds=[cfg.seed + i for i in picks], decode=decode,
+    timed = dict(labels=[i % model.num_classes for i in picks], seeds=[sample_seed(cfg.seed, i) for i in picks], decode=decode,
                  **point.common)
     fns = {"method": lambda: point.sample(cache, **timed)}
     if cache is not None:
@@ -106,24 +108,42 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     reference = quality_reference(point)
     metrics.update(quality_metrics(point, part, reference))
     metrics.update(row_metrics(cfg, point.sampler, part, point.features is not None))  # converged.py
+    metrics.update(perceptual_means(part, point))
+    replicates: dict = {}  # the set metrics' jackknife replicates, for the per-sample record
     if cfg.metrics.interval_resamples:  # 95% intervals of the row's numbers
         scored = reference if metrics.get("reference") else None  # the set quality_metrics scored against
-        metrics.update(row_intervals(point, part, metrics, method, uncached, scored))
+        metrics.update(row_intervals(point, part, metrics, method, uncached, scored, replicates))
     if point.branch_change is not None:
         metrics["branch_change"] = point.branch_change
+    metrics["samples_file"] = per_sample.write(point, part, metrics, replicates, run_dir).name
     return metrics
 
 
-def row_intervals(point: Point, part: dict, metrics: dict, method, uncached, reference) -> dict:
+def perceptual_means(part: dict, point: Point) -> dict:
+    """Run means of the per-sample SSIM (and LPIPS) against the converged samples and the uncached
+    twin, with their jackknife intervals added by row_intervals; `lpips_note` where LPIPS was skipped."""
+    out = {}
+    for key in ("converged_image_ssim", "paired_image_ssim", "converged_image_lpips", "paired_image_lpips"):
+        if part.get(key) is not None:
+            out[key] = float(part[key].double().mean())
+    if point.lpips is not None:
+        out["lpips_model"] = point.lpips.tag
+    elif any(k in out for k in ("converged_image_ssim", "paired_image_ssim")):
+        out["lpips_note"] = "LPIPS skipped: no local weights (metrics.lpips_backbone)"
+    return out
+
+
+def row_intervals(point: Point, part: dict, metrics: dict, method, uncached, reference, replicates: dict) -> dict:
     """`<m>_ci_low`/`<m>_ci_high` of the row's numbers (metrics/intervals.py): from the whole run's
     per-sample data (shards joined: any split gives the same), the timed repeats and the reference
-    set the quality metrics scored against (None: none)."""
+    set the quality metrics scored against (None: none); `replicates` receives the set metrics'
+    jackknife replicates."""
     from ..metrics.intervals import row_fields
 
     cfg = point.cfg
     return row_fields(metrics, part, method_s=method.samples_s, uncached_s=uncached.samples_s,
                       groups=cfg.metrics.interval_groups, resamples=cfg.metrics.interval_resamples,
-                      seed=cfg.metrics.interval_seed, reference=reference, device=point.device)
+                      seed=cfg.metrics.interval_seed, reference=reference, device=point.device, replicates=replicates)
 
 
 def quality_reference(point: Point):
