@@ -2,36 +2,58 @@
 intervals, the paper's numbers, and a verdict the measurement decides.
 
     python -m analysis.claims --results results --out analysis_out     # prints the table, writes claims.md/.csv
+    python -m analysis.claims --margin converged_image_psnr_db=0.25    # another equivalence margin
     python -m l2c_bench.run -m +sweep=claims                           # the points the checker needs (toy scale)
 
-Verdicts: `holds` (the claim's comparison goes its way with non-overlapping intervals), `does not
-hold` (it goes the other way with non-overlapping intervals), `undetermined` (the intervals overlap:
-a tie at this sample size, or a row or interval is missing). Nothing here is tuned to a claim.
-Intervals, seed pooling and ties follow analysis.uncertainty: rows of several seeds are one point
-(mean and t-interval over the seeds).
+Every comparison is a contrast of two rows' quality (analysis.paired): paired, sample by sample,
+where the rows ran on the same seeds and keep per-sample records; marginal otherwise (the table
+says which). Verdicts:
 
-Quality is compared on the rows' primary quality axis (`metrics.primary_quality`: the distance to
-the converged sampler at toy scale, FID at paper scale; FID where a row does not name one).
+- "better" claims (L2C beats step reduction, a heuristic, dropping; shifted beats non-shifted):
+  `holds` when the paired difference's 95% interval lies wholly on the claim's side of 0, `does
+  not hold` when wholly on the other side, `undetermined` when it holds 0;
+- "keeps the uncached quality": non-inferiority against a stated margin per quality axis
+  (paired.MARGINS, `--margin AXIS=VALUE`): holds when the interval lies wholly above -margin and
+  the speedup's interval above 1; does not hold when wholly below -margin or slower;
+- "at equal measured latency": step reduction's quality is interpolated between the two uncached
+  step counts whose measured latencies bracket L2C's (weights from the latencies, their
+  uncertainty carried into the interval); no bracket, no verdict;
+- `not checked`: the store lacks the rows, with the command that runs them.
+
+Every undetermined verdict carries the sample count at which the observed effect would decide
+(paired.samples_to_decide). Quality is compared on the rows' primary quality axis
+(`metrics.primary_quality`: the distance to the converged sampler at toy scale, FID at paper
+scale; FID where a row does not name one). Rows of several seeds are one point
+(analysis.uncertainty.pool_seeds); a row whose numbers are not numbers is named and skipped.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
-from dataclasses import dataclass
+import numbers
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from . import uncertainty
-from .cli import results_to_files
+from . import paired, uncertainty
+from .paired import Contrast, side
 from .paper import PAPER_DIR
 
-VERDICTS = ("holds", "does not hold", "undetermined")
+VERDICTS = ("holds", "does not hold", "undetermined", "not checked")
 # Quality axes and whether higher is better (every other metric: analysis.metrics.METRICS).
 QUALITY_AXES = {"fid": False, "kid": False, "fid_vs_converged": False, "kid_vs_converged": False,
                 "converged_latent_psnr_db": True, "converged_image_psnr_db": True, "converged_latent_mse": False,
-                "paired_image_psnr_db": True, "paired_latent_psnr_db": True, "is": True}
+                "converged_image_mse": False, "paired_image_psnr_db": True, "paired_latent_psnr_db": True,
+                "is": True, "converged_image_ssim": True, "paired_image_ssim": True,
+                "converged_image_lpips": False, "paired_image_lpips": False, "clip_score": True}
 RATIO_TOLERANCE = 0.05  # "equal cached ratio": a heuristic point within this of L2C's cached ratio
+# Row fields the checker reads as numbers: a row holding anything else there is named and skipped.
+NUMERIC = ("latency_ms", "speedup", "cached_ratio", *QUALITY_AXES)
 
 
 @dataclass(frozen=True)
@@ -58,7 +80,7 @@ def _fmt(value: float) -> str:
 
 def _number(row: pd.Series, key: str) -> float | None:
     value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or math.isnan(value):
         return None
     return float(value)
 
@@ -70,16 +92,6 @@ def estimate(row: pd.Series, metric: str) -> Estimate | None:
         return None
     bounds = uncertainty.interval(row, f"metrics.{metric}")
     return Estimate(value, *bounds) if bounds else Estimate(value)
-
-
-def compare(a: Estimate | None, b: Estimate | None, higher_is_better: bool) -> str:
-    """'better' / 'worse' when a's interval lies wholly on one side of b's, 'tie' when they overlap
-    (uncertainty.tied), 'unknown' when a number or an interval is missing."""
-    if a is None or b is None or not (a.known and b.known):
-        return "unknown"
-    if uncertainty.tied((a.low, a.high), (b.low, b.high)):
-        return "tie"
-    return "better" if (a.low > b.high) == higher_is_better else "worse"
 
 
 def quality_axis(*rows: pd.Series) -> str:
@@ -98,6 +110,42 @@ class Check:
     paper: str
     verdict: str
     why: str
+    comparison: str = ""  # paired (n shared seeds) or marginal, and how the interval was had
+    decide_at: str = ""  # undetermined: the sample count the observed effect implies for a decision
+
+
+# --- verdicts on a contrast -------------------------------------------------------------------
+
+def _samples(row: pd.Series) -> int | None:
+    n = _number(row, "metrics.num_samples")
+    return None if n is None else int(n) * int(row.get("seeds", 1) or 1)
+
+
+def _decide_at(c: Contrast | None, boundary: float, higher: bool, row: pd.Series) -> str:
+    n = paired.samples_to_decide(c, boundary, higher, c.samples if c is not None and c.samples else _samples(row))
+    return "" if n is None else f"~{n} samples"
+
+
+def better_verdict(c: Contrast | None, higher: bool, row: pd.Series) -> tuple[str, str, str]:
+    """(verdict, why, decide_at) of a claim that the contrast's first row is better."""
+    outcome = paired.better(c, higher)
+    if outcome == "better":
+        return "holds", "the difference's 95% interval lies wholly on the better side of 0", ""
+    if outcome == "worse":
+        return "does not hold", "the difference's 95% interval lies wholly on the worse side of 0", ""
+    if outcome == "tie":
+        return "undetermined", "the difference's 95% interval holds 0: a tie at this sample size", \
+            _decide_at(c, 0.0, higher, row)
+    return "undetermined", "a number or its interval is missing", ""
+
+
+def _contrast_text(c: Contrast | None, axis: str) -> str:
+    return "" if c is None else f"; difference {c} ({axis})" + (
+        f", per-sample correlation {c.correlation:.2f}" if c.correlation is not None else "")
+
+
+def _comparison(c: Contrast | None) -> str:
+    return "" if c is None else c.how
 
 
 # --- selecting rows -------------------------------------------------------------------------
@@ -141,16 +189,6 @@ def _default_l2c(rows: pd.DataFrame) -> pd.DataFrame:
     return l2c[_column(l2c, "config.cache.threshold").isna()]
 
 
-def _verdict(outcome: str, *, wanted: str = "better") -> tuple[str, str]:
-    if outcome == wanted:
-        return "holds", "intervals do not overlap"
-    if outcome in ("better", "worse"):
-        return "does not hold", "intervals do not overlap, the other way"
-    if outcome == "tie":
-        return "undetermined", "intervals overlap: a tie at this sample size"
-    return "undetermined", "a number or its interval is missing"
-
-
 def _paper(table: str) -> pd.DataFrame:
     return pd.read_csv(PAPER_DIR / f"{table}.csv")
 
@@ -164,44 +202,91 @@ def _paper_value(frame: pd.DataFrame, column: str, **where) -> float | None:
     return float(picked.iloc[0][column])
 
 
+# --- what to run for a claim the store cannot check ----------------------------------------------
+
+def claim_command(presets: Iterable[str], row: pd.Series | None = None, samples: int = 64) -> str:
+    """The command that runs the claims sweep's presets (`conf/claim/<name>.yaml`) for the model of
+    `row` at its scale and sample count; with no presets or no row, the whole claims sweep."""
+    presets = list(presets)
+    if row is None or not presets:
+        return "python -m l2c_bench.run -m +sweep=claims"
+    model = "dit,uvit"
+    extra = []
+    if row is not None:
+        family = str(row.get("config.model.family") or ("dit" if str(row["config.model.arch"]).startswith("DiT")
+                                                         else "uvit"))
+        model = family if family in ("dit", "uvit") else "diffusers"
+        if model == "diffusers" and isinstance(row.get("config.model.diffusers_class"), str):
+            extra.append(f"model.diffusers_class={row['config.model.diffusers_class']}")
+        scale = row.get("config.scale.name")
+        if isinstance(scale, str) and scale != "toy":
+            extra.append(f"scale={scale}")
+        if (n := _number(row, "metrics.num_samples")) is not None:
+            samples = int(n)
+    return " ".join(["python -m l2c_bench.run -m", f"model={model}", *extra, f"+claim={','.join(presets)}",
+                     f"metrics.num_samples={samples}"])
+
+
+def not_checked(claim: str, source: str, setting: str, presets: Iterable[str], row: pd.Series | None,
+                paper: str = "") -> Check:
+    return Check(claim, source, setting, "", paper, "not checked",
+                 f"needs its rows: `{claim_command(presets, row)}`")
+
+
 # --- the claims -------------------------------------------------------------------------------
 
-def l2c_matches_uncached(rows: pd.DataFrame) -> list[Check]:
-    """Tables 1/2: L2C at NFE 20 and 50 keeps the uncached sampler's quality and is faster."""
+KEEPS = "L2C keeps the uncached quality and is faster"
+
+
+def l2c_matches_uncached(rows: pd.DataFrame, margins: dict[str, float]) -> list[Check]:
+    """Tables 1/2: L2C at NFE 20 and 50 keeps the uncached sampler's quality (within the axis's
+    margin) and is faster (speedup interval above 1)."""
     checks = []
     for arch, sampler in _models(rows):
         mine = _same_model(rows, arch, sampler)
-        for _, l2c in _default_l2c(mine).iterrows():
-            nfe = int(l2c["config.steps"])
-            if nfe not in (20, 50):
-                continue
+        any_row = mine.iloc[0]
+        for nfe in (20, 50):
+            l2c = _select(_default_l2c(mine), **{"config.steps": nfe})
             base = _select(mine, **{"config.cache.name": "none", "config.steps": nfe})
-            if base.empty:
+            paper_table = "table1_dit" if arch.startswith("DiT") else "table2_uvit"
+            paper_text = _paper_pair(paper_table, nfe, "L2C", _base_label(sampler))
+            if l2c.empty or base.empty:
+                checks.append(not_checked(KEEPS, "Tables 1/2", f"{arch}, NFE {nfe}",
+                                          [f"l2c_{nfe}", f"uncached_{nfe}"], any_row, paper_text))
                 continue
-            base = base.iloc[0]
+            l2c, base = l2c.iloc[0], base.iloc[0]
             axis = quality_axis(l2c, base)
-            better = QUALITY_AXES.get(axis, False)
-            q_l2c, q_base = estimate(l2c, axis), estimate(base, axis)
+            higher = QUALITY_AXES.get(axis, False)
+            margin = margins.get(axis)
+            c = paired.difference(side(l2c), side(base), axis)
             speed = estimate(l2c, "speedup")
-            quality = compare(q_l2c, q_base, better)
             faster = "unknown" if speed is None or not speed.known else (
                 "yes" if speed.low > 1 else "no" if speed.high < 1 else "tie")
-            if quality == "worse" or faster == "no":
-                verdict, why = "does not hold", ("quality worse" if quality == "worse" else "slower") + \
-                    ", intervals do not overlap"
-            elif faster == "yes" and quality in ("better", "tie"):
-                verdict, why = "holds", "faster (speedup interval above 1), quality within the noise or better"
+            decide_at = ""
+            if margin is None:
+                verdict, why = "undetermined", f"no equivalence margin for {axis} (--margin {axis}=VALUE)"
             else:
-                verdict, why = "undetermined", "speedup interval includes 1" if faster == "tie" else \
-                    "a number or its interval is missing"
-            paper_table = "table1_dit" if arch.startswith("DiT") else "table2_uvit"
+                keeps = paired.non_inferior(c, margin, higher)
+                if keeps == "does not hold" or faster == "no":
+                    verdict = "does not hold"
+                    why = (f"quality: the difference's interval lies wholly below -{margin:g} (the margin)"
+                           if keeps == "does not hold" else "slower: the speedup's interval lies below 1")
+                elif keeps == "holds" and faster == "yes":
+                    verdict, why = "holds", (f"faster (speedup interval above 1), and the quality difference's "
+                                             f"interval lies wholly above -{margin:g} (the margin)")
+                else:
+                    verdict = "undetermined"
+                    why = ("the speedup's interval holds 1" if keeps == "holds" and faster == "tie" else
+                           "a number or its interval is missing" if c is None or not c.known or faster == "unknown"
+                           else f"the quality difference's interval holds -{margin:g} (the margin)")
+                    if keeps == "undetermined":
+                        decide_at = _decide_at(c, -margin, higher, l2c)
             checks.append(Check(
-                "L2C keeps the uncached quality and is faster", "Tables 1/2", f"{arch}, NFE {nfe}",
-                f"{axis}: L2C {q_l2c} vs uncached {q_base}; speedup {speed}",
-                _paper_pair(paper_table, nfe, "L2C", _base_label(sampler)), verdict, why))
+                KEEPS, "Tables 1/2", f"{arch}, NFE {nfe}",
+                f"{axis}: L2C {estimate(l2c, axis)} vs uncached {estimate(base, axis)}{_contrast_text(c, axis)}; "
+                f"margin {margin if margin is not None else '?'}; speedup {speed}",
+                paper_text, verdict, why, _comparison(c), decide_at))
     return checks
-
-
 def _base_label(sampler: str) -> str:
     return {"ddim": "DDIM", "dpm_solver2": "DPM-Solver-2", "ddpm": "DDPM"}.get(sampler, sampler)
 
@@ -215,41 +300,6 @@ def _paper_pair(table: str, nfe: int, method: str, base: str, base_nfe: int | No
         return "not in the paper's table"
     speed_text = f", speedup {speed:.2f}x" if speed is not None else ""
     return f"FID: {method} {ours:g} vs {base}-{base_nfe or nfe} {theirs:g}{speed_text}"
-
-
-def matched_step_count(l2c: pd.Series, uncached: pd.DataFrame) -> pd.Series | None:
-    """The uncached point whose measured latency is closest to L2C's (fewer steps than L2C's NFE):
-    step reduction at L2C's measured cost, found among the points the sweep ran."""
-    fewer = uncached[uncached["config.steps"] < int(l2c["config.steps"])]
-    fewer = fewer[_column(fewer, "metrics.latency_ms").notna()]
-    if fewer.empty or _number(l2c, "metrics.latency_ms") is None:
-        return None
-    gap = (fewer["metrics.latency_ms"].astype(float) - float(l2c["metrics.latency_ms"])).abs()
-    return fewer.loc[gap.idxmin()]
-
-
-def l2c_beats_step_reduction(rows: pd.DataFrame) -> list[Check]:
-    """Tables 1/2: at equal measured latency, L2C's quality is better than fewer uncached steps."""
-    checks = []
-    for arch, sampler in _models(rows):
-        mine = _same_model(rows, arch, sampler)
-        uncached = mine[mine["config.cache.name"] == "none"]
-        for _, l2c in _default_l2c(mine).iterrows():
-            nfe = int(l2c["config.steps"])
-            matched = matched_step_count(l2c, uncached)
-            if matched is None:
-                continue
-            axis = quality_axis(l2c, matched)
-            outcome = compare(estimate(l2c, axis), estimate(matched, axis), QUALITY_AXES.get(axis, False))
-            verdict, why = _verdict(outcome)
-            steps = int(matched["config.steps"])
-            checks.append(Check(
-                "L2C beats step reduction at equal measured latency", "Tables 1/2",
-                f"{arch}, L2C NFE {nfe} vs uncached NFE {steps} (matched by latency)",
-                f"{axis}: L2C {estimate(l2c, axis)} vs NFE {steps} {estimate(matched, axis)}; latency ms: "
-                f"L2C {estimate(l2c, 'latency_ms')} vs {estimate(matched, 'latency_ms')}",
-                _paper_step_reduction(arch, sampler, nfe), verdict, why))
-    return checks
 
 
 def _paper_step_reduction(arch: str, sampler: str, nfe: int) -> str:
@@ -269,117 +319,282 @@ def _paper_step_reduction(arch: str, sampler: str, nfe: int) -> str:
             f"{row['method']}-{int(row['nfe'])} {row['fid']:g} ({row['speedup']:.2f}x)")
 
 
-def l2c_beats_heuristics(rows: pd.DataFrame) -> list[Check]:
-    """Fig. 4: at the same cached ratio, L2C's learned choice beats bottom/top/random choices."""
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """Step reduction at L2C's measured latency: the uncached points `below` and `above` whose
+    latencies bracket it, and the interpolation weight t (and its range from the latencies'
+    intervals): quality(L) = (1 - t) quality(below) + t quality(above)."""
+
+    below: pd.Series
+    above: pd.Series
+    t: float
+    t_low: float
+    t_high: float
+
+    def describe(self, l2c: pd.Series) -> str:
+        lat = estimate(l2c, "latency_ms")
+        steps = (int(self.below["config.steps"]), int(self.above["config.steps"]))
+        where = (f"uncached NFE {steps[0]}" if steps[0] == steps[1] else
+                 f"between uncached NFE {steps[0]} ({estimate(self.below, 'latency_ms')} ms) and NFE {steps[1]} "
+                 f"({estimate(self.above, 'latency_ms')} ms), t = {self.t:.2f} [{self.t_low:.2f}, {self.t_high:.2f}]")
+        return f"at L2C's latency {lat} ms: {where}"
+
+
+def _latency(row: pd.Series) -> tuple[float, float, float] | None:
+    value = _number(row, "metrics.latency_ms")
+    if value is None:
+        return None
+    bounds = uncertainty.interval(row, "metrics.latency_ms") or (value, value)
+    return value, *bounds
+
+
+def step_reduction_bracket(l2c: pd.Series, uncached: pd.DataFrame) -> Bracket | str:
+    """The uncached points (at most L2C's NFE) whose measured latencies bracket L2C's, or a reason
+    there are none (then no verdict). t's range: t at the ends of L2C's latency interval and of
+    the two points' (clipped to [0, 1])."""
+    target = _latency(l2c)
+    if target is None:
+        return "L2C's row has no latency"
+    points = []
+    for _, row in uncached[uncached["config.steps"] <= int(l2c["config.steps"])].iterrows():
+        if (lat := _latency(row)) is not None:
+            points.append((lat, row))
+    points.sort(key=lambda p: p[0][0])
+    for (lat_a, a), (lat_b, b) in zip(points, points[1:], strict=False):
+        if lat_a[0] <= target[0] <= lat_b[0]:
+            def t_at(value: float, low_end: float, high_end: float) -> float:
+                return min(1.0, max(0.0, (value - low_end) / (high_end - low_end))) if high_end > low_end else 0.5
+            corners = [t_at(v, x, y) for v in target for x in lat_a for y in lat_b]
+            return Bracket(a, b, t_at(target[0], lat_a[0], lat_b[0]), min(corners), max(corners))
+    exact = [row for lat, row in points if lat[0] == target[0]]
+    if exact:
+        return Bracket(exact[0], exact[0], 0.0, 0.0, 0.0)
+    have = ", ".join(f"NFE {int(r['config.steps'])} {lat[0]:.4g} ms" for lat, r in points) or "none"
+    return (f"no uncached step counts bracket L2C's latency {target[0]:.4g} ms (uncached points: {have}); "
+            "run more step counts around it")
+
+
+def interpolated_difference(l2c: pd.Series, bracket: Bracket, axis: str) -> Contrast | None:
+    """L2C's quality minus step reduction's interpolated at L2C's latency: the contrast at t, its
+    interval the union of the intervals at t's range ends (the latencies' uncertainty)."""
+    def at(t: float) -> Contrast | None:
+        return paired.contrast([side(l2c), side(bracket.below), side(bracket.above)], [1.0, -(1 - t), -t], axis)
+    middle, ends = at(bracket.t), [at(bracket.t_low), at(bracket.t_high)]
+    if middle is None or not middle.known or any(e is None or not e.known for e in ends):
+        return middle
+    return Contrast(middle.value, min(e.low for e in [middle, *ends]), max(e.high for e in [middle, *ends]),
+                    middle.paired, middle.samples, middle.correlation,
+                    middle.how + "; interval widened over the latencies' uncertainty")
+
+
+STEPS = "L2C beats step reduction at equal measured latency"
+BRACKETS = {20: ["uncached_14", "uncached_16", "uncached_20"], 50: ["uncached_30", "uncached_34", "uncached_40",
+                                                                    "uncached_50"]}
+
+
+def l2c_beats_step_reduction(rows: pd.DataFrame, margins: dict[str, float]) -> list[Check]:
+    """Tables 1/2: at L2C's measured latency, L2C's quality is better than fewer uncached steps
+    (step reduction interpolated between the step counts whose latencies bracket L2C's)."""
     checks = []
     for arch, sampler in _models(rows):
         mine = _same_model(rows, arch, sampler)
-        for _, l2c in _default_l2c(mine).iterrows():
-            nfe, ratio = int(l2c["config.steps"]), _number(l2c, "metrics.cached_ratio")
-            heuristics = mine[(mine["config.cache.name"] == "heuristic") & (mine["config.steps"] == nfe)]
-            if ratio is None or heuristics.empty:
+        uncached = mine[mine["config.cache.name"] == "none"]
+        for nfe in (20, 50):
+            l2c = _select(_default_l2c(mine), **{"config.steps": nfe})
+            paper_text = _paper_step_reduction(arch, sampler, nfe)
+            if l2c.empty or uncached.empty:
+                checks.append(not_checked(STEPS, "Tables 1/2", f"{arch}, L2C NFE {nfe}", [f"l2c_{nfe}", *BRACKETS[nfe]],
+                                          mine.iloc[0], paper_text))
                 continue
-            for strategy in ("bottom", "top", "random", "greedy"):
-                same = _select(heuristics, **{"config.cache.strategy": strategy})
-                same = same[_column(same, "metrics.cached_ratio").notna()]
-                if same.empty:
-                    continue
-                nearest = same.loc[(same["metrics.cached_ratio"].astype(float) - ratio).abs().idxmin()]
-                gap = abs(float(nearest["metrics.cached_ratio"]) - ratio)
-                axis = quality_axis(l2c, nearest)
-                if gap > RATIO_TOLERANCE:
-                    verdict, why = "undetermined", f"no {strategy} point within {RATIO_TOLERANCE} of L2C's ratio"
-                else:
-                    verdict, why = _verdict(compare(estimate(l2c, axis), estimate(nearest, axis),
-                                                    QUALITY_AXES.get(axis, False)))
-                checks.append(Check(
-                    "L2C beats a heuristic layer choice at equal cached ratio", "Fig. 4",
-                    f"{arch}, NFE {nfe}, {strategy}, cached ratio {ratio:.3f} vs {float(nearest['metrics.cached_ratio']):.3f}",
-                    f"{axis}: L2C {estimate(l2c, axis)} vs {strategy} {estimate(nearest, axis)}",
-                    "Fig. 4 (a figure: L2C's curve lies below the heuristics' at every ratio)", verdict, why))
+            l2c = l2c.iloc[0]
+            bracket = step_reduction_bracket(l2c, uncached)
+            if isinstance(bracket, str):
+                checks.append(Check(STEPS, "Tables 1/2", f"{arch}, L2C NFE {nfe}", f"latency ms: L2C "
+                                    f"{estimate(l2c, 'latency_ms')}", paper_text, "undetermined",
+                                    f"{bracket}: `{claim_command(BRACKETS[nfe], l2c)}`"))
+                continue
+            axis = quality_axis(l2c, bracket.below, bracket.above)
+            higher = QUALITY_AXES.get(axis, False)
+            c = interpolated_difference(l2c, bracket, axis)
+            verdict, why, decide_at = better_verdict(c, higher, l2c)
+            steps = sorted({int(bracket.below["config.steps"]), int(bracket.above["config.steps"])})
+            checks.append(Check(
+                STEPS, "Tables 1/2", f"{arch}, L2C NFE {nfe} vs uncached NFE {'-'.join(map(str, steps))} "
+                f"(interpolated at L2C's measured latency)",
+                f"{axis}: L2C {estimate(l2c, axis)}; {bracket.describe(l2c)}{_contrast_text(c, axis)}",
+                paper_text, verdict, why, _comparison(c), decide_at))
     return checks
 
 
-def caching_beats_dropping(rows: pd.DataFrame) -> list[Check]:
-    """Tables 5/7: reusing a branch's cached output beats skipping it, for the same branches."""
+HEURISTIC = "L2C beats a heuristic layer choice at equal cached ratio"
+
+
+def l2c_beats_heuristics(rows: pd.DataFrame, margins: dict[str, float]) -> list[Check]:
+    """Fig. 4: at the same cached ratio, L2C's learned choice beats bottom/top/random choices."""
     checks = []
+    paper_text = "Fig. 4 (a figure: L2C's curve lies below the heuristics' at every ratio)"
     for arch, sampler in _models(rows):
         mine = _same_model(rows, arch, sampler)
-        for _, drop in mine[mine["config.cache.name"] == "layer_drop"].iterrows():
+        for nfe in (20,):
+            l2c = _select(_default_l2c(mine), **{"config.steps": nfe})
+            heuristics = mine[(mine["config.cache.name"] == "heuristic") & (mine["config.steps"] == nfe)]
+            for strategy in ("bottom", "top", "random"):
+                same = _select(heuristics, **{"config.cache.strategy": strategy})
+                same = same[_column(same, "metrics.cached_ratio").notna()]
+                ratio = None if l2c.empty else _number(l2c.iloc[0], "metrics.cached_ratio")
+                if ratio is None or same.empty:
+                    checks.append(not_checked(HEURISTIC, "Fig. 4", f"{arch}, NFE {nfe}, {strategy}",
+                                              [f"l2c_{nfe}", f"heuristic_{strategy}_0625", f"heuristic_{strategy}_0740"],
+                                              mine.iloc[0], paper_text))
+                    continue
+                first = l2c.iloc[0]
+                nearest = same.loc[(same["metrics.cached_ratio"].astype(float) - ratio).abs().idxmin()]
+                gap = abs(float(nearest["metrics.cached_ratio"]) - ratio)
+                axis = quality_axis(first, nearest)
+                c = paired.difference(side(first), side(nearest), axis)
+                if gap > RATIO_TOLERANCE:
+                    verdict, why, decide_at = "undetermined", \
+                        f"no {strategy} point within {RATIO_TOLERANCE} of L2C's ratio", ""
+                else:
+                    verdict, why, decide_at = better_verdict(c, QUALITY_AXES.get(axis, False), first)
+                checks.append(Check(
+                    HEURISTIC, "Fig. 4",
+                    f"{arch}, NFE {nfe}, {strategy}, cached ratio {ratio:.3f} vs "
+                    f"{float(nearest['metrics.cached_ratio']):.3f}",
+                    f"{axis}: L2C {estimate(first, axis)} vs {strategy} {estimate(nearest, axis)}"
+                    f"{_contrast_text(c, axis)}", paper_text, verdict, why, _comparison(c), decide_at))
+    return checks
+
+
+DROPPING = "caching a branch beats dropping it"
+
+
+def caching_beats_dropping(rows: pd.DataFrame, margins: dict[str, float]) -> list[Check]:
+    """Tables 5/7: reusing a branch's cached output beats skipping it, for the same branches."""
+    checks = []
+    paper = _paper("table5_7_layer_dropout")
+    drops = paper[paper["method"] == "Random Drop"]
+    paper_text = "; ".join(f"random drop {int(r['removed'])}/{int(r['total'])}: FID {r['fid']:g}"
+                           for _, r in drops.iterrows())
+    paper_text += f"; L2C 176/560: FID {_paper_value(paper, 'fid', method='Learning-to-Cache'):g}"
+    for arch, sampler in _models(rows):
+        mine = _same_model(rows, arch, sampler)
+        dropped = mine[mine["config.cache.name"] == "layer_drop"]
+        if dropped.empty:
+            checks.append(not_checked(DROPPING, "Tables 5/7", f"{arch}, NFE 20, random ratio 0.3",
+                                      ["layer_drop_random_03", "heuristic_random_03"], mine.iloc[0], paper_text))
+        for _, drop in dropped.iterrows():
+            setting = (f"{arch}, NFE {int(drop['config.steps'])}, {drop['config.cache.strategy']} "
+                       f"ratio {float(drop['config.cache.ratio']):g}")
             same = _select(mine, **{"config.cache.name": "heuristic", "config.steps": drop["config.steps"],
                                     "config.cache.strategy": drop["config.cache.strategy"],
                                     "config.cache.ratio": drop["config.cache.ratio"]})
             if drop.get("config.cache.seed") is not None:
                 same = _select(same, **{"config.cache.seed": drop["config.cache.seed"]})
             if same.empty:
+                checks.append(not_checked(DROPPING, "Tables 5/7", setting, ["heuristic_random_03"], drop, paper_text))
                 continue
             cached = same.iloc[0]
             axis = quality_axis(cached, drop)
-            verdict, why = _verdict(compare(estimate(cached, axis), estimate(drop, axis), QUALITY_AXES.get(axis, False)))
-            paper = _paper("table5_7_layer_dropout")
-            drops = paper[paper["method"] == "Random Drop"]
-            paper_text = "; ".join(f"random drop {int(r['removed'])}/{int(r['total'])}: FID {r['fid']:g}"
-                                   for _, r in drops.iterrows())
-            cache_fid = _paper_value(paper, "fid", method="Learning-to-Cache")
+            c = paired.difference(side(cached), side(drop), axis)
+            verdict, why, decide_at = better_verdict(c, QUALITY_AXES.get(axis, False), cached)
             checks.append(Check(
-                "caching a branch beats dropping it", "Tables 5/7",
-                f"{arch}, NFE {int(drop['config.steps'])}, {drop['config.cache.strategy']} "
-                f"ratio {float(drop['config.cache.ratio']):g}",
-                f"{axis}: cached {estimate(cached, axis)} vs dropped {estimate(drop, axis)}",
-                f"{paper_text}; L2C 176/560: FID {cache_fid:g}", verdict, why))
+                DROPPING, "Tables 5/7", setting,
+                f"{axis}: cached {estimate(cached, axis)} vs dropped {estimate(drop, axis)}{_contrast_text(c, axis)}",
+                paper_text, verdict, why, _comparison(c), decide_at))
     return checks
 
 
-def shifted_beats_unshifted(rows: pd.DataFrame) -> list[Check]:
-    """Table 6: reusing every branch at the shifted cache step beats the non-shifted one (U-ViT)."""
+SHIFTED = "the shifted cache step beats the non-shifted one"
+
+
+def shifted_beats_unshifted(rows: pd.DataFrame, margins: dict[str, float]) -> list[Check]:
+    """Table 6: reusing every branch at the shifted cache step beats the non-shifted one."""
     checks = []
+    paper = _paper("table6_shifted_cache")
+    paper_text = (f"FID: shifted {_paper_value(paper, 'fid', method='Cache - shifted (all layers)'):g} vs "
+                  f"non-shifted {_paper_value(paper, 'fid', method='Cache (all layers)'):g}")
     for arch, sampler in _models(rows):
         mine = _same_model(rows, arch, sampler)
         everything = _select(mine, **{"config.cache.name": "heuristic", "config.cache.ratio": 1.0})
-        for nfe, group in everything.groupby("config.steps"):
+        groups = list(everything.groupby("config.steps")) or [(20, everything)]
+        for nfe, group in groups:
             shifted = _select(group, **{"config.cache.shifted": True})
             plain = _select(group, **{"config.cache.shifted": False})
             if shifted.empty or plain.empty:
+                checks.append(not_checked(SHIFTED, "Table 6", f"{arch}, NFE {int(nfe)}, all branches",
+                                          ["all_cached_shifted_true", "all_cached_shifted_false"], mine.iloc[0],
+                                          paper_text))
                 continue
             a, b = shifted.iloc[0], plain.iloc[0]
             axis = quality_axis(a, b)
-            verdict, why = _verdict(compare(estimate(a, axis), estimate(b, axis), QUALITY_AXES.get(axis, False)))
-            paper = _paper("table6_shifted_cache")
+            c = paired.difference(side(a), side(b), axis)
+            verdict, why, decide_at = better_verdict(c, QUALITY_AXES.get(axis, False), a)
             checks.append(Check(
-                "the shifted cache step beats the non-shifted one", "Table 6", f"{arch}, NFE {int(nfe)}, all branches",
-                f"{axis}: shifted {estimate(a, axis)} vs non-shifted {estimate(b, axis)}",
-                f"FID: shifted {_paper_value(paper, 'fid', method='Cache - shifted (all layers)'):g} vs non-shifted "
-                f"{_paper_value(paper, 'fid', method='Cache (all layers)'):g}", verdict, why))
+                SHIFTED, "Table 6", f"{arch}, NFE {int(nfe)}, all branches",
+                f"{axis}: shifted {estimate(a, axis)} vs non-shifted {estimate(b, axis)}{_contrast_text(c, axis)}",
+                paper_text, verdict, why, _comparison(c), decide_at))
     return checks
 
 
-CLAIMS = (l2c_matches_uncached, l2c_beats_step_reduction, l2c_beats_heuristics, caching_beats_dropping,
-          shifted_beats_unshifted)
+CLAIMS = {KEEPS: ("Tables 1/2", l2c_matches_uncached), STEPS: ("Tables 1/2", l2c_beats_step_reduction),
+          HEURISTIC: ("Fig. 4", l2c_beats_heuristics), DROPPING: ("Tables 5/7", caching_beats_dropping),
+          SHIFTED: ("Table 6", shifted_beats_unshifted)}
 
 
-def check_all(rows: pd.DataFrame) -> pd.DataFrame:
-    """Every claim the store's rows can test, one row per (claim, setting)."""
-    ok = uncertainty.pool_seeds(_ok(rows))
-    checks = [c for claim in CLAIMS for c in claim(ok)] if len(ok) else []
-    return pd.DataFrame([c.__dict__ for c in checks], columns=list(Check.__dataclass_fields__))
+def numeric_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose checked fields are numbers (or missing); each other row is named in a
+    warning and left out, so the other claims are still checked."""
+    bad = []
+    for index, row in rows.iterrows():
+        for metric in NUMERIC:
+            for key in (f"metrics.{metric}", *uncertainty.ci_columns(f"metrics.{metric}")):
+                value = row.get(key)
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    continue
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                    warnings.warn(f"skipped row {row.get('run_id', index)}: {key} = {value!r} is not a number",
+                                  stacklevel=2)
+                    bad.append(index)
+                    break
+            else:
+                continue
+            break
+    return rows.drop(index=bad)
+
+
+def check_all(rows: pd.DataFrame, margins: dict[str, float] | None = None) -> pd.DataFrame:
+    """Every claim, one row per (claim, setting): checked where the store has the rows, `not
+    checked` with the command that runs them where it does not. `margins`: per quality axis, the
+    equivalence margin of "keeps the quality" (default paired.MARGINS)."""
+    margins = {**paired.MARGINS, **(margins or {})}
+    ok = uncertainty.pool_seeds(numeric_rows(_ok(rows))) if len(rows) else rows
+    checks = []
+    for claim, (source, check) in CLAIMS.items():
+        found = check(ok, margins) if len(ok) else []
+        checks += found or [not_checked(claim, source, "every model", [], None)]
+    return pd.DataFrame([c.__dict__ for c in checks], columns=[f.name for f in fields(Check)])
 
 
 def to_markdown(checks: pd.DataFrame) -> str:
-    header = ["claim", "source", "setting", "ours (95% intervals)", "paper", "verdict", "why"]
+    header = ["claim", "source", "setting", "ours (95% intervals)", "paper", "verdict", "why", "comparison",
+              "decides at"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, c in checks.iterrows():
-        cells = [c["claim"], c["source"], c["setting"], c["ours"], c["paper"], f"**{c['verdict']}**", c["why"]]
+        cells = [c["claim"], c["source"], c["setting"], c["ours"], c["paper"], f"**{c['verdict']}**", c["why"],
+                 c["comparison"], c["decide_at"]]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     counts = checks["verdict"].value_counts() if len(checks) else pd.Series(dtype=int)
     lines += ["", ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)]
     return "\n".join(lines) + "\n"
 
 
-def write_all(results: pd.DataFrame, out: Path) -> list[Path]:
+def write_all(results: pd.DataFrame, out: Path, margins: dict[str, float] | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    checks = check_all(results)
-    text = to_markdown(checks) if len(checks) else "No claim can be checked: the store lacks the points " \
-        "(run `python -m l2c_bench.run -m +sweep=claims`).\n"
+    checks = check_all(results, margins)
+    text = to_markdown(checks)
     print(text)
     md, csv = out / "claims.md", out / "claims.csv"
     md.write_text(text)
@@ -387,8 +602,24 @@ def write_all(results: pd.DataFrame, out: Path) -> list[Path]:
     return [md, csv]
 
 
+def _margin(text: str) -> tuple[str, float]:
+    axis, _, value = text.partition("=")
+    try:
+        return axis, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--margin takes AXIS=VALUE (e.g. converged_image_psnr_db=0.5), "
+                                         f"got {text!r}") from None
+
+
 def main(argv=None) -> None:
-    results_to_files(__doc__, write_all, argv)
+    from .cli import results_to_files
+
+    results_to_files(__doc__, write_all, argv, samples=True,
+                     extra=lambda parser: parser.add_argument(
+                         "--margin", type=_margin, action="append", default=[], metavar="AXIS=VALUE",
+                         help="equivalence margin of 'keeps the quality' on a quality axis (repeatable); "
+                              f"defaults: {', '.join(f'{k}={v:g}' for k, v in paired.MARGINS.items())}"),
+                     options=lambda args: {"margins": dict(args.margin)})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ the front; a dominated point whose every dominator overlaps it on both axes is t
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -89,9 +90,11 @@ def pool_seeds(rows: pd.DataFrame) -> pd.DataFrame:
     pooled = []
     for _, group in rows.groupby(keys, sort=False):
         if "config.seed" in group:
-            group = group.sort_values("config.seed", kind="stable")
+            group = _independent(group.sort_values("config.seed", kind="stable"))
         record = group.iloc[0].to_dict()
         record["seeds"] = len(group)
+        if "samples" in group and len(group) > 1:  # the seeds' samples, together (disjoint seeds)
+            record["samples"] = joined_records(list(group["samples"]))
         for column in metrics:
             values = [v for v in group[column] if _number(v)]
             if len(values) >= 2:
@@ -103,6 +106,39 @@ def pool_seeds(rows: pd.DataFrame) -> pd.DataFrame:
                     record[key] = row.get(key)
         pooled.append(record)
     return pd.DataFrame(pooled, columns=[*rows.columns, *sorted(set().union(*pooled) - set(rows.columns))])
+
+
+DISJOINT_SEEDS_SCHEMA = 3  # rows from this schema on draw disjoint noise at different seeds (sampling.noise)
+
+
+def _independent(group: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one point that are independent repeats: a row written before seeds drew
+    disjoint noise (schema < 3) at a nonzero seed shares all but one of its samples' noise with
+    seed 0's; it is left out, with a warning naming it."""
+    if "schema_version" not in group or len(group) < 2:
+        return group
+    legacy = (group["schema_version"].fillna(1).astype(int) < DISJOINT_SEEDS_SCHEMA) & (group["config.seed"] != 0)
+    for run_id in group.loc[legacy, "run_id"] if "run_id" in group else []:
+        warnings.warn(f"not pooled: {run_id} was sampled before seeds drew disjoint noise (its samples overlap "
+                      "seed 0's); rerun it to pool it", stacklevel=3)
+    kept = group[~legacy]
+    return kept if len(kept) else group.iloc[:1]
+
+
+def joined_records(records: Sequence) -> object | None:
+    """One per-sample record (records.samples) of a pooled point: the seeds' columns concatenated
+    (the columns every record has); no jackknife replicates (they belong to one run's groups).
+    None unless every seed has a record."""
+    import numpy as np
+
+    from l2c_bench.records.samples import SampleRecord
+
+    if not records or any(r is None or isinstance(r, float) for r in records):
+        return None
+    names = set.intersection(*(set(r.columns) for r in records))
+    columns = {name: np.concatenate([r.columns[name] for r in records]) for name in records[0].columns if name in names}
+    meta = {**records[0].meta, "jackknife": {}, "pooled_runs": [r.meta.get("run_id") for r in records]}
+    return SampleRecord(columns, meta)
 
 
 def interval(row: Mapping, metric: str) -> Interval | None:
