@@ -23,6 +23,7 @@ import pandas as pd
 from .cli import results_to_files
 from .labels import paper_frame
 from .metrics import METRICS, PAIRED_AXES, higher_is_better, quality_column
+from .paired import TWIN_NOTE, contrast_text, difference, side
 from .paper import BASELINES
 from .uncertainty import (
     FRONT,
@@ -34,6 +35,7 @@ from .uncertainty import (
     interval,
     interval_text,
     oriented,
+    pool_seeds,
     tied,
 )
 
@@ -84,6 +86,15 @@ def _cell(p: pd.Series, metric: str, places: int, recorded: set[str], uncached: 
     return f"{value:.{places}f}{mark} {interval_text(bounds, places)}"
 
 
+def twin_delta(row: pd.Series, twin: pd.Series, quality: str) -> str:
+    """The row's `quality` (a METRICS column) minus its uncached twin's, paired where both keep
+    per-sample records (analysis.paired), in the table's units; "" for the twin itself."""
+    if row["run_id"] == twin["run_id"]:
+        return ""
+    column, factor = METRICS[quality][0].removeprefix("metrics."), METRICS[quality][1]
+    return contrast_text(difference(side(row), side(twin), column), factor)
+
+
 def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
     """{file stem: markdown} per (scale, features, model, resolution, base NFE)."""
     ok = results[results["status"] == "ok"] if "status" in results else results
@@ -91,6 +102,7 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
         return {}
     frame = paper_frame(ok).set_index("run_id")
     source = ok.set_index("run_id").loc[frame.index]  # the raw rows, aligned with the paper frame
+    pooled = pool_seeds(ok).set_index("run_id", drop=False)  # with the seeds' per-sample records joined
     frame["settings"] = [settings(row) + ("" if seeds == 1 else f" ({seeds} seeds)")
                          for (_, row), seeds in zip(source.iterrows(), frame["seeds"], strict=True)]
     frame["sync"] = source.get("metrics.host_sync_per_evaluation")
@@ -120,9 +132,11 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
             recorded = {m for m in ("speedup", "fid", "paired_psnr_db", *extra)
                         if any(interval(p, m) is not None for _, p in points.iterrows())}
             header = "".join(f" {METRICS[m][3]} {'↑' if higher_is_better(m) else '↓'} |" for m in extra)
+            twin = pooled.loc[reference.name]
             lines = [f"### {model} {res}px, base NFE {base} ({scale} scale, {features} features)", "",
-                     f"| method | settings | MACs speedup | measured speedup | FID | paired PSNR (dB) |{header} front |",
-                     "|---|---|---|---|---|---|" + "---|" * len(extra) + "---|"]
+                     f"| method | settings | MACs speedup | measured speedup | FID | paired PSNR (dB) |{header} "
+                     f"Δ {METRICS[quality][3]} vs uncached | front |",
+                     "|---|---|---|---|---|---|" + "---|" * len(extra) + "---|---|"]
             for _, p in points.sort_values("macs_t").iterrows():
                 step_reduction = p["method"] in BASELINES
                 speed = "" if step_reduction else _cell(p, "speedup", 2, recorded, reference)
@@ -131,8 +145,9 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
                 lines.append(f"| {p['series']}{sync} | {p['settings']} | {macs0 / p['macs_t']:.2f} | {speed} | "
                              f"{_cell(p, 'fid', 3, recorded, reference)} | "
                              f"{_cell(p, 'paired_psnr_db', 2, recorded, reference)} | "
-                             + "".join(f"{_cell(p, m, 2, recorded, reference)} | " for m in extra) + f"{front} |")
-            lines += ["", FOOTNOTE]
+                             + "".join(f"{_cell(p, m, 2, recorded, reference)} | " for m in extra)
+                             + f"{twin_delta(pooled.loc[p.name], twin, quality)} | {front} |")
+            lines += ["", FOOTNOTE, "", TWIN_NOTE]
             tables[f"frontier_{scale}_{features}_{model.replace('/', '')}_{res}_nfe{base}"] = "\n".join(lines) + "\n"
     return tables
 
@@ -148,7 +163,7 @@ def write_all(results: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def main(argv=None) -> None:
-    results_to_files(__doc__, write_all, argv)
+    results_to_files(__doc__, write_all, argv, samples=True)
 
 
 if __name__ == "__main__":

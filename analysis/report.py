@@ -28,7 +28,7 @@ def _html_table(table) -> str:
 
 def write_report(results_dir: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    results = load_results(results_dir)
+    results = load_results(results_dir, samples=True, skip_corrupt=True)
     built = tables.build_all(results)
     table_files = tables.write_all(results, out)
     frontier_files = frontier.write_all(results, out)

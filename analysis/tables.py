@@ -14,16 +14,26 @@ from the value it is compared with (`_compared`, analysis.uncertainty); a footno
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .cli import results_to_files
 from .labels import paper_frame
-from .metrics import EXACT, METRICS, arrow, higher_is_better, shown
+from .metrics import EXACT, METRICS, arrow, higher_is_better, quality_column, shown
+from .paired import TWIN_NOTE
 from .paper import BASELINES, TABLES, TableSpec, load_paper
-from .uncertainty import TIE_MARK, UNKNOWN, ci_columns, decimals, interval, interval_text, tied
+from .uncertainty import (
+    TIE_MARK,
+    UNKNOWN,
+    ci_columns,
+    decimals,
+    interval,
+    interval_text,
+    pool_seeds,
+    tied,
+)
 
 MISSING = "—"
 
@@ -36,6 +46,10 @@ class Table:
     # keys, block, then per metric: <m>, <m>_ci_low, <m>_ci_high, and at paper scale <m>_paper, <m>_delta
     frame: pd.DataFrame
     caption: str
+    # the metrics shown: the rows' primary quality axis first where the paper's table lacks it
+    # (at toy scale its FID, IS, precision and recall are flat across step counts), then the paper's
+    metrics: list[str] = field(default_factory=list)
+    delta: str | None = None  # the metric whose paired difference to the uncached twin is shown (`delta` column)
 
     @property
     def stem(self) -> str:
@@ -81,9 +95,12 @@ def _ours(rows: pd.DataFrame, metrics) -> dict:
     return record
 
 
-def build(spec: TableSpec, ours: pd.DataFrame, scale: str, features: str) -> Table:
+def build(spec: TableSpec, ours: pd.DataFrame, scale: str, features: str, pooled: pd.DataFrame | None = None) -> Table:
+    """One table; `pooled`: the store's rows with seeds pooled, indexed by run_id, with their
+    per-sample records (the paired Δ to the uncached twin; None: no Δ column)."""
     mine = _select(ours, spec)
-    metrics = [m for m in spec.metrics if m in METRICS]
+    primary = quality_column(mine) if len(mine) else "fid"
+    metrics = ([primary] if primary not in spec.metrics else []) + [m for m in spec.metrics if m in METRICS]
     rows = []
     if scale == "paper":
         paper = load_paper(spec)
@@ -93,6 +110,7 @@ def build(spec: TableSpec, ours: pd.DataFrame, scale: str, features: str) -> Tab
                              index=mine.index, dtype=bool)
             match = mine[mask]
             record = {k: p[k] for k in spec.keys} | _ours(match, metrics)
+            record["run_id"] = match["run_id"].iloc[-1] if len(match) else None
             for m in metrics:
                 mine_value = record[m]
                 paper_value = p.get(m)
@@ -102,20 +120,43 @@ def build(spec: TableSpec, ours: pd.DataFrame, scale: str, features: str) -> Tab
             used.update(match["run_id"])
             rows.append(record)
         for i, r in mine[~mine["run_id"].isin(used)].iterrows():  # ours that the paper does not have
-            rows.append({**{k: r[k] for k in spec.keys}, **_ours(mine.loc[[i]], metrics),
+            rows.append({**{k: r[k] for k in spec.keys}, "run_id": r["run_id"], **_ours(mine.loc[[i]], metrics),
                          **{f"{m}_paper": None for m in metrics}, **{f"{m}_delta": None for m in metrics}})
         caption = (f"{spec.title}. Paper scale, {features} features: ours, the paper's, and ours - paper; "
                    f"{MISSING} = no result yet.")
     else:
         ordered = mine.sort_values(list(spec.keys), kind="stable")
-        rows = [{**{k: r[k] for k in spec.keys}, **_ours(ordered.loc[[i]], metrics)} for i, r in ordered.iterrows()]
+        rows = [{**{k: r[k] for k in spec.keys}, "run_id": r["run_id"], **_ours(ordered.loc[[i]], metrics)}
+                for i, r in ordered.iterrows()]
         caption = (f"{spec.title}. {scale.capitalize()} scale, {features} features (ours only: the paper's numbers "
                    f"are for the paper-scale models).")
-    frame = pd.DataFrame(rows, columns=list(spec.keys) + [c for m in metrics for c in (
+    frame = pd.DataFrame(rows, columns=list(spec.keys) + ["run_id"] + [c for m in metrics for c in (
         [m, *ci_columns(m), f"{m}_paper", f"{m}_delta"] if scale == "paper" else [m, *ci_columns(m)])])
     frame = frame.astype(object).where(frame.notna(), None)
     frame["block"] = _blocks(frame) if len(frame) else []
-    return Table(spec, scale, features, frame, caption)
+    delta = primary if pooled is not None and primary in METRICS else None
+    if delta is not None:
+        frame["delta"] = _twin_deltas(frame, mine, pooled, delta)
+    return Table(spec, scale, features, frame, caption, metrics, delta)
+
+
+def _twin_deltas(frame: pd.DataFrame, mine: pd.DataFrame, pooled: pd.DataFrame, metric: str) -> list[str]:
+    """Per table row: its `metric` minus the uncached sampler's at the same model, resolution and
+    NFE, paired over their shared seeds (frontier.twin_delta); "" where there is no such pair."""
+    from .frontier import twin_delta
+
+    out = []
+    for _, row in frame.iterrows():
+        run = mine[mine["run_id"] == row.get("run_id")]
+        if run.empty or run.iloc[0]["run_id"] not in pooled.index:
+            out.append("")
+            continue
+        run = run.iloc[0]
+        twins = mine[mine["method"].isin(BASELINES) & (mine["model"] == run["model"]) & (mine["nfe"] == run["nfe"])
+                     & (mine["resolution"] == run["resolution"]) & mine["run_id"].isin(pooled.index)]
+        out.append("" if twins.empty else twin_delta(pooled.loc[run["run_id"]], pooled.loc[twins.iloc[0]["run_id"]],
+                                                      metric))
+    return out
 
 
 def build_all(results: pd.DataFrame) -> list[Table]:
@@ -123,10 +164,12 @@ def build_all(results: pd.DataFrame) -> list[Table]:
     tables = []
     if ours.empty:
         return tables
+    ok = results[results["status"] == "ok"] if "status" in results else results
+    pooled = pool_seeds(ok).set_index("run_id", drop=False)
     for (scale, features), group in ours.groupby(["scale", "features"], dropna=False):
         for spec in TABLES:
             if scale == "paper" or len(_select(group, spec)):
-                tables.append(build(spec, group, str(scale), str(features)))
+                tables.append(build(spec, group, str(scale), str(features), pooled))
     return tables
 
 
@@ -174,7 +217,7 @@ def _compared(frame: pd.DataFrame, metric: str) -> dict[int, int]:
 
 def _measured(table: Table) -> list[str]:
     """The table's metrics that carry intervals (not exact) and have one in at least one row."""
-    return [m for m in table.spec.metrics if m not in EXACT and table.frame[ci_columns(m)[0]].notna().any()]
+    return [m for m in table.metrics if m not in EXACT and table.frame[ci_columns(m)[0]].notna().any()]
 
 
 def _shown(table: Table, metric: str) -> tuple[str, float]:
@@ -185,9 +228,11 @@ def _shown(table: Table, metric: str) -> tuple[str, float]:
 
 def _header(table: Table) -> list[str]:
     header = list(table.spec.keys)
-    for m in table.spec.metrics:
+    for m in table.metrics:
         label = f"{_shown(table, m)[0]} {arrow(m)}"
         header += [label, "paper", "Δ"] if table.scale == "paper" else [label]
+    if table.delta is not None:
+        header.append(f"Δ {_shown(table, table.delta)[0]} vs uncached")
     return header
 
 
@@ -195,8 +240,8 @@ def _cells(table: Table, bold, escape=lambda s: s) -> list[list[str]]:
     """The body's cells: `bold(text)` for the best of a block, `escape(text)` for every other text.
     Ours in a metric with intervals: `value† [low, high]`, `[?]` where the row has none."""
     frame = table.frame.reset_index(drop=True)
-    best = {m: _best(frame, m) for m in table.spec.metrics}
-    factors = {m: _shown(table, m)[1] for m in table.spec.metrics}
+    best = {m: _best(frame, m) for m in table.metrics}
+    factors = {m: _shown(table, m)[1] for m in table.metrics}
     measured = _measured(table)
     compared = {m: _compared(frame, m) for m in measured}
 
@@ -206,7 +251,7 @@ def _cells(table: Table, bold, escape=lambda s: s) -> list[list[str]]:
     out = []
     for i, row in frame.iterrows():
         cells = [escape(_fmt(row[k])) for k in table.spec.keys]
-        for m in table.spec.metrics:
+        for m in table.metrics:
             mine, suffix = _fmt(scaled(row[m], m), m), ""
             if m in measured and mine != MISSING:
                 bounds = interval(row, m)
@@ -220,13 +265,15 @@ def _cells(table: Table, bold, escape=lambda s: s) -> list[list[str]]:
                 delta = scaled(row[f"{m}_delta"], m)
                 cells += [escape(_fmt(scaled(row[f"{m}_paper"], m), m)),
                           escape(MISSING if delta is None else f"{delta:+.3g}")]
+        if table.delta is not None:
+            cells.append(escape(row["delta"]))
         out.append(cells)
     return out
 
 
 def footnote(table: Table) -> list[str]:
     """What the marks in the table's cells mean (the same words under every rendering)."""
-    metrics = [m for m in table.spec.metrics if m in METRICS]
+    metrics = [m for m in table.metrics if m in METRICS]
     measured, exact = _measured(table), [m for m in metrics if m in EXACT]
     lines = []
     if measured:
@@ -241,6 +288,8 @@ def footnote(table: Table) -> list[str]:
                      f"(rows written before intervals): point values only, no ties called.")
     if exact:
         lines.append(f"{', '.join(_shown(table, m)[0] for m in exact)}: counted from the schedule, exact.")
+    if table.delta is not None:
+        lines.append(TWIN_NOTE)
     return lines
 
 
@@ -287,7 +336,7 @@ def write_all(results: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def main(argv=None) -> None:
-    results_to_files(__doc__, write_all, argv)
+    results_to_files(__doc__, write_all, argv, samples=True)
 
 
 if __name__ == "__main__":

@@ -290,9 +290,9 @@ def test_toy_pareto_plots_the_primary_quality_axis_and_its_front_prefers_higher_
     from analysis.frontier import frontier_tables
 
     table = frontier_tables(load_results(tmp_path / "rows"))["frontier_toy_toy_DiT-toy_32_nfe20"].splitlines()
-    assert table[2].endswith("| Image PSNR vs converged (dB) ↑ | front |")
+    assert table[2].endswith("| Image PSNR vs converged (dB) ↑ | Δ Image PSNR vs converged (dB) vs uncached | front |")
     on_front = [line.split("|")[1].strip() for line in table[4:] if line.endswith("| **yes** |")]
-    assert on_front == ["L2C"] and any("| 24.00 [23.90, 24.10] |  |" in line for line in table)
+    assert on_front == ["L2C"] and any("| 24.00 [23.90, 24.10] | " in line for line in table)
 
 
 def test_router_heatmaps_for_official_and_learned_routers(tmp_path, monkeypatch):
@@ -449,7 +449,34 @@ def test_frontier_table_lists_methods_with_settings_and_the_front(tmp_path):
     assert [line.split(" | ")[0] for line in body] == ["| FORA", "| DDIM (step reduction)",
                                                         "| TeaCache (host sync / evaluation)", "| DDIM (step reduction)"]
     fora, u10, tea, u20 = body
-    assert "interval=3" in fora and "| 2.50 | 2.30 | 3.200 | 20.00 | **yes** |" in fora
+    assert "interval=3" in fora and "| 2.50 | 2.30 | 3.200 | 20.00 | +0.2ᵐ [?] | **yes** |" in fora  # no FID intervals
     assert "10 steps" in u10 and u10.endswith("|  |")  # FORA is cheaper and better
     assert "threshold=0.2" in tea and tea.endswith("|  |")  # dominated by FORA and by 10-step DDIM
     assert u20.endswith("| **yes** |")  # the best FID
+
+
+def test_toy_tables_lead_with_the_primary_axis_and_its_paired_difference_to_the_uncached_twin(tmp_path):
+    """Table 1 at toy scale: the image PSNR against the converged sampler (the axis that decides
+    there) comes first, and each row's paired difference to the uncached twin, from the per-sample
+    records on the shared seeds, stands beside it."""
+    from analysis.tables import build_all, to_markdown
+    from l2c_bench.records import write_samples
+
+    mse = {"toy-ddim": np.full(8, 0.01), "toy-l2c": np.full(8, 0.01) * np.linspace(1.1, 1.3, 8)}
+    for run_id, cache in (("toy-ddim", "none"), ("toy-l2c", "l2c")):
+        psnr = 10 * np.log10(4 / mse[run_id].mean())
+        r = _row(run_id, scale="toy", arch="DiT-toy", cache=cache, fid=20.0, latency_ms=100.0, speedup=1.0,
+                 macs_g=10.0, converged_image_psnr_db=psnr, converged_image_psnr_db_ci_low=psnr - 2,
+                 converged_image_psnr_db_ci_high=psnr + 2, primary_quality="converged_image_psnr_db")
+        write_row(tmp_path, run_id, r)
+        write_samples(tmp_path / run_id, {"seed": np.arange(8), "converged_image_mse": mse[run_id]}, {"run_id": run_id})
+    table = next(t for t in build_all(load_results(tmp_path, samples=True)) if t.stem == "table1_dit_toy_toy")
+    assert table.metrics[0] == "converged_psnr_db" and table.delta == "converged_psnr_db"
+    text = to_markdown(table)
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    assert header.split(" | ")[4] == "Image PSNR vs converged (dB) ↑"  # first after the keys
+    assert header.endswith("| Δ Image PSNR vs converged (dB) vs uncached |")
+    l2c = next(line for line in text.splitlines() if "| L2C |" in line)
+    expected = 10 * np.log10(mse["toy-ddim"].mean() / mse["toy-l2c"].mean())  # -0.79 dB on every seed's scale
+    assert f"{expected:+.3g} [" in l2c and "ᵐ" not in l2c  # paired: no marginal mark
+    assert "paired over the seeds both ran" in text
