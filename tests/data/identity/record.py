@@ -7,8 +7,8 @@ it is, or existing stores would rerun their points (tests/test_identity.py reads
 Recorded at commit d3e0424 (the union CacheConfig schema); rerun only for a deliberate identity
 change, and say so in the commit. (Table 3's points were renamed to their conf/point/ presets
 with their ids unchanged when the per-method schemas came; the diffusers_zoo sweep's points and the
-diffusers hook methods were added later (PyramidAttentionBroadcast and MagCache after them), every id before
-them unchanged.)
+diffusers hook methods were added later (PyramidAttentionBroadcast and MagCache after them), and the
+matched_quality sweep's points after those, every id before them unchanged.)
 """
 
 import json
