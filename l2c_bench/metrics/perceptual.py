@@ -77,7 +77,7 @@ def ssim_window(height: int, width: int) -> int:
 
 
 @torch.no_grad()
-def ssim_per_sample(images: torch.Tensor, reference: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def ssim_per_sample(images: torch.Tensor, reference: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """SSIM of each image against its paired reference: (n, C, H, W) in [-1, 1] twice -> (n,) float64.
 
     torchmetrics' `structural_similarity_index_measure` with data_range 2 and its default Gaussian
@@ -87,9 +87,11 @@ def ssim_per_sample(images: torch.Tensor, reference: torch.Tensor, batch_size: i
     (1.5 * window / 11), since torchmetrics sizes a Gaussian window by its sigma. The toy models'
     3 x 32 x 32 images take the full window.
 
-    Computed in float64: torchmetrics takes the local variances as differences of nearly equal
-    means (E[x^2] - mu^2), which float32 resolves poorly where an image is smooth.
-    Batches of `batch_size` bound memory; each pair's value does not depend on its batch.
+    Computed in float32 on the images' device (the run's GPU at paper scale): SSIM's constants
+    C1 = (0.01 * 2)^2 and C2 = (0.03 * 2)^2 keep its ratios far from where float32's rounding of
+    the local variances (E[x^2] - mu^2) matters, and float64's grouped convolutions are several
+    times slower on the CPU (docs/speed.md). Batches of `batch_size` bound memory (torchmetrics
+    holds five padded copies of a batch); each pair's value does not depend on its batch.
     """
     _check_pairs(images, reference)
     if images.shape[0] == 0:
@@ -99,12 +101,12 @@ def ssim_per_sample(images: torch.Tensor, reference: torch.Tensor, batch_size: i
     sigma = SSIM_SIGMA * window / SSIM_WINDOW
     out = [
         ssim(
-            a.double(), b.double(), gaussian_kernel=True, sigma=sigma, kernel_size=window,
+            a.float(), b.float(), gaussian_kernel=True, sigma=sigma, kernel_size=window,
             data_range=SSIM_DATA_RANGE, reduction="none",
         ).reshape(-1)
         for a, b in zip(images.split(batch_size), reference.split(batch_size), strict=True)
     ]
-    return torch.cat(out).cpu()
+    return torch.cat(out).double().cpu()
 
 
 def _sha256(path: Path) -> str:

@@ -80,6 +80,7 @@ def perceptual_scores(point: Point, images: torch.Tensor, reference: torch.Tenso
 
     if images.shape[1] != 3:  # latents, not images
         return {}
+    images, reference = images.to(point.device), reference.to(point.device)  # the run's GPU at paper scale
     out = {f"{prefix}_image_ssim": ssim_per_sample(images, reference)}
     if point.lpips is not None:
         out[f"{prefix}_image_lpips"] = point.lpips.scores(images, reference)
