@@ -15,7 +15,7 @@ from pathlib import Path
 
 from l2c_bench.records import load_results
 
-from . import claims, frontier, layer_error, pareto, routers, tables
+from . import claims, frontier, layer_error, matched, pareto, routers, tables
 
 
 def _html_table(table) -> str:
@@ -32,6 +32,7 @@ def write_report(results_dir: Path, out: Path) -> Path:
     built = tables.build_all(results)
     table_files = tables.write_all(results, out)
     frontier_files = frontier.write_all(results, out)
+    matched_files = matched.write_all(results, out)
     checks = claims.check_all(results)
     claim_files = claims.write_all(results, out) if len(checks) else []
     figures = pareto.write_all(results, out) + layer_error.write_all(results, out)
@@ -48,12 +49,16 @@ def write_report(results_dir: Path, out: Path) -> Path:
         parts.append(_html_table(table) + f"<p>{links}</p>")
     if len(checks):  # the paper's claims, with our numbers and a verdict each (analysis.claims)
         head = "".join(f"<th>{h}</th>" for h in ("claim", "source", "setting", "ours (95% intervals)", "paper",
-                                                  "verdict", "why"))
+                                                  "verdict", "why", "comparison", "decides at"))
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in
-                                        ("claim", "source", "setting", "ours", "paper", "verdict", "why")) + "</tr>"
+                                        ("claim", "source", "setting", "ours", "paper", "verdict", "why",
+                                         "comparison", "decide_at")) + "</tr>"
                        for _, c in checks.iterrows())
         parts.append(f"<h2>The paper's claims</h2><table><tr>{head}</tr>{body}</table>"
                      f"<p><a href='claims.md'>md</a> <a href='claims.csv'>csv</a></p>")
+    if matched_files:  # each method's speedup at fixed quality levels (analysis.matched)
+        parts.append("<h2>Speedup at matched quality</h2>" + "".join(
+            f"<pre>{html.escape(f.read_text())}</pre>" for f in matched_files))
     if frontier_files:
         parts.append("<h2>Speed-quality frontiers</h2><ul>" + "".join(
             f"<li><a href='{f.name}'>{html.escape(f.stem)}</a></li>" for f in frontier_files) + "</ul>")
@@ -68,7 +73,7 @@ def write_report(results_dir: Path, out: Path) -> Path:
                      f"{html.escape(config.read_text())}</pre></details>")
     index = out / "index.html"
     index.write_text("\n".join(parts))
-    assert all(f.parent == out for f in table_files + frontier_files + claim_files + figures)
+    assert all(f.parent == out for f in table_files + frontier_files + matched_files + claim_files + figures)
     return index
 
 
@@ -77,6 +82,8 @@ def main(argv=None) -> None:
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default="analysis_out")
     args = parser.parse_args(argv)
+    if not Path(args.results).is_dir():
+        parser.exit(1, f"error: --results {args.results}: no such folder (the results store)\n")
     print(write_report(Path(args.results), Path(args.out)))
 
 
