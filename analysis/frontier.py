@@ -23,7 +23,7 @@ import pandas as pd
 from .cli import results_to_files
 from .labels import paper_frame
 from .metrics import METRICS, PAIRED_AXES, higher_is_better, quality_column
-from .paired import TWIN_NOTE, contrast_text, difference, side
+from .paired import TWIN_NOTE, twin_delta
 from .paper import BASELINES
 from .uncertainty import (
     FRONT,
@@ -86,15 +86,6 @@ def _cell(p: pd.Series, metric: str, places: int, recorded: set[str], uncached: 
     return f"{value:.{places}f}{mark} {interval_text(bounds, places)}"
 
 
-def twin_delta(row: pd.Series, twin: pd.Series, quality: str) -> str:
-    """The row's `quality` (a METRICS column) minus its uncached twin's, paired where both keep
-    per-sample records (analysis.paired), in the table's units; "" for the twin itself."""
-    if row["run_id"] == twin["run_id"]:
-        return ""
-    column, factor = METRICS[quality][0].removeprefix("metrics."), METRICS[quality][1]
-    return contrast_text(difference(side(row), side(twin), column), factor)
-
-
 def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
     """{file stem: markdown} per (scale, features, model, resolution, base NFE)."""
     ok = results[results["status"] == "ok"] if "status" in results else results
@@ -133,6 +124,7 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
                         if any(interval(p, m) is not None for _, p in points.iterrows())}
             header = "".join(f" {METRICS[m][3]} {'↑' if higher_is_better(m) else '↓'} |" for m in extra)
             twin = pooled.loc[reference.name]
+            column, factor = METRICS[quality][0].removeprefix("metrics."), METRICS[quality][1]
             lines = [f"### {model} {res}px, base NFE {base} ({scale} scale, {features} features)", "",
                      f"| method | settings | MACs speedup | measured speedup | FID | paired PSNR (dB) |{header} "
                      f"Δ {METRICS[quality][3]} vs uncached | front |",
@@ -146,7 +138,7 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
                              f"{_cell(p, 'fid', 3, recorded, reference)} | "
                              f"{_cell(p, 'paired_psnr_db', 2, recorded, reference)} | "
                              + "".join(f"{_cell(p, m, 2, recorded, reference)} | " for m in extra)
-                             + f"{twin_delta(pooled.loc[p.name], twin, quality)} | {front} |")
+                             + f"{twin_delta(pooled.loc[p.name], twin, column, factor)} | {front} |")
             lines += ["", FOOTNOTE, "", TWIN_NOTE]
             tables[f"frontier_{scale}_{features}_{model.replace('/', '')}_{res}_nfe{base}"] = "\n".join(lines) + "\n"
     return tables

@@ -78,9 +78,10 @@ class Contrast:
     low: float | None
     high: float | None
     paired: bool
-    samples: int | None = None  # shared samples (paired per sample); None otherwise
+    samples: int | None = None  # the samples behind the interval (shared seeds when paired)
     correlation: float | None = None  # per-sample correlation of the first two sides' values
     how: str = ""
+    df: int | None = None  # degrees of freedom of its t quantile (jackknife: groups - 1); None: normal
 
     @property
     def known(self) -> bool:
@@ -91,7 +92,7 @@ class Contrast:
         if higher_is_better:
             return self
         return Contrast(-self.value, None if self.high is None else -self.high, None if self.low is None else -self.low,
-                        self.paired, self.samples, self.correlation, self.how)
+                        self.paired, self.samples, self.correlation, self.how, self.df)
 
     def __str__(self) -> str:
         if not self.known:
@@ -99,14 +100,23 @@ class Contrast:
         return f"{self.value:+.3g} [{self.low:+.3g}, {self.high:+.3g}]"
 
 
-def per_sample_statistic(metric: str, record) -> Callable[[np.ndarray], float] | None:
+def _peak(metric: str, record) -> float | None:
+    """The PSNR peak of a `*_psnr_db` metric in a record: 2 for images in [-1, 1], the row's
+    latent peak-to-peak for latents."""
+    reference, space = _PSNR.match(metric).groups()
+    return 2.0 if space == "image" else record.meta.get("peak_to_peak", {}).get(reference)
+
+
+def per_sample_statistic(metric: str, record, peak: float | None = None) -> Callable[[np.ndarray], float] | None:
     """The row metric `metric` as a function of the record's rows (an index array), or None where
-    the record has no per-sample form of it (set metrics, a missing column)."""
+    the record has no per-sample form of it (set metrics, a missing column). A PSNR takes `peak`
+    where given (one peak for every side of a contrast: a difference of PSNRs is then the log
+    ratio of the MSEs, whatever each run's latent range), else the record's own."""
     columns = record.columns
     if match := _PSNR.match(metric):
         reference, space = match.groups()
         mse = columns.get(f"{reference}_{space}_mse")
-        peak = 2.0 if space == "image" else record.meta.get("peak_to_peak", {}).get(reference)
+        peak = peak if peak is not None else _peak(metric, record)
         if mse is None or peak is None:
             return None
         return lambda rows: _psnr(float(mse[rows].mean()), peak)
@@ -151,6 +161,11 @@ def _value(row: Mapping, metric: str) -> float | None:
     return float(value)
 
 
+def _count(value) -> int:
+    """A pooled row's `seeds` (1 where the row is one run)."""
+    return int(value) if isinstance(value, numbers.Real) and math.isfinite(value) and value >= 1 else 1
+
+
 def _shared_rows(records) -> list[np.ndarray] | None:
     """Per record, the row indices of the seeds every record has, in one order; None if < 2."""
     shared = records[0].seeds
@@ -166,7 +181,8 @@ def _shared_rows(records) -> list[np.ndarray] | None:
 
 
 def _paired_per_sample(records, weights, metric, groups, seed, level) -> Contrast | None:
-    statistics = [per_sample_statistic(metric, record) for record in records]
+    peak = _peak(metric, records[0]) if _PSNR.match(metric) else None
+    statistics = [per_sample_statistic(metric, record, peak) for record in records]
     if any(s is None for s in statistics) or (aligned := _shared_rows(records)) is None:
         return None
     n = len(aligned[0])
@@ -181,7 +197,7 @@ def _paired_per_sample(records, weights, metric, groups, seed, level) -> Contras
     bounds = jackknife_bounds(value, replicates, level)
     correlation = _correlation(records[0], records[1], aligned[0], aligned[1], metric) if len(records) > 1 else None
     return Contrast(value, *(bounds or (None, None)), paired=True, samples=n, correlation=correlation,
-                    how=f"paired: {n} shared seeds, jackknife-{int(ids.max()) + 1}")
+                    how=f"paired: {n} shared seeds, jackknife-{int(ids.max()) + 1}", df=int(ids.max()))
 
 
 def _correlation(a, b, rows_a, rows_b, metric) -> float | None:
@@ -214,23 +230,29 @@ def _paired_replicates(sides, values, weights, metric, level) -> Contrast | None
     combined = sum(w * rep for w, rep in zip(weights, replicates, strict=True))
     bounds = jackknife_bounds(value, combined, level)
     return Contrast(value, *(bounds or (None, None)), paired=True, samples=len(first.seeds),
-                    how=f"paired: jackknife-{len(combined)} replicates on the same seeds")
+                    how=f"paired: jackknife-{len(combined)} replicates on the same seeds", df=len(combined) - 1)
 
 
 def _marginal(sides, values, weights, metric) -> Contrast:
-    """Independent rows: half-widths combined in quadrature around the contrast of the values."""
+    """Independent rows: the distances from each value to its interval's ends combined in
+    quadrature, each side separately (an interval need not be symmetric: FID clipped at 0, a
+    Wilson rate), the contrast's lower end from the ends each weight pulls down."""
     value = float(sum(w * v for w, v in zip(weights, values, strict=True)))
-    halves = []
-    for side in sides:
+    below, above = [], []
+    for side, w, v in zip(sides, weights, values, strict=True):
         low, high = _value(side.row, f"{metric}_ci_low"), _value(side.row, f"{metric}_ci_high")
         if low is None or high is None:
             return Contrast(value, None, None, paired=False, how="marginal: a row has no interval")
-        halves.append((high - low) / 2)
-    half = math.sqrt(sum((w * h) ** 2 for w, h in zip(weights, halves, strict=True)))
+        down, up = w * (v - low), w * (high - v)  # how far the contrast moves at each end
+        below.append(down if w >= 0 else -up)
+        above.append(up if w >= 0 else -down)
     counts = [_value(side.row, "num_samples") for side in sides]
-    samples = int(min(counts)) if all(c is not None for c in counts) else None
-    return Contrast(value, value - half, value + half, paired=False, samples=samples,
-                    how="marginal: no shared per-sample records (intervals combined as independent)")
+    seeds = [_count(side.row.get("seeds")) for side in sides]
+    samples = int(min(c * s for c, s in zip(counts, seeds, strict=True))) if None not in counts else None
+    why = ("no per-sample records" if any(side.record is None for side in sides)
+           else "no shared seeds or no per-sample form of this metric")
+    return Contrast(value, value - math.hypot(*below), value + math.hypot(*above), paired=False, samples=samples,
+                    how=f"marginal: {why} (intervals combined as independent)")
 
 
 # --- decisions ---------------------------------------------------------------------------------
@@ -254,18 +276,28 @@ def non_inferior(c: Contrast | None, margin: float, higher_is_better: bool) -> s
     return "holds" if o.low > -margin else "does not hold" if o.high < -margin else "undetermined"
 
 
+POWER = 0.8  # samples_to_decide: the chance that the interval then clears the boundary
+
+
 def samples_to_decide(c: Contrast | None, boundary: float, higher_is_better: bool, samples: int | None) -> int | None:
-    """The sample count at which the observed oriented effect, with the same per-sample spread,
-    would put the interval wholly on one side of `boundary` (0 for better/worse, -margin for
-    non-inferiority): n * (half-width / distance)^2, rounded up. None where nothing is known or
-    the effect sits on the boundary (no count decides it)."""
+    """The sample count at which, if the observed oriented effect and the per-sample spread are the
+    truth, the 95% interval clears `boundary` (0 for better/worse, -margin for non-inferiority)
+    with probability POWER: n * ((z_0.975 + z_POWER) * se / distance)^2, se the standard error
+    behind the interval's end that faces the boundary. None where nothing is known or the effect
+    sits on the boundary (no count decides it)."""
+    from scipy.stats import norm, t
+
     if c is None or not c.known or not samples:
         return None
     o = c.oriented(higher_is_better)
-    distance, half = abs(o.value - boundary), (o.high - o.low) / 2
+    distance = o.value - boundary
+    half = (o.value - o.low) if distance > 0 else (o.high - o.value)  # the end that faces the boundary
     if distance == 0 or not math.isfinite(half):
         return None
-    return max(samples, math.ceil(samples * (half / distance) ** 2))
+    quantile = float(t.ppf(0.5 + LEVEL / 2, c.df)) if c.df else float(norm.ppf(0.5 + LEVEL / 2))
+    se = half / quantile
+    needed = samples * ((float(norm.ppf(0.5 + LEVEL / 2)) + float(norm.ppf(POWER))) * se / abs(distance)) ** 2
+    return math.ceil(needed)
 
 
 # --- a row against its uncached twin, for tables -----------------------------------------------
@@ -281,6 +313,20 @@ def contrast_text(c: Contrast | None, factor: float = 1.0) -> str:
     if not c.known:
         return f"{c.value * factor:+.3g}{mark} [?]"
     return f"{c.value * factor:+.3g}{mark} [{c.low * factor:+.3g}, {c.high * factor:+.3g}]"
+
+
+def _sampler(row: Mapping) -> object:
+    name = row.get("config.sampler.name")
+    return name if isinstance(name, str) and name else row.get("config.model.default_sampler")
+
+
+def twin_delta(row: Mapping, twin: Mapping, metric: str, factor: float = 1.0) -> str:
+    """`contrast_text` of the row's `metric` (a row key without `metrics.`) minus its uncached
+    twin's, in the table's units (`factor`); "" for the twin itself, and where the two did not
+    sample alike (another sampler: not the twin)."""
+    if row.get("run_id") == twin.get("run_id") or _sampler(row) != _sampler(twin):
+        return ""
+    return contrast_text(difference(side(row), side(twin), metric), factor)
 
 
 TWIN_NOTE = (f"Δ vs uncached: the row's quality minus the uncached sampler's at the same NFE, paired over the "

@@ -22,7 +22,7 @@ import pandas as pd
 from .cli import results_to_files
 from .labels import paper_frame
 from .metrics import EXACT, METRICS, arrow, higher_is_better, quality_column, shown
-from .paired import TWIN_NOTE
+from .paired import TWIN_NOTE, twin_delta
 from .paper import BASELINES, TABLES, TableSpec, load_paper
 from .uncertainty import (
     TIE_MARK,
@@ -143,8 +143,7 @@ def build(spec: TableSpec, ours: pd.DataFrame, scale: str, features: str, pooled
 def _twin_deltas(frame: pd.DataFrame, mine: pd.DataFrame, pooled: pd.DataFrame, metric: str) -> list[str]:
     """Per table row: its `metric` minus the uncached sampler's at the same model, resolution and
     NFE, paired over their shared seeds (frontier.twin_delta); "" where there is no such pair."""
-    from .frontier import twin_delta
-
+    column, factor = METRICS[metric][0].removeprefix("metrics."), METRICS[metric][1]
     out = []
     for _, row in frame.iterrows():
         run = mine[mine["run_id"] == row.get("run_id")]
@@ -154,8 +153,8 @@ def _twin_deltas(frame: pd.DataFrame, mine: pd.DataFrame, pooled: pd.DataFrame, 
         run = run.iloc[0]
         twins = mine[mine["method"].isin(BASELINES) & (mine["model"] == run["model"]) & (mine["nfe"] == run["nfe"])
                      & (mine["resolution"] == run["resolution"]) & mine["run_id"].isin(pooled.index)]
-        out.append("" if twins.empty else twin_delta(pooled.loc[run["run_id"]], pooled.loc[twins.iloc[0]["run_id"]],
-                                                      metric))
+        texts = [twin_delta(pooled.loc[run["run_id"]], pooled.loc[twin], column, factor) for twin in twins["run_id"]]
+        out.append(next((t for t in texts if t), ""))  # the twin that sampled alike (twin_delta: "" otherwise)
     return out
 
 

@@ -23,6 +23,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .metrics import EXACT
@@ -108,16 +109,17 @@ def pool_seeds(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(pooled, columns=[*rows.columns, *sorted(set().union(*pooled) - set(rows.columns))])
 
 
-DISJOINT_SEEDS_SCHEMA = 3  # rows from this schema on draw disjoint noise at different seeds (sampling.noise)
+DISJOINT_SEEDS_SCHEMA = 3  # rows from this schema on draw disjoint noise at different seeds (records.store)
 
 
 def _independent(group: pd.DataFrame) -> pd.DataFrame:
     """The rows of one point that are independent repeats: a row written before seeds drew
     disjoint noise (schema < 3) at a nonzero seed shares all but one of its samples' noise with
     seed 0's; it is left out, with a warning naming it."""
-    if "schema_version" not in group or len(group) < 2:
+    if len(group) < 2:
         return group
-    legacy = (group["schema_version"].fillna(1).astype(int) < DISJOINT_SEEDS_SCHEMA) & (group["config.seed"] != 0)
+    versions = group["schema_version"] if "schema_version" in group else pd.Series(1, index=group.index)
+    legacy = (versions.fillna(1).astype(int) < DISJOINT_SEEDS_SCHEMA) & (group["config.seed"] != 0)  # none: 1
     for run_id in group.loc[legacy, "run_id"] if "run_id" in group else []:
         warnings.warn(f"not pooled: {run_id} was sampled before seeds drew disjoint noise (its samples overlap "
                       "seed 0's); rerun it to pool it", stacklevel=3)
@@ -129,15 +131,18 @@ def joined_records(records: Sequence) -> object | None:
     """One per-sample record (records.samples) of a pooled point: the seeds' columns concatenated
     (the columns every record has); no jackknife replicates (they belong to one run's groups).
     None unless every seed has a record."""
-    import numpy as np
-
     from l2c_bench.records.samples import SampleRecord
 
     if not records or any(r is None or isinstance(r, float) for r in records):
         return None
     names = set.intersection(*(set(r.columns) for r in records))
     columns = {name: np.concatenate([r.columns[name] for r in records]) for name in records[0].columns if name in names}
-    meta = {**records[0].meta, "jackknife": {}, "pooled_runs": [r.meta.get("run_id") for r in records]}
+    if len(np.unique(columns["seed"])) != len(columns["seed"]):
+        warnings.warn("seeds repeat across the pooled runs' records: compared without them", stacklevel=2)
+        return None
+    # the first run's latent PSNR peak stands for all (a paired contrast uses one peak for every side)
+    meta = {**records[0].meta, "jackknife": {}, "num_samples": len(columns["seed"]), "seed": None,
+            "pooled_runs": [r.meta.get("run_id") for r in records]}
     return SampleRecord(columns, meta)
 
 

@@ -50,7 +50,7 @@ def with_samples(r: dict, mse: np.ndarray, peak: float = 10.0) -> dict:
 
 
 @pytest.mark.parametrize("l2c_q, speedup, verdict", [
-    ((30.2, 29.9, 30.5), (1.6, 1.5, 1.7), "holds"),  # difference [-0.6, +0.3] marginal: inside the 1 dB margin
+    ((30.2, 29.9, 30.5), (1.6, 1.5, 1.7), "holds"),  # difference -0.3 [-0.72, +0.12] marginal: inside the 1 dB margin
     ((30, 29, 31), (1.6, 1.5, 1.7), "undetermined"),  # overlapping intervals, difference crossing -margin
     ((20, 19, 21), (1.6, 1.5, 1.7), "does not hold"),  # clearly worse than uncached
     ((30.2, 29.9, 30.5), (1.05, 0.9, 1.2), "undetermined"),  # speedup interval includes 1
@@ -99,6 +99,8 @@ def test_step_reduction_is_interpolated_at_l2c_latency():
     bracket = claims.step_reduction_bracket(rows.iloc[-1], rows[rows["config.cache.name"] == "none"])
     assert (int(bracket.below["config.steps"]), int(bracket.above["config.steps"])) == (12, 14)
     assert bracket.t == pytest.approx(0.1) and bracket.t_low < 0.1 < bracket.t_high
+    # t at the ends of L2C's and the two points' latency intervals: (60.9 - 60 * 1.002) / (70 * 0.998 - 60 * 1.002)
+    assert bracket.t_low == pytest.approx((60.9 - 59.88 - 0.24) / (69.86 - 60.12 + 0.0), abs=0.02)
     check = only(claims.check_all(rows), STEPS).iloc[0]
     assert "uncached NFE 12-14" in check["setting"] and check["verdict"] == "holds"
     assert "t = 0.10" in check["ours"] and "+17.8" in check["ours"]  # 40 - (0.9 * 22 + 0.1 * 24)
@@ -116,7 +118,30 @@ def test_an_unmatched_latency_is_never_decided():
                  row(cache="l2c", steps=20, q=(40, 39, 41), latency=(1280, 1270, 1290), speedup=(1.1, 1.05, 1.15)))
     check = only(claims.check_all(rows), STEPS).iloc[0]
     assert check["verdict"] == "undetermined" and "no uncached step counts bracket" in check["why"]
-    assert "`python -m l2c_bench.run -m model=dit +claim=uncached_14,uncached_16,uncached_20" in check["why"]
+    assert "never a verdict on an unmatched pair: `python -m l2c_bench.run -m model=dit +claim=uncached_10," \
+        "uncached_12,uncached_20 metrics.num_samples=64`" in check["why"]  # the ladder's missing presets
+    full = frame(*rows.to_dict("records"), *(row(cache="none", steps=n, q=(22, 21, 23), latency=(lat, lat - 9, lat + 9))
+                                             for n, lat in ((10, 600), (12, 700), (20, 1000))))
+    assert "slower than uncached at its own NFE 20" in only(claims.check_all(full), STEPS).iloc[0]["why"]
+
+
+def test_a_latency_interval_reaching_past_the_bracket_is_never_decided():
+    """L2C at 69 [60, 80] ms on a ladder at 60 / 70 / 80 ms: its interval covers NFE 16's 40 dB at
+    80 ms, so the interpolated comparison must carry that: here it can no longer hold."""
+    ladder = [row(cache="none", steps=n, q=(q, q - 0.1, q + 0.1), latency=(lat, lat - 0.5, lat + 0.5))
+              for n, q, lat in ((12, 22, 60), (14, 24, 70), (16, 40, 80))]
+    l2c = row(cache="l2c", steps=16, q=(30, 29.9, 30.1), latency=(69, 60, 80), speedup=(1.2, 1.1, 1.3))
+    rows = frame(*ladder, l2c)
+    bracket = claims.step_reduction_bracket(rows.iloc[-1], rows[rows["config.cache.name"] == "none"])
+    assert {(int(a["config.steps"]), int(b["config.steps"])) for a, b, _ in bracket.alternatives} == {(12, 14), (14, 16)}
+    c, at_t = claims.interpolated_difference(rows.iloc[-1], bracket, "converged_latent_psnr_db")
+    assert c.low < 30 - 40 < c.high and at_t.low > 0  # at t alone it would hold; the latency's range undoes it
+    assert claims.better_verdict(c, True, rows.iloc[-1], spread=at_t)[0] == "undetermined"
+    # past the ladder's ends, or without a latency interval: no match at all
+    wide = {**l2c, "metrics.latency_ms_ci_high": 85.0}
+    assert isinstance(claims.step_reduction_bracket(pd.Series(wide), rows[rows["config.cache.name"] == "none"]), str)
+    bare = {**l2c, "metrics.latency_ms_ci_low": None, "metrics.latency_ms_ci_high": None}
+    assert "no latency interval" in claims.step_reduction_bracket(pd.Series(bare), rows[rows["config.cache.name"] == "none"])
 
 
 def test_heuristics_are_compared_at_the_nearest_ratio_within_tolerance():
@@ -235,6 +260,21 @@ def test_seeds_are_pooled_into_one_point_with_a_t_interval():
     with pytest.warns(UserWarning, match="not pooled"):
         pooled = only(claims.check_all(frame(*legacy)), KEEPS)
     assert "L2C 29 [24, 34]" in pooled.iloc[0]["ours"]  # seed 0's own row and interval
+    unversioned = [{k: v for k, v in r.items() if k != "schema_version"} for r in rows]  # a store from before: 1
+    with pytest.warns(UserWarning, match="not pooled"):
+        assert "L2C 29 [24, 34]" in only(claims.check_all(frame(*unversioned)), KEEPS).iloc[0]["ours"]
+
+
+def test_the_command_for_missing_rows_names_the_rows_model_and_keys():
+    dit = pd.Series({**row(), "config.model.family": float("nan"), "config.results_dir": "/data/results"})
+    assert claims.claim_command(["l2c_20"], dit) == ("python -m l2c_bench.run -m model=dit results_dir=/data/results "
+                                                     "+claim=l2c_20 metrics.num_samples=64")
+    pixart = pd.Series({**row("PixArt-toy"), "config.model.diffusers_class": "PixArtTransformer2DModel",
+                        "config.scale.name": "paper", "config.model.pretrained": "/ckpt/pixart",
+                        "config.sampler.name": "flow_euler", "metrics.num_samples": 5000})
+    assert claims.claim_command(["uncached_20"], pixart) == (
+        "python -m l2c_bench.run -m model=diffusers scale=paper model.diffusers_class=PixArtTransformer2DModel "
+        "model.pretrained=/ckpt/pixart sampler.name=flow_euler +claim=uncached_20 metrics.num_samples=5000")
 
 
 @pytest.mark.parametrize("arch, sampler, nfe, expected", [

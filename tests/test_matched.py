@@ -24,9 +24,10 @@ def test_the_crossing_is_interpolated_between_the_straddling_points():
 
 def test_the_interval_comes_from_the_points_intervals():
     found = matched.crossing([point(2.0, 32.0, 0.1, 1.0), point(3.0, 26.0, 0.1, 1.0)], 30.0, higher=True)
-    # quality ends (31, 25)..(33, 27) move the crossing between 2.0 + 1/6 and 2.0 + 1/2 (then +-0.1 speedup)
-    assert found.low == pytest.approx(1.9 + 1 / 6 * 0.9, abs=0.05) and found.low < found.value < found.high
-    assert found.high == pytest.approx(3.1 * 0.5 + 2.1 * 0.5, abs=0.05)
+    # the corners: qualities (31 or 33, 25 or 27) and speedups (1.9 or 2.1, 2.9 or 3.1). Lowest: q (31, 25) put
+    # the crossing 1/6 of the way, between speedups 1.9 and 2.9: 1.9 + 1/6; highest: q (33, 27), half way, 2.1 and 3.1
+    assert found.low == pytest.approx(1.9 + 1 / 6, abs=1e-12) and found.high == pytest.approx(2.6, abs=1e-12)
+    assert found.low < found.value < found.high
 
 
 def test_curves_that_do_not_cross_say_so():
@@ -52,9 +53,11 @@ def test_the_table_has_a_row_per_method_and_a_column_per_level():
 
     rows = pd.DataFrame([row("u", "none", 1.0, None), row("f2", "fora", 1.9, 36.0, interval=2),
                          row("f3", "fora", 2.8, 31.0, interval=3), row("f4", "fora", 3.6, 27.0, interval=4)])
-    tables = matched.matched_tables(rows)
+    tables = matched.matched_tables(rows, {"paired_image_psnr_db": ((30.0, 35.0), True, "PSNR vs uncached (dB)")})
     text = tables["matched_toy_DiT-toy_nfe20"]
     header = next(line for line in text.splitlines() if line.startswith("| method"))
     assert header == "| method | points | PSNR vs uncached (dB) ≥ 30 | PSNR vs uncached (dB) ≥ 35 |"
     fora = next(line for line in text.splitlines() if line.startswith("| FORA"))
     assert "| 3 | 3.00x [" in fora and "| 2.08x [" in fora  # 2.8 + (30 - 31) / (27 - 31) * 0.8; 1.9 + 0.2 * 0.9
+    default = matched.matched_tables(rows)["matched_toy_DiT-toy_nfe20"]  # LEVELS: 20 and 25 dB
+    assert "≥ 20 | PSNR vs uncached (dB) ≥ 25 |" in default and "≥ 3.60x (every point better)" in default

@@ -156,9 +156,14 @@ def test_better_is_one_sided_on_the_paired_difference():
     assert paired.non_inferior(None, 0.5, True) == "undetermined"
 
 
-def test_samples_to_decide_scales_with_the_square_of_half_width_over_distance():
-    c = Contrast(0.5, -0.2, 1.2, True, samples=64)  # half-width 0.7, distance to 0: 0.5
-    assert paired.samples_to_decide(c, 0.0, True, 64) == math.ceil(64 * (0.7 / 0.5) ** 2) == 126
-    # against a margin: the distance is to -margin (1.0 here), already decided -> the current count
-    assert paired.samples_to_decide(c, -1.0, True, 64) == 64
+def test_samples_to_decide_is_the_count_for_80_percent_power():
+    """n * ((z_0.975 + z_0.8) * se / distance)^2, se from the interval's end facing the boundary."""
+    z975, z80, t19 = 1.959963984540054, 0.8416212335729143, 2.093024054408309
+    c = Contrast(0.5, -0.2, 1.2, True, samples=64)  # a normal interval: se = 0.7 / z975
+    assert paired.samples_to_decide(c, 0.0, True, 64) == math.ceil(64 * ((z975 + z80) * 0.7 / z975 / 0.5) ** 2) == 257
+    skewed = Contrast(0.5, -0.3, 0.8, True, samples=64, df=19)  # the end facing 0 is 0.8 away; a t(19) interval
+    assert paired.samples_to_decide(skewed, 0.0, True, 64) == math.ceil(64 * ((z975 + z80) * 0.8 / t19 / 0.5) ** 2)
+    # against -margin on a lower-is-better axis: oriented, the distance is to -margin
+    worse = Contrast(0.4, 0.1, 0.7, True, samples=64)  # MSE up by 0.4: oriented -0.4 [-0.7, -0.1], boundary -0.5
+    assert paired.samples_to_decide(worse, -0.5, False, 64) == math.ceil(64 * ((z975 + z80) * 0.3 / z975 / 0.1) ** 2)
     assert paired.samples_to_decide(Contrast(0.0, -1, 1, True, 64), 0.0, True, 64) is None  # on the boundary

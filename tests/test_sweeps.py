@@ -212,7 +212,7 @@ def test_the_claims_sweep_holds_what_each_claim_needs(tmp_path):
     """sweeps/claims.yaml at toy scale: per model, a step-reduction ladder around L2C's NFE 20 and 50,
     L2C at both, each heuristic strategy within the checker's ratio tolerance of L2C's cached ratio,
     drop and cache of the same random branches, and both cache steps of Table 6."""
-    from analysis.claims import RATIO_TOLERANCE
+    from analysis.claims import BRACKETS, RATIO_TOLERANCE
     from l2c_bench.models import build_model
     from l2c_bench.run import validate
 
@@ -228,6 +228,8 @@ def test_the_claims_sweep_holds_what_each_claim_needs(tmp_path):
         ladder = steps("none")
         assert 20 in ladder and 50 in ladder
         assert sum(n < 20 for n in ladder) >= 2 and sum(20 < n < 50 for n in ladder) >= 3  # room to match latency
+        for presets in BRACKETS.values():  # the ladders the checker suggests are the sweep's
+            assert {int(p.split("_")[1]) for p in presets} <= set(ladder)
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):  # the shipped router's recipe
             sampler, l2c = validate(compose("config", overrides=[
                 "+sweep=claims", f"model={family}", "+claim=l2c_20", f"results_dir={tmp_path}"]))

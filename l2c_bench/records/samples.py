@@ -70,6 +70,8 @@ def write_samples(run_dir: str | os.PathLike, columns: Mapping[str, Any], meta: 
     lengths = {name: a.shape for name, a in arrays.items()}
     if len({shape for shape in lengths.values()}) != 1 or len(next(iter(lengths.values()))) != 1:
         raise ValueError(f"per-sample columns must all be (n,) of one n, got {lengths}")
+    if "seed" in arrays and len(np.unique(arrays["seed"])) != len(arrays["seed"]):
+        raise ValueError("per-sample seeds must be distinct: a record pairs samples by seed")
     payload = {"meta": np.array(json.dumps({**meta, "format": SAMPLES_FORMAT}, sort_keys=True, default=float))}
     payload.update({f"column/{name}": a for name, a in arrays.items()})
     target = Path(run_dir) / SAMPLES_FILE

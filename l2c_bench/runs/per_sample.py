@@ -33,7 +33,7 @@ def columns(point: Point, part: dict, metrics: dict) -> dict[str, np.ndarray]:
         if part.get(key) is not None and metrics.get(column) is not None:
             out[column] = part[key].double().numpy() / part[numel]
     for key in AS_IS:
-        if part.get(key) is not None:
+        if part.get(key) is not None and metrics.get(key) is not None:  # the row kept its aggregate
             out[key] = part[key].double().numpy()
     logits = part.get("logits")
     if logits is not None and metrics.get("on_class_rate") is not None:

@@ -108,7 +108,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     reference = quality_reference(point)
     metrics.update(quality_metrics(point, part, reference))
     metrics.update(row_metrics(cfg, point.sampler, part, point.features is not None))  # converged.py
-    metrics.update(perceptual_means(part, point))
+    metrics.update(perceptual_means(part, point, metrics))
     replicates: dict = {}  # the set metrics' jackknife replicates, for the per-sample record
     if cfg.metrics.interval_resamples:  # 95% intervals of the row's numbers
         scored = reference if metrics.get("reference") else None  # the set quality_metrics scored against
@@ -119,11 +119,13 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     return metrics
 
 
-def perceptual_means(part: dict, point: Point) -> dict:
+def perceptual_means(part: dict, point: Point, metrics: dict) -> dict:
     """Run means of the per-sample SSIM (and LPIPS) against the converged samples and the uncached
     twin, with their jackknife intervals added by row_intervals; `lpips_note` where LPIPS was skipped."""
     out = {}
     for key in ("converged_image_ssim", "paired_image_ssim", "converged_image_lpips", "paired_image_lpips"):
+        if key.startswith("converged") and metrics.get("converged_image_mse") is None:
+            continue  # no pairs with the converged samples (a stochastic sampler: converged.row_metrics)
         if part.get(key) is not None:
             out[key] = float(part[key].double().mean())
     if point.lpips is not None:
