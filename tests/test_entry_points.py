@@ -140,13 +140,15 @@ def test_analysis_cli_reads_the_wandb_mirror_with_source_wandb(tmp_path, capsys,
     assert "19.50" in table1 and "99.00" not in table1  # a crashed W&B run reads as failed: not tabled
 
 
-def test_analysis_cli_stops_on_a_corrupt_row_naming_it(store, tmp_path, capsys):
+def test_analysis_cli_names_a_corrupt_row_and_writes_the_rest(store, tmp_path, capsys):
     bad = store / "cut-short" / "result.json"
     bad.parent.mkdir()
     bad.write_text('{"run_id": "cut-short", "status": "o')
-    with pytest.raises(SystemExit) as info:
-        tables.main(["--results", str(store), "--out", str(tmp_path / "out")])
-    assert info.value.code == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: corrupt result row {bad} (") and "Traceback" not in err
-    assert not (tmp_path / "out").exists()  # nothing written from a partial store
+    tables.main(["--results", str(store), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"warning: skipped: corrupt result row {bad} (") and "Traceback" not in captured.err
+    table1 = (tmp_path / "out" / "table1_dit_toy_toy.md").read_text()
+    assert "20.25" in table1 and "21.75" in table1  # the store's two good rows, still tabulated
+    with pytest.raises(SystemExit) as info:  # a store that is not there is an error naming it
+        tables.main(["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out2")])
+    assert info.value.code == 1 and f"--results {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def test_sweep_rows_finds_each_jobs_row_and_the_jobs_without_one(tmp_path):
     assert [r["run_id"] for r in rows] == ["dit-l2c-20", "dit-none-20"] and missing == ["2"]
 
 
-@pytest.mark.parametrize("task, size", [(["+sweep=claims", "results_dir=x"], 38), (["model=dit", "+sweep=claims"], 19),
+@pytest.mark.parametrize("task, size", [(["+sweep=claims", "results_dir=x"], 42), (["model=dit", "+sweep=claims"], 21),
                                         (["model=dit,uvit", "steps=10,20,50"], 6), (["steps=20"], 1)])
 def test_sweep_size_counts_the_sweep_files_points_and_the_command_line_wins(task, size):
     from hydra import compose, initialize_config_dir
