@@ -16,14 +16,15 @@ interpolated between two others: 1, -(1 - t), -t). Its 95% interval:
   records keep: where every side dealt the same seeds into the same groups, replicate g of the
   contrast is the contrast of the sides' replicates g;
 - marginal otherwise (rows without records, no shared seeds): the value's interval from the rows'
-  own intervals as if independent, half-width sqrt(sum_k (w_k h_k)^2). Tables say which.
+  own intervals as if independent, each end at the distance sqrt(sum_k d_k^2), d_k how far row
+  k's interval end moves the contrast that way (intervals need not be symmetric). Tables say which.
 
 Verdicts on a contrast (oriented so that positive is better): `better`/`worse` when the interval
 lies wholly on one side of 0 (a one-sided test at 2.5%); non-inferiority ("keeps the quality")
 against a margin: holds when the interval lies wholly above -margin, does not hold when wholly
-below it, undetermined otherwise. An undetermined verdict carries the sample count at which the
-observed effect would decide, if it and the per-sample spread stayed as they are (the interval's
-half-width shrinks as 1/sqrt(n)).
+below it, undetermined otherwise. An undetermined verdict carries the sample count at which, were
+the observed effect and per-sample spread the truth, the interval would clear the boundary with
+80% probability (samples_to_decide; the standard error shrinks as 1/sqrt(n)).
 """
 
 from __future__ import annotations
@@ -203,7 +204,8 @@ def _paired_per_sample(records, weights, metric, groups, seed, level) -> Contras
 def _correlation(a, b, rows_a, rows_b, metric) -> float | None:
     """Pearson correlation of the two sides' per-sample values behind `metric` (the MSE column of a PSNR)."""
     match = _PSNR.match(metric)
-    column = f"{match.group(1)}_{match.group(2)}_mse" if match else metric if metric in _MEANS else None
+    column = f"{match.group(1)}_{match.group(2)}_mse" if match else metric if (metric in _MEANS or _MSE.match(metric)) \
+        else _RATES.get(metric)
     if column is None or column not in a.columns or column not in b.columns:
         return None
     x, y = a.columns[column][rows_a].astype(np.float64), b.columns[column][rows_b].astype(np.float64)

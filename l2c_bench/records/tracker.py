@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,11 +95,13 @@ class WandbMirror:
             log.warning("W&B logging failed (%s: %s)", type(exc).__name__, exc)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Mirror a file of the run (its per-sample record) into the W&B run's files, under its name."""
+        """Mirror a file of the run (its per-sample record) into the W&B run's files, under its name:
+        a copy in the run's folder, which W&B uploads with the run (`run.save` would link it and
+        print a warning per point)."""
         if self.run is None or not Path(path).is_file():
             return
         try:
-            self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
+            shutil.copy2(path, Path(self.run.dir) / Path(path).name)
         except Exception as exc:  # noqa: BLE001
             log.warning("W&B could not save %s (%s: %s)", path, type(exc).__name__, exc)
 
