@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .cli import results_to_files
-from .labels import paper_frame
+from .labels import labelled
 from .metrics import METRICS, PAIRED_AXES, higher_is_better, quality_column
 from .paired import TWIN_NOTE, twin_delta
 from .paper import BASELINES
@@ -91,9 +91,9 @@ def frontier_tables(results: pd.DataFrame) -> dict[str, str]:
     ok = results[results["status"] == "ok"] if "status" in results else results
     if ok.empty:
         return {}
-    frame = paper_frame(ok).set_index("run_id")
-    source = ok.set_index("run_id").loc[frame.index]  # the raw rows, aligned with the paper frame
     pooled = pool_seeds(ok).set_index("run_id", drop=False)  # with the seeds' per-sample records joined
+    frame = labelled(pooled.reset_index(drop=True)).set_index("run_id")
+    source = ok.set_index("run_id").loc[frame.index]  # the raw rows, aligned with the paper frame
     frame["settings"] = [settings(row) + ("" if seeds == 1 else f" ({seeds} seeds)")
                          for (_, row), seeds in zip(source.iterrows(), frame["seeds"], strict=True)]
     frame["sync"] = source.get("metrics.host_sync_per_evaluation")

@@ -80,7 +80,12 @@ def paper_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """ok rows -> one row per point (seeds pooled: uncertainty.pool_seeds) with the paper's key
     columns, `seeds`, and per metric its value and 95% interval (`<m>_ci_low`, `<m>_ci_high`,
     None where unknown) in the paper's units."""
-    rows = pool_seeds(rows[rows["status"] == "ok"] if "status" in rows else rows)
+    return labelled(pool_seeds(rows[rows["status"] == "ok"] if "status" in rows else rows))
+
+
+def labelled(rows: pd.DataFrame) -> pd.DataFrame:
+    """paper_frame of rows already pooled (a caller that also needs the pooled rows themselves,
+    with their per-sample records, pools once)."""
     out = []
     for _, row in rows.iterrows():
         record = {

@@ -33,7 +33,7 @@ import pandas as pd
 
 from .cli import results_to_files
 from .frontier import settings
-from .labels import paper_frame
+from .labels import labelled
 from .paper import BASELINES
 from .uncertainty import interval, pool_seeds
 
@@ -121,8 +121,8 @@ def matched_tables(results: pd.DataFrame, levels: dict | None = None) -> dict[st
     ok = results[results["status"] == "ok"] if "status" in results else results
     if ok.empty:
         return {}
-    frame = paper_frame(ok).set_index("run_id")
-    pooled = pool_seeds(ok).set_index("run_id", drop=False).loc[frame.index]
+    pooled = pool_seeds(ok).set_index("run_id", drop=False)
+    frame = labelled(pooled.reset_index(drop=True)).set_index("run_id")
     tables = {}
     for (scale, model, nfe), rows in frame.groupby(["scale", "model", "nfe"]):
         cached = rows[~rows["method"].isin(BASELINES)]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .cli import results_to_files
-from .labels import paper_frame
+from .labels import labelled
 from .metrics import EXACT, METRICS, arrow, higher_is_better, quality_column, shown
 from .paired import TWIN_NOTE, twin_delta
 from .paper import BASELINES, TABLES, TableSpec, load_paper
@@ -159,12 +159,13 @@ def _twin_deltas(frame: pd.DataFrame, mine: pd.DataFrame, pooled: pd.DataFrame, 
 
 
 def build_all(results: pd.DataFrame) -> list[Table]:
-    ours = paper_frame(results)
+    ok = results[results["status"] == "ok"] if "status" in results else results
+    pooled = pool_seeds(ok)  # once: the paper frame's points and the rows the Δ column pairs
+    ours = labelled(pooled)
     tables = []
     if ours.empty:
         return tables
-    ok = results[results["status"] == "ok"] if "status" in results else results
-    pooled = pool_seeds(ok).set_index("run_id", drop=False)
+    pooled = pooled.set_index("run_id", drop=False)
     for (scale, features), group in ours.groupby(["scale", "features"], dropna=False):
         for spec in TABLES:
             if scale == "paper" or len(_select(group, spec)):
