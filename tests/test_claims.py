@@ -265,6 +265,28 @@ def test_seeds_are_pooled_into_one_point_with_a_t_interval():
         assert "L2C 29 [24, 34]" in only(claims.check_all(frame(*unversioned)), KEEPS).iloc[0]["ours"]
 
 
+@pytest.mark.parametrize("arch, extra, family", [
+    ("DiT-toy", {}, "dit"), ("U-ViT-toy", {}, "uvit"),
+    ("DiT-toy", {"config.model.diffusers_class": "PixArtTransformer2DModel", "config.sampler.name": "ddim"}, "dit")])
+def test_printed_commands_compose_for_every_family(arch, extra, family, tmp_path):
+    """The commands a check prints (missing presets; more step counts) compose into the points they name."""
+    from conftest import compose_config
+
+    from l2c_bench.config import register_configs
+
+    register_configs()
+    l2c = pd.Series({**row(arch, cache="l2c", steps=20, latency=(100, 99, 101)), **extra})
+    uncached = frame(*(row(arch, cache="none", steps=n, latency=(400 + n, 399 + n, 401 + n)) for n in (10, 12, 14, 16, 20)))
+    commands = [claims.claim_command(["uncached_14", "l2c_20"], l2c), claims._more_steps(l2c, uncached).strip("`")]
+    assert "steps=6,8" in commands[1]  # L2C faster than every uncached point: fewer steps
+    for command in commands:
+        overrides = command.split(" -m ", 2)[2].split()
+        first = [o.split(",")[0] if o.startswith(("+claim=", "steps=")) else o for o in overrides]
+        cfg = compose_config(tmp_path, *first)
+        assert cfg.model.family == family and cfg.metrics.num_samples == 64
+        assert cfg.model.get("diffusers_class") == extra.get("config.model.diffusers_class")
+
+
 def test_the_command_for_missing_rows_names_the_rows_model_and_keys():
     dit = pd.Series({**row(), "config.model.family": float("nan"), "config.results_dir": "/data/results"})
     assert claims.claim_command(["l2c_20"], dit) == ("python -m l2c_bench.run -m model=dit results_dir=/data/results "

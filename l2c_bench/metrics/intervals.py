@@ -38,6 +38,12 @@ MIN_TIMING_REPEATS = 6  # below this no order statistic of n timings covers the 
 
 Bounds = tuple[float, float]
 
+# Row metrics that are means of a per-sample score (the run's part keeps the scores under the same
+# key; its per-sample record too), with the score's range (their intervals are clipped to it).
+MEAN_RANGES: dict[str, Bounds] = {
+    "clip_score": (0.0, 100.0), "converged_image_ssim": (-1.0, 1.0), "paired_image_ssim": (-1.0, 1.0),
+    "converged_image_lpips": (0.0, math.inf), "paired_image_lpips": (0.0, math.inf)}
+
 
 # ---------------------------------------------------------------------------------------------
 # Generic constructions
@@ -414,10 +420,7 @@ def row_fields(values: Mapping, part: Mapping, *, method_s: Sequence[float], unc
                                  {"latent": part["converged_latent_se"], "image": part["converged_image_se"]},
                                  {"latent": part["latent_numel"], "image": part["image_numel"]},
                                  {"latent": values.get("converged_latent_peak_to_peak"), "image": 2.0}, ids))
-    # means of per-sample scores, each clipped to its range
-    for key, low, high in (("clip_score", 0.0, 100.0), ("converged_image_ssim", -1.0, 1.0),
-                           ("paired_image_ssim", -1.0, 1.0), ("converged_image_lpips", 0.0, math.inf),
-                           ("paired_image_lpips", 0.0, math.inf)):
+    for key, (low, high) in MEAN_RANGES.items():  # means of per-sample scores, each clipped to its range
         if part.get(key) is not None and values.get(key) is not None:
             scores = part[key].double().numpy()
             bounds = jackknife_bounds(values[key], jackknife_replicates(np.mean, scores, ids=ids))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics.intervals import MEAN_RANGES
 from ..records.samples import write_samples
 from ..sampling.noise import sample_seed
 from .prepare import Point
@@ -17,8 +18,6 @@ SQUARED_ERRORS = {"converged_latent_se": ("converged_latent_mse", "latent_numel"
                   "converged_image_se": ("converged_image_mse", "image_numel"),
                   "latent_se": ("paired_latent_mse", "latent_numel"),
                   "image_se": ("paired_image_mse", "image_numel")}
-# per-sample values kept as the part holds them (n,)
-AS_IS = ("converged_image_ssim", "paired_image_ssim", "converged_image_lpips", "paired_image_lpips", "clip_score")
 
 
 def columns(point: Point, part: dict, metrics: dict) -> dict[str, np.ndarray]:
@@ -32,7 +31,7 @@ def columns(point: Point, part: dict, metrics: dict) -> dict[str, np.ndarray]:
     for key, (column, numel) in SQUARED_ERRORS.items():
         if part.get(key) is not None and metrics.get(column) is not None:
             out[column] = part[key].double().numpy() / part[numel]
-    for key in AS_IS:
+    for key in MEAN_RANGES:  # per-sample scores, kept as the part holds them
         if part.get(key) is not None and metrics.get(key) is not None:  # the row kept its aggregate
             out[key] = part[key].double().numpy()
     logits = part.get("logits")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..metrics.intervals import MEAN_RANGES
 from ..metrics.quality import paired_scores
 from ..models import fused
 from ..models.layers import AUTOCAST_DTYPES, weights_dtype
@@ -123,7 +124,7 @@ def perceptual_means(part: dict, point: Point, metrics: dict) -> dict:
     """Run means of the per-sample SSIM (and LPIPS) against the converged samples and the uncached
     twin, with their jackknife intervals added by row_intervals; `lpips_note` where LPIPS was skipped."""
     out = {}
-    for key in ("converged_image_ssim", "paired_image_ssim", "converged_image_lpips", "paired_image_lpips"):
+    for key in (k for k in MEAN_RANGES if k.endswith(("_ssim", "_lpips"))):
         if key.startswith("converged") and metrics.get("converged_image_mse") is None:
             continue  # no pairs with the converged samples (a stochastic sampler: converged.row_metrics)
         if part.get(key) is not None:
