@@ -24,10 +24,13 @@ T, F = True, False
 
 
 class Stub:
-    """What plan() needs from a model."""
+    """What plan() needs from a model: its family, blocks and architecture facts (engine/model.py),
+    those of our model of that family (U-ViT: long skips, the mid block in the middle)."""
 
     def __init__(self, family, num_blocks):
         self.family, self.num_blocks = family, num_blocks
+        self.long_skips, self.dual_stream = family == "uvit", False
+        self.mid_block_index = (num_blocks - 1) // 2 if family == "uvit" else None
 
 
 def perturbed(name, **overrides):

@@ -1,16 +1,30 @@
 """What the engine needs from a model family: the interface DiT, U-ViT and the diffusers adapters
-(`models/zoo`) implement. `generate` also reads in_channels, input_size and null_class; the
-methods defined per family (L2C's cache steps, DeepCache's and FBCache's spans) read `family`,
-whose sampler conventions the adapters share (dit, uvit, flow): docs/caching.md.
+(`models/zoo`) implement. `generate` also reads in_channels, input_size and null_class; `family`
+names the sampler convention the adapters share (dit, uvit, flow: docs/caching.md), and what a
+method needs to know about the architecture is a fact the model declares (below), never read
+from the family's name.
 
 A cacheable model has
-- `family` (str): its key for the samplers' conventions and for methods defined per family
-  (L2C's cache steps differ between DiT+DDIM and U-ViT+DPM-Solver-2);
+- `family` (str): its sampler convention (noise schedule, time and guidance convention; the
+  family's default sampler is `sampling.DEFAULT_SAMPLERS[family]`), and the key of methods
+  defined per sampler (L2C's cache steps differ between DiT+DDIM and U-ViT+DPM-Solver-2);
 - `num_blocks` (int): its transformer blocks, in execution order; plans index them 0..num_blocks-1;
 - `num_classes` (int): class labels 0..num_classes-1 (the null class for guidance is num_classes);
 - `forward(x, t, y, runner=None)`: x (N, C, H, W), original timesteps t (N,), labels y (N,);
 - `branch_paths()`: per block, the module paths of its attention and its MLP branch (MACs count
-  each branch's work there).
+  each branch's work there);
+and declares its architecture facts (class attributes or properties; `ARCHITECTURE_FACTS`):
+- `long_skips` (bool): later blocks also read skips that earlier blocks saved (U-ViT's
+  out-blocks pop the in-blocks' outputs), so the blocks are not one residual stream: a span's
+  effect depends on more than its input (delta_dit refuses it), a reused deep span is reused as
+  its output feature rather than its residual update (deepcache), and the last block, which
+  reads block 0's skip, runs whenever block 0 does (fbcache's span ends before it);
+- `mid_block_index` (int | None): the index of the block between an encoder (the blocks before
+  it) and a decoder (the blocks after it), as U-ViT's mid block; None: no encoder/decoder split
+  (faster_diffusion reuses the encoder and the mid block);
+- `dual_stream` (bool): each block carries a text and an image stream (SD3's and Flux's
+  joint blocks): a span's state is both, text tokens first, and the "residual" probe reads the
+  image tokens.
 
 Inside `forward`, block b evaluates each residual branch -- ATTENTION (0), then MLP (1) -- as
 `run_branch(runner, b, branch, fn, *args)`, where `fn(*args)` returns the branch output before
@@ -32,6 +46,7 @@ import torch
 
 ATTENTION, MLP = 0, 1  # the branch index of a plan's compute[n][block][branch]
 PROBES = ("residual", "modulated")
+ARCHITECTURE_FACTS = ("long_skips", "mid_block_index", "dual_stream")  # what every model declares (above)
 
 
 class BranchRunner(Protocol):
@@ -50,9 +65,14 @@ class CacheableModel(Protocol):
 
     family: str
     num_classes: int
+    long_skips: bool
+    dual_stream: bool
 
     @property
     def num_blocks(self) -> int: ...
+
+    @property
+    def mid_block_index(self) -> int | None: ...
 
     def branch_paths(self) -> list[tuple[tuple[str, ...], tuple[str, ...]]]: ...
 

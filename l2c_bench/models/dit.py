@@ -116,7 +116,11 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     """Class-conditional DiT. forward(x (N,C,H,W), t (N,) original timesteps, y (N,)) -> (N, C_out, H, W)."""
 
-    family = "dit"
+    family = "dit"  # sampler convention: DDIM/DDPM on the linear 1000-step schedule
+    # architecture facts (engine/model.py): one residual stream of identical blocks
+    long_skips = False  # no block reads another's saved output: any span's effect is its residual update
+    mid_block_index = None  # no encoder/decoder split (faster_diffusion does not apply)
+    dual_stream = False  # one token stream (image patches; the label enters through adaLN)
 
     def __init__(self, args: DiTArgs = DiTArgs()):
         super().__init__()

@@ -62,7 +62,10 @@ class UViTBlock(nn.Module):
 class UViT(nn.Module):
     """forward(x (N,C,H,W), t (N,) model time (1000*t_continuous), y (N,)) -> eps (N, C, H, W)."""
 
-    family = "uvit"
+    family = "uvit"  # sampler convention: DPM-Solver on the discrete VP schedule, two-pass guidance
+    # architecture facts (engine/model.py)
+    long_skips = True  # out-block i pops in-block (depth/2 - 1 - i)'s output: the last block reads block 0's
+    dual_stream = False  # one token stream: [label, time, patches]
 
     def __init__(self, args: UViTArgs = UViTArgs()):
         super().__init__()
@@ -102,6 +105,12 @@ class UViT(nn.Module):
     @property
     def num_blocks(self) -> int:
         return len(self.in_blocks) + 1 + len(self.out_blocks)
+
+    @property
+    def mid_block_index(self) -> int:
+        """The mid block's execution index: the in-blocks (encoder) come before it, the out-blocks
+        (decoder) after (an architecture fact, engine/model.py; faster_diffusion reuses up to it)."""
+        return len(self.in_blocks)
 
     def branch_paths(self) -> list[tuple[tuple[str], tuple[str]]]:
         """Per block in execution order, its (attention, MLP) module paths (what MACs counts)."""

@@ -52,5 +52,6 @@ class DeepCache(CacheMethod):
         if 2 * self.depth >= blocks:
             raise CacheConfigError(f"cache.depth={self.depth} leaves no deep blocks to reuse in {blocks} blocks")
         full = {n for n in range(nfe) if n % self.interval == 0}
-        mode = "output" if model.family == "uvit" else "delta"
+        # long skips (U-ViT): the deep part's output feature is reused; one residual stream: its update
+        mode = "output" if model.long_skips else "delta"
         return span_plan(nfe, blocks, full, (self.depth, blocks - self.depth), mode)

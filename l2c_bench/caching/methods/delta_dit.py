@@ -64,7 +64,7 @@ class DeltaDiT(CacheMethod):
         check_interval(self.interval)
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
-        if model.family == "uvit":
+        if model.long_skips:
             raise UnsupportedCombination("delta_dit caches a block span's offset; U-ViT's long skips "
                                          "make a span's effect depend on more than its input")
         blocks = model.num_blocks // 2 if self.blocks is None else int(self.blocks)

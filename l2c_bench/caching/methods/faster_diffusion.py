@@ -27,7 +27,7 @@ class FasterDiffusion(CacheMethod):
         check_interval(self.interval)
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
-        if model.family != "uvit":
+        if model.mid_block_index is None:
             raise UnsupportedCombination("faster_diffusion propagates a U-Net/U-ViT encoder; "
                                          f"{model.family} has no encoder/decoder split")
         if self.key_steps is not None:
@@ -36,5 +36,5 @@ class FasterDiffusion(CacheMethod):
                 raise CacheConfigError(f"cache.key_steps={list(self.key_steps)} must include 0 and lie in [0, {nfe})")
         else:
             full = {n for n in range(nfe) if n % self.interval == 0}
-        mid = (model.num_blocks - 1) // 2  # index of the mid block
+        mid = model.mid_block_index  # index of the mid block: the encoder's end
         return span_plan(nfe, model.num_blocks, full, (0, mid + 1), "output")

@@ -1,7 +1,8 @@
 """`fbcache`: First-Block-Cache (ParaAttention's FBCache; DBCache's F1B0 setting): the first block
 always runs; its residual r is compared with the one of the last evaluation that ran the rest,
 and the rest is reused while mean|r - r_ref| / mean|r_ref| < `threshold`. Span: blocks 1..D on
-DiT; on U-ViT blocks 1..D-1 (the last out-block consumes the first block's skip, so it runs too).
+DiT; with long skips (U-ViT, `model.long_skips`) blocks 1..D-1 (the last out-block consumes the
+first block's skip, so it runs too).
 
 Decided at run time: see `dynamic` (one host sync per evaluation)."""
 
@@ -50,5 +51,6 @@ class FBCache(CacheMethod):
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         blocks = model.num_blocks
-        span = (1, blocks - 1) if model.family == "uvit" else (1, blocks)
+        # long skips (U-ViT): the last block reads block 0's skip, so it runs whenever block 0 does
+        span = (1, blocks - 1) if model.long_skips else (1, blocks)
         return dynamic_plan(nfe, blocks, span, FirstBlockPolicy(check_threshold(self.threshold, 0.08)))

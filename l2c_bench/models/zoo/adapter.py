@@ -52,6 +52,11 @@ class ZooModel(nn.Module):
     # block class name -> [(module attribute, branch, first part, outputs)]; a missing (None)
     # attribute is skipped (SD3's last block has no text-stream MLP)
     BRANCHES: ClassVar[dict[str, list[tuple[str, int, int, int]]]]
+    # architecture facts (engine/model.py): diffusers' transformers run their blocks in sequence,
+    # one residual stream without long skips or an encoder/decoder split; SD3's and Flux's joint
+    # blocks carry a text and an image stream (`dual_stream`: a span's state holds both)
+    long_skips: ClassVar[bool] = False
+    mid_block_index: ClassVar[int | None] = None
     dual_stream: ClassVar[bool] = False
     # block classes whose branch outputs the block concatenates: a dropped branch is a zero tensor
     CONCATENATING: ClassVar[tuple[str, ...]] = ()
