@@ -29,6 +29,7 @@ from l2c_bench.caching.methods.l2c.method import (
     ROUTER_DIR,  # noqa: E402
 )
 from l2c_bench.caching.methods.l2c.pairing import l2c_cache_steps  # noqa: E402
+from l2c_bench.sampling import DEFAULT_SAMPLERS  # noqa: E402
 
 from .figures import save_figure  # noqa: E402
 
@@ -41,7 +42,7 @@ def describe(path: Path) -> dict:
         family, sampler, label = meta["family"], meta["sampler"], f"{meta['arch']} (learned, lam {meta['recipe']['lam']:g})"
     else:  # the official files: DiT-XL/2 has 28 blocks (56 entries), U-ViT-H/2 29 (58)
         family = "dit" if logits.shape[1] == 56 else "uvit"
-        sampler = "ddim" if family == "dit" else "dpm_solver2"
+        sampler = DEFAULT_SAMPLERS[family]  # the paper's: DDIM for DiT, DPM-Solver-2 for U-ViT
         label = f"{'DiT-XL/2' if family == 'dit' else 'U-ViT-H/2'} (official {path.name})"
     return {"logits": logits, "family": family, "sampler": sampler, "nfe": logits.shape[0],
             "blocks": logits.shape[1] // 2, "label": label}

@@ -9,23 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .sampling import (
-    CONVENTIONS,
-    DiffusionTables,
-    DiscreteVPSchedule,
-    DPMSolver2Steps,
-    FlowEulerSteps,
-    GuidedDenoiser,
-    SpacedDiffusion,
-    check_sampler,
-    ddim_sample,
-    ddpm_sample,
-    dpm_solver2_sample,
-    dpm_solver_fast_sample,
-    flow_euler_sample,
-    initial_noise,
-    sample_generators,
-)
+from .sampling import CONVENTIONS, GuidedDenoiser, check_sampler, initial_noise, sample_generators
 from .sampling.graphs import SamplingGraphs, check_graphable, numerics_key, plan_key
 
 
@@ -71,33 +55,6 @@ class GenerationResult:
         from .engine.core import realised_ratios
 
         return realised_ratios(self.plan, self.schedule)[0]
-
-
-def _prepare_sampler(name: str, nfe: int, device: torch.device, model: nn.Module) -> tuple:
-    """(DiT's respaced diffusion or None, the per-step coefficients on the device or None), made
-    once per `generate` call, outside every batch's loop."""
-    if name in ("ddim", "ddpm"):
-        diffusion = SpacedDiffusion.create(nfe)
-        return diffusion, DiffusionTables(diffusion, device)
-    if name == "dpm_solver2":
-        return None, DPMSolver2Steps(nfe, DiscreteVPSchedule(), device)
-    if name == "flow_euler":  # the shift belongs to the model (SD3: 3.0)
-        return None, FlowEulerSteps(nfe, model.flow_shift, device)
-    return None, None  # dpm_solver_fast: orders and coefficients vary per update, computed in its loop
-
-
-def _run_sampler(name: str, denoise, x, nfe: int, generators, eta: float, progress: bool, prepared: tuple):
-    diffusion, coefficients = prepared
-    if name == "ddim":
-        return ddim_sample(denoise, x, diffusion, eta=eta, generators=generators, progress=progress,
-                           tables=coefficients)
-    if name == "ddpm":
-        return ddpm_sample(denoise, x, diffusion, generators=generators, progress=progress, tables=coefficients)
-    if name == "dpm_solver2":
-        return dpm_solver2_sample(denoise, x, nfe, progress=progress, steps=coefficients)
-    if name == "flow_euler":
-        return flow_euler_sample(denoise, x, coefficients, progress=progress)
-    return dpm_solver_fast_sample(denoise, x, nfe, progress=progress)
 
 
 class NonFiniteSamples(RuntimeError):
@@ -165,14 +122,14 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
         raise ValueError("seeds is empty: nothing to generate")
     if labels.min() < 0 or labels.max() > model.null_class:
         raise ValueError(f"labels must lie in [0, {model.num_classes}] ({model.null_class} = null class)")
-    check_sampler(sampler, model.family, steps)
+    spec = check_sampler(sampler, model.family, steps)  # the registry's entry (sampling.SAMPLERS)
     device = next(model.parameters()).device
     shape = (model.in_channels, model.input_size, model.input_size)
     batch_size = batch_size or len(seeds)
     plan = cache.checked_plan(model=model, sampler=sampler, nfe=steps) if cache is not None else None
     if graphs is not None:
         check_graphable(sampler, eta, plan, device)
-    prepared = _prepare_sampler(sampler, steps, device, model)
+    prepared = spec.prepare(steps, device, model)  # once per call, outside every batch's loop
     if guidance_channels is None:
         guidance_channels = getattr(model, "guidance_channels", 3)
     out, realised = [], []
@@ -187,7 +144,7 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
                 out = guided(x, t)
                 check(out)
                 return out
-        x = _run_sampler(sampler, denoise, x, steps, generators, eta, progress and graphs is None, prepared)
+        x = spec.run(denoise, x, steps, generators, eta, progress and graphs is None, prepared)
         if run_cache is not None:
             schedule = run_cache.schedule  # raises if the sampler did not follow the plan
             if plan.decided_at_run_time:

@@ -23,6 +23,7 @@ from ..caching.methods.l2c.learning.runners import Blender, Recorder
 from ..caching.methods.l2c.learning.trainer import initial_logits
 from ..metrics import device_sync, measure
 from ..models import build_model, load_checkpoint
+from ..sampling import DEFAULT_SAMPLERS
 from ..system.devices import resolve_device
 from .speed import print_row
 
@@ -30,14 +31,15 @@ from .speed import print_row
 def run(args) -> dict:
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    family = "dit" if (args.arch or args.model).lower().startswith("dit") else "uvit"
-    sampler = args.sampler or ("ddim" if family == "dit" else "dpm_solver2")
     if args.arch:
         model = build_model(args.arch)
     else:
         from ..models.loading import TOY_ASSETS  # (imports omegaconf; paper scale needs only torch)
 
-        model = load_checkpoint(build_model("DiT-toy" if family == "dit" else "U-ViT-toy"), TOY_ASSETS / f"{family}_toy.pt")
+        toy = "DiT-toy" if args.model == "dit" else "U-ViT-toy"
+        model = load_checkpoint(build_model(toy), TOY_ASSETS / f"{args.model}_toy.pt")
+    family = model.family
+    sampler = args.sampler or DEFAULT_SAMPLERS[family]
     model = model.to(device).eval().requires_grad_(False)
     pairs = make_pairs(family, sampler, args.nfe, device)
     logits = torch.nn.Parameter(initial_logits(args.nfe, model.num_blocks, 1.0, 0).to(device))

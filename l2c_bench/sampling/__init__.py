@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
 
 from .ddim import DiffusionTables, ddim_sample, ddpm_sample
 from .diffusion import SpacedDiffusion, space_timesteps
@@ -17,23 +20,75 @@ from .guidance import CONVENTIONS, GUIDANCE_OFF, GuidedDenoiser
 from .noise import SEED_STRIDE, initial_noise, sample_generators, sample_seed
 
 
+def _spaced(nfe: int, device, model) -> tuple:
+    """DiT's respaced diffusion and its per-step tables on the device."""
+    diffusion = SpacedDiffusion.create(nfe)
+    return diffusion, DiffusionTables(diffusion, device)
+
+
+def _dpm_solver2_steps(nfe: int, device, model) -> tuple:
+    return None, DPMSolver2Steps(nfe, DiscreteVPSchedule(), device)
+
+
+def _flow_steps(nfe: int, device, model) -> tuple:
+    return None, FlowEulerSteps(nfe, model.flow_shift, device)  # the shift belongs to the model (SD3: 3.0)
+
+
+def _nothing(nfe: int, device, model) -> tuple:
+    return None, None  # dpm_solver_fast: orders and coefficients vary per update, computed in its loop
+
+
+def _run_ddim(denoise, x, nfe, generators, eta, progress, prepared):
+    diffusion, tables = prepared
+    return ddim_sample(denoise, x, diffusion, eta=eta, generators=generators, progress=progress, tables=tables)
+
+
+def _run_ddpm(denoise, x, nfe, generators, eta, progress, prepared):
+    diffusion, tables = prepared
+    return ddpm_sample(denoise, x, diffusion, generators=generators, progress=progress, tables=tables)
+
+
+def _run_dpm_solver2(denoise, x, nfe, generators, eta, progress, prepared):
+    return dpm_solver2_sample(denoise, x, nfe, progress=progress, steps=prepared[1])
+
+
+def _run_dpm_solver_fast(denoise, x, nfe, generators, eta, progress, prepared):
+    return dpm_solver_fast_sample(denoise, x, nfe, progress=progress)
+
+
+def _run_flow_euler(denoise, x, nfe, generators, eta, progress, prepared):
+    return flow_euler_sample(denoise, x, prepared[1], progress=progress)
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     family: str  # the model family whose training schedule and time convention it uses
     stochastic: bool
     description: str
+    # (nfe, device, model) -> (DiT's respaced diffusion or None, per-step coefficients or None):
+    # made once per `generate` call, outside every batch's loop
+    prepare: Callable[..., tuple]
+    # (denoise, x, nfe, generators, eta, progress, prepared) -> the final state x
+    run: Callable[..., torch.Tensor]
+    default: bool = False  # its family's ODE sampler: its default, and what the converged reference and router data use
 
 
+# the one sampler registry: `generate` runs a sampler through its entry, and each family's
+# default sampler is the entry marked `default`
 SAMPLERS = {
-    "ddim": SamplerSpec("dit", False, "DDIM over DiT's respaced linear schedule (eta 0 by default)"),
-    "ddpm": SamplerSpec("dit", True, "ancestral DDPM with learned variance (DiT's p_sample_loop)"),
-    "dpm_solver2": SamplerSpec("uvit", False, "singlestep DPM-Solver-2, t-uniform, data prediction"),
-    "dpm_solver_fast": SamplerSpec("uvit", False, "U-ViT's default 'fast' DPM-Solver (orders 3..3,2)"),
-    "flow_euler": SamplerSpec("flow", False, "Euler over the rectified-flow ODE (diffusers' shifted flow-match schedule)"),
+    "ddim": SamplerSpec("dit", False, "DDIM over DiT's respaced linear schedule (eta 0 by default)",
+                        _spaced, _run_ddim, default=True),
+    "ddpm": SamplerSpec("dit", True, "ancestral DDPM with learned variance (DiT's p_sample_loop)", _spaced, _run_ddpm),
+    "dpm_solver2": SamplerSpec("uvit", False, "singlestep DPM-Solver-2, t-uniform, data prediction",
+                               _dpm_solver2_steps, _run_dpm_solver2, default=True),
+    "dpm_solver_fast": SamplerSpec("uvit", False, "U-ViT's default 'fast' DPM-Solver (orders 3..3,2)",
+                                   _nothing, _run_dpm_solver_fast),
+    "flow_euler": SamplerSpec("flow", False, "Euler over the rectified-flow ODE (diffusers' shifted flow-match schedule)",
+                              _flow_steps, _run_flow_euler, default=True),
 }
 
 # each family's ODE sampler: its default, and what the converged reference and router data use
-DEFAULT_SAMPLERS = {"dit": "ddim", "uvit": "dpm_solver2", "flow": "flow_euler"}
+DEFAULT_SAMPLERS = {spec.family: name for name, spec in SAMPLERS.items() if spec.default}
 
 
 def check_sampler(name: str, family: str, nfe: int) -> SamplerSpec:
