@@ -15,6 +15,7 @@ from l2c_bench.caching import (
     save_router,
 )
 from l2c_bench.caching.methods.l2c.method import l2c_plan
+from l2c_bench.engine.rules import Drop, Span
 from l2c_bench.metrics.macs import branch_macs, macs
 from l2c_bench.models import build_model
 from l2c_bench.models.layers import run_branch
@@ -69,7 +70,7 @@ def test_reuse_returns_the_latest_computed_value_per_pass():
 
 
 def test_drop_contributes_nothing_and_plans_are_checked():
-    run = CacheRun(Plan(compute=(((T, F),), ((F, T),)), cache_steps=(1,), drop=True))
+    run = CacheRun(Plan(compute=(((T, F),), ((F, T),)), cache_steps=(1,), rule=Drop()))
     assert exact_forward(run, 0, 1, 1) == [0.0, 0.0] and exact_forward(run, 1, 1, 1) == [0.0, 1001.0]
     with pytest.raises(CacheConfigError, match="first evaluation must compute"):
         Plan(compute=(((F, T),),), cache_steps=(0,))
@@ -158,7 +159,7 @@ def test_heuristic_and_layer_drop_plans_by_hand():
     assert bottom.compute[1] == ((F, F), (T, T)) and top.compute[3] == ((T, T), (T, F))
     rand = make_cache("layer_drop", ratio=0.5, seed=3).plan(model=stub, sampler="ddim", nfe=4)
     again = make_cache("layer_drop", ratio=0.5, seed=3).plan(model=stub, sampler="ddim", nfe=4)
-    assert rand == again and rand.drop and rand.reused_in_cache_steps == (4, 8)
+    assert rand == again and rand.rule == Drop() and rand.reused_in_cache_steps == (4, 8)
 
 
 @pytest.mark.parametrize("file,family,sampler,nfe,threshold,blocks,expected", [
@@ -241,11 +242,11 @@ def test_a_wrong_interval_fails_when_the_method_is_built(name, interval, least):
 
 def test_deepcache_and_faster_diffusion_plans_by_hand():
     deep = make_cache("deepcache", interval=2, depth=1).plan(model=Stub("uvit", 5), sampler="dpm_solver2", nfe=4)
-    assert deep.span == (1, 4) and deep.span_mode == "output" and deep.cache_steps == (1, 3)
+    assert deep.rule == Span(((1, 4),) * 4, "output") and deep.cache_steps == (1, 3)
     assert deep.compute[1] == ((T, T), (F, F), (F, F), (F, F), (T, T))
-    assert make_cache("deepcache", depth=2).plan(model=Stub("dit", 6), sampler="ddim", nfe=2).span_mode == "delta"
+    assert make_cache("deepcache", depth=2).plan(model=Stub("dit", 6), sampler="ddim", nfe=2).rule.mode == "delta"
     fast = make_cache("faster_diffusion", key_steps=[0, 3]).plan(model=Stub("uvit", 5), sampler="dpm_solver2", nfe=4)
-    assert fast.span == (0, 3) and fast.cache_steps == (1, 2)
+    assert fast.rule == Span(((0, 3),) * 4, "output") and fast.cache_steps == (1, 2)
     with pytest.raises(UnsupportedCombination, match="faster_diffusion"):
         make_cache("faster_diffusion").plan(model=Stub("dit", 4), sampler="ddim", nfe=4)
     with pytest.raises(CacheConfigError, match="cache.depth=3 leaves no deep blocks"):

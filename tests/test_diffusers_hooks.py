@@ -97,6 +97,7 @@ def test_diffusers_magcache_calibrates_then_skips_the_stack_by_its_accumulated_d
     our engine's static plan reusing the whole stack's offset there gives the same samples."""
     from l2c_bench.caching.methods.diffusers_hooks import mag_ratios
     from l2c_bench.engine.core import FixedPlan, Plan
+    from l2c_bench.engine.rules import Span
 
     torch.manual_seed(0)
     model = trained_dit if cls == "trained" else build_zoo(cls).eval()
@@ -129,7 +130,7 @@ def test_diffusers_magcache_calibrates_then_skips_the_stack_by_its_accumulated_d
     assert any(skip) and not all(skip)
     assert torch.equal(theirs.schedule, ~torch.tensor(skip)[:, None, None].expand(20, model.num_blocks, 2))
     compute = tuple(((not s, not s),) * model.num_blocks for s in skip)
-    ours = Plan(compute, tuple(n for n, s in enumerate(skip) if s), span=(0, model.num_blocks), span_mode="delta")
+    ours = Plan(compute, tuple(n for n, s in enumerate(skip) if s), rule=Span(((0, model.num_blocks),) * 20, "delta"))
     assert (generate(model, cache=FixedPlan(ours, "stack"), **kw).latents - theirs.latents).abs().max() <= 1e-5
 
 

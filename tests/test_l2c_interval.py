@@ -9,6 +9,7 @@ from l2c_bench.caching.methods.l2c.learning.store import router_name
 from l2c_bench.caching.methods.l2c.learning.trainer import Recipe
 from l2c_bench.caching.methods.l2c.pairing import l2c_cache_steps, l2c_cycle
 from l2c_bench.engine.core import CacheRun, Plan, UnsupportedCombination
+from l2c_bench.engine.rules import REUSE, Refresh
 from l2c_bench.records.store import run_key
 
 
@@ -20,7 +21,7 @@ def test_interval_2_is_the_papers_pairing_exactly(nfe):
     assert all(d == 1 for *_, d in l2c_cycle("dit", "ddim", nfe))
     logits = torch.randn(nfe, 8, generator=torch.Generator().manual_seed(nfe))
     plan = l2c_plan(logits, 0.5, "dit", "ddim", nfe, 4, interval=2)
-    assert plan.store is None and plan.cache_steps == tuple(n for n, _ in paper)
+    assert plan.rule == REUSE and plan.cache_steps == tuple(n for n, _ in paper)
     recompute = (torch.sigmoid(logits) > 0.5).view(nfe, 4, 2)
     for n in range(nfe):
         expected = recompute[nfe - 1 - n] if n in plan.cache_steps else torch.ones(4, 2, dtype=torch.bool)
@@ -34,7 +35,7 @@ def test_interval_3_and_4_cycles_by_hand():
     assert l2c_cycle("dit", "ddim", 10, interval=4) == [(1, 8, 1), (2, 7, 2), (3, 6, 3), (5, 4, 1), (6, 3, 2),
                                                          (7, 2, 3), (9, 0, 1)]
     plan = l2c_plan(torch.full((10, 2), -9.0), 0.5, "dit", "ddim", 10, 1, interval=4)  # reuse everything
-    assert plan.store == (True, False, False, False, True, False, False, False, True, False)
+    assert plan.rule == Refresh((True, False, False, False, True, False, False, False, True, False))
     assert plan.reused_ratio_all == 7 / 10  # past the paper's 50% ceiling
 
 
@@ -42,8 +43,8 @@ def test_cache_steps_of_a_cycle_reuse_the_full_step_not_a_recomputed_branch():
     # one block; evaluation 0 full, 1 and 2 cache steps; evaluation 1 recomputes the attention branch
     compute = (((True, True),), ((True, False),), ((False, False),))
     outputs = []
-    for store in (None, (True, False, False)):
-        run, seen = CacheRun(Plan(compute, (1, 2), store=store)), []
+    for rule in (REUSE, Refresh((True, False, False))):
+        run, seen = CacheRun(Plan(compute, (1, 2), rule=rule)), []
         for n in range(3):
             runner = run.begin_evaluation(1)[0]
             seen.append(runner(0, 0, lambda n=n: torch.tensor(float(n))).item())

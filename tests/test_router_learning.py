@@ -83,7 +83,7 @@ def test_blended_student_matches_the_inference_engine_at_binary_weights(toy_mode
         mask = torch.rand(model.num_blocks, 2, generator=torch.Generator().manual_seed(1)) > 0.5
         mask[0] = True
         student = model(x, t, y, Blender(recorder.store, mask.float()))
-        engine = model(x, t, y, _Runner(mask.tolist(), dict(recorder.store), drop=False))
+        engine = model(x, t, y, _Runner(row=mask.tolist(), store=dict(recorder.store)))
         teacher = model(x, t, y, None)
         all_fresh = model(x, t, y, Blender(recorder.store, torch.ones(model.num_blocks, 2)))
     torch.testing.assert_close(student, engine, rtol=0, atol=1e-5)

@@ -10,6 +10,7 @@ from l2c_bench.caching import CacheConfigError, CacheRun, Plan, UnsupportedCombi
 from l2c_bench.caching.methods.delta_dit import delta_dit_plan
 from l2c_bench.caching.methods.taylorseer import TaylorForecast
 from l2c_bench.caching.methods.toca import StalestTokens
+from l2c_bench.engine.rules import Forecast, Span, TokenWise
 from l2c_bench.metrics.macs import macs
 from l2c_bench.models.layers import run_branch
 
@@ -23,13 +24,12 @@ def test_delta_dit_plan_by_hand():
     plan = delta_dit_plan(6, 4, interval=2, blocks=2, boundary=3)
     full, rear_reused, front_reused = ((T, T),) * 4, ((T, T), (T, T), (F, F), (F, F)), ((F, F), (F, F), (T, T), (T, T))
     assert plan.compute == (full, rear_reused, full, full, front_reused, full)
-    assert [plan.span_at(n) for n in range(6)] == [(2, 4)] * 3 + [(0, 2)] * 3
-    assert plan.cache_steps == (1, 4) and plan.span_mode == "delta"
-    assert make_cache("delta_dit").plan(model=Stub("dit", 28), sampler="ddim", nfe=20).span_at(19) == (0, 14)
+    assert plan.rule == Span(((2, 4),) * 3 + ((0, 2),) * 3, "delta") and plan.cache_steps == (1, 4)
+    assert make_cache("delta_dit").plan(model=Stub("dit", 28), sampler="ddim", nfe=20).rule.span_at(19) == (0, 14)
     with pytest.raises(UnsupportedCombination, match="skips"):
         make_cache("delta_dit").plan(model=Stub("uvit", 29), sampler="dpm_solver2", nfe=20)
     with pytest.raises(CacheConfigError, match="before any evaluation computed it"):
-        Plan((full, front_reused), (1,), spans=((2, 4), (0, 2)), span_mode="delta")
+        Plan((full, front_reused), (1,), rule=Span(((2, 4), (0, 2)), "delta"))
 
 
 def test_delta_dit_adds_the_cached_span_offset_to_the_current_input():
@@ -67,7 +67,7 @@ def test_taylor_forecast_by_hand():
 
     def forecast(order, fresh):
         compute = tuple((((n % interval == 0),) * 2,) for n in range(nfe))
-        run = CacheRun(Plan(compute, tuple(n for n in range(nfe) if n % interval), forecast=TaylorForecast(order)))
+        run = CacheRun(Plan(compute, tuple(n for n in range(nfe) if n % interval), rule=Forecast(TaylorForecast(order))))
         return [float(run_branch(run.begin_evaluation(1)[0], 0, 0, lambda n=n: torch.tensor(fresh(n))))
                 for n in range(nfe)]
 
@@ -96,7 +96,7 @@ def test_taylorseer_order_0_is_fora():
 
 def test_taylorseer_passes_keep_their_own_histories():
     compute = ((((T, T),)), (((F, F),)), (((T, T),)), (((F, F),)))
-    run = CacheRun(Plan(compute, (1, 3), forecast=TaylorForecast(1)))
+    run = CacheRun(Plan(compute, (1, 3), rule=Forecast(TaylorForecast(1))))
     used = [exact_forward(run, n, 2, 1) for n in range(4)]
     # evaluation 3 forecasts each pass from its own values at 0 and 2: f(2) + (f(2) - f(0)) / 2
     for p in range(2):
@@ -109,7 +109,7 @@ def test_taylorseer_passes_keep_their_own_histories():
 
 def test_toca_recomputes_the_tokens_whose_input_moved_most():
     # one block; evaluation 0 full, evaluation 1 recomputes half the tokens of the MLP (branch 1)
-    plan = Plan(((((T, T),)), (((F, T),))), (1,), token_ratio=(1.0, 0.5), token_rule=StalestTokens())
+    plan = Plan(((((T, T),)), (((F, T),))), (1,), rule=TokenWise((1.0, 0.5), StalestTokens()))
     run = CacheRun(plan)
     double = lambda x: 2 * x  # noqa: E731 - a per-token "MLP"
     x0 = torch.tensor([[[1.0], [1.0], [1.0], [1.0]]])  # (N=1, T=4, D=1)

@@ -7,23 +7,25 @@ branch output before DiT's gate: gates, shifts, scales and U-ViT's skip_linear a
 Each guidance pass has its own store (DiT: one pass over both CFG halves; U-ViT: cond and
 uncond). A fresh `CacheRun` per batch means caches never leak across batches.
 
-Refinements a plan can ask for (one each, see `Plan`): refresh only at some evaluations
-(`store`: L2C cycles), forecast instead of reuse (`forecast`: TaylorSeer), per-evaluation
-block spans (`spans`: Delta-DiT), run-time span decisions (`policy`: FBCache, TeaCache; the
-realised mask is `CacheRun.schedule`), and token-wise MLP recomputation (`token_ratio` with its
-`token_rule`: ToCa). Forecasts and token selection are rules the method supplies in its plan.
+A plan refines plain reuse by at most one rule (`engine.rules`): skipped branches add zero
+(`Drop`), refresh only at some evaluations (`Refresh`: L2C cycles), block spans (`Span`:
+DeepCache, Delta-DiT), run-time span decisions (`RunTimeSpan`: FBCache, TeaCache; the realised
+mask is `CacheRun.schedule`), forecast instead of reuse (`Forecast`: TaylorSeer), token-wise MLP
+recomputation (`TokenWise`: ToCa), or another library's hooks (`Hooked`: diffusers').
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import ClassVar
 
 import torch
 
-from .model import store_key
+from .model import MLP, store_key
+from .rules import REUSE, Hooked, Reuse, RunTimeSpan, TokenWise, span_reused
 
 
 class CacheConfigError(ValueError):
@@ -42,103 +44,42 @@ class UnsupportedCombination(CacheConfigError):
 
 @dataclass(frozen=True)
 class Plan:
-    """A static schedule. `cache_steps`: the evaluations the method designates for reuse
-    (the denominator of the paper's Table 4 cached ratio)."""
+    """A schedule, refined by at most one `rule` (`engine.rules`; default: plain reuse).
+    `cache_steps`: the evaluations the method designates for reuse (the denominator of the
+    paper's Table 4 cached ratio)."""
 
     compute: tuple[tuple[tuple[bool, bool], ...], ...]  # [nfe][block][branch]
     cache_steps: tuple[int, ...]
-    drop: bool = False  # layer dropout: a skipped branch contributes zero instead of its cache
-    # Block-level reuse (DeepCache, Faster Diffusion): blocks [start, end) in execution order run
-    # as one unit whose effect is cached at evaluations that compute them and reused where
-    # `compute` marks all of them reused. "delta" reuses the residual update (out - in, DiT),
-    # "output" reuses the span's output (and, for U-ViT, the skips it leaves on the stack).
-    span: tuple[int, int] | None = None
-    span_mode: str = "output"
-    # Per-evaluation spans (overrides `span`; Delta-DiT moves its span from the rear blocks to the
-    # front ones): None entries run no span. A new span's first evaluation must compute it.
-    spans: tuple[tuple[int, int] | None, ...] | None = None
-    # Per evaluation: whether the branch outputs it computes replace the cached ones (None: all
-    # do). L2C with interval k > 2 refreshes only at full steps, so every cache step of a cycle
-    # reuses the full step's features, as its router was trained.
-    store: tuple[bool, ...] | None = None
-    # Forecast instead of reuse (TaylorSeer's `TaylorForecast`): a computed branch output updates
-    # `forecast.update(state, out, n) -> state`; a reused one is `forecast.predict(state, n)`.
-    # None: plain reuse. The method module holds the rule; the engine only calls it.
-    forecast: object | None = None
-    # Dynamic span reuse (FBCache, TeaCache): `policy.decide` chooses at run time, per evaluation,
-    # whether `span` is reused; `compute` is then the all-computed row and the realised schedule
-    # is read from the run (`CacheRun.schedule`). `cache_steps` = the evaluations allowed to reuse.
-    policy: object | None = None
-    # Token-wise MLP caching (ToCa): per evaluation, the share of tokens whose MLP output is
-    # recomputed (1.0 = all; the rest keep their cached outputs), and the rule that picks them:
-    # `token_rule(store, key, share, fn, x, *rest) -> out` (ToCa's `StalestTokens`). None: whole
-    # branches only.
-    token_ratio: tuple[float, ...] | None = None
-    token_rule: object | None = None
-    # Another library's cache hooks (diffusers' own, `caching.methods.diffusers_hooks`): the model
-    # applies `hooks.apply(transformer)` for each batch and they decide what runs; the runner
-    # computes whatever is asked and records it, so the realised schedule is what ran
-    # (`CacheRun.schedule`). `compute` is then the all-computed row.
-    hooks: object | None = None
+    rule: Reuse = REUSE
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if not self.compute:
-            raise CacheConfigError("a plan needs at least one evaluation")
-        first = self.compute[0]
-        if not self.drop and not all(all(branches) for branches in first):
-            raise CacheConfigError("the first evaluation must compute every branch: the cache is empty")
-        if self.spans is not None and len(self.spans) != len(self.compute):
-            raise CacheConfigError("plan.spans needs one entry per evaluation")
-        previous = None
-        for n in range(len(self.compute)):
-            span = self.span_at(n)
-            if span is None:
-                continue
-            start, end = span
-            if not 0 <= start < end <= len(first):
-                raise CacheConfigError(f"block span {span} does not fit {len(first)} blocks")
-            if self.span_mode not in ("delta", "output"):
-                raise CacheConfigError(f"span_mode={self.span_mode!r}; valid: delta, output")
-            if span != previous and self.span_reused(n):
-                raise CacheConfigError(f"evaluation {n} reuses span {span} before any evaluation computed it")
-            previous = span
-        if self.policy is not None and (self.span is None or self.spans is not None or 0 in self.cache_steps):
-            raise CacheConfigError("a dynamic plan needs one span and may not reuse at the first evaluation")
-        if self.token_ratio is not None and (len(self.token_ratio) != len(self.compute) or self.token_ratio[0] != 1.0
-                                             or not all(0.0 < r <= 1.0 for r in self.token_ratio)):
-            raise CacheConfigError("plan.token_ratio needs one share in (0, 1] per evaluation, 1.0 at the first")
-        if (self.token_ratio is None) != (self.token_rule is None):
-            raise CacheConfigError("a token-wise plan needs both token_ratio and token_rule")
-        if self.store is not None and (len(self.store) != len(self.compute) or not self.store[0]):
-            raise CacheConfigError("plan.store needs one flag per evaluation, and the first must store")
-        if self.hooks is not None and (self.policy is not None or self.span is not None or self.forecast is not None
-                                       or self.token_ratio is not None or self.drop
-                                       or not all(all(all(b) for b in row) for row in self.compute)):
-            raise CacheConfigError("a hooked plan computes whatever the hooks ask: no other refinement")
+        problem = self.rule.problem(self) if self.compute else "a plan needs at least one evaluation"
+        if problem:
+            raise CacheConfigError(problem)
 
     @property
     def nfe(self) -> int:
         return len(self.compute)
 
     @property
-    def decided_at_run_time(self) -> bool:
-        """What runs is known only after sampling: a policy's decisions, or another library's hooks."""
-        return self.policy is not None or self.hooks is not None
-
-    @property
     def num_blocks(self) -> int:
         return len(self.compute[0])
 
-    def span_at(self, n: int) -> tuple[int, int] | None:
-        return self.span if self.spans is None else self.spans[n]
+    @property
+    def decided_at_run_time(self) -> bool:
+        """What runs is known only after sampling: a policy's decisions, or another library's hooks."""
+        return self.rule.decided_at_run_time
 
-    def span_reused(self, n: int) -> bool:
-        span = self.span_at(n)
-        if span is None:
-            return False
-        start, end = span
-        return not any(any(branches) for branches in self.compute[n][start:end])
+    @property
+    def policy(self):
+        """The run-time span policy (`RunTimeSpan`), or None."""
+        return self.rule.policy if isinstance(self.rule, RunTimeSpan) else None
+
+    @property
+    def hooks(self):
+        """Another library's hooks (`Hooked`), or None."""
+        return self.rule.hooks if isinstance(self.rule, Hooked) else None
 
     def mask(self) -> torch.Tensor:
         """Boolean compute mask (nfe, blocks, 2)."""
@@ -147,20 +88,20 @@ class Plan:
     def schedule(self) -> torch.Tensor:
         """What a static plan computes (nfe, blocks, 2), as rows, MACs and plots read it: the bool
         mask, or for a token-wise plan the float share (`share`). The one place it is derived."""
-        return self.mask() if self.token_ratio is None else self.share()
+        return self.share() if isinstance(self.rule, TokenWise) else self.mask()
 
     def share(self) -> torch.Tensor:
         """The share of each branch's work done (nfe, blocks, 2), float: the mask, with token-wise
         MLP evaluations counted at their token share (what MACs and reuse ratios count)."""
         share = self.mask().double()
-        if self.token_ratio is not None:
-            share[:, :, 1] *= torch.tensor(self.token_ratio, dtype=torch.float64)[:, None]
+        if isinstance(self.rule, TokenWise):
+            share[:, :, MLP] *= torch.tensor(self.rule.share, dtype=torch.float64)[:, None]
         return share
 
     @property
     def cached_ratio(self) -> float:
         """Reused branch evaluations / branch evaluations in cache steps (paper Table 4)."""
-        if self.token_ratio is not None:
+        if isinstance(self.rule, TokenWise):
             return realised_ratios(self, self.share())[0]
         reused, total = self.reused_in_cache_steps
         return reused / total if total else 0.0
@@ -173,7 +114,7 @@ class Plan:
     @property
     def reused_ratio_all(self) -> float:
         """Reused branch evaluations / all branch evaluations."""
-        if self.token_ratio is not None:
+        if isinstance(self.rule, TokenWise):
             return realised_ratios(self, self.share())[1]
         reused = sum(not c for row in self.compute for block in row for c in block)
         return reused / (self.nfe * self.num_blocks * 2)
@@ -193,31 +134,28 @@ def full_plan(nfe: int, num_blocks: int) -> Plan:
 
 
 class _Runner:
-    """Branch runner for one guidance pass of one evaluation (see engine.model.BranchRunner)."""
+    """Branch runner for one guidance pass of one evaluation (see engine.model.BranchRunner):
+    `row` [block][branch] says what is computed, `rule` what is kept and what a reuse returns."""
 
-    __slots__ = ("decide", "drop", "evaluation", "forecast", "refresh", "row", "span", "span_mode", "span_reuse",
-                 "store", "token_rule", "tokens")
+    __slots__ = ("decide", "evaluation", "reuse_span", "row", "rule", "span", "store")
 
-    def __init__(self, row, store: dict, drop: bool, span=None, span_mode="output", span_reuse=False,
-                 refresh: bool = True, evaluation: int = 0, forecast=None, decide=None,
-                 tokens: float | None = None, token_rule=None):
-        self.row, self.store, self.drop, self.refresh = row, store, drop, refresh
-        self.span, self.span_mode, self.span_reuse = span, span_mode, span_reuse
-        self.evaluation, self.forecast, self.decide = evaluation, forecast, decide
-        self.tokens, self.token_rule = tokens, token_rule
+    def __init__(self, *, row, store: dict, rule: Reuse = REUSE, evaluation: int = 0,
+                 span: tuple[int, int] | None = None, reuse_span: bool = False, decide=None):
+        self.row, self.store, self.rule, self.evaluation = row, store, rule, evaluation
+        self.span, self.reuse_span, self.decide = span, reuse_span, decide
 
     def run_span(self, h, fn, probe=None):
         """Blocks `self.span` as one unit: fn(h) -> (h_out, extras) computed or reused. `probe(kind)`
         (from the model) gives a dynamic policy its indicator: "residual" = the span input minus
         the blocks' input (the first block's residual for span (1, ...)); "modulated" = the first
         block's timestep-modulated input (DiT; U-ViT: the blocks' input tokens)."""
-        if self.decide is not None:
-            self.span_reuse = self.decide(probe, "span" in self.store)
-        if self.span_reuse:
+        reuse = self.reuse_span if self.decide is None else self.decide(probe, "span" in self.store)
+        delta = self.rule.mode == "delta"
+        if reuse:
             cached, extras = self.store["span"]
-            return (h + cached if self.span_mode == "delta" else cached), extras
+            return (h + cached if delta else cached), extras
         out, extras = fn(h)
-        self.store["span"] = (out - h if self.span_mode == "delta" else out, extras)
+        self.store["span"] = (out - h if delta else out, extras)
         return out, extras
 
     def reads_input(self, block: int, branch: int) -> bool:
@@ -229,26 +167,20 @@ class _Runner:
         # A branch made of several modules (a cross-attention beside the self-attention, a text
         # stream's MLP beside the image stream's) stores each part under its own key.
         key = store_key(block, branch, part)
-        if self.tokens is not None and branch == 1 and self.row[block][branch]:
-            return self.token_rule(self.store, key, self.tokens, fn, *args)
         if self.row[block][branch]:
-            out = fn(*args)
-            if self.forecast is not None:
-                self.store[key] = self.forecast.update(self.store.get(key), out, self.evaluation)
-            elif self.refresh:
-                self.store[key] = out  # a reference: the model never writes in place
-            return out
-        if self.drop:
-            return 0.0  # x + gate * 0: the branch is skipped entirely
-        if self.forecast is not None:
-            return self.forecast.predict(self.store[key], self.evaluation)
-        return self.store[key]
+            return self.rule.compute(self.store, key, self.evaluation, fn, *args)
+        return self.rule.reuse(self.store, key, self.evaluation)
 
 
-class _ObservingRunner(_Runner):
-    """A hooked plan's runner: computes every branch the model evaluates and records it."""
+class _ObservingRunner:
+    """A hooked plan's runner: computes every branch the model evaluates and records it in `ran`
+    (blocks, 2); the model hands `hooks` the pass, evaluation and NFE they run at."""
 
-    __slots__ = ("hooks", "nfe", "pass_index", "ran")
+    __slots__ = ("evaluation", "hooks", "nfe", "pass_index", "ran")
+    span = None  # the hooks decide what runs: no span of ours
+
+    def __init__(self, *, hooks, evaluation: int, nfe: int, pass_index: int, ran: torch.Tensor):
+        self.hooks, self.evaluation, self.nfe, self.pass_index, self.ran = hooks, evaluation, nfe, pass_index, ran
 
     def __call__(self, block: int, branch: int, fn, *args, part: int = 0):
         self.ran[block, branch] = True
@@ -276,27 +208,25 @@ class CacheRun:
             self.decisions[n], self.indicators[n] = bool(reuse and allowed), value
         return self.decisions[n]
 
-    def begin_evaluation(self, passes: int) -> list[_Runner]:
+    def begin_evaluation(self, passes: int) -> list:
         if self.evaluations >= self.plan.nfe:
             raise RuntimeError(f"the sampler made more than the planned {self.plan.nfe} evaluations")
         while len(self._stores) < passes:
             self._stores.append({})
         plan, n = self.plan, self.evaluations
         self.evaluations += 1
-        refresh = plan.store is None or plan.store[n]
+        if plan.hooks is not None:
+            return [_ObservingRunner(hooks=plan.hooks, evaluation=n, nfe=plan.nfe, pass_index=index,
+                                     ran=self.observed[n]) for index in range(passes)]
         decide = None
         if plan.policy is not None:
             self.decisions.append(None)
             self.indicators.append(None)
-            decide = lambda probe, has_cache: self._decide(n, probe, has_cache)  # noqa: E731
-        tokens = None if plan.token_ratio is None else plan.token_ratio[n]
-        if plan.hooks is not None:
-            runners = [_ObservingRunner(plan.compute[n], store, False, evaluation=n) for store in self._stores[:passes]]
-            for index, runner in enumerate(runners):
-                runner.hooks, runner.nfe, runner.pass_index, runner.ran = plan.hooks, plan.nfe, index, self.observed[n]
-            return runners
-        return [_Runner(plan.compute[n], store, plan.drop, plan.span_at(n), plan.span_mode, plan.span_reused(n),
-                        refresh, n, plan.forecast, decide, tokens, plan.token_rule) for store in self._stores[:passes]]
+            decide = partial(self._decide, n)
+        span = plan.rule.span_at(n)
+        reuse_span = span is not None and span_reused(plan.compute[n], span)
+        return [_Runner(row=plan.compute[n], store=store, rule=plan.rule, evaluation=n, span=span,
+                        reuse_span=reuse_span, decide=decide) for store in self._stores[:passes]]
 
     @property
     def cache_bytes(self) -> int:
@@ -320,7 +250,7 @@ class CacheRun:
             return self.observed.clone()
         mask = self.plan.mask()
         if self.plan.policy is not None:  # what the policy decided at run time
-            start, end = self.plan.span
+            start, end = self.plan.rule.span
             for n, reused in enumerate(self.decisions):
                 if reused:
                     mask[n, start:end] = False

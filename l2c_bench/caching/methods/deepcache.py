@@ -22,6 +22,7 @@ from ...engine.core import (
     Plan,
     check_interval,
 )
+from ...engine.rules import Span
 
 
 def span_plan(nfe: int, num_blocks: int, full: set[int], span: tuple[int, int], mode: str) -> Plan:
@@ -29,7 +30,7 @@ def span_plan(nfe: int, num_blocks: int, full: set[int], span: tuple[int, int], 
     fresh = ((True, True),) * num_blocks
     reused = tuple((False, False) if start <= b < end else (True, True) for b in range(num_blocks))
     compute = tuple(fresh if n in full else reused for n in range(nfe))
-    return Plan(compute, tuple(n for n in range(nfe) if n not in full), span=span, span_mode=mode)
+    return Plan(compute, tuple(n for n in range(nfe) if n not in full), rule=Span((span,) * nfe, mode))
 
 
 @dataclass

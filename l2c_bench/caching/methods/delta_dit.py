@@ -25,6 +25,7 @@ from ...engine.core import (
     UnsupportedCombination,
     check_interval,
 )
+from ...engine.rules import Span
 
 
 def delta_dit_plan(nfe: int, num_blocks: int, interval: int, blocks: int, boundary: int) -> Plan:
@@ -43,7 +44,7 @@ def delta_dit_plan(nfe: int, num_blocks: int, interval: int, blocks: int, bounda
         spans.append(span)
         if not key:
             cache_steps.append(n)
-    return Plan(tuple(compute), tuple(cache_steps), spans=tuple(spans), span_mode="delta",
+    return Plan(tuple(compute), tuple(cache_steps), rule=Span(tuple(spans), "delta"),
                 notes={"boundary": boundary, "rear": rear, "front": front})
 
 

@@ -4,7 +4,7 @@
 diffusers' FirstBlockCache, TaylorSeerCache, PyramidAttentionBroadcast and MagCache to the
 wrapped transformer, through diffusers' functions, with diffusers' defaults. Their rows sit in
 the same tables as ours: the engine computes whatever the hooks let run and records it
-(`Plan.hooks`), so MACs and cached ratios count what actually ran. FasterCache is not among
+(the plan's `Hooked` rule), so MACs and cached ratios count what actually ran. FasterCache is not among
 them: docs/diffusers.md says why.
 
 Differences from ours, measured in tests/test_diffusers_hooks.py:
@@ -42,7 +42,7 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
-from ...engine import CacheConfigError, CacheMethod, FixedPlan, Plan, UnsupportedCombination
+from ...engine import CacheConfigError, CacheMethod, FixedPlan, Hooked, Plan, UnsupportedCombination
 from ...engine.core import check_interval
 
 
@@ -69,7 +69,7 @@ def _registered_blocks(model, hook: str):
 
 def hooked_plan(nfe: int, num_blocks: int, hooks) -> Plan:
     compute = tuple(((True, True),) * num_blocks for _ in range(nfe))
-    return Plan(compute, tuple(range(1, nfe)), hooks=hooks)
+    return Plan(compute, tuple(range(1, nfe)), rule=Hooked(hooks))
 
 
 class PeerHooks:
@@ -315,4 +315,4 @@ class DiffusersMagCache(CacheMethod):
                                 mag_ratios=ratios)
         plan = hooked_plan(nfe, model.num_blocks, _mag_hooks(model, config))
         retained = int(float(self.retention_ratio) * nfe + 0.5)  # MagCache never skips these first steps
-        return Plan(plan.compute, tuple(range(retained, nfe)), hooks=plan.hooks)
+        return Plan(plan.compute, tuple(range(retained, nfe)), rule=plan.rule)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ...engine import CacheConfigError, Plan
+from ...engine import CacheConfigError, Plan, RunTimeSpan
 
 
 def relative_l1(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -22,7 +22,7 @@ def relative_l1(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 def dynamic_plan(nfe: int, num_blocks: int, span: tuple[int, int], policy) -> Plan:
     compute = tuple(((True, True),) * num_blocks for _ in range(nfe))
-    return Plan(compute, tuple(range(1, nfe)), span=span, span_mode="delta", policy=policy)
+    return Plan(compute, tuple(range(1, nfe)), rule=RunTimeSpan(span, policy))
 
 
 def check_threshold(value, default: float) -> float:

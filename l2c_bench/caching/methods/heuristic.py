@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ...engine.core import CacheConfigError, CacheMethod, CacheRun, Plan, full_plan
+from ...engine.rules import REUSE, Drop
 from ...pipeline import generate
 from ...sampling import GUIDANCE_OFF
 from .l2c.pairing import l2c_cache_steps
@@ -122,4 +123,4 @@ class Heuristic(CacheMethod):
             for index in chosen_branches(self.strategy, self.ratio, 2 * blocks, generator, step_change):
                 flat[index] = False
             compute[n] = tuple((flat[2 * b], flat[2 * b + 1]) for b in range(blocks))
-        return Plan(tuple(compute), tuple(n for n, _ in pairs), drop=self.drop)
+        return Plan(tuple(compute), tuple(n for n, _ in pairs), rule=Drop() if self.drop else REUSE)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...engine import CacheConfigError, CacheMethod, Plan, check_interval
+from ...engine import CacheConfigError, CacheMethod, Forecast, Plan, check_interval
 
 
 def taylor_update(previous, out: torch.Tensor, n: int, order: int):
@@ -43,7 +43,7 @@ def taylor_forecast(state, n: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TaylorForecast:
-    """The plan's forecast rule (`Plan.forecast`): a branch's state is (evaluation, [f, f', ...])."""
+    """The plan's forecast rule (`Forecast.rule`): a branch's state is (evaluation, [f, f', ...])."""
 
     order: int
 
@@ -72,4 +72,4 @@ class TaylorSeer(CacheMethod):
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         blocks = model.num_blocks
         compute = tuple(((n % self.interval == 0,) * 2,) * blocks for n in range(nfe))
-        return Plan(compute, tuple(n for n in range(nfe) if n % self.interval), forecast=TaylorForecast(int(self.order)))
+        return Plan(compute, tuple(n for n in range(nfe) if n % self.interval), rule=Forecast(TaylorForecast(int(self.order))))

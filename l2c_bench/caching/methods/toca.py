@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ...engine import CacheConfigError, CacheMethod, Plan, check_interval
+from ...engine import CacheConfigError, CacheMethod, Plan, TokenWise, check_interval
 
 
 @dataclass(frozen=True)
 class StalestTokens:
-    """ToCa's token rule (`Plan.token_rule`): recompute the `share` of tokens whose input moved most
+    """ToCa's token rule (the plan's `TokenWise.rule`): recompute the `share` of tokens whose input moved most
     since their output was cached (relative L2 per token; ties to the longest-cached), keep the rest."""
 
     def __call__(self, store: dict, key: tuple, share: float, fn, x, *rest):
@@ -65,4 +65,4 @@ class ToCa(CacheMethod):
         blocks, full = model.num_blocks, [n % self.interval == 0 for n in range(nfe)]
         compute = tuple(((f, True),) * blocks for f in full)  # MLP always (partly) runs; attention when full
         ratios = tuple(1.0 if f else float(self.ratio) for f in full)
-        return Plan(compute, tuple(n for n in range(nfe) if not full[n]), token_ratio=ratios, token_rule=StalestTokens())
+        return Plan(compute, tuple(n for n in range(nfe) if not full[n]), rule=TokenWise(ratios, StalestTokens()))

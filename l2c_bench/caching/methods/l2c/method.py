@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ....engine.core import CacheConfigError, CacheMethod, Plan
+from ....engine.rules import REUSE, Refresh
 from .learning.job import learn, recipe_from, resolve_auto
 from .pairing import check_l2c_interval, l2c_cache_steps, l2c_cycle
 from .router import load_router
@@ -53,8 +54,8 @@ def l2c_plan(logits: torch.Tensor, threshold: float, family: str, sampler: str, 
     for n, row in pairs:
         compute[n] = tuple((bool(a), bool(m)) for a, m in recompute[row])
     cache_steps = tuple(n for n, _ in pairs)
-    store = None if interval == 2 else tuple(n not in cache_steps for n in range(nfe))
-    return Plan(tuple(compute), cache_steps, store=store, notes={"interval": interval})
+    rule = REUSE if interval == 2 else Refresh(tuple(n not in cache_steps for n in range(nfe)))
+    return Plan(tuple(compute), cache_steps, rule=rule, notes={"interval": interval})
 
 
 # The paper's threshold per family; flow models (SD3, Flux) have none in the paper: DiT's, the other
