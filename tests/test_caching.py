@@ -106,7 +106,7 @@ def test_caches_reset_between_batches():
 def test_cache_reuse_in_a_real_model_matches_a_manual_reuse():
     """Under fora(2) evaluation 1 reuses evaluation 0's branch outputs exactly (pre-gate): block 3's
     output at evaluation 1 is its input plus this evaluation's gates times evaluation 0's outputs."""
-    from l2c_bench.models.dit import gated_residual, rowwise_linear
+    from l2c_bench.models.fast import gated_residual, rowwise_linear
 
     model = perturbed("DiT-toy")
     block = model.blocks[3]

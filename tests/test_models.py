@@ -99,7 +99,7 @@ def test_rowwise_linear_under_autocast_casts_before_expanding():
     makes an (N, D_in, D_out) tensor (N copies of the weight: 28% of DiT-XL/2's bf16 GPU time)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from l2c_bench.models.dit import rowwise_linear
+    from l2c_bench.models.fast import rowwise_linear
 
     class Largest(TorchDispatchMode):  # the largest storage any op allocates (views share theirs)
         nbytes = 0
@@ -131,7 +131,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_rowwise_linear_rows_do_not_depend_on_the_batch(dtype, device):
     """Sample i's adaLN product is bit-identical alone, in a batch of 5 and in 20 rows (two chunks
     of the autocast path, the second zero-padded); bf16 stays near the float32 product."""
-    from l2c_bench.models.dit import ROWWISE_CHUNK, rowwise_linear
+    from l2c_bench.models.fast import ROWWISE_CHUNK, rowwise_linear
 
     torch.manual_seed(0)
     linear, x = torch.nn.Linear(1152, 6912).to(device), torch.randn(20, 1152, device=device)  # DiT-XL/2's adaLN
@@ -145,7 +145,7 @@ def test_rowwise_linear_rows_do_not_depend_on_the_batch(dtype, device):
 
 
 def test_gated_residual_fuses_under_autocast_and_keeps_float32_exact():
-    from l2c_bench.models.dit import gated_residual
+    from l2c_bench.models.fast import gated_residual
 
     torch.manual_seed(0)
     x, gate, out = torch.randn(2, 5, 8), torch.randn(2, 8), torch.randn(2, 5, 8)
@@ -196,7 +196,7 @@ def test_gated_residual_is_one_cuda_kernel_under_autocast():
     """No float32 copy of the bfloat16 branch output: one kernel reads x, gate and out."""
     from torch.profiler import ProfilerActivity, profile
 
-    from l2c_bench.models.dit import gated_residual
+    from l2c_bench.models.fast import gated_residual
 
     x, gate = torch.randn(16, 256, 1152, device="cuda"), torch.randn(16, 1152, device="cuda")
     out = torch.randn(16, 256, 1152, device="cuda", dtype=torch.bfloat16)

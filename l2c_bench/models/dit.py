@@ -16,7 +16,7 @@ from torch import nn
 
 from ..engine.model import unknown_probe
 from .embeddings import sincos_2d_grid, timestep_sinusoid
-from .fast import ROWWISE_CHUNK, adaln_input, gated_residual, rowwise_linear  # noqa: F401 - re-exported
+from .fast import adaln_input, gated_residual, rowwise_linear
 from .layers import (
     ATTENTION,
     MLP,

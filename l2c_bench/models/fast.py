@@ -2,7 +2,7 @@
 be slower or batch-dependent, each giving the official model's values (bit for bit in float32;
 under autocast, the same casts of the same sums). The architectures (`dit.py`, `uvit.py`) call
 them by name; U-ViT's buffered block runner is `fast_uvit.py`, the Triton kernels are in
-`fused.py`. One switch turns the kernels and U-ViT's runner off: `switched(False)` (the plain
+`fused.py`. One switch turns the kernels and U-ViT's runner off: `fused.switched(False)` (the plain
 PyTorch expressions and `UViT._run_blocks`; same samples). What each saves, and how it was
 measured: docs/speed.md ("The models' fast paths")."""
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from . import fused
-from .fused import concat_cast, residual_add, switched  # noqa: F401 - `switched`: the one switch, re-exported
+from .fused import concat_cast, residual_add
 from .layers import autocast_dtype
 
 
