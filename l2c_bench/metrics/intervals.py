@@ -79,14 +79,6 @@ def jackknife_bounds(estimate: float, replicates: Sequence[float], level: float 
     return estimate - half, estimate + half
 
 
-def jackknife_interval(statistic: Callable[..., float], *arrays, groups: int, seed: int,
-                       level: float = LEVEL) -> Bounds | None:
-    """95% delete-a-group jackknife interval of `statistic(*arrays)` (arrays share their first axis,
-    the samples)."""
-    ids = group_ids(len(arrays[0]), groups, seed)
-    return jackknife_bounds(statistic(*arrays), jackknife_replicates(statistic, *arrays, ids=ids), level)
-
-
 def split_mean_bounds(mean: float, std: float, splits: int, level: float = LEVEL) -> Bounds:
     """Student-t interval of a mean of `splits` scores from disjoint samples (the Inception Score
     over its splits), from their mean and standard deviation (numpy's, ddof 0)."""
@@ -400,7 +392,7 @@ def row_fields(values: Mapping, part: Mapping, *, method_s: Sequence[float], unc
                groups: int, resamples: int, seed: int, reference=None, k: int = 3, device="cpu",
                replicates: dict | None = None) -> dict:
     """Every interval of a run's row (`values`: its metrics so far) from the run's joined per-sample
-    data `part` (run.sample_part, shards joined) and its timed repeats; with the method's name,
+    data `part` (runs.sample.sample_part, shards joined) and its timed repeats; with the method's name,
     its settings and its cost `intervals_s`. `replicates`: see quality_fields."""
     start = time.perf_counter()
     out = timing_fields(method_s, uncached_s, resamples=resamples, seed=seed)

@@ -13,7 +13,7 @@ numerics. Against it a run is scored
   feature network: the toy classifier at toy scale; KID with the paired estimator, as each
   sample and its reference share a seed).
 
-`run.sample_part` keeps per-sample sums (`batch_statistics`) so any shard split gives the same
+`runs.sample.sample_part` keeps per-sample sums (`batch_statistics`) so any shard split gives the same
 numbers (their intervals: metrics/intervals.py). The reference latents are sampled once per batch
 and stored under `<results_dir>/_reference/converged/` (`runs.sample.stored_reference`), shared by every
 point of a sweep.
