@@ -17,14 +17,15 @@ from omegaconf import DictConfig
 
 from .caching.methods.teacache.calibration import find_or_calibrate
 from .config import register_configs
+from .runs.prepare import describe
 
 register_configs()
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    sampler = cfg.sampler.name or cfg.model.default_sampler
-    path = find_or_calibrate(cfg, sampler, force=bool(cfg.force))
+    run = describe(cfg)
+    path = find_or_calibrate(run, force=run.force)
     print(path)
 
 

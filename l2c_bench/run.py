@@ -26,22 +26,21 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from . import generate  # noqa: F401 - the public API, as before the run's steps had modules
 from .caching import UnsupportedCombination
 from .config import register_configs
-from .models.loading import TOY_ASSETS  # noqa: F401 - re-exported
+from .description import TrackerSpec, spec_of
 from .records.row import Row
 from .records.store import check_writable
 from .records.tracker import check_tracker
 from .runs.identity import finished_row, identify
-from .runs.prepare import Point, build_cache, prepare, validate  # noqa: F401 - the steps, importable from here
+from .runs.prepare import prepare
 from .runs.record import record_row
-from .runs.sample import sample_part, stored_reference, write_own_shard  # noqa: F401
-from .runs.score import finalize, quality_metrics  # noqa: F401
+from .runs.sample import sample_part, write_own_shard
+from .runs.score import finalize
 from .runs.shards import join_parts, load_shards, missing_shards
-from .runs.summary import point_line, write_run_id
+from .runs.summary import point_line, point_report, write_run_id
 from .system.devices import init_distributed, resolve_device
 from .system.files import exclusive
 from .system.provenance import collect, now
@@ -57,13 +56,16 @@ def run_point(cfg: DictConfig) -> dict:
     every shard present computes the metrics and writes the row (one at a time, under a lock;
     a job that only wrote a shard returns {"run_id", "status": "shard"} and writes no row).
     """
-    run_id, config = identify(cfg)
-    check_writable(cfg.results_dir)  # before any compute: a row that cannot be written is no result
-    if (existing := finished_row(cfg, run_id)) is not None:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run_id, config = identify(resolved)
+    results_dir, force = cfg.results_dir, bool(cfg.force)
+    check_writable(results_dir)  # before any compute: a row that cannot be written is no result
+    if (existing := finished_row(results_dir, run_id, force=force)) is not None:
         log.info("skipped %s: an ok row exists (force=true reruns it)", run_id)
         return existing
-    check_tracker(cfg.tracker)
-    run_dir = Path(cfg.results_dir) / run_id
+    tracker = spec_of(TrackerSpec, resolved["tracker"])
+    check_tracker(tracker)
+    run_dir = Path(results_dir) / run_id
     device = torch.device("cpu")
     try:
         device = resolve_device(cfg.device)
@@ -82,7 +84,7 @@ def run_point(cfg: DictConfig) -> dict:
         # one finaliser at a time per run; it re-checks whether another one already finished
         with exclusive(run_dir / ".finalize.lock") if sharded else nullcontext():
             if sharded:
-                if (done := finished_row(cfg, run_id)) is not None:
+                if (done := finished_row(results_dir, run_id, force=force)) is not None:
                     return done
                 missing = missing_shards(run_dir, point.shard.count)
                 if missing:
@@ -95,19 +97,19 @@ def run_point(cfg: DictConfig) -> dict:
             metrics = finalize(point, part, run_dir)
             row.metrics, row.status = metrics, "ok"
             log.debug("ok %s: %s", run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-            stored = record_row(cfg, run_dir, row)
+            stored = record_row(tracker, results_dir, run_dir, row)
             log.info(point_line(stored))
             return stored
     except UnsupportedCombination as exc:
         row.status, row.error = "unsupported", str(exc)
-        log.warning(point_line(row.flat()))
+        log.warning(point_report(row.flat()))
     except Exception as exc:  # noqa: BLE001 - any failure becomes a failed row, then is reported
         out_of_memory = isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))  # say what to lower
         row.status = "failed"
         row.error = out_of_memory_error(cfg, device, exc) if out_of_memory else f"{type(exc).__name__}: {exc}"
         row.traceback = "".join(traceback.format_exception(exc))[-4000:]
-        log.error(point_line(row.flat()))
-    return record_row(cfg, run_dir, row)
+        log.error(point_report(row.flat()))  # a multi-line reason (a command to run) in full
+    return record_row(tracker, results_dir, run_dir, row)
 
 
 def out_of_memory_error(cfg: DictConfig, device: torch.device, exc: BaseException) -> str:

@@ -18,13 +18,14 @@ import logging
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .caching.methods.l2c.learning.job import l2c_interval, learn, name_for
 from .caching.methods.l2c.pairing import l2c_cycle
 from .config import register_configs
 from .records import flatten
 from .records.tracker import make_tracker
+from .runs.prepare import describe
 from .sampling import check_sampler
 from .system.devices import init_distributed
 
@@ -33,19 +34,19 @@ register_configs()
 
 
 def train_router(cfg: DictConfig) -> str:
-    sampler = cfg.sampler.name or cfg.model.default_sampler
-    check_sampler(sampler, cfg.model.family, cfg.steps)
+    run = describe(cfg)
+    check_sampler(run.sampler.name, run.model.family, run.steps)
     # a wrong cache.interval or a cycle L2C does not define: an error before the model is loaded
-    l2c_cycle(cfg.model.family, sampler, int(cfg.steps), interval=l2c_interval(cfg))
-    device = init_distributed(cfg.device)
+    l2c_cycle(run.model.family, run.sampler.name, run.steps, interval=l2c_interval(run))
+    device = init_distributed(run.device)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     tracker = None
     if rank == 0:
-        tracker = make_tracker(cfg.tracker, group=cfg.tracker.group or "routers", name=f"router-{name_for(cfg, sampler)}",
-                               results_dir=cfg.results_dir, config=flatten(OmegaConf.to_container(cfg, resolve=True)))
+        tracker = make_tracker(run.tracker, group=run.tracker.group or "routers", name=f"router-{name_for(run)}",
+                               results_dir=run.results_dir, config=flatten(dict(run.config)))
     ok = False
     try:
-        path = learn(cfg, sampler, device=device, force=bool(cfg.force), tracker=tracker)
+        path = learn(run, device=device, force=run.force, tracker=tracker)
         ok = True
     finally:
         if tracker is not None:

@@ -9,6 +9,7 @@ from matplotlib.colors import LogNorm
 
 from analysis.tables import build_all, to_latex, to_markdown, write_all
 from l2c_bench.records import load_results, write_row
+from l2c_bench.runs.prepare import describe
 
 
 def _row(run_id, *, scale="paper", arch="DiT-XL/2", cache="none", sampler="ddim", steps=20, lam=None, threshold=None,
@@ -389,7 +390,7 @@ def test_layer_error_diagnostic_run_and_figure(tmp_path, monkeypatch):
     assert len(change) == 6 and len(change[0]) == 8 and len(change[0][0]) == 2
     assert all(v == 0 for block in change[0] for v in block) and min(v for b in change[1] for v in b) > 0
     # the row holds the measurement of the configured model, sampler and NFE (float64, exact through JSON)
-    model, _ = load_model(cfg, resolve_device(cfg.device))
+    model, _ = load_model(describe(cfg).model, resolve_device(cfg.device))
     assert change == branch_change(model, "ddim", 6).tolist()
     figures = _recorded_figures(monkeypatch, layer_error)
     written = layer_error.write_all(load_results(tmp_path / "r"), tmp_path / "out")

@@ -14,8 +14,9 @@ from conftest import compose_config
 from l2c_bench.metrics.quality import kid, paired_kid
 from l2c_bench.models.loading import RunConfigError
 from l2c_bench.records import read_row
-from l2c_bench.run import run_point, validate
+from l2c_bench.run import run_point
 from l2c_bench.runs.converged import TOY_PRIMARY_QUALITY
+from l2c_bench.runs.prepare import describe, validate
 from l2c_bench.runs.sample import REFERENCE_FORMAT
 from l2c_bench.studies.quality_axis import separated
 
@@ -119,7 +120,7 @@ def test_the_reference_is_sampled_once_for_every_point_and_method_of_a_sweep(tmp
 def _toy_sha(cfg) -> str:
     from l2c_bench.models.loading import checkpoint_path, file_sha256
 
-    return file_sha256(checkpoint_path(cfg))
+    return file_sha256(checkpoint_path(describe(cfg).model))
 
 
 @pytest.mark.slow

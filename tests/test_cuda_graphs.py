@@ -46,7 +46,7 @@ def test_run_refuses_cuda_graph_on_cpu_as_a_config_error(tmp_path):
     # imported here: Hydra's side of the project, which the GPU machine's image lacks (CI has it)
     pytest.importorskip("hydra")
     from l2c_bench.models.loading import RunConfigError
-    from l2c_bench.run import prepare
+    from l2c_bench.runs.prepare import prepare
 
     cfg = compose_config(tmp_path, "cuda_graph=true", "device=cpu", "cache=fora")
     with pytest.raises(RunConfigError, match="cuda_graph needs a CUDA device"):

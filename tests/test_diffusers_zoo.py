@@ -14,6 +14,7 @@ from l2c_bench.metrics.macs import branch_macs, macs
 from l2c_bench.models import build_model, load_checkpoint
 from l2c_bench.models.loading import TOY_ASSETS
 from l2c_bench.models.zoo import ADAPTERS, ZooConfigError, build_zoo, from_ours
+from l2c_bench.runs.prepare import describe
 
 CLASSES = list(ADAPTERS)
 SAMPLER = {"dit": "ddim", "flow": "flow_euler"}
@@ -191,7 +192,7 @@ def test_a_local_pretrained_folder_loads_without_download(tmp_path, zoo):
     small.transformer.save_pretrained(tmp_path / "small")
     cfg = compose_config("scale=paper", "model=diffusers", "model.diffusers_class=FluxTransformer2DModel",
                          f"model.pretrained={tmp_path / 'small'}", "+model.zoo.sample_size=16")
-    assert build_configured(cfg.model, device="meta").num_blocks == 3
+    assert build_configured(describe(cfg).model, device="meta").num_blocks == 3
 
 
 @pytest.mark.parametrize("cls,family,sampler", [("DiTTransformer2DModel", "dit", "ddim"),
@@ -220,7 +221,7 @@ def test_the_configured_toy_dit_is_our_toy_dit_through_diffusers(toy_dit):
     x, t, y = inputs(toy_dit)
     for official, bound in ((True, 1e-4), (False, None)):
         cfg = compose_config("model=diffusers", *(["+model.zoo.official=true"] if official else []))
-        model, vae = load_model(cfg, torch.device("cpu"))
+        model, vae = load_model(describe(cfg).model, torch.device("cpu"))
         assert vae is None and type(model).__name__ == "DiTAdapter"
         with torch.no_grad():
             diff = (model(x, t, y) - toy_dit(x, t, y)).abs().max()

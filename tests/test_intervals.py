@@ -215,7 +215,7 @@ def test_a_one_sample_run_gets_timing_intervals_and_says_why_quality_has_none():
 
 
 def test_bad_interval_settings_name_the_key(tmp_path):
-    from l2c_bench.run import validate
+    from l2c_bench.runs.prepare import validate
 
     with pytest.raises(RunConfigError, match="metrics.interval_resamples"):
         validate(compose_config(tmp_path, "cache=none", "metrics.interval_resamples=-1"))

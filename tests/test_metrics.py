@@ -305,7 +305,7 @@ def test_a_missing_paper_reference_fails_before_any_sampling(tmp_path):
     from conftest import ROOT
     from hydra import compose, initialize_config_dir
 
-    from l2c_bench.run import validate
+    from l2c_bench.runs.prepare import validate
 
     ckpt = tmp_path / "DiT-XL-2-256x256.pt"
     ckpt.write_bytes(b"never loaded: validate() runs before the model")

@@ -33,6 +33,7 @@ from l2c_bench.caching.methods.l2c.learning.store import SHIPPED_DIR, find_route
 from l2c_bench.engine.core import _Runner
 from l2c_bench.models.loading import RunConfigError, load_model
 from l2c_bench.run import run_point
+from l2c_bench.runs.prepare import describe
 
 CPU = torch.device("cpu")
 
@@ -46,7 +47,7 @@ def toy_models(tmp_path_factory):
     out = {}
     for family in ("dit", "uvit"):
         cfg = config(tmp_path_factory.mktemp(family), f"model={family}")
-        out[family] = load_model(cfg, CPU)[0]
+        out[family] = load_model(describe(cfg).model, CPU)[0]
     return out
 
 
@@ -172,9 +173,8 @@ def test_router_artifact_round_trips_through_the_official_format(tmp_path):
 @pytest.mark.parametrize("nfe", [10, 20, 50])
 def test_shipped_toy_routers_are_found_by_key(tmp_path, family, nfe):
     cfg = config(tmp_path, f"model={family}", f"steps={nfe}")
-    sampler = cfg.model.default_sampler  # ddim / dpm_solver2
-    path = resolve_auto(cfg, sampler)
-    assert path is not None and path.parent == SHIPPED_DIR, name_for(cfg, sampler)
+    path = resolve_auto(describe(cfg))
+    assert path is not None and path.parent == SHIPPED_DIR, name_for(describe(cfg))
     meta = read_metadata(path)
     assert meta["nfe"] == nfe and meta["recipe"]["lam"] == cfg.router.lam and meta["iterations_done"] == cfg.router.iterations
     assert load_router(path).shape == (nfe, 16 if family == "dit" else 18)
@@ -185,7 +185,7 @@ def test_default_run_uses_l2c_with_the_shipped_router(tmp_path):
                            "metrics.timing_repeats=1", "metrics.reference_samples=40", "metrics.grid_samples=4"))
     assert row["status"] == "ok", row.get("error")
     assert row["config.cache.name"] == "l2c" and row["config.cache.router"] == "auto"
-    assert row["metrics.router_file"] == find_router(tmp_path, name_for(config(tmp_path), "ddim")).name
+    assert row["metrics.router_file"] == find_router(tmp_path, name_for(describe(config(tmp_path)))).name
     assert 0 < row["metrics.cached_ratio"] < 1 and row["metrics.macs_speedup"] > 1
     assert not (tmp_path / "_routers").exists()  # nothing trained
 
@@ -211,28 +211,28 @@ def test_paper_scale_missing_router_fails_before_compute_printing_the_command(tm
     ckpt.write_bytes(b"not a real checkpoint: only hashed")
     cfg = config(tmp_path, "scale=paper", "model=dit", f"model.checkpoint={ckpt}")
     with pytest.raises(RunConfigError, match="python -m l2c_bench.train_router") as info:
-        resolve_auto(cfg, "ddim")
-    command = training_command(cfg, "ddim")
+        resolve_auto(describe(cfg))
+    command = training_command(describe(cfg))
     assert command in str(info.value) and "router.lam=5e-06" in command and "router.data=None" not in command
     overrides = command.split(" ", 3)[3].split(" ")
-    assert name_for(config(tmp_path, *overrides), "ddim") == name_for(cfg, "ddim")  # the command trains that very router
+    assert name_for(describe(config(tmp_path, *overrides))) == name_for(describe(cfg))  # the command trains that very router
     row = run_point(config(tmp_path, "scale=paper", "model=dit", f"model.checkpoint={ckpt}"))
     assert row["status"] == "failed" and "train_router" in row["error"]
     # at NFE 50 the recipe is Table 8's (lam 1e-6), and the command and the router's name say so
     cfg50 = config(tmp_path, "scale=paper", "model=dit", f"model.checkpoint={ckpt}", "steps=50")
-    assert "router.lam=1e-06" in training_command(cfg50, "ddim") and "-lam1e-06-" in name_for(cfg50, "ddim")
+    assert "router.lam=1e-06" in training_command(describe(cfg50)) and "-lam1e-06-" in name_for(describe(cfg50))
 
 
 def test_bad_inputs_fail_clearly(tmp_path, toy_models):
     with pytest.raises(ValueError, match="router.lam=-1"):
-        recipe_from(config(tmp_path, "router.lam=-1"))
+        recipe_from(describe(config(tmp_path, "router.lam=-1")).router)
     row = run_point(config(tmp_path, "router.lam=-1", "metrics.num_samples=2"))
     assert row["status"] == "failed" and "router.lam" in row["error"]
     with pytest.raises(RouterDataError, match="no such file"):
         make_data(str(tmp_path / "missing"), seed=0, model=toy_models["dit"])
     with pytest.raises(RouterDataError, match="not set"):
         make_data(None, seed=0, model=toy_models["dit"])
-    router = find_router(tmp_path, name_for(config(tmp_path), "ddim"))  # trained for NFE 20
+    router = find_router(tmp_path, name_for(describe(config(tmp_path))))  # trained for NFE 20
     with pytest.raises(ValueError, match="trained for one model and NFE"):
         make_cache("l2c", router=str(router)).plan(model=toy_models["dit"], sampler="ddim", nfe=10)
     proc = subprocess.run([sys.executable, "-m", "l2c_bench.train_router", f"results_dir={tmp_path}", "tracker=none",
@@ -250,8 +250,8 @@ def test_train_router_command_writes_an_artifact_with_its_provenance(tmp_path):
     assert meta["family"] == "uvit" and meta["sampler"] == "dpm_solver2" and meta["recipe"]["loss"] == "sum"
     assert meta["cache_rows"] == [1, 2] and len(meta["model_sha256"]) == 64 and meta["iterations_done"] == 3
     assert path.with_suffix(".json").is_file()
-    learned = learn(config(tmp_path, "model=uvit", "steps=6", "router.iterations=3", "router.batch_size=2"),
-                    "dpm_solver2", device=CPU)
+    learned = learn(describe(config(tmp_path, "model=uvit", "steps=6", "router.iterations=3", "router.batch_size=2")),
+                    device=CPU)
     assert learned == path  # found by key, not retrained
 
 
@@ -268,7 +268,7 @@ def test_data_parallel_training_with_torchrun(tmp_path):
     assert len(stored) == 1
     meta = read_metadata(stored[0])
     assert meta["world_size"] == 2 and meta["iterations_done"] == 3
-    single = learn(config(tmp_path / "single", "steps=6", "router.iterations=3", "router.batch_size=4"), "ddim",
+    single = learn(describe(config(tmp_path / "single", "steps=6", "router.iterations=3", "router.batch_size=4")),
                    device=CPU, progress=False)
     assert single.name == stored[0].name  # the recipe names it, not the number of ranks
     # two ranks of 2 see exactly the global batch of 4 one process sees: the same router

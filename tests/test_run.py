@@ -24,6 +24,7 @@ from l2c_bench.metrics.features import ToyNet, reference_set
 from l2c_bench.models.loading import load_model
 from l2c_bench.records import load_results, read_row, write_row
 from l2c_bench.run import run_point
+from l2c_bench.runs.prepare import describe
 from l2c_bench.system.devices import resolve_device
 
 FAST = ["cache=none", "metrics.converged_nfe=0", "steps=2", "metrics.num_samples=4", "metrics.batch_size=4", "metrics.timing_batch=2",
@@ -66,7 +67,7 @@ def test_single_run_writes_an_ok_row_with_provenance_and_grid(tmp_path):
     # one timed call: its quartiles are the median
     assert m["latency_ms_q25"] == m["latency_ms"] == m["latency_ms_q75"]
     # MACs per image (one guidance pass, as the paper counts them) = NFE x one forward pass's
-    model, _ = load_model(cfg, device)
+    model, _ = load_model(describe(cfg).model, device)
     linear, attention_products = _dit_macs_per_evaluation(model.args)
     assert (linear, attention_products) == (102_711_296, 8_388_608)  # DiT-toy: 8 blocks of 64 tokens x 128
     assert m["macs_g"] == m["macs_uncached_g"] == pytest.approx(2 * linear / 1e9, rel=1e-9)

@@ -35,7 +35,7 @@ def test_seeds_draw_disjoint_noise_and_seed_zero_keeps_its_samples():
 
 def test_a_seed_out_of_range_fails_before_compute(tmp_path):
     from l2c_bench.models.loading import RunConfigError
-    from l2c_bench.run import validate
+    from l2c_bench.runs.prepare import validate
 
     with pytest.raises(RunConfigError, match=r"seed must be in \[0, 4095\] \(each seed owns 1048576 sample seeds\), got -3"):
         validate(compose_config(tmp_path, *FAST, "seed=-3"))
@@ -87,7 +87,7 @@ def test_records_are_versioned_and_a_bad_one_is_named(tmp_path):
 
 def test_lpips_without_a_local_file_fails_before_compute_naming_the_key(tmp_path):
     from l2c_bench.models.loading import RunConfigError
-    from l2c_bench.run import validate
+    from l2c_bench.runs.prepare import validate
 
     with pytest.raises(RunConfigError, match=r"metrics.lpips_backbone='/nope/alexnet.pth' is not a file.*never "
                                              r"downloaded"):

@@ -9,7 +9,9 @@ import torch
 from conftest import compose_config
 
 from l2c_bench.records import read_row
-from l2c_bench.run import prepare, run_point, sample_part
+from l2c_bench.run import run_point
+from l2c_bench.runs.prepare import prepare
+from l2c_bench.runs.sample import sample_part
 from l2c_bench.runs.shards import Shard, join_parts, load_shards, sample_range, shard_path
 
 SMALL = ["tracker=none", "metrics.converged_nfe=0", "cache=fora", "steps=4", "metrics.num_samples=12", "metrics.batch_size=4",

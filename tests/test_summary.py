@@ -24,7 +24,7 @@ BASE = row("dit-none-20", method="none", latency_ms=171.0, latency_ms_ci_low=160
 UVIT = row("uvit-l2c-20", arch="U-ViT-toy", speedup=2.0, macs_speedup=1.9, primary_quality="fid", fid=6.1,
            fid_ci_low=4.2, fid_ci_high=8.0)
 FAILED = row("dit-fora-3", method="fora", steps=3, status="failed",
-             error="RunConfigError: cache.interval=1 caches nothing\nTraceback ...")
+             error="RunConfigError: cache.interval=1 caches nothing\n  use cache.interval=2")
 
 
 def test_point_line_reads_speed_macs_and_primary_quality_with_intervals():
@@ -65,7 +65,8 @@ def test_sweep_table_groups_by_model_puts_the_baseline_first_and_lists_failures(
     assert lines.index("U-ViT-toy") > dit
     failures = lines.index("Not ok:")
     assert "failed" in lines[failures + 1] and "caches nothing" in lines[failures + 1]
-    assert "no row for job 7" in lines[failures + 2]
+    assert lines[failures + 2] == "        use cache.interval=2"  # a multi-line reason, in full
+    assert "no row for job 7" in lines[failures + 3]
     assert "python -m analysis.report --results res" in text and "wandb sync res/wandb/offline-run-*" in text
     # a fresh sweep: nothing skipped, no W&B line without W&B
     fresh = sweep_table([L2C], results_dir="res", started="2026-12-05T09:00:00+00:00")

@@ -161,7 +161,7 @@ def test_every_sweep_point_composes_validates_and_has_its_own_run_id(name, tmp_p
     from l2c_bench.caching import CacheConfigError, UnsupportedCombination
     from l2c_bench.models.loading import RunConfigError
     from l2c_bench.records.store import run_key
-    from l2c_bench.run import validate
+    from l2c_bench.runs.prepare import validate
 
     configs = _toy_configs(name, tmp_path)
     assert len(configs) == len(_combos(name)) > 0
@@ -215,7 +215,7 @@ def test_the_claims_sweep_holds_what_each_claim_needs(tmp_path):
     drop and cache of the same random branches, and both cache steps of Table 6."""
     from analysis.claims import BRACKETS, RATIO_TOLERANCE
     from l2c_bench.models import build_model
-    from l2c_bench.run import validate
+    from l2c_bench.runs.prepare import validate
 
     points = {}
     for config in _toy_configs("claims", tmp_path):
@@ -232,10 +232,11 @@ def test_the_claims_sweep_holds_what_each_claim_needs(tmp_path):
         for presets in BRACKETS.values():  # the ladders the checker suggests are the sweep's
             assert {int(p.split("_")[1]) for p in presets} <= set(ladder)
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):  # the shipped router's recipe
-            sampler, l2c = validate(compose("config", overrides=[
+            run, l2c = validate(compose("config", overrides=[
                 "+sweep=claims", f"model={family}", "+claim=l2c_20", f"results_dir={tmp_path}"]))
         model_config = configs[0].model
         model = build_model(model_config.arch, device="meta", **model_config.overrides)
+        sampler = run.sampler.name
         l2c_ratio = l2c.plan(model=model, sampler=sampler, nfe=20).cached_ratio
         for strategy in ("bottom", "top", "random"):
             ratios = []

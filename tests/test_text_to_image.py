@@ -14,6 +14,7 @@ from l2c_bench.models.loading import RunConfigError
 from l2c_bench.models.zoo import adapter_for
 from l2c_bench.models.zoo.prompt_sets import PromptSetError, read_prompt_set
 from l2c_bench.models.zoo.text import encode_prompts
+from l2c_bench.runs.prepare import describe
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 PROMPTS = ["a red cat", "a blue dog on a hill", "snow", "an old boat"]
@@ -149,7 +150,7 @@ def test_a_text_to_image_run_scores_clip_and_fid_against_the_prompt_sets_images(
     assert m["clip_model"] == "clip-clip" and "on_class_rate" not in m  # prompts are not classes
     assert m["prompt_set"] == f"{assets['prompts']} (4 prompts)"
     # the score is each image against its own prompt: recompute it from the same seeds and labels
-    model, vae = load_model(cfg, torch.device("cpu"))
+    model, vae = load_model(describe(cfg).model, torch.device("cpu"))
     labels = torch.arange(4) % model.num_classes
     assert model.prompt_texts == tuple(PROMPTS)
     result = generate(model, labels=labels, seeds=[cfg.seed + i for i in range(4)], steps=4, sampler="ddim",
@@ -186,9 +187,9 @@ def test_text_to_image_settings_that_cannot_work_fail_before_compute(tmp_path, a
     from l2c_bench.models.loading import build_configured
 
     with pytest.raises(RunConfigError, match="DiTTransformer2DModel is class-conditioned"):
-        build_configured(config(tmp_path, "model=diffusers", "model.prompt_set=toy").model)
+        build_configured(describe(config(tmp_path, "model=diffusers", "model.prompt_set=toy")).model)
     # the toy bank takes the shipped set's size: 16 prompts, and the null row after them
-    model = build_configured(config(tmp_path, *t2i, "model.prompt_set=toy").model, device="meta")
+    model = build_configured(describe(config(tmp_path, *t2i, "model.prompt_set=toy")).model, device="meta")
     assert model.num_classes == model.null_class == 16
 
 

@@ -7,7 +7,7 @@ from l2c_bench import generate
 from l2c_bench.metrics import on_class_rate, per_class_rate
 from l2c_bench.metrics.toy_features import toy_features
 from l2c_bench.models import build_model, load_checkpoint
-from l2c_bench.run import TOY_ASSETS
+from l2c_bench.models.loading import TOY_ASSETS
 from l2c_bench.toy.data import NUM_CLASSES, make_batch, make_dataset, make_images
 
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..description import TrackerSpec
+
 log = logging.getLogger(__name__)
 
 _UNREACHABLE: set[str] = set()  # sweep groups whose W&B server this process found unreachable
@@ -114,18 +116,18 @@ class WandbMirror:
             log.warning("W&B finish failed (%s: %s)", type(exc).__name__, exc)
 
 
-def check_tracker(cfg) -> None:
+def check_tracker(spec: TrackerSpec) -> None:
     """Fail before any compute on an unknown tracker or a wait W&B cannot honour."""
-    if cfg.name not in ("wandb", "none"):
-        raise ValueError(f"tracker.name={cfg.name!r} is unknown; valid: wandb, none")
-    if cfg.name == "wandb" and not cfg.init_timeout_s > 0:
+    if spec.name not in ("wandb", "none"):
+        raise ValueError(f"tracker.name={spec.name!r} is unknown; valid: wandb, none")
+    if spec.name == "wandb" and not spec.init_timeout_s > 0:
         raise ValueError(f"tracker.init_timeout_s must be > 0 seconds (the longest wait for W&B), "
-                         f"got {cfg.init_timeout_s}")
+                         f"got {spec.init_timeout_s}")
 
 
-def make_tracker(cfg, *, group: str, name: str, results_dir: str, config: Mapping[str, Any]):
-    check_tracker(cfg)
-    if cfg.name == "none" or cfg.mode == "disabled":
+def make_tracker(spec: TrackerSpec, *, group: str, name: str, results_dir: str, config: Mapping[str, Any]):
+    check_tracker(spec)
+    if spec.name == "none" or spec.mode == "disabled":
         return None
-    return WandbMirror(mode=cfg.mode, project=cfg.project, entity=cfg.entity, group=group, name=name,
-                       directory=cfg.dir or results_dir, config=config, init_timeout_s=cfg.init_timeout_s)
+    return WandbMirror(mode=spec.mode, project=spec.project, entity=spec.entity, group=group, name=name,
+                       directory=spec.dir or results_dir, config=config, init_timeout_s=spec.init_timeout_s)

@@ -22,8 +22,8 @@ point of a sweep.
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
 
+from ..description import RunDescription
 from ..metrics.quality import paired_scores, paired_sums
 from ..models.loading import RunConfigError
 from ..sampling import DEFAULT_SAMPLERS, SAMPLERS, check_sampler
@@ -43,26 +43,26 @@ TOY_PRIMARY_QUALITY_STOCHASTIC = "fid_vs_converged"
 PAIRED_KEYS = ("converged_latent_mse", "converged_latent_psnr_db", "converged_image_mse", "converged_image_psnr_db")
 
 
-def check_converged(cfg: DictConfig) -> None:
+def check_converged(run: RunDescription) -> None:
     """metrics.converged_nfe: 0 (off) or an NFE the family's ODE sampler takes, at least `steps`."""
-    nfe = cfg.metrics.converged_nfe
+    nfe = run.metrics.converged_nfe
     if nfe == 0:
         return
     if nfe < 0:
         raise RunConfigError(f"metrics.converged_nfe must be >= 0 (0 turns the converged reference off), got {nfe}")
     try:
-        check_sampler(CONVERGED_SAMPLERS[cfg.model.family], cfg.model.family, nfe)
+        check_sampler(CONVERGED_SAMPLERS[run.model.family], run.model.family, nfe)
     except ValueError as exc:
         raise RunConfigError(f"metrics.converged_nfe={nfe}: {exc}") from None
-    if nfe < cfg.steps:
-        raise RunConfigError(f"metrics.converged_nfe={nfe} is below steps={cfg.steps}: the converged reference "
+    if nfe < run.steps:
+        raise RunConfigError(f"metrics.converged_nfe={nfe} is below steps={run.steps}: the converged reference "
                              "must take at least the run's NFE; raise it, or set 0 to turn it off")
 
 
-def enabled(cfg: DictConfig, has_features: bool) -> bool:
+def enabled(run: RunDescription, has_features: bool) -> bool:
     """Scored against the converged reference: configured, and the weights are real (random
     weights have no quality metrics and no shared references)."""
-    return bool(cfg.metrics.converged_nfe) and has_features
+    return bool(run.metrics.converged_nfe) and has_features
 
 
 def reference_kwargs(kwargs: dict, family: str, nfe: int) -> dict:
@@ -96,32 +96,32 @@ def scores(part: dict) -> dict[str, float]:
     return out
 
 
-def stochastic(cfg: DictConfig, sampler: str) -> bool:
+def stochastic(run: RunDescription, sampler: str) -> bool:
     """Samples depend on noise drawn along the way: no seed-by-seed twin on the ODE's path."""
-    return SAMPLERS[sampler].stochastic or (sampler == "ddim" and cfg.sampler.eta != 0)
+    return SAMPLERS[sampler].stochastic or (sampler == "ddim" and run.sampler.eta != 0)
 
 
-def primary_quality(cfg: DictConfig, sampler: str, has_features: bool) -> str | None:
+def primary_quality(run: RunDescription, sampler: str, has_features: bool) -> str | None:
     """The metric (row key without `metrics.`) a row's headline quality is on: at toy scale with
     the converged reference on, TOY_PRIMARY_QUALITY (stochastic samplers: ..._STOCHASTIC);
     otherwise FID against the data. Without image metrics (random weights, or latents without a
     VAE): the fidelity to the uncached twin, which every cached row has."""
     if not has_features:
         return "paired_latent_psnr_db"
-    if cfg.scale.name == "toy" and enabled(cfg, has_features):
-        return TOY_PRIMARY_QUALITY_STOCHASTIC if stochastic(cfg, sampler) else TOY_PRIMARY_QUALITY
-    return "fid" if cfg.metrics.fid else None
+    if run.scale.name == "toy" and enabled(run, has_features):
+        return TOY_PRIMARY_QUALITY_STOCHASTIC if stochastic(run, sampler) else TOY_PRIMARY_QUALITY
+    return "fid" if run.metrics.fid else None
 
 
-def row_metrics(cfg: DictConfig, sampler: str, part: dict, has_features: bool) -> dict:
+def row_metrics(run: RunDescription, sampler: str, part: dict, has_features: bool) -> dict:
     """The row's converged-reference fields (flat, without `metrics.`), from a whole run's part."""
-    out = {"converged_nfe": 0, "primary_quality": primary_quality(cfg, sampler, has_features)}
-    if not enabled(cfg, has_features):
+    out = {"converged_nfe": 0, "primary_quality": primary_quality(run, sampler, has_features)}
+    if not enabled(run, has_features):
         return out
-    out.update(converged_nfe=cfg.metrics.converged_nfe, converged_sampler=CONVERGED_SAMPLERS[cfg.model.family],
+    out.update(converged_nfe=run.metrics.converged_nfe, converged_sampler=CONVERGED_SAMPLERS[run.model.family],
                **scores(part))
-    if stochastic(cfg, sampler):
-        how = f"ddim with eta {cfg.sampler.eta}" if sampler == "ddim" else sampler
+    if stochastic(run, sampler):
+        how = f"ddim with eta {run.sampler.eta}" if sampler == "ddim" else sampler
         out.update(dict.fromkeys(PAIRED_KEYS), converged_note=f"{how} is stochastic: paired scores against the "
                    "converged ODE samples are not meaningful; FID/KID are")
     return out

@@ -9,6 +9,7 @@ every launcher alike (local, submitit-local, SLURM), from the folder the jobs sh
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -17,11 +18,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ..catalog import CONF, sweep_values
+from ..catalog import sweep_values
 from ..records import read_row
 from ..records.store import CorruptRow
 from ..system.provenance import now
@@ -64,13 +64,16 @@ def method_name(row: Mapping) -> str:
 
 
 def _cache_defaults(name: str) -> dict:
-    """A method's parameters as conf/cache/<name>.yaml sets them ({} if there is no such file)."""
-    path = CONF / "cache" / f"{name}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    """A method's parameters at their defaults (its dataclass's: the run's), {} for an unknown method."""
+    from ..caching import CACHE_METHODS
+
+    method = CACHE_METHODS.get(name)
+    return {} if method is None else {f.name: f.default for f in dataclasses.fields(method)
+                                      if f.default is not dataclasses.MISSING}
 
 
 def method_label(row: Mapping) -> str:
-    """The method with the parameters the row sets away from its config file's defaults:
+    """The method with the parameters the row sets away from their defaults:
     'heuristic strategy=random ratio=0.625', so rows of one method at one NFE tell apart."""
     name = method_name(row)
     defaults = _cache_defaults(str(row.get("config.cache.name")))
@@ -108,6 +111,13 @@ def point_line(row: Mapping) -> str:
     return f"{status:<11} {where}  {speed_text(row)}  {quality_text(row)}  ({row.get('run_id')})"
 
 
+def point_report(row: Mapping, indent: str = "") -> str:
+    """`point_line`, with a not-ok row's reason past its first line below it, as written: a multi-line
+    error carries what to do (the command that makes a missing router or calibration)."""
+    rest = str(row.get("error") or "").strip().splitlines()[1:] if row.get("status") != "ok" else []
+    return "\n".join([indent + point_line(row), *(f"{indent}    {line}" for line in rest)])
+
+
 def _sort_key(row: Mapping) -> tuple:
     """Per model: uncached rows first (by NFE), then each method by NFE."""
     uncached = method_name(row) == "uncached"
@@ -142,7 +152,7 @@ def sweep_table(rows: Iterable[Mapping], *, results_dir: str, wandb_offline: boo
         lines += ["", arch] + ["  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
                                for cells in table]
     if bad:
-        lines += ["", "Not ok:"] + [f"  {point_line(r)}" for r in bad]
+        lines += ["", "Not ok:"] + [point_report(r, indent="  ") for r in bad]
     for name in missing:
         lines.append(f"  no row for job {name}: it died before writing one (see its Hydra log)")
     lines += ["", "Speedups are measured against each row's own uncached twin (same NFE, same seeds); "

@@ -23,6 +23,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def compose(overrides: list[str]):
+    """The config these overrides compose (the studies' entry to the config tree)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -31,6 +32,13 @@ def compose(overrides: list[str]):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
+
+
+def describe(overrides: list[str]):
+    """The run description these overrides compose."""
+    from ..runs.prepare import describe as describe_run
+
+    return describe_run(compose(overrides))
 
 
 def per_step_reuse(plan) -> list[float]:
@@ -48,14 +56,14 @@ def study(model_name: str, nfe: int, lams: list[float], samples: int, results_di
     from ..system.devices import resolve_device
 
     base = [f"model={model_name}", f"steps={nfe}", f"results_dir={results_dir}", "tracker=none", *extra]
-    cfg = compose(base)
-    device = resolve_device(cfg.device)
-    model, vae = load_model(cfg, device)
-    sampler = cfg.sampler.name or cfg.model.default_sampler
+    run = describe(base)
+    device = resolve_device(run.device)
+    model, vae = load_model(run.model, device)
+    sampler = run.sampler.name
     seeds = list(range(samples))
     labels = torch.arange(samples) % model.num_classes
-    common = dict(labels=labels, seeds=seeds, steps=nfe, sampler=sampler, guidance_scale=cfg.model.guidance_scale,
-                  guidance_channels=cfg.model.guidance_channels, vae=vae, decode=True, batch_size=64)
+    common = dict(labels=labels, seeds=seeds, steps=nfe, sampler=sampler, guidance_scale=run.model.guidance_scale,
+                  guidance_channels=run.model.guidance_channels, vae=vae, decode=True, batch_size=64)
     reference = generate(model, **common)
 
     def score(cache, **info):
@@ -66,8 +74,7 @@ def study(model_name: str, nfe: int, lams: list[float], samples: int, results_di
 
     rows = []
     for lam in lams:
-        lam_cfg = compose(base + [f"router.lam={lam}"])
-        path = learn(lam_cfg, sampler, device=device, model=model, vae=vae)
+        path = learn(describe(base + [f"router.lam={lam}"]), device=device, model=model, vae=vae)
         l2c = score(make_cache("l2c", router=str(path)), method="l2c", lam=lam)
         rows.append(l2c)
         print(_fmt(l2c), flush=True)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
+from ....description import RunDescription
+from ....description.commands import command, group_overrides, run_overrides
 from ....engine import CacheMethod, CacheRun, Plan
 from ....models.loading import RunConfigError, checkpoint_path, load_model, model_fingerprint
 from ....pipeline import generate
@@ -71,44 +72,43 @@ def calibrate(model, *, sampler: str, nfe: int, guidance_scale: float, guidance_
             "samples": samples, "seed": seed, "num_blocks": model.num_blocks, "family": model.family}
 
 
-def name_for(cfg: DictConfig, sampler: str) -> str:
-    sha = model_fingerprint(cfg) or "random"
-    c = cfg.calibration
-    return artifact_name(arch=cfg.model.arch, sampler=sampler, nfe=int(cfg.steps),
-                         guidance_scale=float(cfg.model.guidance_scale), model_sha256=sha,
+def name_for(run: RunDescription) -> str:
+    sha = model_fingerprint(run.model) or "random"
+    c = run.calibration
+    return artifact_name(arch=run.model.arch, sampler=run.sampler.name, nfe=run.steps,
+                         guidance_scale=float(run.model.guidance_scale), model_sha256=sha,
                          samples=int(c.samples), seed=int(c.seed), degree=int(c.degree))
 
 
-def find_or_calibrate(cfg: DictConfig, sampler: str, *, model=None, device=None, force: bool = False) -> Path:
-    """The stored calibration for this config; made now if missing (or `force`)."""
-    path = store_path(cfg.results_dir, name_for(cfg, sampler))
+def find_or_calibrate(run: RunDescription, *, model=None, device=None, force: bool = False) -> Path:
+    """The stored calibration for this run; made now if missing (or `force`)."""
+    path = store_path(run.results_dir, name_for(run))
     if path.is_file() and not force:
         return path
     if model is None:
-        device = device or init_distributed(cfg.device)
-        model, _ = load_model(cfg, device)
-    c = cfg.calibration
-    log.info("calibrating TeaCache for %s + %s at %d NFE on %d samples", cfg.model.arch, sampler, cfg.steps, c.samples)
-    content = calibrate(model, sampler=sampler, nfe=int(cfg.steps), guidance_scale=float(cfg.model.guidance_scale),
-                        guidance_channels=cfg.model.guidance_channels, samples=int(c.samples),
+        device = device or init_distributed(run.device)
+        model, _ = load_model(run.model, device)
+    c = run.calibration
+    log.info("calibrating TeaCache for %s + %s at %d NFE on %d samples", run.model.arch, run.sampler.name, run.steps,
+             c.samples)
+    content = calibrate(model, sampler=run.sampler.name, nfe=run.steps, guidance_scale=float(run.model.guidance_scale),
+                        guidance_channels=run.model.guidance_channels, samples=int(c.samples),
                         seed=int(c.seed), degree=int(c.degree))
-    content.update(name=path.stem, arch=cfg.model.arch, model_checkpoint=str(checkpoint_path(cfg)))
+    content.update(name=path.stem, arch=run.model.arch, model_checkpoint=str(checkpoint_path(run.model)))
     save(path, content)
     return path
 
 
-def calibration_for(cfg: DictConfig, sampler: str, model) -> Path:
+def calibration_command(run: RunDescription) -> str:
+    """The command that makes the calibration this run looks for (commands.py: it composes back)."""
+    return command("l2c_bench.calibrate", run_overrides(run) + group_overrides("calibration", run.calibration))
+
+
+def calibration_for(run: RunDescription, model) -> Path:
     """TeaCache's calibration for this run: stored, or made now at toy scale; at paper scale a
     missing one is an error printing the command that makes it."""
-    path = store_path(cfg.results_dir, name_for(cfg, sampler))
-    if path.is_file() or cfg.scale.name == "toy":
-        return find_or_calibrate(cfg, sampler, model=model)
-    overrides = " ".join(a for a in (f"scale={cfg.scale.name}", f"model={cfg.model.family}",
-                                     f"model.arch={cfg.model.arch}", f"model.checkpoint={cfg.model.checkpoint}",
-                                     f"sampler.name={sampler}", f"steps={cfg.steps}",
-                                     f"model.guidance_scale={cfg.model.guidance_scale}",
-                                     f"results_dir={cfg.results_dir}")
-                         + tuple(f"+model.overrides.{k}={v}" for k, v in cfg.model.overrides.items())
-                         + ((f"model.vae_checkpoint={cfg.model.vae_checkpoint}",) if cfg.model.vae == "sd" else ()))
+    path = store_path(run.results_dir, name_for(run))
+    if path.is_file() or run.scale.name == "toy":
+        return find_or_calibrate(run, model=model)
     raise RunConfigError(f"cache.coefficients=auto: no TeaCache calibration at {path}. Make it with\n"
-                         f"  python -m l2c_bench.calibrate {overrides}\nor give cache.coefficients=<file or list>.")
+                         f"  {calibration_command(run)}\nor give cache.coefficients=<file or list>.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ....description import Loaded, RunDescription
 from ....engine import CacheConfigError, CacheMethod, Plan
 from ..dynamic import check_threshold
 from .calibration import calibration_for
@@ -54,10 +55,10 @@ class TeaCache(CacheMethod):
     def identity_groups(cls, params: dict) -> tuple[str, ...]:
         return ("calibration",) if params.get("coefficients") == "auto" else ()
 
-    def prepare(self, run) -> tuple[CacheMethod, dict]:
+    def prepare(self, run: RunDescription, loaded: Loaded) -> tuple[CacheMethod, dict]:
         """`coefficients=auto`: the stored calibration for this model, sampler and NFE (made now at
         toy scale; at paper scale a missing one is an error printing the command)."""
         if self.coefficients != "auto":
             return self, {}
-        path = calibration_for(run.cfg, run.sampler, run.model)
+        path = calibration_for(run, loaded.model)
         return replace(self, coefficients=str(path)), {"calibration_file": path.name}
