@@ -85,7 +85,7 @@ POINTS = [
     # each branch kind per evaluation, time per MAC, the predicted efficiency beside the measured
     Point("dit", 20, "bf16", graph=True, extra=("--decompose",)), Point("dit", 20, graph=True, extra=("--decompose",)),
     Point("uvit", 50, "bf16", graph=True, extra=("--decompose",)),
-    # weights recast by autocast at every call, as before `cast_weights_` (21-22): compare with 10 and 15
+    # weights recast by autocast at every call, without `cast_weights_` (21-22): compare with 10 and 15
     Point("dit", 20, "bf16", graph=True, extra=("--recast-weights",)),
     Point("uvit", 50, "bf16", graph=True, extra=("--recast-weights",)),
     # PyTorch's kernels for the mixed-dtype residual adds and U-ViT's skip concatenation instead of

@@ -220,7 +220,8 @@ class _Keeping(FixedPlan):
 
     def release(self) -> int:
         """The kept cache's bytes; the state is dropped so later peaks do not count a stale cache
-        (the first GPU run did: its 'uncached' peaks held the L2C cache of the call before)."""
+        (kept, it would stay alive into the next call: an 'uncached' peak would hold the L2C cache
+        of the call before)."""
         nbytes, self.last = self.last.cache_bytes, None
         return nbytes
 

@@ -22,7 +22,7 @@ def rowwise_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
     BLAS picks different kernels for 1 row and for several, so a plain GEMM on the few
     conditioning rows would make sample i depend on the batch size. In float32 each row is its
-    own product (a batched GEMV), bit for bit what earlier versions computed; under autocast the
+    own product (a batched GEMV: the one-row result, whatever the batch); under autocast the
     rows go through GEMMs of exactly `ROWWISE_CHUNK` rows (zero-padded), one kernel whatever the
     batch, with the weight cast once before any expansion. Why and what it saves: docs/speed.md
     ("The models' fast paths").

@@ -84,7 +84,7 @@ def residual_add(x: torch.Tensor, out: torch.Tensor | float, gate: torch.Tensor 
     and gate (N, D); a new tensor in the promoted dtype. Options, for U-ViT's blocks:
 
     - `out2`: then `+ out2` (a block whose second branch is reused: it does not read `x + out`,
-      so both adds are one pass; `x + out` is rounded to the stream's dtype first, as before);
+      so both adds are one pass; `x + out` is rounded to the stream's dtype first, as two separate adds round it);
     - `into`: write the result, cast to `into`'s dtype, into that (N, T, D) view (the left half
       of the next out-block's concatenation buffer) and return it instead of a new tensor;
     - `copy_to`: also write a copy cast to its dtype there (an in-block's skip, into the right half).
@@ -206,7 +206,7 @@ def active(device: torch.device, autocast: torch.dtype | None) -> bool:
 
 @contextmanager
 def switched(enabled: bool) -> Iterator[None]:
-    """These kernels on or off inside the block, as they were after it."""
+    """These kernels on or off inside the block; the setting outside it is restored after it."""
     global ENABLED
     previous, ENABLED = ENABLED, enabled
     try:

@@ -101,7 +101,7 @@ def decode_latents(vae: nn.Module, latents: torch.Tensor, chunk: int = 50) -> to
     config = getattr(vae, "config", None)
     scale = getattr(config, "scaling_factor", None) or LATENT_SCALE
     shift = getattr(config, "shift_factor", None)
-    if shift is None:  # z / scale exactly as before shifts existed
+    if shift is None:  # the SD VAE (no shift_factor): z / scale, no extra addition
         return torch.cat([vae.decode(z / scale).sample for z in latents.split(chunk)])
     return torch.cat([vae.decode(z / scale + shift).sample for z in latents.split(chunk)])
 

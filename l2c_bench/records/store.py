@@ -69,7 +69,7 @@ def run_key(config: Mapping[str, Any]) -> str:
         identity.pop(group, None)
     if cache:
         relevant = _method_parameters(cache.get("name"), cache)
-        neutral = method.identity_neutral if method is not None else {}  # absent, as before they existed
+        neutral = method.identity_neutral if method is not None else {}  # at their neutral value: left out, so older ids stay valid
         identity["cache"] = {k: v for k, v in cache.items() if k in relevant and neutral.get(k, object()) != v}
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]

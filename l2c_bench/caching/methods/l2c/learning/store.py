@@ -39,7 +39,7 @@ def router_name(*, arch: str, sampler: str, nfe: int, recipe: Recipe, model_sha2
                 interval: int = 2) -> str:
     identity = {"arch": arch, "sampler": sampler, "nfe": nfe, "recipe": asdict(recipe),
                 "model_sha256": model_sha256, "data": data_kind(data)}
-    if interval != 2:  # the paper's cycle keeps the key it had before intervals existed
+    if interval != 2:  # the paper's cycle is not in the key: routers stored for it keep their names
         identity["interval"] = interval
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9]+", "", arch)
