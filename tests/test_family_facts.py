@@ -95,13 +95,13 @@ def test_the_methods_plans_follow_the_facts_and_are_unchanged(name, models):
     # fbcache: blocks 1.. to the end; with long skips the last block (it reads block 0's skip) runs
     fb = make_cache("fbcache").plan(model=model, sampler=sampler, nfe=NFE)
     expected = (1, b - 1) if model.long_skips else (1, b)
-    assert fb.span_at(1) == expected == fb_span
-    assert fb.decided_at_run_time and fb.span_mode == "delta" and fb.cache_steps == tuple(range(1, NFE))
+    assert fb.rule.span_at(1) == expected == fb_span
+    assert fb.decided_at_run_time and fb.rule.mode == "delta" and fb.cache_steps == tuple(range(1, NFE))
 
     # deepcache: the deep span's output feature with long skips, else its residual update
     deep = make_cache("deepcache").plan(model=model, sampler=sampler, nfe=NFE)
-    assert deep.span_at(1) == (1, b - 1) == deep_span
-    assert deep.span_mode == ("output" if model.long_skips else "delta") == deep_mode
+    assert deep.rule.span_at(1) == (1, b - 1) == deep_span
+    assert deep.rule.mode == ("output" if model.long_skips else "delta") == deep_mode
     assert deep.cache_steps == tuple(n for n in range(NFE) if n not in full)
     reused = torch.tensor([[n not in full and 1 <= k < b - 1 for k in range(b)] for n in range(NFE)])
     assert torch.equal(~deep.schedule().bool(), reused[:, :, None].expand(NFE, b, 2))
@@ -113,7 +113,7 @@ def test_the_methods_plans_follow_the_facts_and_are_unchanged(name, models):
             make_cache("faster_diffusion").plan(model=model, sampler=sampler, nfe=NFE)
     else:
         fast = make_cache("faster_diffusion").plan(model=model, sampler=sampler, nfe=NFE)
-        assert fast.span_at(1) == (0, model.mid_block_index + 1) == fast_span and fast.span_mode == "output"
+        assert fast.rule.span_at(1) == (0, model.mid_block_index + 1) == fast_span and fast.rule.mode == "output"
 
     # delta_dit: any model without long skips; the rear half before NFE/2, the front half after
     assert (not model.long_skips) == delta_ok
@@ -123,8 +123,8 @@ def test_the_methods_plans_follow_the_facts_and_are_unchanged(name, models):
     else:
         delta = make_cache("delta_dit").plan(model=model, sampler=sampler, nfe=NFE)
         half = b // 2
-        assert [delta.span_at(n) for n in range(NFE)] == [(b - half, b)] * 5 + [(0, half)] * 5
-        assert delta.span_mode == "delta" and delta.cache_steps == (1, 3, 6, 8)
+        assert [delta.rule.span_at(n) for n in range(NFE)] == [(b - half, b)] * 5 + [(0, half)] * 5
+        assert delta.rule.mode == "delta" and delta.cache_steps == (1, 3, 6, 8)
 
 
 def test_one_sampler_registry_marks_each_familys_default():
