@@ -11,6 +11,7 @@ from .heuristic import Heuristic
 @dataclass
 class LayerDrop(Heuristic):
     strategy: str = "random"
+    ratio: float = 0.3  # the share of branches dropped in the cache steps (paper Tables 5/7's comparison)
     name = "layer_drop"
     label = "Random Drop"  # in tables and plots (analysis/labels.py)
     summary = "skip random branches instead of reusing them (paper Tables 5/7)"
