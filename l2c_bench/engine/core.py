@@ -294,14 +294,15 @@ class CacheMethod:
         parameters (L2C with `router=auto`: the `router` learning recipe); part of a run's identity."""
         return ()
 
-    # What a run does with the method before sampling (`l2c_bench.runs.prepare`). `run` carries the
-    # run's config (`cfg`), `sampler` and `nfe`, and for `prepare` also the loaded `device`, `model`
-    # and `vae`. Both return the method to plan with: the same, or one with a resolved artifact.
+    # What a run does with the method before sampling (`l2c_bench.runs.prepare`). `run` is the run's
+    # description (l2c_bench.description.RunDescription: model, sampler, NFE, recipes, store);
+    # `loaded` (description.Loaded) the `device`, `model` and `vae` it loaded. Both return the
+    # method to plan with: the same, or one with a resolved artifact.
     def check_run(self, run) -> "CacheMethod":
-        """Checks that need the run's config, made before any compute (default: none)."""
+        """Checks that need the run's description, made before any compute (default: none)."""
         return self
 
-    def prepare(self, run) -> tuple["CacheMethod", dict]:
+    def prepare(self, run, loaded) -> tuple["CacheMethod", dict]:
         """Make or find what the method needs on the loaded model (a learned router, a calibration);
         also returns the row fields that name it. Default: nothing to make."""
         return self, {}

@@ -42,6 +42,7 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
+from ...description import Loaded, RunDescription
 from ...engine import CacheConfigError, CacheMethod, FixedPlan, Hooked, Plan, UnsupportedCombination
 from ...engine.core import check_interval
 
@@ -296,11 +297,11 @@ class DiffusersMagCache(CacheMethod):
     def plans_without_weights(self) -> bool:
         return False  # its ratios are calibrated on the loaded model
 
-    def prepare(self, run) -> tuple[CacheMethod, dict]:
-        _zoo_model(run.model, self.name)
-        ratios = mag_ratios(run.model, sampler=run.sampler, nfe=run.nfe, guidance_scale=run.cfg.model.guidance_scale,
-                            guidance_channels=run.cfg.model.guidance_channels)
-        return self.calibrated(run.model, run.sampler, run.nfe, ratios), {"magcache_ratios": ratios}
+    def prepare(self, run: RunDescription, loaded: Loaded) -> tuple[CacheMethod, dict]:
+        _zoo_model(loaded.model, self.name)
+        ratios = mag_ratios(loaded.model, sampler=run.sampler.name, nfe=run.steps,
+                            guidance_scale=run.model.guidance_scale, guidance_channels=run.model.guidance_channels)
+        return self.calibrated(loaded.model, run.sampler.name, run.steps, ratios), {"magcache_ratios": ratios}
 
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         from diffusers.hooks import MagCacheConfig

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ....description import Loaded, RunDescription
 from ....engine.core import CacheConfigError, CacheMethod, Plan
 from ....engine.rules import REUSE, Refresh
 from .learning.job import learn, recipe_from, resolve_auto
@@ -65,7 +66,9 @@ PAPER_THRESHOLDS = {"dit": 0.1, "uvit": 0.9, "flow": 0.1}
 
 @dataclass
 class L2C(CacheMethod):
-    router: str = "official"  # a path, or `official` (paper-scale models, NFE 20/50)
+    # `auto`: the learned router for this checkpoint, sampler, NFE and router.* recipe, from the run's
+    # results store (l2c_bench.run); `official`: the L2C release (paper-scale models, NFE 20/50); a path
+    router: str = "auto"
     threshold: float | None = None  # None: the paper's value for the model family
     train_if_missing: bool = False  # router=auto at paper scale: learn a missing router instead of failing
     interval: int = 2  # one full step + interval-1 cache steps (2 = the paper; > 2: DiT + DDIM)
@@ -117,20 +120,20 @@ class L2C(CacheMethod):
     def identity_groups(cls, params: dict) -> tuple[str, ...]:
         return ("router",) if params.get("router") == "auto" else ()  # the recipe picks the router
 
-    def check_run(self, run) -> CacheMethod:
+    def check_run(self, run: RunDescription) -> CacheMethod:
         """`router=auto`: the cycle and the learning recipe are checked, and a stored router for this
         model, sampler, NFE and recipe is used if there is one (paper scale without one: an error
         printing the training command, unless `train_if_missing`)."""
         if self.router != "auto":
             return self
-        l2c_cycle(run.family, run.sampler, run.nfe, interval=self.interval)  # unsupported: recorded
-        recipe_from(run.cfg)  # a bad recipe (lam < 0, ...) fails here
-        path = resolve_auto(run.cfg, run.sampler)
+        l2c_cycle(run.model.family, run.sampler.name, run.steps, interval=self.interval)  # unsupported: recorded
+        recipe_from(run.router)  # a bad recipe (lam < 0, ...) fails here
+        path = resolve_auto(run)
         return self if path is None else replace(self, router=str(path))
 
-    def prepare(self, run) -> tuple[CacheMethod, dict]:
-        """`router=auto`: the stored router, or one learned now on the loaded model."""
-        if run.cfg.cache.router != "auto":
+    def prepare(self, run: RunDescription, loaded: Loaded) -> tuple[CacheMethod, dict]:
+        """`router=auto` (as configured: `run.cache`): the stored router, or one learned now on the loaded model."""
+        if run.cache.router != "auto":
             return self, {}
-        path = learn(run.cfg, run.sampler, device=run.device, model=run.model, vae=run.vae)  # a stored one is reused
+        path = learn(run, device=loaded.device, model=loaded.model, vae=loaded.vae)  # a stored one is reused
         return replace(self, router=str(path)), {"router_file": path.name}
