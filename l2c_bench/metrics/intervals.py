@@ -38,11 +38,16 @@ MIN_TIMING_REPEATS = 6  # below this no order statistic of n timings covers the 
 
 Bounds = tuple[float, float]
 
-# Row metrics that are means of a per-sample score (the run's part keeps the scores under the same
-# key; its per-sample record too), with the score's range (their intervals are clipped to it).
-MEAN_RANGES: dict[str, Bounds] = {
-    "clip_score": (0.0, 100.0), "converged_image_ssim": (-1.0, 1.0), "paired_image_ssim": (-1.0, 1.0),
-    "converged_image_lpips": (0.0, math.inf), "paired_image_lpips": (0.0, math.inf)}
+
+
+def __getattr__(name: str):
+    """`MEAN_RANGES`: the per-sample-mean metrics and their scores' ranges, as registered
+    (metrics.registry.mean_ranges; their intervals are clipped to them)."""
+    if name == "MEAN_RANGES":
+        from .registry import mean_ranges
+
+        return mean_ranges()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,28 +408,11 @@ def row_fields(values: Mapping, part: Mapping, *, method_s: Sequence[float], unc
                    interval_seed=seed, intervals_s=time.perf_counter() - start)
         return out
     ids = group_ids(n, groups, seed)
-    if part.get("latent_se") is not None:
-        out.update(paired_fields("paired", values, {"latent": part["latent_se"], "image": part["image_se"]},
-                                 {"latent": part["latent_numel"], "image": part["image_numel"]},
-                                 {"latent": values.get("paired_latent_peak_to_peak"), "image": 2.0}, ids))
-    if part.get("converged_latent_se") is not None:
-        out.update(paired_fields("converged", values,
-                                 {"latent": part["converged_latent_se"], "image": part["converged_image_se"]},
-                                 {"latent": part["latent_numel"], "image": part["image_numel"]},
-                                 {"latent": values.get("converged_latent_peak_to_peak"), "image": 2.0}, ids))
-    for key, (low, high) in MEAN_RANGES.items():  # means of per-sample scores, each clipped to its range
-        if part.get(key) is not None and values.get(key) is not None:
-            scores = part[key].double().numpy()
-            bounds = jackknife_bounds(values[key], jackknife_replicates(np.mean, scores, ids=ids))
-            out.update(ci_fields(key, _clip(bounds, low, high)))
-    if part.get("features") is not None:
-        tensor = part.get("converged_features")
-        out.update(quality_fields(
-            values, features=part["features"].numpy(), ids=ids, labels=part["labels"].numpy(),
-            logits=None if part.get("logits") is None else part["logits"].numpy(), reference=reference,
-            reference_logits=None if part.get("reference_logits") is None else part["reference_logits"].numpy(),
-            converged_features=None if tensor is None else tensor.numpy(), k=k, device=device,
-            replicates=replicates))
+    from .registry import METRICS, Jackknife
+
+    jackknife = Jackknife(ids, reference=reference, k=k, device=device, replicates=replicates)
+    for metric in METRICS.values():  # each registered metric's intervals
+        out.update(metric.interval(part, values, jackknife))
     out.update(interval_method=method_label(int(ids.max()) + 1, resamples), interval_resamples=resamples,
                interval_groups=int(ids.max()) + 1, interval_seed=seed, intervals_s=time.perf_counter() - start)
     return out

@@ -63,11 +63,11 @@ def timed(point: Point) -> tuple:
     batch = run.metrics.timing_batch
     decode = run.model.latency_includes_decode
     picks = [i % run.metrics.num_samples for i in range(batch)]  # the first `batch` samples, cycled if fewer
-    timed = dict(labels=[i % model.num_classes for i in picks], seeds=[sample_seed(run.seed, i) for i in picks], decode=decode,
-                 **point.common)
-    fns = {"method": lambda: point.sample(cache, **timed)}
+    kwargs = dict(labels=[i % model.num_classes for i in picks], seeds=[sample_seed(run.seed, i) for i in picks],
+                  decode=decode, **point.common)
+    fns = {"method": lambda: point.sample(cache, **kwargs)}
     if cache is not None:
-        fns["uncached"] = lambda: point.sample(**timed)
+        fns["uncached"] = lambda: point.sample(**kwargs)
     timer = cuda_event_timer(point.device) if point.device.type == "cuda" else None
     timings = measure(fns, repeats=run.metrics.timing_repeats, warmup=run.metrics.timing_warmup,
                       min_warmup_s=run.metrics.timing_min_warmup_s, sync=device_sync(point.device), timer=timer)
