@@ -40,18 +40,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from l2c_bench.metrics import registry
+
 from . import paired, uncertainty
 from .cli import results_to_files
 from .paired import Contrast, side
 from .paper import PAPER_DIR
 
 VERDICTS = ("holds", "does not hold", "undetermined", "not checked")
-# Quality axes and whether higher is better (every other metric: analysis.metrics.METRICS).
-QUALITY_AXES = {"fid": False, "kid": False, "fid_vs_converged": False, "kid_vs_converged": False,
-                "converged_latent_psnr_db": True, "converged_image_psnr_db": True, "converged_latent_mse": False,
-                "converged_image_mse": False, "paired_image_psnr_db": True, "paired_latent_psnr_db": True,
-                "is": True, "converged_image_ssim": True, "paired_image_ssim": True,
-                "converged_image_lpips": False, "paired_image_lpips": False, "clip_score": True}
+# Quality axes and whether higher is better (their registered metrics': l2c_bench.metrics.registry).
+QUALITY_AXES = {axis: registry.higher_is_better(axis) for axis in (
+    "fid", "kid", "fid_vs_converged", "kid_vs_converged", "converged_latent_psnr_db", "converged_image_psnr_db",
+    "converged_latent_mse", "converged_image_mse", "paired_image_psnr_db", "paired_latent_psnr_db", "is",
+    "converged_image_ssim", "paired_image_ssim", "converged_image_lpips", "paired_image_lpips", "clip_score")}
 RATIO_TOLERANCE = 0.05  # "equal cached ratio": a heuristic point within this of L2C's cached ratio
 # Row fields the checker reads as numbers: a row holding anything else there is named and skipped.
 NUMERIC = ("latency_ms", "speedup", "cached_ratio", *QUALITY_AXES)

@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import math
 
-# paper column (or ours beyond the paper) -> (our row column, factor to the paper's unit, higher is better, label)
-METRICS: dict[str, tuple[str, float, bool, str]] = {
-    "macs_t": ("metrics.macs_g", 1e-3, False, "MACs (T)"),
-    "latency_s": ("metrics.latency_ms", 1e-3, False, "Latency (s)"),
-    "speedup": ("metrics.speedup", 1.0, True, "Speedup"),
-    "is": ("metrics.is", 1.0, True, "IS"),
-    "fid": ("metrics.fid", 1.0, False, "FID"),
-    "sfid": ("metrics.sfid", 1.0, False, "sFID"),
-    "precision": ("metrics.precision", 100.0, True, "Precision (%)"),
-    "recall": ("metrics.recall", 100.0, True, "Recall (%)"),
-    "kid": ("metrics.kid", 1.0, False, "KID"),
-    "remove_ratio": ("metrics.cached_ratio", 1.0, True, "Cached ratio"),
-    "cached_branches": ("cached_branches", 1.0, True, "Cached branches"),
-    "paired_psnr_db": ("metrics.paired_image_psnr_db", 1.0, True, "Paired PSNR (dB)"),
+from l2c_bench.metrics import registry
+
+# paper column (or ours beyond the paper) -> (our row column, factor to the paper's unit, label);
+# whether higher is better is the registered metric's (l2c_bench.metrics.registry)
+_COLUMNS: dict[str, tuple[str, float, str]] = {
+    "macs_t": ("metrics.macs_g", 1e-3, "MACs (T)"),
+    "latency_s": ("metrics.latency_ms", 1e-3, "Latency (s)"),
+    "speedup": ("metrics.speedup", 1.0, "Speedup"),
+    "is": ("metrics.is", 1.0, "IS"),
+    "fid": ("metrics.fid", 1.0, "FID"),
+    "sfid": ("metrics.sfid", 1.0, "sFID"),
+    "precision": ("metrics.precision", 100.0, "Precision (%)"),
+    "recall": ("metrics.recall", 100.0, "Recall (%)"),
+    "kid": ("metrics.kid", 1.0, "KID"),
+    "remove_ratio": ("metrics.cached_ratio", 1.0, "Cached ratio"),
+    "cached_branches": ("cached_branches", 1.0, "Cached branches"),
+    "paired_psnr_db": ("metrics.paired_image_psnr_db", 1.0, "Paired PSNR (dB)"),
     # the toy scale's primary quality axis (l2c_bench/runs/converged.py, docs/metrics.md)
-    "converged_psnr_db": ("metrics.converged_image_psnr_db", 1.0, True, "Image PSNR vs converged (dB)"),
+    "converged_psnr_db": ("metrics.converged_image_psnr_db", 1.0, "Image PSNR vs converged (dB)"),
     # rows without image metrics (random weights, latents without a VAE): fidelity to the uncached twin
-    "paired_latent_psnr_db": ("metrics.paired_latent_psnr_db", 1.0, True, "Latent PSNR vs uncached (dB)"),
+    "paired_latent_psnr_db": ("metrics.paired_latent_psnr_db", 1.0, "Latent PSNR vs uncached (dB)"),
 }
+# counted here from the row's schedule (analysis.tables), not a row metric: more cached branches is better
+_NOT_ROW_METRICS = {"cached_branches": True}
+# paper column -> (our column, factor to the paper's unit, higher is better, label)
+METRICS: dict[str, tuple[str, float, bool, str]] = {
+    name: (column, factor, _NOT_ROW_METRICS[column] if column in _NOT_ROW_METRICS
+           else registry.higher_is_better(column), label)
+    for name, (column, factor, label) in _COLUMNS.items()}
 
 # metrics.primary_quality (a row key) -> the METRICS column plotted for it
 PRIMARY_COLUMNS = {"converged_image_psnr_db": "converged_psnr_db", "fid": "fid",
