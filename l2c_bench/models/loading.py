@@ -1,4 +1,11 @@
-"""The configured diffusion model and VAE, loaded strictly (shared by the run, router learning and calibration)."""
+"""The described diffusion model and VAE, loaded strictly (shared by the run, router learning and
+calibration).
+
+Two kinds of model, each with its own loader, picked once from the description: an architecture of
+our registry (`models.MODEL_SPECS`: DiT, U-ViT; one checkpoint file, the SD VAE) and a diffusers
+class (`model=diffusers`: a toy configuration with seeded weights, or a local pretrained folder with
+its own VAE and text encoders). The module's functions ask the description's loader.
+"""
 
 from __future__ import annotations
 
@@ -20,23 +27,6 @@ class RunConfigError(ValueError):
     """A configuration value that cannot work; raised before any compute."""
 
 
-def checkpoint_path(spec: ModelSpec):
-    """model.checkpoint with `toy` resolved to the shipped asset; `random` stays `random`.
-    model=diffusers: `pretrained` resolves to model.pretrained, and `toy` stays `toy` except for
-    DiT (our toy DiT's asset, converted)."""
-    if spec.diffusers_class:
-        if spec.checkpoint == "pretrained":
-            return spec.pretrained
-        if spec.checkpoint == "toy" and spec.diffusers_class == "DiTTransformer2DModel":
-            return TOY_ASSETS / "dit_toy.pt"
-        return spec.checkpoint
-    if spec.checkpoint == "toy":
-        if spec.scale != "toy":
-            raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
-        return TOY_ASSETS / f"{spec.family}_toy.pt"
-    return spec.checkpoint
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     """Content hash of a checkpoint (memoised per path, size and mtime: a paper-scale file is GBs)."""
     path = Path(path)
@@ -51,96 +41,179 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _FINGERPRINTS[memo]
 
 
-def model_fingerprint(spec: ModelSpec) -> str | None:
-    """The content hash of the weights a run loads, None for random ones: what the results store's
-    shared references, learned routers and calibrations are keyed by."""
-    m = spec
-    if not m.diffusers_class:
-        path = checkpoint_path(spec)
+class Registered:
+    """An architecture of `models.MODEL_SPECS` (model=dit, model=uvit): one checkpoint file."""
+
+    @staticmethod
+    def checkpoint_path(spec: ModelSpec):
+        """model.checkpoint with `toy` resolved to the shipped asset; `random` stays `random`."""
+        if spec.checkpoint == "toy":
+            if spec.scale != "toy":
+                raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
+            return TOY_ASSETS / f"{spec.family}_toy.pt"
+        return spec.checkpoint
+
+    @classmethod
+    def fingerprint(cls, spec: ModelSpec) -> str | None:
+        path = cls.checkpoint_path(spec)
         return None if path == "random" else file_sha256(path)
-    if m.checkpoint == "random":
-        return None
-    parts = {"class": m.diffusers_class, "config": dict(m.config), "zoo": dict(m.zoo), "checkpoint": m.checkpoint}
-    if m.prompt_set:  # what the model is conditioned on (keyed only when set: the other keys stay valid)
-        parts["prompt_set"] = prompt_set(m).sha256
-    path = checkpoint_path(spec)
-    if m.checkpoint == "pretrained":
-        folder = Path(path)
-        parts["weights"] = {str(f.relative_to(folder)): file_sha256(f) for f in sorted(folder.rglob("*"))
-                            if f.suffix in (".safetensors", ".bin", ".json")}
-    elif path != "toy":  # our toy DiT's asset, converted
-        parts["weights"] = file_sha256(path)
-    else:
-        parts["weights"] = "seeded toy weights"  # seed 0 (build_configured)
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
-
-def build_configured(spec: ModelSpec, device=None):
-    """The configured architecture with fresh (or, on `meta`, no) weights: a registered name, or
-    model=diffusers's class in its toy configuration (seeded: the same weights every time)."""
-    if not spec.diffusers_class:
+    @staticmethod
+    def build(spec: ModelSpec, device=None):
         return build_model(spec.arch, device=device, **spec.overrides)
-    from .zoo import TOY_CONFIGS, ZooConfigError, build, pretrained_config, zoo_args
 
-    try:
-        if spec.checkpoint == "pretrained":  # the folder's own configuration (no weights read)
-            config = pretrained_config(spec.pretrained)
-        elif spec.config:  # keys over the class's toy configuration (an unknown class: zoo_args says so)
-            config = {**TOY_CONFIGS.get(spec.diffusers_class, {}), **spec.config}
-        else:
-            config = None
-        args = zoo_args(spec.diffusers_class, config, **_zoo_settings(spec))
-    except TypeError as exc:
-        raise RunConfigError(f"model.zoo: {exc}; valid keys: the fields of models.zoo.ZooArgs") from None
-    except ZooConfigError as exc:
-        raise RunConfigError(str(exc)) from None
-    if str(device) == "meta":  # planning copies: one per description (a sweep validates many points)
-        if args not in _META_ZOO:
-            _META_ZOO[args] = build(args, "meta")
-        return _META_ZOO[args]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # toy weights are seeded: every run builds the same model
-        return build(args, device)
-
-
-_META_ZOO: dict = {}  # ZooArgs -> a weightless wrapped model, only ever planned on
-
-
-def prompt_set(spec: ModelSpec):
-    """The prompt set model.prompt_set names (models/zoo/prompt_sets.py), read, on a model that
-    takes prompts; otherwise a RunConfigError naming the key (runs/prepare.py checks it before
-    any compute)."""
-    from .zoo.prompt_sets import PromptSetError, read_prompt_set
-
-    if not spec.diffusers_class:
+    @staticmethod
+    def prompt_set(spec: ModelSpec):
         raise RunConfigError("model.prompt_set conditions a text-to-image model=diffusers class; "
                              f"{spec.arch} is class-conditioned")
-    if spec.diffusers_class == "DiTTransformer2DModel":
-        raise RunConfigError("model.prompt_set: DiTTransformer2DModel is class-conditioned; prompt sets are "
-                             "for the text-to-image classes")
-    try:
-        return read_prompt_set(spec.prompt_set)
-    except PromptSetError as exc:
-        raise RunConfigError(str(exc)) from None
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: torch.device):
+        checkpoint = cls.checkpoint_path(spec)
+        if checkpoint == "random":
+            model = build_model(spec.arch, **spec.overrides)
+        else:  # built weightless, then given the file's tensors: no wasted init of a large model
+            model = build_model(spec.arch, device="meta", **spec.overrides)
+            load_checkpoint(model, checkpoint, config_key="model.checkpoint")
+        vae = None
+        if spec.vae == "sd":
+            from .vae import build_vae, load_vae
+
+            if checkpoint == "random" or spec.vae_checkpoint == "random":
+                vae = build_vae()  # speed studies: weights do not matter
+            else:
+                vae = load_vae(spec.vae_checkpoint, config_key="model.vae_checkpoint")
+            vae = vae.to(device)
+        return model.to(device).eval().requires_grad_(False), vae
 
 
-def _zoo_settings(spec: ModelSpec, prompt_tokens: int | None = None) -> dict:
-    """model.zoo, with a prompt set's size as the bank's (and its encodings' length when known)."""
-    settings = dict(spec.zoo)
-    if spec.prompt_set:
-        settings["prompts"] = len(prompt_set(spec))
-        if prompt_tokens is not None:
-            settings["prompt_tokens"] = prompt_tokens
-    return settings
+class Diffusers:
+    """A diffusers transformer class (model=diffusers, models/zoo): its toy configuration with seeded
+    weights, our toy DiT converted (DiT's toy checkpoint), or a local from_pretrained folder."""
 
+    CONVERTED_TOY = {"DiTTransformer2DModel": "dit_toy.pt"}  # class -> our toy asset it converts
+    _meta: dict = {}  # ZooArgs -> a weightless wrapped model, only ever planned on
 
-def _load_diffusers(spec: ModelSpec, device: torch.device | str = "cpu"):
-    """model=diffusers: the toy model (DiT: our toy DiT converted), or a local pretrained folder."""
-    from .zoo import build_zoo, from_ours
+    @classmethod
+    def checkpoint_path(cls, spec: ModelSpec):
+        """`pretrained` resolves to model.pretrained; `toy` stays `toy` except for a class whose toy
+        weights are our toy asset, converted."""
+        if spec.checkpoint == "pretrained":
+            return spec.pretrained
+        if spec.checkpoint == "toy" and spec.diffusers_class in cls.CONVERTED_TOY:
+            return TOY_ASSETS / cls.CONVERTED_TOY[spec.diffusers_class]
+        return spec.checkpoint
 
-    prompts = prompt_set(spec) if spec.prompt_set else None
-    if spec.checkpoint == "pretrained":
+    @classmethod
+    def fingerprint(cls, spec: ModelSpec) -> str | None:
+        if spec.checkpoint == "random":
+            return None
+        parts = {"class": spec.diffusers_class, "config": dict(spec.config), "zoo": dict(spec.zoo),
+                 "checkpoint": spec.checkpoint}
+        if spec.prompt_set:  # what the model is conditioned on (keyed only when set: the other keys stay valid)
+            parts["prompt_set"] = cls.prompt_set(spec).sha256
+        path = cls.checkpoint_path(spec)
+        if spec.checkpoint == "pretrained":
+            folder = Path(path)
+            parts["weights"] = {str(f.relative_to(folder)): file_sha256(f) for f in sorted(folder.rglob("*"))
+                                if f.suffix in (".safetensors", ".bin", ".json")}
+        elif path != "toy":  # our toy asset, converted
+            parts["weights"] = file_sha256(path)
+        else:
+            parts["weights"] = "seeded toy weights"  # seed 0 (build)
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def build(cls, spec: ModelSpec, device=None):
+        """The class with fresh (or, on `meta`, no) weights, seeded: the same weights every time."""
+        from .zoo import TOY_CONFIGS, ZooConfigError, build, pretrained_config, zoo_args
+
+        try:
+            if spec.checkpoint == "pretrained":  # the folder's own configuration (no weights read)
+                config = pretrained_config(spec.pretrained)
+            elif spec.config:  # keys over the class's toy configuration (an unknown class: zoo_args says so)
+                config = {**TOY_CONFIGS.get(spec.diffusers_class, {}), **spec.config}
+            else:
+                config = None
+            args = zoo_args(spec.diffusers_class, config, **cls._settings(spec))
+        except TypeError as exc:
+            raise RunConfigError(f"model.zoo: {exc}; valid keys: the fields of models.zoo.ZooArgs") from None
+        except ZooConfigError as exc:
+            raise RunConfigError(str(exc)) from None
+        if str(device) == "meta":  # planning copies: one per description (a sweep validates many points)
+            if args not in cls._meta:
+                cls._meta[args] = build(args, "meta")
+            return cls._meta[args]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # toy weights are seeded: every run builds the same model
+            return build(args, device)
+
+    @staticmethod
+    def prompt_set(spec: ModelSpec):
+        """The prompt set model.prompt_set names (models/zoo/prompt_sets.py), read, for a class
+        that takes text (its adapter has text components)."""
         from .zoo import ZooConfigError, adapter_for
+        from .zoo.prompt_sets import PromptSetError, read_prompt_set
+
+        try:
+            takes_text = bool(adapter_for(spec.diffusers_class).TEXT_COMPONENTS)
+        except ZooConfigError as exc:
+            raise RunConfigError(str(exc)) from None
+        if not takes_text:
+            raise RunConfigError(f"model.prompt_set: {spec.diffusers_class} is class-conditioned; prompt sets are "
+                                 "for the text-to-image classes")
+        try:
+            return read_prompt_set(spec.prompt_set)
+        except PromptSetError as exc:
+            raise RunConfigError(str(exc)) from None
+
+    @classmethod
+    def _settings(cls, spec: ModelSpec, prompt_tokens: int | None = None) -> dict:
+        """model.zoo, with a prompt set's size as the bank's (and its encodings' length when known)."""
+        settings = dict(spec.zoo)
+        if spec.prompt_set:
+            settings["prompts"] = len(cls.prompt_set(spec))
+            if prompt_tokens is not None:
+                settings["prompt_tokens"] = prompt_tokens
+        return settings
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: torch.device):
+        vae = None
+        if spec.vae == "pretrained":
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(pipeline_vae_folder(spec), local_files_only=True)
+        model = cls._model(spec, device).to(device).eval().requires_grad_(False)
+        return model, None if vae is None else vae.to(device).eval().requires_grad_(False)
+
+    @classmethod
+    def _model(cls, spec: ModelSpec, device: torch.device | str = "cpu"):
+        from .zoo import from_ours
+
+        prompts = cls.prompt_set(spec) if spec.prompt_set else None
+        if spec.checkpoint == "pretrained":
+            return cls._pretrained(spec, prompts, device)
+        if spec.checkpoint not in ("toy", "random"):
+            raise RunConfigError(f"model.checkpoint={spec.checkpoint!r}: model=diffusers takes toy, random or "
+                                 "pretrained (with model.pretrained)")
+        path = cls.checkpoint_path(spec)
+        if path not in ("toy", "random"):  # our toy asset, converted (DiTTransformer2DModel)
+            if spec.scale != "toy":
+                raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
+            if spec.config:
+                raise RunConfigError("model.config changes the toy DiT's architecture; its converted weights need "
+                                     "the toy configuration (use model.checkpoint=random for another one)")
+            ours = load_checkpoint(build_model("DiT-toy", device="meta"), path)
+            return from_ours(ours, official=bool(spec.zoo.get("official", False)))  # its one setting for DiT
+        model = cls.build(spec)
+        if prompts is not None:  # toy and random weights: the texts over the seeded bank
+            model.use_prompts(prompts)
+        return model
+
+    @classmethod
+    def _pretrained(cls, spec: ModelSpec, prompts, device):
+        from .zoo import ZooConfigError, adapter_for, build_zoo
         from .zoo.text import TextEncoderMissing, encode_prompts
 
         try:  # a missing model.pretrained or config.json: ZooConfigError names the key
@@ -149,28 +222,44 @@ def _load_diffusers(spec: ModelSpec, device: torch.device | str = "cpu"):
                 bank = encode_prompts(adapter_for(spec.diffusers_class), spec.pretrained, prompts.texts,
                                       int(spec.zoo.get("text_tokens", 0)), device)
             model = build_zoo(spec.diffusers_class, pretrained=spec.pretrained,
-                              **_zoo_settings(spec, None if bank is None else bank.embeddings.shape[1]))
+                              **cls._settings(spec, None if bank is None else bank.embeddings.shape[1]))
         except (ZooConfigError, TextEncoderMissing) as exc:
             raise RunConfigError(str(exc)) from None
         if prompts is not None:
             model.use_prompts(prompts, bank)
         return model
-    if spec.checkpoint not in ("toy", "random"):
-        raise RunConfigError(f"model.checkpoint={spec.checkpoint!r}: model=diffusers takes toy, random or "
-                             "pretrained (with model.pretrained)")
-    path = checkpoint_path(spec)
-    if path not in ("toy", "random"):  # our toy DiT's asset, for DiTTransformer2DModel
-        if spec.scale != "toy":
-            raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
-        if spec.config:
-            raise RunConfigError("model.config changes the toy DiT's architecture; its converted weights need "
-                                 "the toy configuration (use model.checkpoint=random for another one)")
-        ours = load_checkpoint(build_model("DiT-toy", device="meta"), path)
-        return from_ours(ours, official=bool(spec.zoo.get("official", False)))  # its one setting for DiT
-    model = build_configured(spec)
-    if prompts is not None:  # toy and random weights: the texts over the seeded bank
-        model.use_prompts(prompts)
-    return model
+
+
+def loader(spec: ModelSpec) -> type[Registered] | type[Diffusers]:
+    """The loader of the described model's kind."""
+    return Diffusers if spec.diffusers_class else Registered
+
+
+def checkpoint_path(spec: ModelSpec):
+    """model.checkpoint resolved: a file or folder, `random`, or `toy` (a diffusers class's seeded toy weights)."""
+    return loader(spec).checkpoint_path(spec)
+
+
+def model_fingerprint(spec: ModelSpec) -> str | None:
+    """The content hash of the weights a run loads, None for random ones: what the results store's
+    shared references, learned routers and calibrations are keyed by."""
+    return loader(spec).fingerprint(spec)
+
+
+def build_configured(spec: ModelSpec, device=None):
+    """The described architecture with fresh (or, on `meta`, no) weights."""
+    return loader(spec).build(spec, device)
+
+
+def prompt_set(spec: ModelSpec):
+    """The prompt set model.prompt_set names, read, on a model that takes prompts; otherwise a
+    RunConfigError naming the key (runs/prepare.py checks it before any compute)."""
+    return loader(spec).prompt_set(spec)
+
+
+def load_model(spec: ModelSpec, device: torch.device):
+    """The diffusion model (and VAE, or None) as described; checkpoints load strictly."""
+    return loader(spec).load(spec, device)
 
 
 def pipeline_vae_folder(spec: ModelSpec) -> Path:
@@ -184,33 +273,3 @@ def pipeline_vae_folder(spec: ModelSpec) -> Path:
         raise RunConfigError(f"model.vae=pretrained: no VAE at {str(folder)!r}; it reads model.vae_checkpoint (a "
                              "diffusers AutoencoderKL folder) or else the vae/ folder of model.pretrained")
     return Path(folder)
-
-
-def _pipeline_vae(spec: ModelSpec):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL.from_pretrained(pipeline_vae_folder(spec), local_files_only=True)
-
-
-def load_model(spec: ModelSpec, device: torch.device):
-    """The diffusion model (and VAE, or None) as described; checkpoints load strictly."""
-    if spec.diffusers_class:
-        vae = _pipeline_vae(spec) if spec.vae == "pretrained" else None
-        model = _load_diffusers(spec, device).to(device).eval().requires_grad_(False)
-        return model, None if vae is None else vae.to(device).eval().requires_grad_(False)
-    checkpoint = checkpoint_path(spec)
-    if checkpoint == "random":
-        model = build_model(spec.arch, **spec.overrides)
-    else:  # built weightless, then given the file's tensors: no wasted init of a large model
-        model = build_model(spec.arch, device="meta", **spec.overrides)
-        load_checkpoint(model, checkpoint, config_key="model.checkpoint")
-    vae = None
-    if spec.vae == "sd":
-        from .vae import build_vae, load_vae
-
-        if checkpoint == "random" or spec.vae_checkpoint == "random":
-            vae = build_vae()  # speed studies: weights do not matter
-        else:
-            vae = load_vae(spec.vae_checkpoint, config_key="model.vae_checkpoint")
-        vae = vae.to(device)
-    return model.to(device).eval().requires_grad_(False), vae
