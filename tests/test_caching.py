@@ -15,10 +15,10 @@ from l2c_bench.caching import (
     save_router,
 )
 from l2c_bench.caching.methods.l2c.method import l2c_plan
+from l2c_bench.engine.model import run_branch
 from l2c_bench.engine.rules import Drop, Span
 from l2c_bench.metrics.macs import branch_macs, macs
 from l2c_bench.models import build_model
-from l2c_bench.models.layers import run_branch
 
 ROUTERS = REFERENCE / "l2c_routers"
 T, F = True, False

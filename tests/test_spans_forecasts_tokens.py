@@ -10,9 +10,9 @@ from l2c_bench.caching import CacheConfigError, CacheRun, Plan, UnsupportedCombi
 from l2c_bench.caching.methods.delta_dit import delta_dit_plan
 from l2c_bench.caching.methods.taylorseer import TaylorForecast
 from l2c_bench.caching.methods.toca import StalestTokens
+from l2c_bench.engine.model import run_branch
 from l2c_bench.engine.rules import Forecast, Span, TokenWise
 from l2c_bench.metrics.macs import macs
-from l2c_bench.models.layers import run_branch
 
 T, F = True, False
 

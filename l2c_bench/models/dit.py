@@ -14,19 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..engine.model import unknown_probe
+from ..engine.model import ATTENTION, MLP, BranchRunner, run_branch, unknown_probe
 from .embeddings import sincos_2d_grid, timestep_sinusoid
 from .fast import adaln_input, gated_residual, rowwise_linear
-from .layers import (
-    ATTENTION,
-    MLP,
-    Attention,
-    BranchRunner,
-    Mlp,
-    PatchEmbed,
-    run_branch,
-    unpatchify,
-)
+from .layers import Attention, Mlp, PatchEmbed, unpatchify
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.model import ATTENTION, MLP, BranchRunner, reads_input, run_branch
 from .fast import concat_for_linear
 from .fused import residual_add, residual_chain
-from .layers import ATTENTION, MLP, BranchRunner, reads_input, run_branch
 
 
 def block_forward(block, x: torch.Tensor, skip=None, runner: BranchRunner | None = None, index: int = 0,

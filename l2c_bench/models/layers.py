@@ -6,11 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.model import ATTENTION, MLP, BranchRunner, reads_input, run_branch  # noqa: F401 - the model side of the engine
-
-# Branch indices used by the caching engine: compute[nfe, block, branch].
-
-
 # The numerics a run or benchmark names (`dtype=...`): the dtype autocast computes in, None for float32.
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..engine.model import ATTENTION, MLP, BranchRunner, run_branch
 from . import fast_uvit, fused
 from .embeddings import timestep_sinusoid
 from .fast import buffer_dtype, concat_for_linear
-from .layers import ATTENTION, MLP, Attention, BranchRunner, Mlp, PatchEmbed, run_branch, unpatchify
+from .layers import Attention, Mlp, PatchEmbed, unpatchify
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,11 @@ def check_graphable(sampler: str, eta: float, plan, device: torch.device) -> Non
 
 
 def plan_key(plan) -> tuple | None:
-    """Everything a static plan's compute depends on: every Plan field but its notes and run-time
-    policy (a plan with a policy is never captured), so a field added to Plan joins the key."""
+    """Everything a static plan's compute depends on: every Plan field but its notes (its rule is
+    part of the key; a run-time rule is never captured), so a field added to Plan joins the key."""
     if plan is None:
         return None
-    return tuple((f.name, getattr(plan, f.name)) for f in fields(plan) if f.name not in ("notes", "policy"))
+    return tuple((f.name, getattr(plan, f.name)) for f in fields(plan) if f.name != "notes")
 
 
 def numerics_key(device: torch.device) -> tuple:
