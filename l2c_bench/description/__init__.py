@@ -90,12 +90,7 @@ class RunDescription:
     results_dir: str
     device: str
     force: bool
-    config: Mapping[str, Any]  # the resolved config as plain values: the run's identity and its row's record
-    cache_group: Mapping[str, Any]  # the composed `cache` node (a method's parameters as the config gives them)
-
-    @property
-    def nfe(self) -> int:
-        return self.steps
+    config: Mapping[str, Any]  # the resolved config as plain values (the record a tracker mirrors)
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,6 @@ def describe_config(config: Mapping[str, Any], *, sampler: str, cache) -> RunDes
         shard=spec_of(ShardSpec, config["shard"]),
         tracker=spec_of(TrackerSpec, config["tracker"]),
         config=frozen,
-        cache_group=_view(config["cache"]),
         **{key: config[key] for key in ("steps", "dtype", "tf32", "compile", "cuda_graph", "seed", "results_dir",
                                         "device", "force")},
     )
