@@ -104,11 +104,16 @@ def calibration_command(run: RunDescription) -> str:
     return command("l2c_bench.calibrate", run_overrides(run) + group_overrides("calibration", run.calibration))
 
 
-def calibration_for(run: RunDescription, model) -> Path:
-    """TeaCache's calibration for this run: stored, or made now at toy scale; at paper scale a
-    missing one is an error printing the command that makes it."""
+def check_calibration(run: RunDescription) -> None:
+    """At paper scale the calibration must be stored already: a missing one is an error, before any
+    compute, printing the command that makes it (at toy scale it is made on first use)."""
     path = store_path(run.results_dir, name_for(run))
-    if path.is_file() or run.scale.name == "toy":
-        return find_or_calibrate(run, model=model)
-    raise RunConfigError(f"cache.coefficients=auto: no TeaCache calibration at {path}. Make it with\n"
-                         f"  {calibration_command(run)}\nor give cache.coefficients=<file or list>.")
+    if run.scale.name != "toy" and not path.is_file():
+        raise RunConfigError(f"cache.coefficients=auto: no TeaCache calibration at {path}. Make it with\n"
+                             f"  {calibration_command(run)}\nor give cache.coefficients=<file or list>.")
+
+
+def calibration_for(run: RunDescription, model) -> Path:
+    """TeaCache's calibration for this run: stored, or made now at toy scale (`check_calibration`)."""
+    check_calibration(run)
+    return find_or_calibrate(run, model=model)

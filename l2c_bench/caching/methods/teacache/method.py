@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from ....description import Loaded, RunDescription
 from ....engine import CacheConfigError, CacheMethod, Plan
 from ..dynamic import check_threshold
-from .calibration import calibration_for
+from .calibration import calibration_for, check_calibration
 from .coefficients import load_coefficients
 from .policy import TeaCachePolicy, stack_plan
 
@@ -54,6 +54,12 @@ class TeaCache(CacheMethod):
     @classmethod
     def identity_groups(cls, params: dict) -> tuple[str, ...]:
         return ("calibration",) if params.get("coefficients") == "auto" else ()
+
+    def check_run(self, run: RunDescription) -> CacheMethod:
+        """`coefficients=auto` at paper scale: a missing calibration fails before any compute."""
+        if self.coefficients == "auto":
+            check_calibration(run)
+        return self
 
     def prepare(self, run: RunDescription, loaded: Loaded) -> tuple[CacheMethod, dict]:
         """`coefficients=auto`: the stored calibration for this model, sampler and NFE (made now at
