@@ -21,7 +21,7 @@ _COLUMNS: dict[str, tuple[str, float, str]] = {
     "remove_ratio": ("metrics.cached_ratio", 1.0, "Cached ratio"),
     "cached_branches": ("cached_branches", 1.0, "Cached branches"),
     "paired_psnr_db": ("metrics.paired_image_psnr_db", 1.0, "Paired PSNR (dB)"),
-    # the toy scale's primary quality axis (l2c_bench/runs/converged.py, docs/metrics.md)
+    # the toy scale's primary quality axis (l2c_bench/metrics/converged.py, docs/metrics.md)
     "converged_psnr_db": ("metrics.converged_image_psnr_db", 1.0, "Image PSNR vs converged (dB)"),
     # rows without image metrics (random weights, latents without a VAE): fidelity to the uncached twin
     "paired_latent_psnr_db": ("metrics.paired_latent_psnr_db", 1.0, "Latent PSNR vs uncached (dB)"),

@@ -1,4 +1,4 @@
-"""Quality against the converged sampler (l2c_bench/runs/converged.py): the reference scores itself
+"""Quality against the converged sampler (l2c_bench/metrics/converged.py): the reference scores itself
 perfectly, is sampled once per sweep, gives the same numbers for any shard split, and bad values
 of metrics.converged_nfe fail before compute naming the key."""
 
@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import compose_config
 
+from l2c_bench.metrics.converged import TOY_PRIMARY_QUALITY
 from l2c_bench.metrics.quality import kid, paired_kid
 from l2c_bench.models.loading import RunConfigError
 from l2c_bench.records import read_row
 from l2c_bench.run import run_point
-from l2c_bench.runs.converged import TOY_PRIMARY_QUALITY
 from l2c_bench.runs.prepare import describe, validate
 from l2c_bench.runs.sample import REFERENCE_FORMAT
 from l2c_bench.studies.quality_axis import separated

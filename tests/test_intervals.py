@@ -205,9 +205,11 @@ def test_measure_keeps_every_repeat_in_abba_order():
 
 
 def test_a_one_sample_run_gets_timing_intervals_and_says_why_quality_has_none():
+    from l2c_bench.metrics.registry import row_fields
+
     part = {"index": torch.arange(1), "features": torch.zeros(1, 4), "labels": torch.zeros(1)}
     timings = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0]
-    out = iv.row_fields({"fid": None}, part, method_s=timings, uncached_s=[2 * t for t in timings], groups=20,
+    out = row_fields({"fid": None}, part, method_s=timings, uncached_s=[2 * t for t in timings], groups=20,
                         resamples=50, seed=0)
     assert out["speedup_ci_low"] <= 2.0 <= out["speedup_ci_high"] and out["interval_groups"] == 0
     assert out["quality_ci_note"] == "1 sample: a quality interval needs >= 2 (metrics.num_samples)"

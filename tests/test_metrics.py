@@ -305,8 +305,10 @@ def test_a_missing_paper_reference_fails_before_any_sampling(tmp_path):
     from conftest import ROOT
     from hydra import compose, initialize_config_dir
 
+    from l2c_bench.config import register_configs
     from l2c_bench.runs.prepare import validate
 
+    register_configs()
     ckpt = tmp_path / "DiT-XL-2-256x256.pt"
     ckpt.write_bytes(b"never loaded: validate() runs before the model")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -70,7 +70,7 @@ class MetricsConfig:
     interval_seed: int = 0  # seeds the jackknife groups and the bootstrap: same seed, same intervals
     # NFE of the converged reference: the model's own uncached samples on the same seeds and labels
     # with the family's ODE sampler (DiT: DDIM eta 0; U-ViT: DPM-Solver-2, even NFE), against which
-    # quality is also measured (l2c_bench/runs/converged.py); 0 = off. Off here, 250 at toy scale
+    # quality is also measured (l2c_bench/metrics/converged.py); 0 = off. Off here, 250 at toy scale
     # (conf/scale/toy.yaml): it costs one converged_nfe pass over the run's seeds per sweep.
     converged_nfe: int = 0
 

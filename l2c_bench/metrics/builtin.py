@@ -29,14 +29,14 @@ class Cost(Metric):
 
 @register
 class Converged(Metric):
-    """Against the converged reference (runs/converged.py): paired MSE/PSNR, FID/KID vs converged."""
+    """Against the converged reference (metrics/converged.py): paired MSE/PSNR, FID/KID vs converged."""
 
     name = "converged"
     directions = {"converged_latent_mse": False, "converged_latent_psnr_db": True, "converged_image_mse": False,
                   "converged_image_psnr_db": True, "fid_vs_converged": False, "kid_vs_converged": False}
 
     def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
-        from ..runs.converged import batch_statistics
+        from .converged import batch_statistics
 
         converged = batch.reference("converged")
         if converged is None:
@@ -44,7 +44,7 @@ class Converged(Metric):
         return batch_statistics(batch.result.latents, batch.images, *converged, batch.point.features)
 
     def value(self, part: Mapping, scoring: Scoring, row: Mapping) -> dict:
-        from ..runs.converged import row_metrics
+        from .converged import row_metrics
 
         point = scoring.point
         return row_metrics(point.run, point.sampler, part, point.features is not None)

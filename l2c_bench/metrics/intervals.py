@@ -26,7 +26,6 @@ torch on CUDA, recall on the run's device) compute the same replicates as the re
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -38,16 +37,6 @@ MIN_TIMING_REPEATS = 6  # below this no order statistic of n timings covers the 
 
 Bounds = tuple[float, float]
 
-
-
-def __getattr__(name: str):
-    """`MEAN_RANGES`: the per-sample-mean metrics and their scores' ranges, as registered
-    (metrics.registry.mean_ranges; their intervals are clipped to them)."""
-    if name == "MEAN_RANGES":
-        from .registry import mean_ranges
-
-        return mean_ranges()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,28 +380,3 @@ def quality_fields(values: Mapping, *, features, ids: np.ndarray, labels=None, l
 def _clip(bounds: Bounds | None, low: float = -math.inf, high: float = math.inf) -> Bounds | None:
     """Bounds kept inside the metric's range (its true value is inside: coverage is unchanged)."""
     return None if bounds is None else (min(max(bounds[0], low), high), max(min(bounds[1], high), low))
-
-
-def row_fields(values: Mapping, part: Mapping, *, method_s: Sequence[float], uncached_s: Sequence[float],
-               groups: int, resamples: int, seed: int, reference=None, k: int = 3, device="cpu",
-               replicates: dict | None = None) -> dict:
-    """Every interval of a run's row (`values`: its metrics so far) from the run's joined per-sample
-    data `part` (runs.sample.sample_part, shards joined) and its timed repeats; with the method's name,
-    its settings and its cost `intervals_s`. `replicates`: see quality_fields."""
-    start = time.perf_counter()
-    out = timing_fields(method_s, uncached_s, resamples=resamples, seed=seed)
-    n = len(part["index"])
-    if n < 2:  # a jackknife needs two samples: the quality numbers of a 1-sample run have no interval
-        out.update(quality_ci_note=f"{n} sample: a quality interval needs >= 2 (metrics.num_samples)",
-                   interval_method=method_label(0, resamples), interval_resamples=resamples, interval_groups=0,
-                   interval_seed=seed, intervals_s=time.perf_counter() - start)
-        return out
-    ids = group_ids(n, groups, seed)
-    from .registry import METRICS, Jackknife
-
-    jackknife = Jackknife(ids, reference=reference, k=k, device=device, replicates=replicates)
-    for metric in METRICS.values():  # each registered metric's intervals
-        out.update(metric.interval(part, values, jackknife))
-    out.update(interval_method=method_label(int(ids.max()) + 1, resamples), interval_resamples=resamples,
-               interval_groups=int(ids.max()) + 1, interval_seed=seed, intervals_s=time.perf_counter() - start)
-    return out

@@ -20,14 +20,24 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .intervals import Bounds, _clip, ci_fields, jackknife_bounds, jackknife_replicates
+from .intervals import (
+    Bounds,
+    _clip,
+    ci_fields,
+    group_ids,
+    jackknife_bounds,
+    jackknife_replicates,
+    method_label,
+    timing_fields,
+)
 
 # Modules that define and register the metrics, imported (in this order) with this one.
 METRIC_MODULES = ("l2c_bench.metrics.builtin",)
@@ -177,3 +187,26 @@ def mean_ranges() -> dict[str, Bounds]:
 
 for _module in METRIC_MODULES:
     importlib.import_module(_module)
+
+
+def row_fields(values: Mapping, part: Mapping, *, method_s: Sequence[float], uncached_s: Sequence[float],
+               groups: int, resamples: int, seed: int, reference=None, k: int = 3, device="cpu",
+               replicates: dict | None = None) -> dict:
+    """Every interval of a run's row (`values`: its metrics so far) from the run's joined per-sample
+    data `part` (runs.sample.sample_part, shards joined) and its timed repeats; with the method's name,
+    its settings and its cost `intervals_s`. `replicates`: see quality_fields."""
+    start = time.perf_counter()
+    out = timing_fields(method_s, uncached_s, resamples=resamples, seed=seed)
+    n = len(part["index"])
+    if n < 2:  # a jackknife needs two samples: the quality numbers of a 1-sample run have no interval
+        out.update(quality_ci_note=f"{n} sample: a quality interval needs >= 2 (metrics.num_samples)",
+                   interval_method=method_label(0, resamples), interval_resamples=resamples, interval_groups=0,
+                   interval_seed=seed, intervals_s=time.perf_counter() - start)
+        return out
+    ids = group_ids(n, groups, seed)
+    jackknife = Jackknife(ids, reference=reference, k=k, device=device, replicates=replicates)
+    for metric in METRICS.values():  # each registered metric's intervals
+        out.update(metric.interval(part, values, jackknife))
+    out.update(interval_method=method_label(int(ids.max()) + 1, resamples), interval_resamples=resamples,
+               interval_groups=int(ids.max()) + 1, interval_seed=seed, intervals_s=time.perf_counter() - start)
+    return out

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import generate
 from ..caching import CACHE_METHODS, CacheMethod, FixedPlan, make_cache
 from ..description import Loaded, MetricsSpec, RunDescription, describe_config
+from ..metrics.converged import check_converged
 from ..models.layers import AUTOCAST_DTYPES, cast_weights_
 from ..models.loading import (
     RunConfigError,
@@ -25,7 +26,6 @@ from ..sampling import CONVENTIONS, check_sampler
 from ..sampling.graphs import RUNTIME_DECISIONS, SamplingGraphs, check_graphable
 from ..sampling.noise import MAX_RUN_SEED, SEED_STRIDE
 from ..system.devices import init_distributed, retain_cpu_heap, set_tf32
-from .converged import check_converged
 from .shards import Shard, from_environment, sample_range
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..metrics.converged import reference_kwargs
 from ..metrics.registry import METRICS, Batch
 from ..sampling.noise import sample_seed
 from ..system.devices import tf32_enabled
 from ..system.files import atomic_path
-from .converged import reference_kwargs
 from .prepare import Point
 from .shards import sample_range, save_shard, shard_path
 

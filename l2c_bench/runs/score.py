@@ -145,7 +145,7 @@ def row_intervals(point: Point, part: dict, metrics: dict, method, uncached, ref
     per-sample data (shards joined: any split gives the same), the timed repeats and the reference
     set the quality metrics scored against (None: none); `replicates` receives the set metrics'
     jackknife replicates."""
-    from ..metrics.intervals import row_fields
+    from ..metrics.registry import row_fields
 
     run = point.run
     return row_fields(metrics, part, method_s=method.samples_s, uncached_s=uncached.samples_s,

@@ -1,5 +1,5 @@
 """Which quality axis tells step counts apart at toy scale: FID against the data, or the distance
-to the converged sampler (l2c_bench/runs/converged.py, docs/metrics.md).
+to the converged sampler (l2c_bench/metrics/converged.py, docs/metrics.md).
 
     python -m l2c_bench.studies.quality_axis                                  # both toy models, NFE 10,20,50
     python -m l2c_bench.studies.quality_axis --models dit --samples 64 --nfes 10,50 --out axis.json

@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 
 from ..description import RunDescription
-from ..metrics.quality import paired_scores, paired_sums
 from ..models.loading import RunConfigError
 from ..sampling import DEFAULT_SAMPLERS, SAMPLERS, check_sampler
+from .quality import paired_scores, paired_sums
 
 # The family's probability-flow ODE solver, run deterministically: the reference for every sampler
 # of that family (they share its noise schedule and time convention).
@@ -84,7 +84,7 @@ def batch_statistics(latents: torch.Tensor, images: torch.Tensor, reference_late
 def scores(part: dict) -> dict[str, float]:
     """Converged-reference scores of a whole run: paired MSE/PSNR (`quality.paired_scores`), and
     FID/KID of its features against the reference's."""
-    from ..metrics.quality import feature_statistics, fid_from_statistics, paired_kid
+    from .quality import feature_statistics, fid_from_statistics, paired_kid
 
     out = {**paired_scores("converged", part["converged_latent_se"], part["converged_image_se"],
                            part["converged_latent_range"], part["latent_numel"], part["image_numel"]),
