@@ -1,13 +1,13 @@
 """docs/adding_a_method.md is real: its code blocks, put where their titles say (in scratch copies),
 make a method that composes, runs through the run's code path, and passes its own tests."""
 
-import importlib.util
 import re
 import shutil
 import sys
 
 import pytest
 from conftest import ROOT
+from docpages import load_module, page_blocks
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
@@ -19,29 +19,17 @@ from l2c_bench.config import register_configs
 PAGE = ROOT / "docs" / "adding_a_method.md"
 
 
-def _blocks() -> dict[str, str]:
-    """{title: code} of the page's fenced blocks (`file=<path>` or a bare word)."""
-    found = re.findall(r"^```\w+ (?:file=)?(\S+)\n(.*?)^```", PAGE.read_text(), flags=re.M | re.S)
-    return dict(found)
-
-
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def documented_method(tmp_path, monkeypatch):
     """The page's method registered as its steps say, with conf/ copied and its yaml added."""
-    blocks = _blocks()
+    blocks = page_blocks(PAGE)
     assert set(blocks) == {"l2c_bench/caching/methods/skip_mlp.py", "registry", "conf/cache/skip_mlp.yaml",
                            "tests/test_skip_mlp.py"}
     module_file = tmp_path / "skip_mlp.py"
     module_file.write_text(blocks["l2c_bench/caching/methods/skip_mlp.py"])
-    module = _load(module_file, "skip_mlp_example")
+    module = load_module(module_file, "skip_mlp_example")
     name, cls = re.fullmatch(r'\s*"(\w+)": (\w+),\s*', blocks["registry"]).groups()  # the registry line
     monkeypatch.setitem(CACHE_METHODS, name, getattr(module, cls))
     conf = tmp_path / "conf"
@@ -99,7 +87,7 @@ def test_the_documented_tests_pass(documented_method, tmp_path):
     _, _, blocks = documented_method
     test_file = tmp_path / "test_skip_mlp.py"
     test_file.write_text(blocks["tests/test_skip_mlp.py"])
-    tests = _load(test_file, "test_skip_mlp_example")
+    tests = load_module(test_file, "test_skip_mlp_example")
     names = [n for n in dir(tests) if n.startswith("test_")]
     assert len(names) == 2
     for n in names:

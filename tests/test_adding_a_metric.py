@@ -2,13 +2,13 @@
 make a metric that registers, is recorded by a run (row, interval, per-sample column) and passes
 its own tests."""
 
-import importlib.util
 import re
 import sys
 
 import numpy as np
 import pytest
 from conftest import ROOT
+from docpages import load_module, page_blocks
 from hydra import compose, initialize_config_dir
 
 from l2c_bench.metrics import registry
@@ -16,30 +16,19 @@ from l2c_bench.metrics import registry
 PAGE = ROOT / "docs" / "adding_a_metric.md"
 
 
-def _blocks() -> dict[str, str]:
-    """{title: code} of the page's fenced blocks (`file=<path>` or a bare word)."""
-    return dict(re.findall(r"^```\w+ (?:file=)?(\S+)\n(.*?)^```", PAGE.read_text(), flags=re.M | re.S))
-
-
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def documented_metric(tmp_path):
     """The page's metric registered as its steps say (its module loaded from a scratch copy)."""
-    blocks = _blocks()
+    blocks = page_blocks(PAGE)
     assert set(blocks) == {"l2c_bench/metrics/paired_l1.py", "registry", "tests/test_paired_l1.py"}
     module_name = re.fullmatch(r'\s*"([\w.]+)",\s*', blocks["registry"]).group(1)  # the METRIC_MODULES line
     assert module_name == "l2c_bench.metrics.paired_l1" and module_name not in registry.METRIC_MODULES
     module_file = tmp_path / "paired_l1.py"
     module_file.write_text(blocks["l2c_bench/metrics/paired_l1.py"])
     try:
-        yield _load(module_file, "paired_l1_example"), blocks
+        yield load_module(module_file, "paired_l1_example"), blocks
     finally:
         registry.METRICS.pop("paired_image_l1", None)
         sys.modules.pop("paired_l1_example", None)
@@ -50,7 +39,7 @@ def test_the_documented_tests_pass(documented_metric, tmp_path):
     _, blocks = documented_metric
     test_file = tmp_path / "test_paired_l1.py"
     test_file.write_text(blocks["tests/test_paired_l1.py"])
-    tests = _load(test_file, "test_paired_l1_example")
+    tests = load_module(test_file, "test_paired_l1_example")
     names = [n for n in dir(tests) if n.startswith("test_")]
     assert len(names) == 2
     for n in names:

@@ -1,0 +1,23 @@
+"""A docs page's tested example: its fenced code blocks, and a block's module loaded from a file
+(tests/test_adding_a_method.py, tests/test_adding_a_metric.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+
+def page_blocks(page: Path) -> dict[str, str]:
+    """{title: code} of the page's fenced blocks (`file=<path>` or a bare word)."""
+    return dict(re.findall(r"^```\w+ (?:file=)?(\S+)\n(.*?)^```", page.read_text(), flags=re.M | re.S))
+
+
+def load_module(path: Path, name: str):
+    """The module in `path`, imported under `name` (registered in sys.modules, as an import would)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
