@@ -26,15 +26,14 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
     """Generate samples `indices` batch by batch (global batches, see shards.py) with the method
     and, for a cached run, uncached on the same seeds; keep each registered metric's per-sample
     values (metrics/registry.py; CPU)."""
-    run, common = point.run, point.common
+    run = point.run
     out: dict[str, list] = {k: [] for k in ("index", "labels", "grid", "schedule")}
     for metric in METRICS.values():
         out.update({key: [] for key in metric.part_keys})
     size = run.metrics.batch_size
     for start in tqdm(range(indices.start, indices.stop, size), disable=not progress, desc="batches", leave=False):
         idx = torch.arange(start, min(start + size, indices.stop))
-        kwargs = dict(labels=idx % point.model.num_classes, seeds=[sample_seed(run.seed, int(i)) for i in idx], decode=True,
-                      **common)
+        kwargs = batch_kwargs(point, idx)
         result = point.sample(point.cache, **kwargs)
         images = result.images.float().cpu()
         out["index"].append(idx)
@@ -49,6 +48,12 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
         out.setdefault("latent_numel", result.latents[0].numel())
         out.setdefault("image_numel", images[0].numel())
     return {k: (torch.cat(v) if v else None) if isinstance(v, list) else v for k, v in out.items()}
+
+
+def batch_kwargs(point: Point, idx: torch.Tensor) -> dict:
+    """`generate` arguments of the batch of samples `idx`: their seeds and labels, the run's sampler."""
+    return dict(labels=idx % point.model.num_classes, seeds=[sample_seed(point.run.seed, int(i)) for i in idx],
+                decode=True, **point.common)
 
 
 def batch_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -66,32 +71,46 @@ def batch_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tensor
 
 
 REFERENCE_FORMAT = 1  # bump when sampling numerics change: cached uncached latents are then recomputed
+# Converged references of the toy models' default points (README command 1, on a CPU), made by this
+# module and shipped with the package (`python -m l2c_bench.runs.ship_references`): a read-only
+# second store under the results folder's, so a first run does not spend most of its time on them.
+SHIPPED_REFERENCES = Path(__file__).resolve().parents[1] / "toy" / "assets" / "references"
+
+
+def reference_identity(point: Point, kwargs: dict) -> dict:
+    """Everything that determines one batch's uncached samples from `kwargs`: model weights' hash,
+    sampler, NFE, guidance, seeds, labels, device type and numerics (its key: `reference_key`)."""
+    run = point.run
+    return {"format": REFERENCE_FORMAT, "model": point.model_sha256, "arch": run.model.arch,
+            "overrides": dict(run.model.overrides), "sampler": kwargs["sampler"],
+            "nfe": kwargs["steps"], "guidance": [kwargs["guidance_scale"], kwargs["guidance_channels"]],
+            "eta": kwargs["eta"],
+            "seeds": list(kwargs["seeds"]), "labels": [int(v) for v in kwargs["labels"]],
+            "device": point.device.type, "dtype": run.dtype, "tf32": tf32_enabled(point.device),
+            "compile": bool(run.compile)}
+
+
+def reference_key(identity: dict) -> str:
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def stored_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Uncached latents and images for one batch sampled with `kwargs` (CPU): the uncached twin of
-    a cached run, or its converged reference (converged.py). The latents are cached in
-    `<results_dir>/_reference/<kind>/` keyed by everything that determines them (model weights'
-    hash, sampler, NFE, guidance, seeds, labels, device type, numerics), so a sweep samples each
-    reference once; images are decoded from them each time (cheap next to sampling)."""
+    a cached run, or its converged reference (metrics/converged.py). The latents are cached in
+    `<results_dir>/_reference/<kind>/` keyed by `reference_identity`, so a sweep samples each
+    reference once (the shipped store, `SHIPPED_REFERENCES`, is read after the results folder's);
+    images are decoded from them each time (cheap next to sampling)."""
     from ..pipeline import to_images
 
     if point.model_sha256 is None:  # random weights: nothing to share
         reference = point.sample(**kwargs)
         return reference.latents.cpu(), reference.images.float().cpu()
-    run = point.run
-    identity = {"format": REFERENCE_FORMAT, "model": point.model_sha256, "arch": run.model.arch,
-                "overrides": dict(run.model.overrides), "sampler": kwargs["sampler"],
-                "nfe": kwargs["steps"], "guidance": [kwargs["guidance_scale"], kwargs["guidance_channels"]],
-                "eta": kwargs["eta"],
-                "seeds": list(kwargs["seeds"]), "labels": [int(v) for v in kwargs["labels"]],
-                "device": point.device.type, "dtype": run.dtype, "tf32": tf32_enabled(point.device),
-                "compile": bool(run.compile)}
-    key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(run.results_dir) / "_reference" / kind / f"{key}.pt"
-    if path.is_file():
-        latents = torch.load(path, map_location="cpu", weights_only=True)
-        return latents, to_images(latents.to(point.device), point.vae).float().cpu()
+    key = reference_key(reference_identity(point, kwargs))
+    path = Path(point.run.results_dir) / "_reference" / kind / f"{key}.pt"
+    for stored in (path, SHIPPED_REFERENCES / kind / f"{key}.pt"):
+        if stored.is_file():
+            latents = torch.load(stored, map_location="cpu", weights_only=True)
+            return latents, to_images(latents.to(point.device), point.vae).float().cpu()
     reference = point.sample(**kwargs)
     latents = reference.latents.cpu()
     with atomic_path(path) as tmp:  # concurrent jobs may both write it: each rename is whole
