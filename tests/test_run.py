@@ -248,3 +248,18 @@ def test_bf16_autocast_run_is_recorded_and_close_to_fp32(tmp_path):
     assert len(layer_error["metrics.branch_change"]) == 4
     bad = run_point(config(tmp_path / "bf16", *common, "dtype=fp8"))
     assert bad["status"] == "failed" and "dtype='fp8'" in bad["error"]
+
+
+def test_a_row_says_where_its_time_went_and_the_sweep_adds_it_up(tmp_path):
+    """Each row's phases (seconds): the method's samples, its uncached twin, the converged reference
+    (off here: 0), timing, scoring and intervals; the sweep summary prints their totals."""
+    from l2c_bench.runs.summary import PHASES, phase_totals
+
+    row = run_point(config(tmp_path, "tracker=none", "cache=fora", "metrics.timing_repeats=2"))
+    assert row["status"] == "ok", row.get("error")
+    phases = {name: row[f"metrics.phase_{name}_s"] for name in PHASES}
+    assert phases["reference"] < 0.01 and phases["intervals"] == row["metrics.intervals_s"]  # nothing to sample
+    assert all(phases[name] > 0 for name in ("sampling", "twin", "timing", "scoring")), phases
+    line = phase_totals([row, row])
+    assert line.startswith("Time in its points: sampling ") and "twin " in line and "(total " in line
+    assert phase_totals([{"run_id": "old"}]) == ""  # rows written before phases: no line

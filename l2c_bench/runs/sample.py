@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -21,6 +22,11 @@ from .shards import sample_range, save_shard, shard_path
 
 log = logging.getLogger("l2c_bench.run")
 
+# Where sample_part's time goes, in seconds (the part's `phase_s`, one row per call: shards add up):
+# the method's own samples, the uncached twin's, the converged reference's (read or sampled), and
+# the registered metrics' per-batch work (features, SSIM, LPIPS, CLIP) without the references.
+PART_PHASES = ("sampling", "twin", "reference", "scoring")
+
 
 def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
     """Generate samples `indices` batch by batch (global batches, see shards.py) with the method
@@ -30,23 +36,30 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
     out: dict[str, list] = {k: [] for k in ("index", "labels", "grid", "schedule")}
     for metric in METRICS.values():
         out.update({key: [] for key in metric.part_keys})
+    spent = dict.fromkeys(PART_PHASES, 0.0)
     size = run.metrics.batch_size
     for start in tqdm(range(indices.start, indices.stop, size), disable=not progress, desc="batches", leave=False):
         idx = torch.arange(start, min(start + size, indices.stop))
         kwargs = batch_kwargs(point, idx)
+        start_s = time.perf_counter()
         result = point.sample(point.cache, **kwargs)
+        spent["sampling"] += time.perf_counter() - start_s
         images = result.images.float().cpu()
         out["index"].append(idx)
         out["labels"].append(result.labels.cpu())
         if result.dynamic:  # what each sample's batch computed: (n, nfe, blocks, 2) bool
             out["schedule"].append(result.schedule.cpu().unsqueeze(0).expand(len(idx), -1, -1, -1))
         out["grid"].append(images[idx < run.metrics.grid_samples])
-        batch = Batch(point, kwargs, idx, result, images, fetch=lambda kind, kwargs=kwargs: batch_reference(point, kwargs, kind))
+        batch = Batch(point, kwargs, idx, result, images,
+                      fetch=lambda kind, kwargs=kwargs: timed_reference(point, kwargs, kind, spent))
+        start_s, fetched_s = time.perf_counter(), spent["twin"] + spent["reference"]
         for metric in METRICS.values():
             for key, value in metric.update(batch).items():
                 out.setdefault(key, []).append(value)
+        spent["scoring"] += time.perf_counter() - start_s - (spent["twin"] + spent["reference"] - fetched_s)
         out.setdefault("latent_numel", result.latents[0].numel())
         out.setdefault("image_numel", images[0].numel())
+    out["phase_s"] = [torch.tensor([[spent[phase] for phase in PART_PHASES]], dtype=torch.float64)]
     return {k: (torch.cat(v) if v else None) if isinstance(v, list) else v for k, v in out.items()}
 
 
@@ -54,6 +67,15 @@ def batch_kwargs(point: Point, idx: torch.Tensor) -> dict:
     """`generate` arguments of the batch of samples `idx`: their seeds and labels, the run's sampler."""
     return dict(labels=idx % point.model.num_classes, seeds=[sample_seed(point.run.seed, int(i)) for i in idx],
                 decode=True, **point.common)
+
+
+def timed_reference(point: Point, kwargs: dict, kind: str, spent: dict):
+    """`batch_reference`, its seconds added to `spent` (the twin's or the converged reference's)."""
+    start_s = time.perf_counter()
+    try:
+        return batch_reference(point, kwargs, kind)
+    finally:
+        spent["twin" if kind == "uncached" else "reference"] += time.perf_counter() - start_s
 
 
 def batch_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -3,6 +3,7 @@ intervals of each number (a flat dict of metrics)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from ..system.devices import heap_retained, peak_memory_mb, tf32_enabled
 from ..system.files import atomic_path
 from . import per_sample
 from .prepare import Point
+from .sample import PART_PHASES
 
 
 def finalize(point: Point, part: dict, run_dir: Path) -> dict:
@@ -30,7 +32,9 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     grid = run_dir / "samples.png"
     grid.parent.mkdir(parents=True, exist_ok=True)
     save_image((part["grid"] + 1) / 2, grid, nrow=8)
+    start_s = time.perf_counter()
     method, uncached, timing = timed(point)
+    timing_s = time.perf_counter() - start_s
     plan, schedule, dynamic, ratios = realised_schedule(point, part)
     metrics = {**run_fields(point, plan, schedule, ratios), **timing, **point.artifacts}
     if point.cache is not None:
@@ -40,10 +44,12 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
             torch.save({"schedule": schedule, "per_sample": part.get("schedule"), "cache_steps": plan.cache_steps,
                         "dynamic": dynamic}, tmp)
         metrics["schedule_file"] = "schedule.pt"
+    start_s = time.perf_counter()
     reference = quality_reference(point)
     scoring = Scoring(point, reference)
     for metric in METRICS.values():  # in order: a metric may read an earlier one's fields
         metrics.update(metric.value(part, scoring, metrics))
+    scoring_s = time.perf_counter() - start_s
     replicates: dict = {}  # the set metrics' jackknife replicates, for the per-sample record
     if run.metrics.interval_resamples:  # 95% intervals of the row's numbers
         scored = reference if metrics.get("reference") else None  # the set quality_metrics scored against
@@ -51,7 +57,18 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
     if point.branch_change is not None:
         metrics["branch_change"] = point.branch_change
     metrics["samples_file"] = per_sample.write(point, part, metrics, replicates, run_dir).name
+    metrics.update(phase_fields(part, timing_s=timing_s, scoring_s=scoring_s, intervals_s=metrics.get("intervals_s")))
     return metrics
+
+
+def phase_fields(part: dict, *, timing_s: float, scoring_s: float, intervals_s: float | None) -> dict:
+    """`phase_<name>_s`: where the run's time went (sample_part's phases, summed over shards, and
+    finalize's timing, scoring and intervals); the sweep summary adds them up over its rows."""
+    phases = part.get("phase_s")  # None: shards written before phases were kept
+    spent = dict(zip(PART_PHASES, [0.0] * len(PART_PHASES) if phases is None else phases.sum(0).tolist(), strict=True))
+    spent["scoring"] += scoring_s
+    spent.update(timing=timing_s, intervals=intervals_s or 0.0)
+    return {f"phase_{name}_s": seconds for name, seconds in spent.items()}
 
 
 def timed(point: Point) -> tuple:

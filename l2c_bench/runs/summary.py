@@ -151,6 +151,8 @@ def sweep_table(rows: Iterable[Mapping], *, results_dir: str, wandb_offline: boo
         widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
         lines += ["", arch] + ["  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
                                for cells in table]
+    if phases := phase_totals(rows, started):
+        lines += ["", phases]
     if bad:
         lines += ["", "Not ok:"] + [point_report(r, indent="  ") for r in bad]
     for name in missing:
@@ -163,6 +165,20 @@ def sweep_table(rows: Iterable[Mapping], *, results_dir: str, wandb_offline: boo
     if wandb_offline:
         lines.append(f"  wandb sync {results_dir}/wandb/offline-run-*   # mirror to W&B when online")
     return "\n".join(lines)
+
+
+PHASES = ("sampling", "twin", "reference", "timing", "scoring", "intervals")
+
+
+def phase_totals(rows: Iterable[Mapping], started: str | None = None) -> str:
+    """Where this sweep's time went: each phase's seconds (rows' `phase_<name>_s`) summed over the rows
+    it computed (rows that ended before `started` were skipped as done); "" where none has phases."""
+    fresh = [r for r in rows if not (started and str(r.get("provenance.end_time") or "") < started)]
+    totals = {name: sum(_number(r.get(f"metrics.phase_{name}_s")) or 0.0 for r in fresh) for name in PHASES}
+    if not any(totals.values()):
+        return ""
+    parts = ", ".join(f"{name} {_duration(seconds)}" for name, seconds in totals.items())
+    return f"Time in its points: {parts} (total {_duration(sum(totals.values()))})"
 
 
 def write_run_id(output_dir: str | Path, run_id: str) -> None:
