@@ -67,7 +67,9 @@ def phase_fields(part: dict, *, timing_s: float, scoring_s: float, intervals_s: 
     phases = part.get("phase_s")  # None: shards written before phases were kept
     spent = dict(zip(PART_PHASES, [0.0] * len(PART_PHASES) if phases is None else phases.sum(0).tolist(), strict=True))
     spent["scoring"] += scoring_s
-    spent.update(timing=timing_s, intervals=intervals_s or 0.0)
+    spent["timing"] = timing_s
+    if intervals_s is not None:  # intervals off (metrics.interval_resamples=0): no such phase
+        spent["intervals"] = intervals_s
     return {f"phase_{name}_s": seconds for name, seconds in spent.items()}
 
 
