@@ -101,8 +101,7 @@ def caches() -> str:
     described = _options("cache")
     lines = ["cache=  (each method's parameters are cache.<name>=..., defaults shown)"]
     for name, cls in CACHE_METHODS.items():
-        params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)
-                           if f.default is not dataclasses.MISSING)
+        params = ", ".join(f"{name}={default!r}" for name, default in cls.defaults().items())
         lines.append(_wrap(name, described.get(name, "")))
         if params:
             lines.append(" " * 20 + f"parameters: {params}")

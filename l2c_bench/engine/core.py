@@ -17,7 +17,7 @@ recomputation (`TokenWise`: ToCa), or another library's hooks (`Hooked`: diffuse
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from functools import partial
 from types import MappingProxyType
 from typing import ClassVar
@@ -287,6 +287,12 @@ class CacheMethod:
         """True if `plan()` works on a weightless (`meta`) model, i.e. before any compute (and
         before `prepare`)."""
         return True
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """Each parameter that has a default, with it: the run's default too (the method's config
+        schema is made from these fields), as the catalog and the sweep summary's labels show it."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
     @classmethod
     def identity_groups(cls, params: dict) -> tuple[str, ...]:

@@ -9,7 +9,6 @@ every launcher alike (local, submitit-local, SLURM), from the folder the jobs sh
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -68,8 +67,7 @@ def _cache_defaults(name: str) -> dict:
     from ..caching import CACHE_METHODS
 
     method = CACHE_METHODS.get(name)
-    return {} if method is None else {f.name: f.default for f in dataclasses.fields(method)
-                                      if f.default is not dataclasses.MISSING}
+    return {} if method is None else method.defaults()
 
 
 def method_label(row: Mapping) -> str:
