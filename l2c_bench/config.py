@@ -15,6 +15,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional  # noqa: UP035 - OmegaConf reads typing's forms
 
 from hydra.core.config_store import ConfigStore
@@ -121,6 +122,20 @@ def uncached_schema(methods: dict[str, type]) -> type:
         for f, kind in _typed_fields(method):
             specs.setdefault(f.name, (f.name, Optional[kind], field(default=None)))  # noqa: UP007
     return dataclasses.make_dataclass("NoCacheConfig", [("name", str, field(default="none")), *specs.values()])
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config tree the entry points compose
+
+
+def compose(overrides: list[str]):
+    """The run config these overrides compose (schemas registered), as `python -m l2c_bench.run
+    <overrides>` would; for scripts and studies that build runs from Python."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def register_configs() -> None:

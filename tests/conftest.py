@@ -42,13 +42,9 @@ def pytest_report_header(config):
 
 def compose_config(results_dir, *overrides):
     """The project's Hydra config (conf/config.yaml) with results in `results_dir`."""
-    from hydra import compose, initialize_config_dir
+    from l2c_bench.config import compose
 
-    from l2c_bench.config import register_configs
-
-    register_configs()  # the schemas (every entry point registers them on import)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"results_dir={results_dir}", *overrides])
+    return compose([f"results_dir={results_dir}", *overrides])
 
 
 def load_reference(name: str) -> dict:

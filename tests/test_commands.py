@@ -6,19 +6,17 @@ TeaCache calibration)."""
 import shlex
 
 import pytest
-from conftest import ROOT
 
 from l2c_bench.caching.methods.l2c.learning.job import name_for as router_name
 from l2c_bench.caching.methods.l2c.learning.job import resolve_auto, training_command
 from l2c_bench.caching.methods.teacache.calibration import calibration_command, calibration_for
 from l2c_bench.caching.methods.teacache.calibration import name_for as calibration_name
-from l2c_bench.config import register_configs
+from l2c_bench.config import compose
 from l2c_bench.description.commands import hydra_value
 from l2c_bench.models.loading import RunConfigError
 from l2c_bench.models.zoo import ADAPTERS
 from l2c_bench.runs.prepare import describe
 
-register_configs()
 FAMILIES = ["dit", "uvit", *(f"diffusers:{cls}" for cls in ADAPTERS)]
 ARTIFACTS = {  # artifact -> (the run's cache, the name it looks for, the command that makes it)
     "router": ("cache=l2c", router_name, training_command, "l2c_bench.train_router"),
@@ -28,10 +26,7 @@ ARTIFACTS = {  # artifact -> (the run's cache, the name it looks for, the comman
 
 def compose_config(results_dir, *overrides):
     """The project's config with these overrides (the results folder written as a command would)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"results_dir={hydra_value(str(results_dir))}", *overrides])
+    return compose([f"results_dir={hydra_value(str(results_dir))}", *overrides])
 
 
 def model_overrides(family: str, scale: str, tmp_path) -> list[str]:

@@ -29,7 +29,6 @@ from .sample import (
 )
 
 MODELS = ("dit", "uvit")
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 STEPS = (10, 20, 50)  # README command 1's NFE: the twins shipped
@@ -37,15 +36,11 @@ STEPS = (10, 20, 50)  # README command 1's NFE: the twins shipped
 
 def default_point(model: str, results_dir: str | Path, steps: int = 20):
     """The prepared uncached point of `model` at `steps` with the README command's settings, on the CPU."""
-    from hydra import compose, initialize_config_dir
-
-    from ..config import register_configs
+    from ..config import compose
     from .prepare import prepare
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={model}", f"steps={steps}", "cache=none", "tracker=none",
-                                           "device=cpu", f"results_dir={results_dir}"])
+    cfg = compose([f"model={model}", f"steps={steps}", "cache=none", "tracker=none", "device=cpu",
+                   f"results_dir={results_dir}"])
     return prepare(cfg)
 
 

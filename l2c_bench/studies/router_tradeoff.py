@@ -15,23 +15,15 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from pathlib import Path
 
 import torch
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def compose(overrides: list[str]):
     """The config these overrides compose (the studies' entry to the config tree)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from ..config import compose as compose_config
 
-    from ..config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
+    return compose_config(overrides)
 
 
 def describe(overrides: list[str]):
