@@ -49,16 +49,13 @@ class Converged(Metric):
         point = scoring.point
         return row_metrics(point.run, point.sampler, part, point.features is not None)
 
+    SUMS = {"latent": "converged_latent_se", "image": "converged_image_se"}  # part keys of its squared errors
+
     def interval(self, part: Mapping, row: Mapping, jackknife: Jackknife) -> dict:
-        if part.get("converged_latent_se") is None:
-            return {}
-        return paired_fields("converged", row, {"latent": part["converged_latent_se"], "image": part["converged_image_se"]},
-                             {"latent": part["latent_numel"], "image": part["image_numel"]},
-                             {"latent": row.get("converged_latent_peak_to_peak"), "image": 2.0}, jackknife.ids)
+        return _paired_interval("converged", self.SUMS, part, row, jackknife.ids)
 
     def columns(self, part: Mapping, row: Mapping) -> dict[str, np.ndarray]:
-        return _squared_errors(part, row, {"converged_latent_se": ("converged_latent_mse", "latent_numel"),
-                                           "converged_image_se": ("converged_image_mse", "image_numel")})
+        return _squared_errors("converged", self.SUMS, part, row)
 
 
 @register
@@ -85,22 +82,31 @@ class PairedError(Metric):
         return paired_scores("paired", part["latent_se"], part["image_se"], part["reference_latent_range"],
                              part["latent_numel"], part["image_numel"])
 
+    SUMS = {"latent": "latent_se", "image": "image_se"}  # part keys of its squared errors
+
     def interval(self, part: Mapping, row: Mapping, jackknife: Jackknife) -> dict:
-        if part.get("latent_se") is None:
-            return {}
-        return paired_fields("paired", row, {"latent": part["latent_se"], "image": part["image_se"]},
-                             {"latent": part["latent_numel"], "image": part["image_numel"]},
-                             {"latent": row.get("paired_latent_peak_to_peak"), "image": 2.0}, jackknife.ids)
+        return _paired_interval("paired", self.SUMS, part, row, jackknife.ids)
 
     def columns(self, part: Mapping, row: Mapping) -> dict[str, np.ndarray]:
-        return _squared_errors(part, row, {"latent_se": ("paired_latent_mse", "latent_numel"),
-                                           "image_se": ("paired_image_mse", "image_numel")})
+        return _squared_errors("paired", self.SUMS, part, row)
 
 
-def _squared_errors(part: Mapping, row: Mapping, keys: Mapping[str, tuple[str, str]]) -> dict[str, np.ndarray]:
-    """Per-sample MSE columns from the part's sums of squared errors (part key -> column, numel key)."""
-    return {column: part[key].double().numpy() / part[numel] for key, (column, numel) in keys.items()
-            if part.get(key) is not None and row.get(column) is not None}
+# Paired fidelity from per-sample sums of squared errors, `sums` {"latent"|"image": part key}, shared
+# by the scores against the converged reference and against the uncached twin (row prefix `prefix`).
+def _paired_interval(prefix: str, sums: Mapping[str, str], part: Mapping, row: Mapping, ids) -> dict:
+    """The MSE/PSNR intervals of `<prefix>_{latent,image}_*` (metrics.intervals.paired_fields); images
+    lie in [-1, 1] (peak-to-peak 2), latents have the run's measured range."""
+    if part.get(sums["latent"]) is None:
+        return {}
+    return paired_fields(prefix, row, {space: part[key] for space, key in sums.items()},
+                         {space: part[f"{space}_numel"] for space in sums},
+                         {"latent": row.get(f"{prefix}_latent_peak_to_peak"), "image": 2.0}, ids)
+
+
+def _squared_errors(prefix: str, sums: Mapping[str, str], part: Mapping, row: Mapping) -> dict[str, np.ndarray]:
+    """Per-sample `<prefix>_<space>_mse` columns, where the row kept that aggregate."""
+    return {f"{prefix}_{space}_mse": part[key].double().numpy() / part[f"{space}_numel"]
+            for space, key in sums.items() if part.get(key) is not None and row.get(f"{prefix}_{space}_mse") is not None}
 
 
 @register
