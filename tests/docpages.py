@@ -21,3 +21,14 @@ def load_module(path: Path, name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_page_tests(code: str, path: Path, name: str) -> list[str]:
+    """Write a page's test block to `path`, import it as `name` and call each `test_*` in it (they take
+    no fixtures); returns their names."""
+    path.write_text(code)
+    tests = load_module(path, name)
+    names = [n for n in dir(tests) if n.startswith("test_")]
+    for n in names:
+        getattr(tests, n)()
+    return names

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from conftest import ROOT
-from docpages import load_module, page_blocks
+from docpages import load_module, page_blocks, run_page_tests
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
@@ -85,10 +85,4 @@ def test_the_documented_method_composes_runs_and_is_listed(documented_method, tm
 
 def test_the_documented_tests_pass(documented_method, tmp_path):
     _, _, blocks = documented_method
-    test_file = tmp_path / "test_skip_mlp.py"
-    test_file.write_text(blocks["tests/test_skip_mlp.py"])
-    tests = load_module(test_file, "test_skip_mlp_example")
-    names = [n for n in dir(tests) if n.startswith("test_")]
-    assert len(names) == 2
-    for n in names:
-        getattr(tests, n)()
+    assert len(run_page_tests(blocks["tests/test_skip_mlp.py"], tmp_path / "test_skip_mlp.py", "test_skip_mlp_example")) == 2

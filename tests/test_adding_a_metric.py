@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT
-from docpages import load_module, page_blocks
+from docpages import load_module, page_blocks, run_page_tests
 from hydra import compose, initialize_config_dir
 
 from l2c_bench.metrics import registry
@@ -37,13 +37,7 @@ def documented_metric(tmp_path):
 
 def test_the_documented_tests_pass(documented_metric, tmp_path):
     _, blocks = documented_metric
-    test_file = tmp_path / "test_paired_l1.py"
-    test_file.write_text(blocks["tests/test_paired_l1.py"])
-    tests = load_module(test_file, "test_paired_l1_example")
-    names = [n for n in dir(tests) if n.startswith("test_")]
-    assert len(names) == 2
-    for n in names:
-        getattr(tests, n)()
+    assert len(run_page_tests(blocks["tests/test_paired_l1.py"], tmp_path / "test_paired_l1.py", "test_paired_l1_example")) == 2
 
 
 def test_the_documented_metric_is_recorded_by_a_run(documented_metric, tmp_path):
