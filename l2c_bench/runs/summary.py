@@ -132,7 +132,7 @@ def sweep_table(rows: Iterable[Mapping], *, results_dir: str, wandb_offline: boo
     rows, missing = sorted(rows, key=_sort_key), list(missing)
     ok = [r for r in rows if r.get("status") == "ok"]
     bad = [r for r in rows if r.get("status") != "ok"]
-    skipped = sum(1 for r in ok if started and str(r.get("provenance.end_time") or "") < started)
+    skipped = sum(1 for r in ok if _skipped(r, started))
     header = ("method", "NFE", "speedup [95%]", "MACs", "latency ms [95%]", "primary quality [95%]", "run id")
     counts = [f"{len(ok)} ok" + (f" ({skipped} skipped: an ok row existed)" if skipped else ""), f"{len(bad)} not ok"]
     lines = ["Sweep summary: " + ", ".join(counts + ([f"{len(missing)} without a row"] if missing else []))]
@@ -165,13 +165,18 @@ def sweep_table(rows: Iterable[Mapping], *, results_dir: str, wandb_offline: boo
     return "\n".join(lines)
 
 
+def _skipped(row: Mapping, started: str | None) -> bool:
+    """The row ended before this sweep started (ISO times): an ok row that existed, skipped as done."""
+    return bool(started) and str(row.get("provenance.end_time") or "") < started
+
+
 PHASES = ("sampling", "twin", "reference", "timing", "scoring", "intervals")
 
 
 def phase_totals(rows: Iterable[Mapping], started: str | None = None) -> str:
     """Where this sweep's time went: each phase's seconds (rows' `phase_<name>_s`) summed over the rows
     it computed (rows that ended before `started` were skipped as done); "" where none has phases."""
-    fresh = [r for r in rows if not (started and str(r.get("provenance.end_time") or "") < started)]
+    fresh = [r for r in rows if not _skipped(r, started)]
     totals = {name: sum(_number(r.get(f"metrics.phase_{name}_s")) or 0.0 for r in fresh) for name in PHASES}
     if not any(totals.values()):
         return ""
