@@ -38,8 +38,7 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
         out.update({key: [] for key in metric.part_keys})
     spent = dict.fromkeys(PART_PHASES, 0.0)
     size = run.metrics.batch_size
-    for start in tqdm(range(indices.start, indices.stop, size), disable=not progress, desc="batches", leave=False):
-        idx = torch.arange(start, min(start + size, indices.stop))
+    for idx in tqdm(batch_indices(indices, size), disable=not progress, desc="batches", leave=False):
         kwargs = batch_kwargs(point, idx)
         start_s = time.perf_counter()
         result = point.sample(point.cache, **kwargs)
@@ -61,6 +60,12 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
         out.setdefault("image_numel", images[0].numel())
     out["phase_s"] = [torch.tensor([[spent[phase] for phase in PART_PHASES]], dtype=torch.float64)]
     return {k: (torch.cat(v) if v else None) if isinstance(v, list) else v for k, v in out.items()}
+
+
+def batch_indices(indices: range, size: int) -> list[torch.Tensor]:
+    """The global batches of `size` that cover sample indices `indices` (shards.py: batch boundaries
+    never depend on the shard split), each a (n,) index tensor."""
+    return [torch.arange(start, min(start + size, indices.stop)) for start in range(indices.start, indices.stop, size)]
 
 
 def batch_kwargs(point: Point, idx: torch.Tensor) -> dict:

@@ -17,11 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 from ..metrics.converged import reference_kwargs
 from .sample import (
     SHIPPED_REFERENCES,
+    batch_indices,
     batch_kwargs,
     reference_identity,
     reference_key,
@@ -48,8 +47,7 @@ def batches(point) -> list[dict]:
     """`generate` arguments of each batch of the point's samples, as a run samples them (its
     cached run's uncached twin on the same seeds)."""
     run = point.run
-    return [batch_kwargs(point, torch.arange(start, min(start + run.metrics.batch_size, run.metrics.num_samples)))
-            for start in range(0, run.metrics.num_samples, run.metrics.batch_size)]
+    return [batch_kwargs(point, idx) for idx in batch_indices(range(run.metrics.num_samples), run.metrics.batch_size)]
 
 
 def converged_batches(point) -> list[dict]:
