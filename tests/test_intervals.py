@@ -204,6 +204,49 @@ def test_measure_keeps_every_repeat_in_abba_order():
     assert Timing(1.0, 1.0, 1.0, 1, 0).samples_s == ()  # built by hand: no samples
 
 
+def test_timing_stops_once_its_interval_is_narrow_and_says_why():
+    # a synthetic clock: "b" takes 2 s, "a" 1 s, and each call +-jitter (deterministic order)
+    def timer_with(jitter):
+        wobble = iter(np.tile([1 + jitter, 1 - jitter, 1.0], 100))
+        return lambda fn: fn() * next(wobble)
+
+    fns = {"method": lambda: 1.0, "uncached": lambda: 2.0}
+    quiet = measure(fns, repeats=10, warmup=0, timer=timer_with(0.001), min_repeats=6,
+                    sure=iv.timing_is_sure(0.05, resamples=200, seed=0))
+    assert (quiet["method"].repeats, quiet["method"].stop) == (6, "sure")
+    noisy = measure(fns, repeats=10, warmup=0, timer=timer_with(0.3), min_repeats=6,
+                    sure=iv.timing_is_sure(0.05, resamples=200, seed=0))
+    assert (noisy["method"].repeats, noisy["method"].stop) == (10, "max")
+    assert iv.timing_halfwidth({"method": noisy["method"].samples_s, "uncached": noisy["uncached"].samples_s},
+                               resamples=200, seed=0) > 0.05
+    # no rule (halfwidth 0, or intervals off): the fixed count
+    assert iv.timing_is_sure(0.0, resamples=200, seed=0) is None and iv.timing_is_sure(0.05, resamples=0, seed=0) is None
+    fixed = measure(fns, repeats=7, warmup=0, timer=timer_with(0.001))
+    assert (fixed["method"].repeats, fixed["method"].stop) == (7, "fixed")
+    # asked only after whole ABBA pairs: a rule that always holds, from 7 on, stops at 8
+    asked = []
+    always = measure(fns, repeats=12, warmup=0, timer=timer_with(0.0), min_repeats=7,
+                     sure=lambda samples: asked.append(len(samples["method"])) or True)
+    assert asked == [8] and always["method"].repeats == always["uncached"].repeats == 8
+    # no twin (an uncached row): the latency median's interval decides
+    alone = measure({"method": lambda: 1.0}, repeats=10, warmup=0, timer=timer_with(0.001), min_repeats=6,
+                    sure=iv.timing_is_sure(0.05, resamples=200, seed=0))
+    assert (alone["method"].repeats, alone["method"].stop) == (6, "sure")
+
+
+def test_the_stopped_speedup_interval_covers_the_true_speedup_at_its_rate():
+    from l2c_bench.benchmarks.timing_coverage import coverage
+
+    # a synthetic source with a known speedup (1.5), per-call noise and shared drift; fixed seed.
+    # 400 replicates: a binomial 95% band around 0.95 is about [0.93, 0.97]
+    quiet = coverage(0.02, replicates=400, halfwidth=0.05, seed=0)
+    assert quiet.stopped_early > 0.8 and quiet.mean_repeats < 8.5  # the rule saves repeats here
+    noisy = coverage(0.08, replicates=400, halfwidth=0.05, seed=1)
+    assert noisy.mean_repeats > 9.5  # ... and not here
+    for c in (quiet, noisy):
+        assert 0.925 <= c.rate <= 0.975, c
+
+
 def test_a_one_sample_run_gets_timing_intervals_and_says_why_quality_has_none():
     from l2c_bench.metrics.registry import row_fields
 
@@ -238,9 +281,12 @@ INTERVAL_KEYS = ("latency_ms", "latency_ms_uncached", "speedup", "fid", "kid", "
 def test_toy_run_records_an_interval_around_every_number_and_shards_agree(tmp_path):
     from l2c_bench.run import run_point
 
-    row = run_point(compose_config(tmp_path / "whole", *TOY))
+    # the timing stops at 6 once its interval is within +-90% (so: at once)
+    row = run_point(compose_config(tmp_path / "whole", *TOY, "metrics.timing_repeats=10", "metrics.timing_min_repeats=6",
+                                   "metrics.timing_halfwidth=0.9"))
     assert row["status"] == "ok", row.get("error")
     m = {k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.")}
+    assert (m["timing_repeats"], m["timing_stop"]) == (6, "sure")
     for key in INTERVAL_KEYS:
         assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
         assert m[f"{key}_ci_low"] < m[f"{key}_ci_high"], key  # none of these is exact here
@@ -254,8 +300,10 @@ def test_toy_run_records_an_interval_around_every_number_and_shards_agree(tmp_pa
         for end in ("_ci_low", "_ci_high"):
             assert sharded[f"metrics.{key}{end}"] == pytest.approx(m[key + end], rel=1e-9, abs=1e-12), key
     # intervals off: none recorded
-    off = run_point(compose_config(tmp_path / "off", *TOY, "metrics.interval_resamples=0", "metrics.converged_nfe=0"))
+    off = run_point(compose_config(tmp_path / "off", *TOY, "metrics.interval_resamples=0", "metrics.converged_nfe=0",
+                                   "metrics.timing_repeats=10", "metrics.timing_min_repeats=6"))
     assert off["status"] == "ok"
+    assert (off["metrics.timing_repeats"], off["metrics.timing_stop"]) == (10, "fixed")  # no interval: no stop rule
     assert not [k for k in off if k.startswith("metrics.") and (k.endswith("_ci_low") or "interval" in k)]
 
 

@@ -59,7 +59,12 @@ class MetricsConfig:
     lpips_backbone: str | None = None
     lpips_net: str = "alex"  # alex | vgg | squeeze: LPIPS' linear heads ship with torchmetrics
     timing_batch: int = 8  # images per timed sampling call (paper: 8, with CFG)
-    timing_repeats: int = 10  # >= 6: the latency/speedup intervals need them (metrics/intervals.py)
+    # interleaved repeats of the method and its uncached twin: at least timing_min_repeats (>= 6: the
+    # latency/speedup intervals need them, metrics/intervals.py), then until the speedup's 95%
+    # interval is within +-timing_halfwidth of it (0: always timing_repeats), at most timing_repeats
+    timing_repeats: int = 10
+    timing_min_repeats: int = 8  # 6 covers 93%, 8 94%, 10 96% (python -m l2c_bench.benchmarks.timing_coverage)
+    timing_halfwidth: float = 0.05
     timing_warmup: int = 1  # warm-up calls of each function, at least
     timing_min_warmup_s: float = 0.0  # ... and more until this long has passed (paper scale: a few s)
     grid_samples: int = 32  # images in samples.png

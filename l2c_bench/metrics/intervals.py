@@ -124,6 +124,34 @@ def ratio_of_medians_interval(numerator: Sequence[float], denominator: Sequence[
     return float(low), float(high)
 
 
+def timing_halfwidth(samples: Mapping[str, Sequence[float]], *, resamples: int, seed: int,
+                     level: float = LEVEL) -> float | None:
+    """Relative half-width of the interval the row will carry for the timed functions so far:
+    the speedup's (`uncached` over `method`, as timing_fields builds it) where a twin was timed,
+    else the method's latency median's; None while no interval exists (too few repeats)."""
+    method = samples["method"]
+    if "uncached" in samples:
+        bounds = ratio_of_medians_interval(samples["uncached"], method, resamples=resamples, seed=seed, level=level)
+        estimate = float(np.median(samples["uncached"]) / np.median(method))
+    else:
+        bounds, estimate = median_interval(method, level), float(np.median(method))
+    return None if bounds is None else (bounds[1] - bounds[0]) / 2 / estimate
+
+
+def timing_is_sure(halfwidth: float, *, resamples: int, seed: int,
+                   level: float = LEVEL) -> Callable[[Mapping[str, Sequence[float]]], bool] | None:
+    """metrics.timing.measure's stop rule: the row's timing interval within +-`halfwidth` of its
+    estimate (a fraction: 0.05 = +-5%); None (time the fixed count) for halfwidth 0 or no intervals."""
+    if halfwidth <= 0 or resamples < 1:
+        return None
+
+    def sure(samples: Mapping[str, Sequence[float]]) -> bool:
+        reached = timing_halfwidth(samples, resamples=resamples, seed=seed, level=level)
+        return reached is not None and reached <= halfwidth
+
+    return sure
+
+
 # ---------------------------------------------------------------------------------------------
 # Fast paths: the same replicates as jackknife_replicates(metric, ...), affordable at 50,000 samples
 

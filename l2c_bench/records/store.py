@@ -38,7 +38,9 @@ NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device", "shard")
 # per config group, {key: neutral value}
 IDENTITY_NEUTRAL = {
     "model": {"diffusers_class": None, "pretrained": None, "config": {}, "zoo": {}, "prompt_set": None},
-    "metrics": {"clip_model": None, "lpips_backbone": None, "lpips_net": "alex"},
+    # the timing's stop rule (added after rows existed): the defaults keep those rows' ids
+    "metrics": {"clip_model": None, "lpips_backbone": None, "lpips_net": "alex", "timing_min_repeats": 8,
+                "timing_halfwidth": 0.05},
 }
 
 

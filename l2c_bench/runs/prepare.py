@@ -88,9 +88,12 @@ def check_metrics(run: RunDescription) -> None:
     if m.num_samples > SEED_STRIDE:
         raise RunConfigError(f"metrics.num_samples must be <= {SEED_STRIDE} (one seed's block of sample seeds), "
                              f"got {m.num_samples}; split larger sets across seeds")
-    for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats"):
+    for key in ("num_samples", "batch_size", "timing_batch", "timing_repeats", "timing_min_repeats"):
         if getattr(m, key) < 1:
             raise RunConfigError(f"metrics.{key} must be >= 1, got {getattr(m, key)}")
+    if not 0 <= m.timing_halfwidth < 1:
+        raise RunConfigError(f"metrics.timing_halfwidth is a fraction of the speedup in [0, 1) (0.05 = +-5%; "
+                             f"0 = always metrics.timing_repeats), got {m.timing_halfwidth}")
     if m.interval_resamples < 0:
         raise RunConfigError(f"metrics.interval_resamples must be >= 0 (0 turns intervals off), "
                              f"got {m.interval_resamples}")

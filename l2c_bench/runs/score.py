@@ -77,6 +77,7 @@ def timed(point: Point) -> tuple:
     """Speed: the method and the uncached reference, interleaved in this process, on the first
     `metrics.timing_batch` samples (cycled if fewer); (method, uncached) `Timing`s and their row fields."""
     from ..metrics import cuda_event_timer, device_sync, measure
+    from ..metrics.intervals import timing_is_sure
 
     run, model, cache = point.run, point.model, point.cache
     batch = run.metrics.timing_batch
@@ -88,8 +89,11 @@ def timed(point: Point) -> tuple:
     if cache is not None:
         fns["uncached"] = lambda: point.sample(**kwargs)
     timer = cuda_event_timer(point.device) if point.device.type == "cuda" else None
-    timings = measure(fns, repeats=run.metrics.timing_repeats, warmup=run.metrics.timing_warmup,
-                      min_warmup_s=run.metrics.timing_min_warmup_s, sync=device_sync(point.device), timer=timer)
+    m = run.metrics
+    # stops once the row's own speedup interval (same resamples and seed) is narrow enough
+    sure = timing_is_sure(m.timing_halfwidth, resamples=m.interval_resamples, seed=m.interval_seed)
+    timings = measure(fns, repeats=m.timing_repeats, warmup=m.timing_warmup, min_warmup_s=m.timing_min_warmup_s,
+                      sync=device_sync(point.device), timer=timer, sure=sure, min_repeats=m.timing_min_repeats)
     method, uncached = timings["method"], timings.get("uncached", timings["method"])
     return method, uncached, {
         "latency_ms": method.median_s * 1e3,
@@ -100,6 +104,7 @@ def timed(point: Point) -> tuple:
         "latency_batch": batch,
         "latency_includes_decode": decode,
         "timing_repeats": method.repeats,
+        "timing_stop": method.stop,
         "timing_warmup_calls": method.warmup,
         "timer": "cuda_events" if timer is not None else "perf_counter",
     }
