@@ -16,13 +16,13 @@ import hydra
 from omegaconf import DictConfig
 
 from .caching.methods.teacache.calibration import find_or_calibrate
-from .config import register_configs
+from .config import CONF_DIR, register_configs
 from .runs.prepare import describe
 
 register_configs()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run = describe(cfg)
     path = find_or_calibrate(run, force=run.force)

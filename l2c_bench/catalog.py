@@ -13,7 +13,9 @@ import dataclasses
 import textwrap
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from .config import CONF_DIR
+
+CONF = CONF_DIR  # the config tree the entry points read (the package's conf/)
 
 
 def _comment(path: Path) -> str:

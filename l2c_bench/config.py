@@ -124,7 +124,10 @@ def uncached_schema(methods: dict[str, type]) -> type:
     return dataclasses.make_dataclass("NoCacheConfig", [("name", str, field(default="none")), *specs.values()])
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config tree the entry points compose
+# The config tree the entry points (run, calibrate, train_router) and `compose` read: the package's
+# `conf/`. In a checkout that is a link to the repository's conf/ (whose sweep/ links to sweeps/),
+# resolved here to conf/ itself; in an installed wheel it is the files, shipped as package data.
+CONF_DIR = (Path(__file__).parent / "conf").resolve()
 
 
 def compose(overrides: list[str]):

@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .caching import UnsupportedCombination
-from .config import register_configs
+from .config import CONF_DIR, register_configs
 from .description import TrackerSpec, spec_of
 from .records.row import Row
 from .records.store import check_writable
@@ -152,7 +152,7 @@ def entry(cfg: DictConfig) -> None:
         sys.exit(1)  # a single failed run fails the command; a sweep goes on
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     # Under `python -m` this module is __main__, which submitit (SLURM) pickles by value; going
     # through the importable module makes it pickle a reference instead.

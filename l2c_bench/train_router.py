@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from .caching.methods.l2c.learning.job import l2c_interval, learn, name_for
 from .caching.methods.l2c.pairing import l2c_cycle
-from .config import register_configs
+from .config import CONF_DIR, register_configs
 from .records import flatten
 from .records.tracker import make_tracker
 from .runs.prepare import describe
@@ -58,7 +58,7 @@ def train_router(cfg: DictConfig) -> str:
     return str(path)
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     train_router(cfg)
 

@@ -1,5 +1,5 @@
-"""A docs page's tested example: its fenced code blocks, and a block's module loaded from a file
-(tests/test_adding_a_method.py, tests/test_adding_a_metric.py)."""
+"""A docs page's tested example: its fenced code blocks, a block's module loaded from a file
+(tests/test_adding_a_method.py, tests/test_adding_a_metric.py), and blocks written as files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from pathlib import Path
 def page_blocks(page: Path) -> dict[str, str]:
     """{title: code} of the page's fenced blocks (`file=<path>` or a bare word)."""
     return dict(re.findall(r"^```\w+ (?:file=)?(\S+)\n(.*?)^```", page.read_text(), flags=re.M | re.S))
+
+
+def write_page_files(page: Path, folder: str, where: Path) -> list[str]:
+    """Write the page's blocks titled `<folder>/...` under `where`, as their titles say; returns the
+    titles (docs/configuration.md's user config folder: tests/test_searchpath.py, test_wheel.py)."""
+    blocks = {name: code for name, code in page_blocks(page).items() if name.startswith(folder + "/")}
+    for name, code in blocks.items():
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
+        (where / name).write_text(code)
+    return sorted(blocks)
 
 
 def load_module(path: Path, name: str):

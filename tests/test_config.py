@@ -167,7 +167,12 @@ def _first_value(override: str) -> str:
     return f"{key}={value.split(',')[0]}" if "," in value and not value.startswith(("[", "{")) else override
 
 
-def test_every_readme_command_composes():
+def test_every_readme_command_composes(tmp_path, monkeypatch):
+    from docpages import write_page_files
+
+    # in a folder holding docs/configuration.md's own config folder (its commands add `file://my_conf`)
+    write_page_files(ROOT / "docs" / "configuration.md", "my_conf", tmp_path)
+    monkeypatch.chdir(tmp_path)
     commands = readme_commands()
     assert len(commands) >= 8  # the set-up command, paper runs, router learning, SLURM, shards
     for overrides in commands:
