@@ -56,6 +56,9 @@ class Config:
     cuda_graph: bool = False
     seed: int = 0  # 0..4095: sample i uses seed * 2**20 + i (sampling.noise.sample_seed); seeds draw disjoint noise
     results_dir: str = "results"
+    # uncached latents every results folder shares (records/references.py); None: $L2C_BENCH_REFERENCES,
+    # else ~/.cache/l2c-bench/references
+    reference_dir: Optional[str] = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     force: bool = False  # rerun even if an ok row exists
 

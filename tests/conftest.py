@@ -1,5 +1,6 @@
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,18 @@ def compose_config(results_dir, *overrides):
     return compose([f"results_dir={results_dir}", *overrides])
 
 
+def stored_references(root, kind: str) -> list[tuple]:
+    """(identity, latents, file) of every sample in a shared reference store (records.references)
+    under `root`, ordered by (nfe, seed)."""
+    import torch
+
+    entries = []
+    for path in Path(root, kind).rglob("*.pt"):
+        stored = torch.load(path, weights_only=True)
+        entries.append((stored["identity"], stored["latents"], path))
+    return sorted(entries, key=lambda e: (e[0]["nfe"], e[0]["seed"]))
+
+
 def load_reference(name: str) -> dict:
     path = REFERENCE / name
     if not path.is_file():  # a core fixture: fail loudly, never skip
@@ -84,3 +97,8 @@ def slurm_cluster():
         key, _, value = line.removeprefix("export ").partition("=")
         env[key] = value.replace("$PATH", env.get("PATH", ""))
     yield env
+
+
+# The shared reference store (records.references) of every test and of the runs they start in
+# subprocesses: a fresh folder per test session, never the user's ~/.cache.
+os.environ.setdefault("L2C_BENCH_REFERENCES", tempfile.mkdtemp(prefix="l2c-bench-references-"))

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, stored_references
 
 from l2c_bench.metrics.converged import TOY_PRIMARY_QUALITY
 from l2c_bench.metrics.quality import kid, paired_kid
@@ -95,26 +95,35 @@ def test_the_reference_is_sampled_once_for_every_point_and_method_of_a_sweep(tmp
 
     original = prepare_step.generate
     monkeypatch.setattr(prepare_step, "generate", lambda model, **kw: calls.append(kw["steps"]) or original(model, **kw))
-    rows = [run_point(config(tmp_path, *point)) for point in (["steps=4"], ["steps=6"], ["steps=4", "cache=fora"])]
+    shared = f"reference_dir={tmp_path / 'refs'}"
+    rows = [run_point(config(tmp_path, shared, *point)) for point in (["steps=4"], ["steps=6"], ["steps=4", "cache=fora"])]
     assert [r["status"] for r in rows] == ["ok"] * 3, [r.get("error") for r in rows]
     assert calls.count(CONVERGED_NFE) == 2  # the two batches of the first point; then read back
-    stored = sorted((tmp_path / "_reference" / "converged").glob("*.pt"))
-    assert len(stored) == 2
+    stored = stored_references(tmp_path / "refs", "converged")
+    assert [identity["seed"] for identity, _, _ in stored] == list(range(8))  # one file per sample
     # cached or not, the same samples: the same reference files, each run's own distance to them
     assert rows[2]["metrics.converged_latent_peak_to_peak"] == rows[0]["metrics.converged_latent_peak_to_peak"]
     assert 0 < rows[1]["metrics.converged_latent_mse"] < rows[0]["metrics.converged_latent_mse"]
     assert rows[2]["metrics.converged_latent_mse"] != rows[0]["metrics.converged_latent_mse"]
-    # the cached run's uncached twins still live under the keys they had before the converged
-    # reference shared the helper: stores written earlier stay valid
+    # each stored sample lives under the hash of what determines it (a twin: also its batch's size)
     cfg = config(tmp_path, "steps=4", "cache=fora")
-    for start in (0, 4):
+    twins = stored_references(tmp_path / "refs", "uncached")
+    assert len(twins) == 8
+    for seed in range(8):
         identity = {"format": REFERENCE_FORMAT, "model": _toy_sha(cfg),
                     "arch": "DiT-toy", "overrides": {}, "sampler": "ddim", "nfe": 4,
                     "guidance": [cfg.model.guidance_scale, cfg.model.guidance_channels], "eta": 0.0,
-                    "seeds": list(range(start, start + 4)), "labels": [i % 10 for i in range(start, start + 4)],
+                    "seed": seed, "label": seed % 10, "batch": 4,
                     "device": "cpu", "dtype": "fp32", "tf32": False, "compile": False}
-        key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        assert (tmp_path / "_reference" / "uncached" / f"{key}.pt").is_file()
+        key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+        assert (tmp_path / "refs" / "uncached" / key[:2] / f"{key}.pt").is_file()
+    # a second sweep into a new results folder, with another batch size: nothing sampled at the
+    # converged NFE (shared across folders and batch sizes); the twins, keyed by batch size, again
+    calls.clear()
+    again = run_point(config(tmp_path / "second", shared, "steps=4", "cache=fora", "metrics.batch_size=8"))
+    assert again["status"] == "ok" and CONVERGED_NFE not in calls and calls.count(4) >= 1
+    assert again["metrics.converged_latent_mse"] == pytest.approx(rows[2]["metrics.converged_latent_mse"], rel=1e-6)
+    assert len(stored_references(tmp_path / "refs", "converged")) == 8
 
 
 def _toy_sha(cfg) -> str:
@@ -135,11 +144,11 @@ def test_shards_give_the_unsharded_numbers(tmp_path):
 
 @pytest.mark.slow
 def test_off_leaves_only_the_switch_and_a_stochastic_sampler_gets_no_paired_scores(tmp_path):
-    off = run_point(config(tmp_path, "steps=4", "metrics.converged_nfe=0"))
+    off = run_point(config(tmp_path, "steps=4", "metrics.converged_nfe=0", f"reference_dir={tmp_path / 'refs'}"))
     assert off["status"] == "ok", off.get("error")
     assert off["metrics.converged_nfe"] == 0 and off["metrics.primary_quality"] == "fid"
     assert not any(f"metrics.{k}" in off for k in SCORES)
-    assert not (tmp_path / "_reference" / "converged").exists()
+    assert not (tmp_path / "refs" / "converged").exists()
     ddpm = run_point(config(tmp_path, "steps=4", "sampler=ddpm"))
     assert ddpm["status"] == "ok", ddpm.get("error")
     assert ddpm["metrics.converged_latent_psnr_db"] is None and "stochastic" in ddpm["metrics.converged_note"]

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_config
+from conftest import ROOT, compose_config, stored_references
 from PIL import Image
 
 from l2c_bench import generate
@@ -215,9 +215,9 @@ def test_paper_scale_missing_checkpoint_names_file_key_and_source(tmp_path):
 def test_bf16_autocast_run_is_recorded_and_close_to_fp32(tmp_path):
     common = ["tracker=none", "cache=fora", "steps=4", "metrics.num_samples=4", "metrics.batch_size=4",
               "metrics.timing_batch=1", "metrics.timing_repeats=1", "metrics.fid=false"]
-    # one results directory each, so each holds one uncached reference (`_reference/uncached/`)
-    fp32 = run_point(config(tmp_path / "fp32", *common))
-    bf16 = run_point(config(tmp_path / "bf16", *common, "dtype=bf16"))
+    # one reference store each, so each holds its own uncached twin (`<store>/uncached/`)
+    fp32 = run_point(config(tmp_path / "fp32", *common, f"reference_dir={tmp_path / 'fp32' / 'refs'}"))
+    bf16 = run_point(config(tmp_path / "bf16", *common, "dtype=bf16", f"reference_dir={tmp_path / 'bf16' / 'refs'}"))
     assert fp32["status"] == bf16["status"] == "ok", bf16.get("error")
     assert fp32["run_id"] != bf16["run_id"]  # numerics are part of a run's identity (the directory is not)
     assert (fp32["metrics.dtype"], bf16["metrics.dtype"]) == ("fp32", "bf16") and bf16["metrics.tf32"] is False
@@ -232,7 +232,7 @@ def test_bf16_autocast_run_is_recorded_and_close_to_fp32(tmp_path):
     # FORA's caching error; that caching error, measured against an uncached reference in the same
     # numerics, is 0.90-0.92x [0.92x] fp32's. The windows leave about 25% around those: they exclude
     # a "bf16" run that computed in fp32 (no change, ratio 1) and a bf16 residual stream (9.2%).
-    uncached = {name: torch.load(next((tmp_path / name / "_reference" / "uncached").glob("*.pt")))
+    uncached = {name: torch.stack([latents for _, latents, _ in stored_references(tmp_path / name / "refs", "uncached")])
                 for name in ("fp32", "bf16")}
     change = uncached["bf16"] - uncached["fp32"]
     assert 0.045 < float(change.norm() / uncached["fp32"].norm()) < 0.08

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, stored_references
 
 from l2c_bench.records import read_row
 from l2c_bench.run import run_point
@@ -99,16 +99,17 @@ def test_torchrun_ranks_each_generate_one_shard(tmp_path):
 
 @pytest.mark.slow
 def test_uncached_reference_is_sampled_once_per_batch_and_reused(tmp_path):
-    first = run_point(config(tmp_path))  # fora: samples the uncached reference, 3 batches
-    stored = sorted((tmp_path / "_reference" / "uncached").glob("*.pt"))
-    assert len(stored) == 3
+    shared = f"reference_dir={tmp_path / 'refs'}"
+    first = run_point(config(tmp_path, shared))  # fora: samples the uncached reference, 3 batches of 4
+    stored = [path for _, _, path in stored_references(tmp_path / "refs", "uncached")]
+    assert len(stored) == 12  # one file per sample
     mtimes = [p.stat().st_mtime_ns for p in stored]
-    again = run_point(config(tmp_path, "force=true"))  # now read from the artifact, images decoded again
+    again = run_point(config(tmp_path / "elsewhere", shared, "force=true"))  # read back in a new folder, images decoded again
     for key in ("paired_latent_mse", "paired_image_mse", "class_flip_rate", "fid"):
         assert again[f"metrics.{key}"] == first[f"metrics.{key}"], key
-    other = run_point(config(tmp_path, "cache=heuristic", "cache.ratio=0.25"))  # another method, same seeds
+    other = run_point(config(tmp_path, shared, "cache=heuristic", "cache.ratio=0.25"))  # another method, same seeds
     assert other["status"] == "ok" and other["metrics.paired_latent_mse"] > 0
-    assert sorted((tmp_path / "_reference" / "uncached").glob("*.pt")) == stored
+    assert [path for _, _, path in stored_references(tmp_path / "refs", "uncached")] == stored
     assert [p.stat().st_mtime_ns for p in stored] == mtimes
-    run_point(config(tmp_path, "cache=heuristic", "cache.ratio=0.25", "steps=6"))  # other NFE: its own reference
-    assert len(list((tmp_path / "_reference" / "uncached").glob("*.pt"))) == 6
+    run_point(config(tmp_path, shared, "cache=heuristic", "cache.ratio=0.25", "steps=6"))  # other NFE: its own reference
+    assert len(stored_references(tmp_path / "refs", "uncached")) == 24

@@ -88,6 +88,7 @@ class RunDescription:
     cuda_graph: bool
     seed: int
     results_dir: str
+    reference_dir: str | None  # the shared reference store's root (None: records.references.default_root)
     device: str
     force: bool
     config: Mapping[str, Any]  # the resolved config as plain values (the record a tracker mirrors)
@@ -130,6 +131,7 @@ def describe_config(config: Mapping[str, Any], *, sampler: str, cache) -> RunDes
         config=frozen,
         **{key: config[key] for key in ("steps", "dtype", "tf32", "compile", "cuda_graph", "seed", "results_dir",
                                         "device", "force")},
+        reference_dir=config.get("reference_dir"),
     )
 
 

@@ -60,9 +60,10 @@ def model_overrides(model: ModelSpec) -> list[str]:
 
 
 def run_overrides(run: RunDescription) -> list[str]:
-    """The model, sampler, NFE and results store of `run` as overrides."""
+    """The model, sampler, NFE, results store and shared reference store of `run` as overrides."""
+    shared = [] if run.reference_dir is None else [f"reference_dir={hydra_value(run.reference_dir)}"]
     return [*model_overrides(run.model), f"sampler.name={run.sampler.name}", f"steps={run.steps}",
-            f"results_dir={hydra_value(run.results_dir)}"]
+            f"results_dir={hydra_value(run.results_dir)}", *shared]
 
 
 def group_overrides(group: str, values: Any) -> list[str]:

@@ -14,9 +14,8 @@ numerics. Against it a run is scored
   sample and its reference share a seed).
 
 `runs.sample.sample_part` keeps per-sample sums (`batch_statistics`) so any shard split gives the same
-numbers (their intervals: metrics/intervals.py). The reference latents are sampled once per batch
-and stored under `<results_dir>/_reference/converged/` (`runs.sample.stored_reference`), shared by every
-point of a sweep.
+numbers (their intervals: metrics/intervals.py). The reference latents are sampled once per sample
+and kept in the store every results folder shares (`runs.sample.stored_reference`, records/references.py).
 """
 
 from __future__ import annotations

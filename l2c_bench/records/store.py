@@ -32,7 +32,7 @@ SCHEMA_VERSION = 3
 # runs at seed != 0 only: their samples changed when seeds became disjoint blocks; seed 0's did not.
 SEEDING = "disjoint-blocks-2^20"
 # Config keys that do not change what a run computes: excluded from its identity.
-NON_IDENTITY_KEYS = ("results_dir", "force", "tracker", "device", "shard")
+NON_IDENTITY_KEYS = ("results_dir", "reference_dir", "force", "tracker", "device", "shard")
 # keys added since rows were first written, left out of a run's identity at these values (what
 # every earlier run computed with), so the run ids of rows written before they existed stay valid:
 # per config group, {key: neutral value}

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import time
+import weakref
 from pathlib import Path
 
 import torch
@@ -16,7 +17,6 @@ from ..metrics.converged import reference_kwargs
 from ..metrics.registry import METRICS, Batch
 from ..sampling.noise import sample_seed
 from ..system.devices import tf32_enabled
-from ..system.files import atomic_path
 from .prepare import Point
 from .shards import sample_range, save_shard, shard_path
 
@@ -97,19 +97,17 @@ def batch_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tensor
     raise ValueError(f"unknown reference {kind!r}: uncached or converged")
 
 
-REFERENCE_FORMAT = 1  # bump when sampling numerics change: cached uncached latents are then recomputed
-# Converged references of the toy models' default points (README command 1, on a CPU), made by this
-# module and shipped with the package (`python -m l2c_bench.runs.ship_references`): a read-only
-# second store under the results folder's, so a first run does not spend most of its time on them.
-SHIPPED_REFERENCES = Path(__file__).resolve().parents[1] / "toy" / "assets" / "references"
+# 2: one file per sample in the store every results folder shares (records.references); 1: one
+# per batch under <results_dir>/_reference/ (no longer read). Bump when sampling numerics change.
+REFERENCE_FORMAT = 2
 
 
 def reference_identity(point: Point, kwargs: dict) -> dict:
     """Everything that determines one batch's uncached samples from `kwargs`: model weights' hash,
-    sampler, NFE, guidance, seeds, labels, device type and numerics (its key: `reference_key`)."""
+    sampler, NFE, guidance, seeds, labels, device type and numerics (per sample: `sample_identity`)."""
     run = point.run
-    return {"format": REFERENCE_FORMAT, "model": point.model_sha256, "arch": run.model.arch,
-            "overrides": dict(run.model.overrides), "sampler": kwargs["sampler"],
+    return {"format": REFERENCE_FORMAT, "model": point.model_sha256 or weights_digest(point.model),
+            "arch": run.model.arch, "overrides": dict(run.model.overrides), "sampler": kwargs["sampler"],
             "nfe": kwargs["steps"], "guidance": [kwargs["guidance_scale"], kwargs["guidance_channels"]],
             "eta": kwargs["eta"],
             "seeds": list(kwargs["seeds"]), "labels": [int(v) for v in kwargs["labels"]],
@@ -117,32 +115,66 @@ def reference_identity(point: Point, kwargs: dict) -> dict:
             "compile": bool(run.compile)}
 
 
+def sample_identity(batch: dict, i: int, kind: str) -> dict:
+    """Sample i of a batch's `reference_identity`. A twin (`uncached`) also names its batch's size:
+    it must be the bit-exact uncached run of the method's batch, and a float kernel may reduce in
+    another order at another batch size (on this machine's CPU the toy models gave identical bits
+    for batches of 1, 5 and 10, which no GPU promises). A converged reference, an ODE solution
+    approximated far more coarsely than that, is shared across batch sizes."""
+    one = {k: v for k, v in batch.items() if k not in ("seeds", "labels")}
+    one.update(seed=batch["seeds"][i], label=batch["labels"][i])
+    if kind == "uncached":
+        one["batch"] = len(batch["seeds"])
+    return one
+
+
 def reference_key(identity: dict) -> str:
-    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+_WEIGHTS_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameters and buffers (names, shapes, dtypes, bytes): the identity of
+    weights with no file behind them (the seeded random-weight diffusers toys), once per model."""
+    if model not in _WEIGHTS_DIGESTS:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        _WEIGHTS_DIGESTS[model] = "state-" + digest.hexdigest()
+    return _WEIGHTS_DIGESTS[model]
 
 
 def stored_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Uncached latents and images for one batch sampled with `kwargs` (CPU): the uncached twin of
-    a cached run, or its converged reference (metrics/converged.py). The latents are cached in
-    `<results_dir>/_reference/<kind>/` keyed by `reference_identity`, so a sweep samples each
-    reference once (the shipped store, `SHIPPED_REFERENCES`, is read after the results folder's);
-    images are decoded from them each time (cheap next to sampling)."""
+    a cached run, or its converged reference (metrics/converged.py), read per sample from the shared
+    store (records.references) where any earlier run sampled them; the rest are sampled now and
+    stored (a twin: its whole batch again, see `sample_identity`). Images are decoded from the
+    latents (cheap next to sampling)."""
     from ..pipeline import to_images
+    from ..records.references import ReferenceStore
 
-    if point.model_sha256 is None:  # random weights: nothing to share
-        reference = point.sample(**kwargs)
-        return reference.latents.cpu(), reference.images.float().cpu()
-    key = reference_key(reference_identity(point, kwargs))
-    path = Path(point.run.results_dir) / "_reference" / kind / f"{key}.pt"
-    for stored in (path, SHIPPED_REFERENCES / kind / f"{key}.pt"):
-        if stored.is_file():
-            latents = torch.load(stored, map_location="cpu", weights_only=True)
-            return latents, to_images(latents.to(point.device), point.vae).float().cpu()
-    reference = point.sample(**kwargs)
-    latents = reference.latents.cpu()
-    with atomic_path(path) as tmp:  # concurrent jobs may both write it: each rename is whole
-        torch.save(latents, tmp)
-    return latents, reference.images.float().cpu()
+    store = ReferenceStore(point.run.reference_dir)
+    batch = reference_identity(point, kwargs)
+    identities = [sample_identity(batch, i, kind) for i in range(len(batch["seeds"]))]
+    keys = [reference_key(identity) for identity in identities]
+    found = [store.get(kind, key) for key in keys]
+    missing = [i for i, latents in enumerate(found) if latents is None]
+    if kind == "uncached" and missing:
+        missing = list(range(len(keys)))
+    if missing:
+        picked = {**kwargs, "seeds": [kwargs["seeds"][i] for i in missing],
+                  "labels": torch.as_tensor(kwargs["labels"])[missing]}
+        sampled = point.sample(**picked)
+        for i, latents in zip(missing, sampled.latents.cpu(), strict=True):
+            store.put(kind, keys[i], latents, identities[i])
+            found[i] = latents
+        if len(missing) == len(keys):
+            return sampled.latents.cpu(), sampled.images.float().cpu()
+    latents = torch.stack(found)
+    return latents, to_images(latents.to(point.device), point.vae).float().cpu()
 
 
 def write_own_shard(point: Point, run_dir: Path) -> None:
