@@ -9,20 +9,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .engine.model import latent_shape
 from .sampling import CONVENTIONS, GuidedDenoiser, check_sampler, initial_noise, sample_generators
 from .sampling.graphs import SamplingGraphs, check_graphable, numerics_key, plan_key
 
 
 @dataclass
 class GenerationResult:
-    latents: torch.Tensor  # (N, C, H, W) final sampler state (latents, or pixels for pixel models)
+    latents: torch.Tensor  # (N, C, H, W) final sampler state (latents, or pixels for pixel models); video (N, C, F, H, W)
     labels: torch.Tensor  # (N,)
     seeds: list[int]
     nfe: int
     sampler: str
     guidance_scale: float
     guidance_convention: str
-    images: torch.Tensor | None = None  # (N, 3, H', W') in [-1, 1] when decode=True
+    images: torch.Tensor | None = None  # (N, 3, H', W') in [-1, 1] when decode=True; video (N, 3, F', H', W')
     plan: object | None = None  # the caching plan that ran (None: no cache)
     # dynamic methods (fbcache, teacache): per batch, its size, the compute mask it realised, the
     # span decision and the policy's indicator at each evaluation
@@ -109,7 +110,8 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
 
     guidance_scale is in the model family's convention (DiT, flow: w, 1 = off; U-ViT: s, 0 = off);
     `guidance_channels` None: the model's own (`model.guidance_channels`; DiT: the first 3).
-    Sample i starts from randn((C, H, W), generator=Generator().manual_seed(seeds[i])), so
+    Sample i starts from randn(shape, generator=Generator().manual_seed(seeds[i])), shape the model's
+    latent shape ((C, H, W); video (C, F, H, W): `engine.model.latent_shape`), so
     results do not depend on batch_size. `cache` is what `l2c_bench.caching.make_cache` returns.
     `graphs` (CUDA): replay each batch's whole loop as a CUDA graph, captured on first use
     (see `l2c_bench.sampling.graphs` for what can be captured).
@@ -124,7 +126,7 @@ def generate(model: nn.Module, *, labels: Sequence[int] | torch.Tensor, seeds: S
         raise ValueError(f"labels must lie in [0, {model.num_classes}] ({model.null_class} = null class)")
     spec = check_sampler(sampler, model.family, steps)  # the registry's entry (sampling.SAMPLERS)
     device = next(model.parameters()).device
-    shape = (model.in_channels, model.input_size, model.input_size)
+    shape = latent_shape(model)
     batch_size = batch_size or len(seeds)
     plan = cache.checked_plan(model=model, sampler=sampler, nfe=steps) if cache is not None else None
     if graphs is not None:

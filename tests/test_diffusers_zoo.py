@@ -9,7 +9,7 @@ from l2c_bench import generate
 from l2c_bench.caching import make_cache
 from l2c_bench.caching.methods.l2c.router import save_router
 from l2c_bench.engine.core import CacheConfigError, CacheRun, FixedPlan, Plan, full_plan
-from l2c_bench.engine.model import ATTENTION, MLP, PROBES, CacheableModel
+from l2c_bench.engine.model import ATTENTION, MLP, PROBES, CacheableModel, latent_shape
 from l2c_bench.metrics.macs import branch_macs, macs
 from l2c_bench.models import build_model, load_checkpoint
 from l2c_bench.models.loading import TOY_ASSETS
@@ -33,7 +33,7 @@ def zoo():
 
 def inputs(model, n=2):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, model.in_channels, model.input_size, model.input_size, generator=g)
+    x = torch.randn(n, *latent_shape(model), generator=g)  # video classes: (n, C, F, H, W)
     return x, torch.tensor([900.0, 250.0])[:n], torch.tensor([1, model.null_class])[:n]
 
 

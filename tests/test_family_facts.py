@@ -28,6 +28,7 @@ BEFORE = {
     "PixArtTransformer2DModel": (4, (1, 4), (1, 3), "delta", None, True),
     "SD3Transformer2DModel": (4, (1, 4), (1, 3), "delta", None, True),
     "FluxTransformer2DModel": (4, (1, 4), (1, 3), "delta", None, True),
+    "WanTransformer3DModel": (4, (1, 4), (1, 3), "delta", None, True),  # added with the class: as Flux's
 }
 
 

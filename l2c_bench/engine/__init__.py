@@ -18,9 +18,10 @@ from .core import (
     check_interval,
     full_plan,
     realised_ratios,
+    restarted,
 )
 from .rules import Drop, Forecast, Hooked, Refresh, RunTimeSpan, Span, TokenWise
 
 __all__ = ["CacheConfigError", "CacheMethod", "CacheRun", "Drop", "FixedPlan", "Forecast", "Hooked", "Plan",
            "Refresh", "RunTimeSpan", "Span", "TokenWise", "UnsupportedCombination", "check_interval", "full_plan",
-           "realised_ratios"]
+           "realised_ratios", "restarted"]

@@ -12,12 +12,16 @@ A plan refines plain reuse by at most one rule (`engine.rules`): skipped branche
 DeepCache, Delta-DiT), run-time span decisions (`RunTimeSpan`: FBCache, TeaCache; the realised
 mask is `CacheRun.schedule`), forecast instead of reuse (`Forecast`: TaylorSeer), token-wise MLP
 recomputation (`TokenWise`: ToCa), or another library's hooks (`Hooked`: diffusers').
+
+A model whose weights change during sampling (Wan 2.2's two experts, switched at a boundary
+timestep) declares the evaluations where they change (`expert_switches(sampler, nfe)`); the
+checked plan restarts there (`restarted`): nothing stored before a switch is read after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import partial
 from types import MappingProxyType
 from typing import ClassVar
@@ -25,7 +29,7 @@ from typing import ClassVar
 import torch
 
 from .model import MLP, store_key
-from .rules import REUSE, Hooked, Reuse, RunTimeSpan, TokenWise, span_reused
+from .rules import REUSE, Hooked, Reuse, RunTimeSpan, TokenWise, computes_all, span_reused
 
 
 class CacheConfigError(ValueError):
@@ -52,9 +56,16 @@ class Plan:
     cache_steps: tuple[int, ...]
     rule: Reuse = REUSE
     notes: dict = field(default_factory=dict)
+    # evaluations where the model's weights change (a two-expert model's switch; `restarted`): every
+    # store and the run-time policy's state start empty there
+    restarts: tuple[int, ...] = ()
 
     def __post_init__(self):
         problem = self.rule.problem(self) if self.compute else "a plan needs at least one evaluation"
+        if not problem and self.rule.reads_store:
+            problem = next((f"evaluation {n} follows a restart (the model's weights changed) and must compute "
+                            "every branch: nothing stored before it may be read" for n in self.restarts
+                            if not computes_all(self.compute[n])), None)
         if problem:
             raise CacheConfigError(problem)
 
@@ -127,6 +138,23 @@ def realised_ratios(plan: Plan, schedule: torch.Tensor) -> tuple[float, float]:
     steps = list(plan.cache_steps)
     cached = reused[steps].mean().item() if steps else 0.0
     return cached, reused.mean().item()
+
+
+def restarted(plan: Plan, restarts) -> Plan:
+    """`plan` on a model whose weights change at evaluations `restarts` (Wan 2.2: the low-noise
+    expert's first step). Step indices stay the sampler's; at a restart every store empties
+    (`CacheRun`), so nothing one expert computed is read by the other: a rule that reads its store
+    computes every branch there (a plan's reuse, forecast, token cache, span residual or router
+    cycle starts again), and a run-time policy starts from its empty state. Layer dropout reads no
+    store and runs as planned."""
+    restarts = tuple(sorted({int(n) for n in restarts} | set(plan.restarts)))
+    if restarts == plan.restarts:
+        return plan
+    compute = list(plan.compute)
+    if plan.rule.reads_store:
+        for n in restarts:
+            compute[n] = ((True, True),) * plan.num_blocks
+    return replace(plan, compute=tuple(compute), rule=plan.rule.restarted(restarts), restarts=restarts)
 
 
 def full_plan(nfe: int, num_blocks: int) -> Plan:
@@ -211,9 +239,13 @@ class CacheRun:
     def begin_evaluation(self, passes: int) -> list:
         if self.evaluations >= self.plan.nfe:
             raise RuntimeError(f"the sampler made more than the planned {self.plan.nfe} evaluations")
+        plan, n = self.plan, self.evaluations
+        if n in plan.restarts:  # the model's weights changed: nothing stored before is read again
+            self._stores = []
+            if plan.policy is not None:
+                self._policy_state = plan.policy.start()
         while len(self._stores) < passes:
             self._stores.append({})
-        plan, n = self.plan, self.evaluations
         self.evaluations += 1
         if plan.hooks is not None:
             return [_ObservingRunner(hooks=plan.hooks, evaluation=n, nfe=plan.nfe, pass_index=index,
@@ -317,14 +349,16 @@ class CacheMethod:
         raise NotImplementedError
 
     def checked_plan(self, *, model, sampler: str, nfe: int) -> Plan:
-        """`plan()`, checked against the model and NFE; `generate` calls it once per call."""
+        """`plan()`, checked against the model and NFE, restarted where the model's weights change
+        (`restarted`); `generate` calls it once per call."""
         plan = self.plan(model=model, sampler=sampler, nfe=nfe)
         if plan.nfe != nfe or plan.num_blocks != model.num_blocks:
             raise CacheConfigError(
                 f"cache={self.name} planned {plan.nfe} evaluations x {plan.num_blocks} blocks for a "
                 f"{model.num_blocks}-block model at {nfe} NFE"
             )
-        return plan
+        switches = getattr(model, "expert_switches", None)
+        return plan if switches is None else restarted(plan, switches(sampler, nfe))
 
     def run(self, plan: Plan) -> CacheRun:
         """Fresh per-batch state executing `plan`."""

@@ -1,5 +1,5 @@
 """What the engine needs from a model family: the interface DiT, U-ViT and the diffusers adapters
-(`models/zoo`) implement. `generate` also reads in_channels, input_size and null_class; `family`
+(`models/zoo`) implement. `generate` also reads null_class and the latent shape (`latent_shape`); `family`
 names the sampler convention the adapters share (dit, uvit, flow: docs/caching.md), and what a
 method needs to know about the architecture is a fact the model declares (below), never read
 from the family's name.
@@ -10,7 +10,10 @@ A cacheable model has
   defined per sampler (L2C's cache steps differ between DiT+DDIM and U-ViT+DPM-Solver-2);
 - `num_blocks` (int): its transformer blocks, in execution order; plans index them 0..num_blocks-1;
 - `num_classes` (int): class labels 0..num_classes-1 (the null class for guidance is num_classes);
-- `forward(x, t, y, runner=None)`: x (N, C, H, W), original timesteps t (N,), labels y (N,);
+- `forward(x, t, y, runner=None)`: x (N, C, H, W) (a video model: (N, C, F, H, W)), original
+  timesteps t (N,), labels y (N,);
+- the shape of one sample's latents: `latent_shape` (C, H, W) or (C, F, H, W) where the model
+  declares it, else (in_channels, input_size, input_size) (`latent_shape(model)` reads it);
 - `branch_paths()`: per block, the module paths of its attention and its MLP branch (MACs count
   each branch's work there);
 and declares its architecture facts (class attributes or properties; `ARCHITECTURE_FACTS`):
@@ -25,6 +28,9 @@ and declares its architecture facts (class attributes or properties; `ARCHITECTU
 - `dual_stream` (bool): each block carries a text and an image stream (SD3's and Flux's
   joint blocks): a span's state is both, text tokens first, and the "residual" probe reads the
   image tokens.
+A model whose weights change during sampling (Wan 2.2's high- and low-noise experts) also has
+`expert_switches(sampler, nfe)`: the evaluations where another set of weights takes over; a
+checked plan restarts its caches there (engine.core.restarted).
 
 Inside `forward`, block b evaluates each residual branch -- ATTENTION (0), then MLP (1) -- as
 `run_branch(runner, b, branch, fn, *args)`, where `fn(*args)` returns the branch output before
@@ -78,6 +84,13 @@ class CacheableModel(Protocol):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
                 runner: BranchRunner | None = None) -> torch.Tensor: ...
+
+
+def latent_shape(model) -> tuple[int, ...]:
+    """One sample's latent shape: the model's `latent_shape` ((C, F, H, W) for video), else the
+    image models' (in_channels, input_size, input_size)."""
+    shape = getattr(model, "latent_shape", None)
+    return tuple(shape) if shape is not None else (model.in_channels, model.input_size, model.input_size)
 
 
 def run_branch(runner: BranchRunner | None, block_index: int, branch: int, fn: Callable, *args, part: int = 0):

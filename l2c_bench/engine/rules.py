@@ -33,12 +33,20 @@ class Reuse:
     reference, never a copy: the model never writes in place); a reused one hands it back."""
 
     decided_at_run_time: ClassVar[bool] = False  # what runs is known only after sampling
+    # whether a skipped branch reads what an earlier evaluation stored: then an evaluation after a
+    # restart (the model's weights changed, engine.core.restarted) must compute every branch
+    reads_store: ClassVar[bool] = True
 
     def problem(self, plan) -> str | None:
         """Why `plan` cannot run under this rule (checked when the plan is made), or None."""
         if not computes_all(plan.compute[0]):
             return "the first evaluation must compute every branch: the cache is empty"
         return None
+
+    def restarted(self, restarts: tuple[int, ...]) -> Reuse:
+        """This rule where the evaluations `restarts` start from empty stores (their rows compute
+        every branch): a rule with per-evaluation settings makes them those of a first evaluation."""
+        return self
 
     def span_at(self, n: int) -> tuple[int, int] | None:
         """The blocks [start, end) that run as one unit at evaluation n; None: none do."""
@@ -61,6 +69,8 @@ class Drop(Reuse):
     """Layer dropout: a skipped branch contributes zero instead of a cached output, so no
     evaluation needs an earlier one to have computed it."""
 
+    reads_store: ClassVar[bool] = False
+
     def problem(self, plan) -> str | None:
         return None
 
@@ -80,6 +90,9 @@ class Refresh(Reuse):
         if len(self.at) != plan.nfe or not self.at[0]:
             return "Refresh needs one flag per evaluation, and the first must store"
         return super().problem(plan)
+
+    def restarted(self, restarts: tuple[int, ...]) -> Refresh:
+        return Refresh(tuple(flag or n in restarts for n, flag in enumerate(self.at)))  # a restart stores
 
     def compute(self, store: dict, key: tuple, n: int, fn, *args):
         out = fn(*args)
@@ -174,6 +187,9 @@ class TokenWise(Reuse):
         if len(self.share) != plan.nfe or self.share[0] != 1.0 or not all(0.0 < r <= 1.0 for r in self.share):
             return "TokenWise needs one share in (0, 1] per evaluation, 1.0 at the first"
         return super().problem(plan)
+
+    def restarted(self, restarts: tuple[int, ...]) -> TokenWise:
+        return TokenWise(tuple(1.0 if n in restarts else r for n, r in enumerate(self.share)), self.rule)  # all tokens
 
     def compute(self, store: dict, key: tuple, n: int, fn, *args):
         if key[1] == MLP:  # key: (block, branch) or (block, branch, part)

@@ -18,6 +18,8 @@ from functools import lru_cache
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..engine.model import latent_shape
+
 COUNTS = ("linear", "all")
 
 
@@ -33,8 +35,7 @@ class BranchMacs:
 def _measure(cls: type, args, count: str) -> BranchMacs:
     with torch.device("meta"):
         model = cls(args)
-    size, channels = model.input_size, model.in_channels
-    x = torch.empty(1, channels, size, size, device="meta")
+    x = torch.empty(1, *latent_shape(model), device="meta")  # one sample (video: (1, C, F, H, W))
     t = torch.zeros(1, device="meta")
     y = torch.zeros(1, dtype=torch.long, device="meta")
     with FlopCounterMode(display=False) as counter:

@@ -169,8 +169,14 @@ class Diffusers:
 
     @classmethod
     def _settings(cls, spec: ModelSpec, prompt_tokens: int | None = None) -> dict:
-        """model.zoo, with a prompt set's size as the bank's (and its encodings' length when known)."""
+        """model.zoo, over what a pretrained folder fixes (Wan 2.2's boundary_ratio), with a prompt
+        set's size as the bank's (and its encodings' length when known)."""
         settings = dict(spec.zoo)
+        if spec.checkpoint == "pretrained" and spec.pretrained:
+            from .zoo import ADAPTERS
+
+            if spec.diffusers_class in ADAPTERS:  # an unknown class: zoo_args names the valid ones
+                settings = {**ADAPTERS[spec.diffusers_class].folder_settings(spec.pretrained), **settings}
         if spec.prompt_set:
             settings["prompts"] = len(cls.prompt_set(spec))
             if prompt_tokens is not None:
@@ -181,9 +187,8 @@ class Diffusers:
     def load(cls, spec: ModelSpec, device: torch.device):
         vae = None
         if spec.vae == "pretrained":
-            from diffusers import AutoencoderKL
-
-            vae = AutoencoderKL.from_pretrained(pipeline_vae_folder(spec), local_files_only=True)
+            folder = pipeline_vae_folder(spec)
+            vae = pipeline_vae_class(folder).from_pretrained(folder, local_files_only=True)
         model = cls._model(spec, device).to(device).eval().requires_grad_(False)
         return model, None if vae is None else vae.to(device).eval().requires_grad_(False)
 
@@ -260,6 +265,15 @@ def prompt_set(spec: ModelSpec):
 def load_model(spec: ModelSpec, device: torch.device):
     """The diffusion model (and VAE, or None) as described; checkpoints load strictly."""
     return loader(spec).load(spec, device)
+
+
+def pipeline_vae_class(folder: Path):
+    """The VAE class a diffusers folder's config.json names: Wan's video VAE (`AutoencoderKLWan`),
+    else the image `AutoencoderKL` (SD3's, Flux's, PixArt's, DiT's)."""
+    import diffusers
+
+    name = json.loads((Path(folder) / "config.json").read_text()).get("_class_name")
+    return diffusers.AutoencoderKLWan if name == "AutoencoderKLWan" else diffusers.AutoencoderKL
 
 
 def pipeline_vae_folder(spec: ModelSpec) -> Path:

@@ -97,8 +97,16 @@ def load_vae(path: str | os.PathLike, *, config_key: str = "model.vae_checkpoint
 def decode_latents(vae: nn.Module, latents: torch.Tensor, chunk: int = 50) -> torch.Tensor:
     """(N, C, h, w) latents -> (N, 3, 8h, 8w) images in about [-1, 1], decoded in chunks. A
     diffusers VAE's own `scaling_factor` and `shift_factor` (SD3, Flux) undo the latent scaling;
-    the SD VAE's is 0.18215."""
+    the SD VAE's is 0.18215. Wan's video VAE (`AutoencoderKLWan`): (N, C, f, h, w) latents, its
+    per-channel `latents_mean` and `latents_std` undone as its pipeline does (z * std + mean), ->
+    (N, 3, F, 8h, 8w) videos (F = 4(f - 1) + 1)."""
     config = getattr(vae, "config", None)
+    mean = getattr(config, "latents_mean", None)
+    if mean is not None:  # per-channel statistics (Wan): broadcast over frames and pixels
+        view = (1, -1) + (1,) * (latents.ndim - 2)
+        mean = torch.tensor(mean, dtype=latents.dtype, device=latents.device).view(view)
+        std = torch.tensor(config.latents_std, dtype=latents.dtype, device=latents.device).view(view)
+        return torch.cat([vae.decode(z * std + mean).sample for z in latents.split(chunk)])
     scale = getattr(config, "scaling_factor", None) or LATENT_SCALE
     shift = getattr(config, "shift_factor", None)
     if shift is None:  # the SD VAE (no shift_factor): z / scale, no extra addition

@@ -5,7 +5,10 @@ DiT:   out = uncond + w * (cond - uncond) on the first `channels` output channel
        (eps channel 3, learned variance) come from the conditional half. w = 1: no guidance.
 U-ViT: eps = cond + s * (cond - uncond) on all channels, two passes; s = 0: no guidance.
 (U-ViT's s corresponds to DiT's w = 1 + s.)
-flow (SD3, Flux): DiT's form on every channel of the velocity, halves batched; w = 1: no guidance.
+flow (SD3, Flux, Wan): DiT's form on every channel of the velocity, halves batched; w = 1: no guidance.
+A two-expert model (Wan 2.2) may guide its low-noise expert with its own scale, as diffusers'
+WanPipeline's `guidance_scale_2`: the model's `guidance_scale_2` (None: w for both) and
+`expert_guidance(w)`, the scale of the expert that ran the evaluation.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ class GuidedDenoiser:
     def __post_init__(self):
         self.null = torch.full_like(self.labels, self.model.null_class)
         self.batched = self.model.family != "uvit"  # both halves in one batch: one pass
-        self.guided = self.scale != GUIDANCE_OFF[self.model.family]
+        off = GUIDANCE_OFF[self.model.family]
+        self.second = getattr(self.model, "guidance_scale_2", None)  # Wan 2.2's low-noise expert's scale
+        self.guided = self.scale != off or (self.second is not None and self.second != off)
         self.passes = 1 if (self.batched or not self.guided) else 2
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -55,7 +60,8 @@ class GuidedDenoiser:
         out = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, self.null]), runner)
         cond, uncond = out.chunk(2)  # each (N, C_out, H, W)
         c = self.channels
-        guided = uncond[:, :c] + self.scale * (cond[:, :c] - uncond[:, :c])
+        scale = self.scale if self.second is None else self.model.expert_guidance(self.scale)
+        guided = uncond[:, :c] + scale * (cond[:, :c] - uncond[:, :c])
         return torch.cat([guided, cond[:, c:]], dim=1)
 
     def _uvit(self, x, t, runners):

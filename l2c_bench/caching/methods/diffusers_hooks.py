@@ -55,6 +55,18 @@ def _zoo_model(model, method: str):
     return model
 
 
+def _one_expert(model, hook: str):
+    """`model`, if it samples with one transformer. diffusers' PAB and MagCache count their own
+    calls (PAB's `iteration`, MagCache's `step_index`); on two experts (Wan 2.2) each expert's hooks
+    count only that expert's calls, not the sampler's steps (diffusers issue #14025): unsupported
+    rather than run miscounted. FirstBlockCache counts nothing and runs (each expert its own state)."""
+    if len(model.experts) > 1:
+        raise UnsupportedCombination(f"diffusers' {hook} counts its own calls per transformer: on {model.diffusers_class}'s "
+                                     f"{len(model.experts)} experts it would count each expert's calls, not the "
+                                     "sampler's steps (diffusers issue #14025)")
+    return model
+
+
 def _registered_blocks(model, hook: str):
     """`model`, if diffusers' block registry (what its block-level hooks read) knows its blocks."""
     from diffusers.hooks._helpers import TransformerBlockRegistry
@@ -207,7 +219,7 @@ class DiffusersPAB(CacheMethod):
         )
         from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
 
-        model = _zoo_model(model, self.name)
+        model = _one_expert(_zoo_model(model, self.name), "PyramidAttentionBroadcast")
         window = (int(self.timestep_low), int(self.timestep_high))
         # each callback reads its name when called: the config asks the hooks for the evaluation's timestep
         hooks = PeerHooks(lambda transformer: apply_pyramid_attention_broadcast(transformer, config),
@@ -298,7 +310,7 @@ class DiffusersMagCache(CacheMethod):
         return False  # its ratios are calibrated on the loaded model
 
     def prepare(self, run: RunDescription, loaded: Loaded) -> tuple[CacheMethod, dict]:
-        _zoo_model(loaded.model, self.name)
+        _one_expert(_zoo_model(loaded.model, self.name), "MagCache")  # before its calibration
         ratios = mag_ratios(loaded.model, sampler=run.sampler.name, nfe=run.steps,
                             guidance_scale=run.model.guidance_scale, guidance_channels=run.model.guidance_channels)
         return self.calibrated(loaded.model, run.sampler.name, run.steps, ratios), {"magcache_ratios": ratios}
@@ -306,7 +318,7 @@ class DiffusersMagCache(CacheMethod):
     def plan(self, *, model, sampler: str, nfe: int) -> Plan:
         from diffusers.hooks import MagCacheConfig
 
-        model = _registered_blocks(_zoo_model(model, self.name), "MagCache")
+        model = _registered_blocks(_one_expert(_zoo_model(model, self.name), "MagCache"), "MagCache")
         known = self._ratios.setdefault(model, {})
         if (sampler, nfe) not in known:  # planned without a run (generate calls plan per call): calibrate once
             known[(sampler, nfe)] = mag_ratios(model, sampler=sampler, nfe=nfe)

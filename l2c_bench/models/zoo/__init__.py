@@ -3,7 +3,7 @@
     model = build_zoo("PixArtTransformer2DModel")             # the toy configuration, random weights
     model = build_zoo("DiTTransformer2DModel", pretrained="/models/DiT-XL-2-256")  # local folder
 
-Each wrapped class has one adapter module (dit, pixart, sd3, flux); `ADAPTERS` maps diffusers'
+Each wrapped class has one adapter module (dit, pixart, sd3, flux, wan); `ADAPTERS` maps diffusers'
 class name to it, and `TOY_CONFIGS` holds the tiny configurations the tests and the toy sweep use
 (a few blocks, small widths, as diffusers' own tests build them: CPU seconds, no download).
 """
@@ -19,9 +19,12 @@ from .adapter import ZooArgs, ZooModel
 from .dit import DiTAdapter, from_ours
 from .flux import FluxAdapter
 from .pixart import PixArtAdapter
+from .pretrained import load_transformer
 from .sd3 import SD3Adapter
+from .wan import WanAdapter
 
-ADAPTERS: dict[str, type[ZooModel]] = {a.diffusers_class: a for a in (DiTAdapter, PixArtAdapter, SD3Adapter, FluxAdapter)}
+ADAPTERS: dict[str, type[ZooModel]] = {a.diffusers_class: a for a in (DiTAdapter, PixArtAdapter, SD3Adapter, FluxAdapter,
+                                                                      WanAdapter)}
 
 TOY_CONFIGS: dict[str, dict] = {
     "DiTTransformer2DModel": dict(
@@ -38,8 +41,15 @@ TOY_CONFIGS: dict[str, dict] = {
         patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
         axes_dims_rope=[4, 4, 8]),
+    # diffusers' own tiny Wan test configuration with 4 blocks, not 2 (DeepCache needs a deep span, and the
+    # other toy classes have 4); one forward on (1, 4, 3, 16, 16) latents: a few ms on a CPU
+    "WanTransformer3DModel": dict(
+        patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+        text_dim=16, freq_dim=256, ffn_dim=32, num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32),
 }
-TOY_ARGS = {"prompts": 8, "prompt_tokens": 8, "sample_size": 16}  # text classes; Flux reads sample_size
+TOY_ARGS = {"prompts": 8, "prompt_tokens": 8, "sample_size": 16}  # text classes; Flux and Wan read sample_size
+TOY_FRAMES = 3  # Wan's latent frames at toy scale (a 9-frame video through Wan's 4x temporal VAE)
 
 
 class ZooConfigError(ValueError):
@@ -67,7 +77,9 @@ def zoo_args(cls: str, config: dict | None = None, **settings) -> ZooArgs:
         raise ZooConfigError(f"model.config: {cls} has no parameter(s) {unknown}; valid: {sorted(accepted)}")
     if adapter is not DiTAdapter:
         settings = {**TOY_ARGS, **settings}
-    if adapter is not FluxAdapter:
+    if adapter is WanAdapter:
+        settings = {"frames": TOY_FRAMES, **settings}
+    if adapter not in (FluxAdapter, WanAdapter):  # the others' configs say their latent size
         settings.pop("sample_size", None)
     return ZooArgs(cls, json.dumps(config, sort_keys=True), **settings)
 
@@ -82,9 +94,10 @@ def build_zoo(cls: str, *, config: dict | None = None, pretrained: str | os.Path
         return build(zoo_args(cls, config, **settings), device)
     adapter = adapter_for(cls)
     root = _transformer_folder(pretrained)
-    transformer = getattr(diffusers, cls).from_pretrained(root, local_files_only=True)
-    args = zoo_args(cls, {k: _plain(v) for k, v in transformer.config.items()}, **settings)
-    return adapter(args, transformer)
+    transformer = load_transformer(getattr(diffusers, cls), root)
+    args = zoo_args(cls, {k: _plain(v) for k, v in transformer.config.items()},
+                    **{**adapter.folder_settings(pretrained), **settings})
+    return adapter(args, transformer, **adapter.pretrained_parts(pretrained, args))
 
 
 def build(args: ZooArgs, device=None) -> ZooModel:

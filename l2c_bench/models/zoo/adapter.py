@@ -14,6 +14,7 @@ per description on a weightless copy (metrics/macs.py), as for our own models.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,8 +37,15 @@ class ZooArgs:
     text_tokens: int = 0  # a pretrained folder's text encoders: max_sequence_length (0: its pipeline's default)
     flow_shift: float = 3.0  # rectified-flow classes: the sampler's timestep shift
     guidance: float = 3.5  # guidance-distilled classes (Flux): the guidance the model embeds
-    sample_size: int = 0  # the latent side where the config has none (Flux); 0 elsewhere
+    sample_size: int = 0  # the latent side (height) where the config has none (Flux, Wan); 0 elsewhere
     official: bool = False  # DiT: the official DiT's timestep frequencies (dit.py)
+    # video classes (Wan, wan.py): latent frames, and the latent width where it is not sample_size
+    frames: int = 0
+    sample_width: int = 0
+    # Wan 2.2: two experts switched at boundary_ratio * 1000 (None: one transformer, Wan 2.1), and
+    # the low-noise expert's guidance scale (None: the run's model.guidance_scale for both)
+    boundary_ratio: float | None = None
+    guidance_2: float | None = None
 
     @property
     def config_dict(self) -> dict:
@@ -81,6 +89,23 @@ class ZooModel(nn.Module):
         self.inside_span = False
         self.blocks_in = None  # block 0's (args, kwargs) this evaluation, for the run-time probes
         self._install_hooks()
+
+    @classmethod
+    def pretrained_parts(cls, folder, args: ZooArgs) -> dict:
+        """Further modules a pretrained folder holds for this class (Wan 2.2's second expert), as
+        constructor arguments; none by default."""
+        return {}
+
+    @classmethod
+    def folder_settings(cls, folder) -> dict:
+        """Settings a pretrained pipeline folder fixes (Wan 2.2's boundary_ratio from its
+        model_index.json), under model.zoo's; none by default."""
+        return {}
+
+    @property
+    def experts(self) -> tuple[nn.Module, ...]:
+        """The transformers this model samples with: one (Wan 2.2: two, wan.py)."""
+        return (self.transformer,)
 
     def use_prompts(self, prompts, bank=None) -> None:
         """Condition on a prompt set (a PromptSet: its texts are what CLIP score reads, its images a
@@ -133,8 +158,9 @@ class ZooModel(nn.Module):
             out.append((tuple(paths[0]), tuple(paths[1])))
         return out
 
-    def _install_hooks(self) -> None:
-        for index, block in enumerate(self.blocks):
+    def _install_hooks(self, blocks: list[nn.Module] | None = None) -> None:
+        """Our hooks on `blocks` (default: `self.blocks`), block i of them as the plans' block i."""
+        for index, block in enumerate(self.blocks if blocks is None else blocks):
             register(block, BlockHook(self, index), BLOCK_HOOK)
             zeros = type(block).__name__ in self.CONCATENATING
             for attr, branch, part, outputs in self.branch_modules(index):
@@ -142,21 +168,26 @@ class ZooModel(nn.Module):
 
     # -- one evaluation ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, runner=None) -> torch.Tensor:
-        """x (N, C, H, W), t (N,) in the family's time convention, y (N,) labels or prompt indices."""
+        """x (N, C, H, W) (video: (N, C, F, H, W)), t (N,) in the family's time convention, y (N,)
+        labels or prompt indices."""
         self.runner, self.blocks_in = runner, None
         hooks = getattr(runner, "hooks", None)
         try:
             if hooks is None:
                 if self.peer is not None:  # a plain or engine-cached evaluation after a hooked run
-                    self.peer.remove(self.transformer)
+                    for expert in self.experts:
+                        self.peer.remove(expert)
                     self.peer = None
                 return self.call(x, t, y)
             if runner.evaluation == 0 and runner.pass_index == 0:  # a new batch: fresh hooks, empty state
-                if self.peer is not None:
-                    self.peer.remove(self.transformer)
+                for expert in self.experts:  # each expert its own hooks and state (Wan 2.2: two)
+                    if self.peer is not None:
+                        self.peer.remove(expert)
+                    hooks.apply(expert)
                 self.peer = hooks
-                hooks.apply(self.transformer)
-            with hooks.context(self.transformer, runner.pass_index, runner.evaluation, runner.nfe, t):
+            with ExitStack() as stack:  # the sampler's evaluation index, whichever expert runs it
+                for expert in self.experts:
+                    stack.enter_context(hooks.context(expert, runner.pass_index, runner.evaluation, runner.nfe, t))
                 return self.call(x, t, y)
         finally:
             self.runner, self.blocks_in = None, None

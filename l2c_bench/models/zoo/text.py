@@ -56,7 +56,7 @@ def encode_prompts(adapter, folder: str | Path, texts: tuple[str, ...], tokens: 
     folder = Path(str(folder))
     cls, index = pipeline_class(folder)
     check_components(folder, index, adapter.TEXT_COMPONENTS)
-    skip = {name: None for name in ("transformer", "vae", "image_encoder", "feature_extractor")
+    skip = {name: None for name in ("transformer", "transformer_2", "vae", "image_encoder", "feature_extractor")
             if name in inspect.signature(cls.__init__).parameters}
     skip.update({name: None for name in adapter.OPTIONAL_TEXT_COMPONENTS if not (folder / name).is_dir()})
     pipe = cls.from_pretrained(folder, local_files_only=True, **skip).to(device)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .....engine.model import latent_shape
+
 
 class RouterDataError(ValueError):
     """Missing or malformed training data (raised before any training)."""
@@ -69,7 +71,7 @@ class LatentPool:
 
 
 class LatentFile(LatentPool):
-    def __init__(self, path: Path, seed: int, shape: tuple[int, int, int]):
+    def __init__(self, path: Path, seed: int, shape: tuple[int, ...]):  # (C, H, W); video (C, F, H, W)
         if path.suffix == ".npz":
             with np.load(path) as f:
                 if "latents" not in f or "labels" not in f:
@@ -82,7 +84,7 @@ class LatentFile(LatentPool):
             latents, labels = obj["latents"], obj["labels"]
         if tuple(latents.shape[1:]) != shape or len(labels) != len(latents):
             raise RouterDataError(f"router.data={path}: latents {tuple(latents.shape)} / labels {len(labels)} do "
-                                  f"not fit the model's input (N, {shape[0]}, {shape[1]}, {shape[2]})")
+                                  f"not fit the model's input (N, {', '.join(map(str, shape))})")
         self.latents, self.labels, self.seed = latents.float(), labels.long(), seed
 
 
@@ -191,4 +193,4 @@ def make_data(spec: str | None, *, seed: int, model, vae=None, num_workers: int 
         return ImageFolderData(path, seed, model.input_size * 8, vae, num_workers)
     if path.suffix not in (".pt", ".npz"):
         raise RouterDataError(f"router.data={spec}: a latent file must be .pt or .npz")
-    return LatentFile(path, seed, (model.in_channels, model.input_size, model.input_size))
+    return LatentFile(path, seed, latent_shape(model))
