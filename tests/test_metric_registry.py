@@ -13,7 +13,8 @@ from l2c_bench.metrics import registry
 def test_mean_metrics_and_their_ranges():
     assert registry.mean_ranges() == {
         "clip_score": (0.0, 100.0), "converged_image_ssim": (-1.0, 1.0), "paired_image_ssim": (-1.0, 1.0),
-        "converged_image_lpips": (0.0, math.inf), "paired_image_lpips": (0.0, math.inf)}
+        "converged_image_lpips": (0.0, math.inf), "paired_image_lpips": (0.0, math.inf),
+        "paired_frame_psnr_db": (0.0, math.inf), "temporal_change_ratio": (0.0, math.inf)}  # video (metrics/video.py)
 
 
 def test_the_analysis_reads_the_registered_directions():

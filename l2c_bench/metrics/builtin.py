@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from .frames import as_frames, is_video, per_sample_mean
 from .intervals import paired_fields, quality_fields
 from .quality import paired_scores, paired_sums
 from .registry import Batch, Jackknife, Metric, PerSampleMean, Scoring, register
@@ -171,6 +172,11 @@ class ClipScore(PerSampleMean):
         if point.clip is None:
             return None
         texts = [point.model.prompt_texts[int(label)] for label in batch.result.labels]
+        if is_video(batch.images):  # each frame against its video's prompt, averaged per video
+            frames = batch.images.shape[2]
+            texts = [text for text in texts for _ in range(frames)]
+            scores = torch.from_numpy(point.clip.scores(as_frames(batch.images), texts))
+            return per_sample_mean(scores, len(batch.images))
         return torch.from_numpy(point.clip.scores(batch.images, texts))
 
     def value(self, part: Mapping, scoring: Scoring, row: Mapping) -> dict:
@@ -180,7 +186,8 @@ class ClipScore(PerSampleMean):
 
 class _AgainstReference(PerSampleMean):
     """A per-sample score of each image against its paired reference image (same seed): the
-    converged sample or the uncached twin (`prefix`); images only (latents without a VAE: none)."""
+    converged sample or the uncached twin (`prefix`); images only (latents without a VAE: none).
+    A video scores frame by frame against the paired video's frame, averaged per video."""
 
     prefix = ""
 
@@ -194,7 +201,11 @@ class _AgainstReference(PerSampleMean):
         if reference is None or batch.images.shape[1] != 3 or not self.available(batch.point):
             return None
         device = batch.point.device  # the run's GPU at paper scale
-        return self.compare(batch.point, batch.images.to(device), reference[1].to(device))
+        images, reference = batch.images, reference[1]
+        if is_video(images):  # (N, 3, F, H, W): each frame an image
+            scores = self.compare(batch.point, as_frames(images).to(device), as_frames(reference).to(device))
+            return per_sample_mean(scores, len(images))
+        return self.compare(batch.point, images.to(device), reference.to(device))
 
     def available(self, point) -> bool:
         return True

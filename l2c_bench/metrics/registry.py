@@ -40,7 +40,7 @@ from .intervals import (
 )
 
 # Modules that define and register the metrics, imported (in this order) with this one.
-METRIC_MODULES = ("l2c_bench.metrics.builtin",)
+METRIC_MODULES = ("l2c_bench.metrics.builtin", "l2c_bench.metrics.video")
 
 
 @dataclass

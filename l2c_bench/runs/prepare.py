@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import generate
 from ..caching import CACHE_METHODS, CacheMethod, FixedPlan, make_cache
 from ..description import Loaded, MetricsSpec, RunDescription, describe_config
+from ..engine.model import latent_shape
 from ..metrics.converged import check_converged
 from ..models.layers import AUTOCAST_DTYPES, cast_weights_
 from ..models.loading import (
@@ -217,17 +218,19 @@ def prepare(cfg: DictConfig) -> Point:
         graphs = SamplingGraphs()
     model_sha256 = model_fingerprint(run.model)  # None: random weights, no shared reference
     images = model_sha256 is not None and (vae is not None or model.in_channels == 3)
+    video = len(latent_shape(model)) == 4  # (C, F, H, W)
     return Point(run=run, device=device, model=model, vae=vae, cache=cache, shard=shard, artifacts=artifacts,
                  model_sha256=model_sha256, graphs=graphs, branch_change=change,
-                 **metric_networks(run, device, images=images))
+                 **metric_networks(run, device, images=images, video=video))
 
 
-def metric_networks(run: RunDescription, device: torch.device, *, images: bool) -> dict:
+def metric_networks(run: RunDescription, device: torch.device, *, images: bool, video: bool = False) -> dict:
     """The networks the wanted metrics score with, each None where not wanted: `features` (quality
     metrics need trained weights and images; latents without a VAE, as the toy text-to-image
-    classes give, have only the paired fidelity to their uncached samples), `clip` and `lpips`."""
+    classes give, have only the paired fidelity to their uncached samples; a video model's set
+    metrics would need a video network: none, metrics/video.py's note says so), `clip` and `lpips`."""
     out: dict = {"features": None, "clip": None, "lpips": None}
-    if images:
+    if images and not video:
         from ..metrics.features import feature_net
 
         out["features"] = feature_net(run.scale.features, device, run.metrics.fid_mode)  # no Inception file: error

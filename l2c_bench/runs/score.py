@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..metrics.frames import filmstrip
 from ..metrics.registry import METRICS, Scoring
 from ..models import fused
 from ..models.layers import AUTOCAST_DTYPES, weights_dtype
@@ -31,7 +32,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         raise RuntimeError(f"{run_dir}: the shards do not cover samples 0..{run.metrics.num_samples - 1} exactly")
     grid = run_dir / "samples.png"
     grid.parent.mkdir(parents=True, exist_ok=True)
-    save_image((part["grid"] + 1) / 2, grid, nrow=8)
+    save_image((filmstrip(part["grid"]) + 1) / 2, grid, nrow=8)  # a video: its frames side by side
     start_s = time.perf_counter()
     method, uncached, timing = timed(point)
     timing_s = time.perf_counter() - start_s
@@ -131,19 +132,21 @@ def realised_schedule(point: Point, part: dict) -> tuple:
 
 def run_fields(point: Point, plan, schedule, ratios: tuple[float, float]) -> dict:
     """The row's settings, MACs, realised cached ratios and numerics (timing: `timed`)."""
+    from ..engine.model import latent_shape
     from ..metrics.macs import macs
 
     run, model = point.run, point.model
-    macs_method = macs(model, schedule, nfe=run.steps)
+    macs_method = macs(model, schedule, nfe=run.steps, plan=plan)
     macs_uncached = macs(model, None, nfe=run.steps)
     return {
         "nfe": run.steps,
         "sampler": point.sampler,
+        "latent_shape": list(latent_shape(model)),  # one sample's: (C, H, W), video (C, F, H, W)
         "guidance_convention": CONVENTIONS[model.family],
         "num_samples": run.metrics.num_samples,
         "shards": point.shard.count,
         "macs_g": macs_method / 1e9,  # per image, linear/conv layers (the paper's count)
-        "macs_all_g": macs(model, schedule, nfe=run.steps, count="all") / 1e9,
+        "macs_all_g": macs(model, schedule, nfe=run.steps, count="all", plan=plan) / 1e9,
         "macs_uncached_g": macs_uncached / 1e9,
         "macs_speedup": macs_uncached / macs_method,
         "cached_ratio": ratios[0],
