@@ -52,6 +52,25 @@ def test_delta_dit_adds_the_cached_span_offset_to_the_current_input():
     assert macs(model, out.schedule) / macs(model, None, nfe=4) == pytest.approx(1 - 2 * 4 / (4 * 8), rel=0.05)
 
 
+@pytest.mark.parametrize("arch,sampler,guidance,method", [("DiT-toy", "ddim", 1.5, "delta_dit"),
+                                                         ("U-ViT-toy", "dpm_solver2", 1.0, "deepcache")])
+def test_a_reused_span_runs_none_of_its_blocks_work_and_its_macs_say_so(arch, sampler, guidance, method):
+    """A reused span's blocks run nothing: neither their branches nor their work outside them (DiT's
+    adaLN modulation, U-ViT's skip projections). The MACs of the run, given its plan, are the linear
+    and conv MACs it ran, per image and guidance pass, as torch's FLOP counter counts them over the
+    call (less the attention products); without the plan every block counts as run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = perturbed(arch)
+    kw = dict(labels=[1, 2], seeds=[0, 1], steps=6, sampler=sampler, guidance_scale=guidance)
+    with FlopCounterMode(display=False) as counter:
+        out = generate(model, cache=make_cache(method), **kw)
+    flops, root = counter.get_flop_counts(), type(model).__name__
+    attention = sum(flops.get(f"{root}.{p}", {}).get(torch.ops.aten.bmm, 0) for attn, _ in model.branch_paths() for p in attn)
+    ran = (sum(flops["Global"].values()) - attention) / 2 / (2 * len(kw["labels"]))  # both guidance passes
+    assert out.cached_ratio > 0 and macs(model, out.schedule, nfe=6, plan=out.plan) == ran < macs(model, out.schedule)
+
+
 def test_delta_dit_with_every_evaluation_a_key_is_the_uncached_sampler():
     model = perturbed("DiT-toy")
     kw = dict(labels=[1, 2], seeds=[0, 1], steps=6, sampler="ddim", guidance_scale=1.5)

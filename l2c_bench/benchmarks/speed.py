@@ -114,7 +114,7 @@ def _run_bench(args, model: torch.nn.Module | None) -> dict:
     timings = measure(fns, repeats=args.repeats, warmup=args.warmup, sync=device_sync(device), timer=timer)
     u, c = timings["uncached"], timings["cached"]
     profiled = gpu_profile({"uncached": fns["uncached"], "cached": fns["cached"]}, device) if args.profile else None
-    macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe)
+    macs_u, macs_c = macs(model, None, nfe=args.nfe), macs(model, plan_run.schedule, nfe=args.nfe, plan=plan_run.plan)
     measured = u.median_s / c.median_s
     # 95% bootstrap interval of the speedup over the interleaved repeat pairs (None below 6 repeats)
     ci = ratio_of_medians_interval(u.samples_s, c.samples_s, resamples=2000, seed=0)
