@@ -3,6 +3,8 @@ same rows and MACs as our methods, and FirstBlockCache decides as our fbcache do
 
 import pytest
 import torch
+from test_diffusers_zoo import counted_macs
+from torch.utils.flop_counter import FlopCounterMode
 
 from l2c_bench import generate
 from l2c_bench.caching import UnsupportedCombination, make_cache
@@ -18,6 +20,12 @@ def kwargs(model, steps=20):
     return dict(labels=[1, 2], seeds=[0, 1], steps=steps, sampler=sampler, guidance_scale=1.0)
 
 
+def generate_counted(model, **kw):
+    """generate(model, **kw) and the MACs per image of the linear and convolution layers it ran
+    (guidance off: one image per sample)."""
+    return counted_macs(len(kw["labels"]), generate, model, **kw)
+
+
 @pytest.fixture(scope="module")
 def trained_dit():
     return from_ours(load_checkpoint(build_model("DiT-toy"), TOY_ASSETS / "dit_toy.pt").eval(), official=True)
@@ -31,24 +39,26 @@ def test_diffusers_first_block_cache_decides_as_our_fbcache(cls, trained_dit):
     reused = []
     for threshold in (0.2, 0.5):
         ours = generate(model, cache=make_cache("fbcache", threshold=threshold), **kw)
-        theirs = generate(model, cache=make_cache("diffusers_fbcache", threshold=threshold), **kw)
+        theirs, ran = generate_counted(model, cache=make_cache("diffusers_fbcache", threshold=threshold), **kw)
         assert torch.equal(ours.schedule, theirs.schedule)  # the same evaluations skip the same blocks
         assert (ours.latents - theirs.latents).abs().max() <= 1e-5
         reused.append(theirs.cached_ratio)
-        assert macs(model, theirs.schedule, nfe=20) < macs(model, None, nfe=20)
+        # what their hooks ran is what both plans count: the skipped blocks ran nothing
+        assert macs(model, theirs.schedule, nfe=20, plan=theirs.plan) == ran == macs(model, ours.schedule, nfe=20,
+                                                                                      plan=ours.plan)
     assert 0 < reused[0] < reused[1]  # a larger threshold reuses more: the test sees real decisions
 
 
 def test_diffusers_taylorseer_counts_the_branches_it_let_run():
     torch.manual_seed(0)
     model = build_zoo("FluxTransformer2DModel").eval()
-    result = generate(model, cache=make_cache("diffusers_taylorseer"), **kwargs(model))
+    result, ran = generate_counted(model, cache=make_cache("diffusers_taylorseer"), **kwargs(model))
     schedule = result.schedule
     assert schedule[:3].all()  # its warm-up evaluations compute everything
     forecast = ~schedule[:, :, ATTENTION]
     assert forecast.any() and (forecast == forecast[:, :1]).all()  # whole evaluations of attention forecast
     assert schedule[:, :, MLP].all()  # it hooks the attention modules only
-    assert macs(model, schedule, nfe=20) < macs(model, None, nfe=20)
+    assert macs(model, schedule, nfe=20, plan=result.plan) == ran < macs(model, None, nfe=20)  # what ran
     again = generate(model, cache=make_cache("diffusers_taylorseer"), **kwargs(model))
     assert torch.equal(again.latents, result.latents)  # fresh hook state for every call
     assert not torch.equal(generate(model, **kwargs(model)).latents, result.latents)  # and none after it
@@ -74,7 +84,7 @@ def test_diffusers_pab_is_our_engine_reusing_attention_on_the_same_evaluations(c
     torch.manual_seed(0)
     model = trained_dit if cls == "trained" else build_zoo(cls).eval()
     kw = kwargs(model)
-    theirs = generate(model, cache=make_cache("diffusers_pab", interval=3), **kw)
+    theirs, ran = generate_counted(model, cache=make_cache("diffusers_pab", interval=3), **kw)
     timesteps = []  # the model time of each evaluation, as the sampler passes it
     handle = model.register_forward_pre_hook(lambda module, args: timesteps.append(float(args[1][0])))
     generate(model, **kw)
@@ -86,7 +96,7 @@ def test_diffusers_pab_is_our_engine_reusing_attention_on_the_same_evaluations(c
     ours = generate(model, cache=FixedPlan(Plan(compute, tuple(n for n, a in enumerate(attention) if not a)), "pab"),
                     **kw)
     assert torch.equal(ours.latents, theirs.latents)
-    assert macs(model, theirs.schedule, nfe=20) < macs(model, None, nfe=20)
+    assert macs(model, theirs.schedule, nfe=20, plan=theirs.plan) == ran < macs(model, None, nfe=20)  # what ran
 
 
 @pytest.mark.parametrize("cls", ["trained", "SD3Transformer2DModel"])
@@ -116,7 +126,7 @@ def test_diffusers_magcache_calibrates_then_skips_the_stack_by_its_accumulated_d
     assert ratios == pytest.approx(expected, rel=1e-5)
     threshold = 0.1
     method = make_cache("diffusers_magcache", threshold=threshold).calibrated(model, kw["sampler"], 20, ratios)
-    theirs = generate(model, cache=method, **kw)
+    theirs, ran = generate_counted(model, cache=method, **kw)
     skip, ratio, err, steps = [], 1.0, 0.0, 0  # MagCache's rule, from its paper and hook
     for n in range(20):
         skipped = False
@@ -129,6 +139,7 @@ def test_diffusers_magcache_calibrates_then_skips_the_stack_by_its_accumulated_d
         skip.append(skipped)
     assert any(skip) and not all(skip)
     assert torch.equal(theirs.schedule, ~torch.tensor(skip)[:, None, None].expand(20, model.num_blocks, 2))
+    assert macs(model, theirs.schedule, nfe=20, plan=theirs.plan) == ran  # a skipped evaluation runs no block
     compute = tuple(((not s, not s),) * model.num_blocks for s in skip)
     ours = Plan(compute, tuple(n for n, s in enumerate(skip) if s), rule=Span(((0, model.num_blocks),) * 20, "delta"))
     assert (generate(model, cache=FixedPlan(ours, "stack"), **kw).latents - theirs.latents).abs().max() <= 1e-5
@@ -144,9 +155,23 @@ def test_a_magcache_run_calibrates_first_and_records_its_ratios_and_what_ran(tmp
     assert row["status"] == "ok", row.get("error")
     m = {k.removeprefix("metrics."): v for k, v in row.items() if k.startswith("metrics.")}
     assert len(m["magcache_ratios"]) == 10 and m["magcache_ratios"][0] == 1.0
-    assert 0 < m["cached_ratio"] <= 0.8 and m["macs_speedup"] > 1 and m["host_sync_per_evaluation"]
+    assert 0 < m["cached_ratio"] <= 0.8 and m["host_sync_per_evaluation"]
     schedule = torch.load(tmp_path / row["run_id"] / "schedule.pt")["schedule"]
     assert schedule[:2].all() and (schedule == schedule[:, :1, :1]).all()  # whole evaluations, after its first 2
+    # its MACs: an evaluation MagCache skipped runs what lies outside the blocks, the others all of
+    # one forward (torch's FLOP counter over one image's forward, per module)
+    model = build_zoo("FluxTransformer2DModel").eval()
+    x = torch.randn(1, model.in_channels, model.input_size, model.input_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, torch.tensor([500.0]), torch.tensor([1]))
+    flops = counter.get_flop_counts()
+    assert set(flops["Global"]) <= {torch.ops.aten.addmm, torch.ops.aten.mm}  # linear layers only
+    full = sum(flops["Global"].values()) / 2
+    outside = full - sum(sum(flops[f"FluxAdapter.{path}"].values()) for path in model.block_paths) / 2
+    computed = schedule.double()[:, 0, 0]  # per evaluation, the share of samples that ran the blocks
+    assert m["macs_uncached_g"] * 1e9 == pytest.approx(10 * full, rel=1e-12)
+    assert m["macs_g"] * 1e9 == pytest.approx((computed * full + (1 - computed) * outside).sum().item(), rel=1e-12)
+    assert m["macs_speedup"] == pytest.approx(m["macs_uncached_g"] / m["macs_g"]) and m["macs_speedup"] > 1
 
 
 def test_magcache_planned_without_a_run_calibrates_once_per_model_sampler_and_nfe(monkeypatch):

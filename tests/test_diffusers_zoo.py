@@ -1,9 +1,13 @@
 """model=diffusers: diffusers transformers wrapped as model families of the engine
 (`l2c_bench.models.zoo`), on their tiny random configurations and our toy DiT's weights."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
 from l2c_bench import generate
 from l2c_bench.caching import make_cache
@@ -15,6 +19,7 @@ from l2c_bench.models import build_model, load_checkpoint
 from l2c_bench.models.loading import TOY_ASSETS
 from l2c_bench.models.zoo import ADAPTERS, ZooConfigError, build_zoo, from_ours
 from l2c_bench.runs.prepare import describe
+from l2c_bench.sampling import GuidedDenoiser
 
 CLASSES = list(ADAPTERS)
 SAMPLER = {"dit": "ddim", "flow": "flow_euler"}
@@ -37,6 +42,39 @@ def inputs(model, n=2):
     return x, torch.tensor([900.0, 250.0])[:n], torch.tensor([1, model.null_class])[:n]
 
 
+@contextmanager
+def layer_macs():
+    """Counts the MACs of every linear and convolution layer call made inside it, as it runs (the
+    functions nn.Linear and nn.Conv*d call; what the paper's counter counts): one list holding the total."""
+    total, original = [0], {name: getattr(F, name) for name in ("linear", "conv1d", "conv2d", "conv3d")}
+
+    def linear(x, weight, bias=None):
+        total[0] += x.numel() // x.shape[-1] * weight.numel()  # rows x in x out
+        return original["linear"](x, weight, bias)
+
+    def conv(name):
+        def run(x, weight, *args, **kwargs):
+            out = original[name](x, weight, *args, **kwargs)
+            total[0] += out.numel() * weight[0].numel()  # per output element: in / groups x kernel
+            return out
+        return run
+
+    for name in original:
+        setattr(F, name, linear if name == "linear" else conv(name))
+    try:
+        yield total
+    finally:
+        for name, fn in original.items():
+            setattr(F, name, fn)
+
+
+def counted_macs(images: int, fn, *args, **kwargs):
+    """fn(*args, **kwargs) and the MACs per image of the linear and convolution layers it ran."""
+    with layer_macs() as total:
+        out = fn(*args, **kwargs)
+    return out, total[0] / images
+
+
 def test_diffusers_dit_holding_our_weights_agrees_with_ours(toy_dit):
     """Same weights: forward within 1e-4 and DDIM-20 samples within 1e-3 under DiT's numerics;
     diffusers' own timestep frequencies (log-frequencies / (half - 1)) move the output visibly."""
@@ -57,10 +95,16 @@ def test_diffusers_dit_holding_our_weights_agrees_with_ours(toy_dit):
 
 
 def test_wrapped_dit_counts_the_same_branch_macs_as_ours(toy_dit):
+    """The same linears per branch; the rest differs by what diffusers runs more, from the layers'
+    shapes: a timestep embedder (256 frequencies -> D -> D) in every block's adaLN, and one more for
+    the output layer, against our one. Inside a block, outside its branches: the adaLN modulation
+    (D -> 6D), and in diffusers' that embedder."""
     ours, theirs = branch_macs(toy_dit), branch_macs(from_ours(toy_dit))
-    assert theirs.branch == ours.branch  # the same linears per attention and MLP branch
-    # the rest differs by what diffusers runs more: one timestep embedder per block
-    assert theirs.base > ours.base
+    assert theirs.branch == ours.branch
+    depth, width = toy_dit.args.depth, toy_dit.args.hidden_size
+    embedder = 256 * width + width * width
+    assert theirs.base - ours.base == depth * embedder
+    assert ours.block == (width * 6 * width,) * depth and theirs.block == (width * 6 * width + embedder,) * depth
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -99,61 +143,132 @@ def test_each_wrapped_class_is_a_cacheable_model_exact_under_a_full_plan(cls, zo
         assert value.ndim == 3 and value.shape[0] == len(x), kind
 
 
+def same(a, b) -> bool:
+    """Equal tensors, or tuples of them (a dual-stream block returns its text and image streams; SD3's
+    last block None for the text)."""
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, tuple):
+        return isinstance(b, tuple) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return torch.equal(a, b)
+
+
 @pytest.mark.parametrize("cls", CLASSES)
 def test_a_reused_branch_skips_its_modules(cls, zoo):
-    """Evaluation 1 reuses every attention branch: no attention module runs, and the output is
-    what reusing the stored tensors gives (it differs from computing them)."""
+    """Evaluation 1 reuses every attention branch and computes every MLP. There, no submodule of an
+    attention module is called and no work runs inside one (torch's FLOP counter, per module),
+    while each MLP does the work it did at evaluation 0; each attention module hands back the very
+    tensors evaluation 0 stored; and each block's output is what the block computes, uncached, with
+    those tensors in place of its attention outputs (which differs from computing them afresh)."""
     model = zoo[cls]
-    blocks = model.num_blocks
+    blocks, root = model.num_blocks, type(model).__name__
     plan = Plan((((True, True),) * blocks, ((False, True),) * blocks), (1,))
-    counted = []  # the attention modules' own work: their query projections (the module itself is
-    # still called by its block, the hook answering instead of its forward)
-    handles = [getattr(block, attr).to_q.register_forward_hook(lambda *a: counted.append(1))
-               for i, block in enumerate(model.blocks) for attr, branch, _, _ in model.branch_modules(i)
-               if branch == ATTENTION]
+    modules = [{branch: {f"{path}.{attr}": getattr(block, attr) for attr, b, _, _ in model.branch_modules(i) if b == branch}
+                for branch in (ATTENTION, MLP)} for i, (block, path) in enumerate(zip(model.blocks, model.block_paths, strict=True))]
+    attention = {p: m for block in modules for p, m in block[ATTENTION].items()}
+    mlp = [p for block in modules for p in block[MLP]]
+    calls, returned, block_io = [], {p: [] for p in attention}, []
+    hooks = [sub.register_forward_pre_hook(lambda *a, p=p: calls.append(p))
+             for p, m in attention.items() for sub in m.modules() if sub is not m]
+    hooks += [m.register_forward_hook(lambda m, a, out, p=p: returned[p].append(out)) for p, m in attention.items()]
     x, t, y = inputs(model)
+    run, work, called = CacheRun(plan), [], []
     try:
         with torch.no_grad():
-            run = CacheRun(plan)
-            model(x, t, y, run.begin_evaluation(1)[0])
-            first = len(counted)
-            reused = model(x, t.flip(0), y, run.begin_evaluation(1)[0])
-            at_reuse = len(counted) - first
-            fresh = model(x, t.flip(0), y)
+            for n in range(2):
+                if n == 1:  # the reuse step: each block's inputs and output
+                    hooks += [b.register_forward_pre_hook(lambda m, a, kw: block_io.append([a, dict(kw)]), with_kwargs=True)
+                              for b in model.blocks]
+                    hooks += [b.register_forward_hook(lambda m, a, out: block_io[-1].append(out)) for b in model.blocks]
+                calls.clear()
+                with FlopCounterMode(display=False) as counter:
+                    reused = model(x, t.flip(0) if n else t, y, run.begin_evaluation(1)[0])
+                work.append({p: sum(counter.get_flop_counts().get(f"{root}.{p}", {}).values()) for p in (*attention, *mlp)})
+                called.append(list(calls))
     finally:
-        for h in handles:
+        for h in hooks:
             h.remove()
-    assert first >= blocks and at_reuse == 0  # all ran once, none at the reuse
-    assert not torch.equal(reused, fresh)
+    first, again = work
+    assert called[0] and all(first[p] > 0 for p in attention)  # evaluation 0 computed every attention
+    assert called[1] == [] and all(again[p] == 0 for p in attention)  # none ran at the reuse
+    assert all(again[p] == first[p] > 0 for p in mlp)  # the MLPs ran as before
+    for p, (stored, handed) in returned.items():  # the stored tensors themselves, not copies
+        assert all(a is b for a, b in zip(stored, handed, strict=True)) if isinstance(stored, tuple) else stored is handed, p
+    assert len(block_io) == blocks
+    with torch.no_grad():
+        for block, io, branches in zip(model.blocks, block_io, modules, strict=True):
+            args, kwargs, out = io
+            subs = [m.register_forward_hook(lambda m, a, o, p=p: returned[p][0]) for p, m in branches[ATTENTION].items()]
+            try:
+                assert same(block(*args, **kwargs), out)  # no runner: the block computes, but for the substitution
+            finally:
+                for h in subs:
+                    h.remove()
+        assert not torch.equal(reused, model(x, t.flip(0), y))  # computing attention there gives another output
+
+
+# every kind of reuse: branches (fora), span (deepcache: rear blocks; delta_dit: front blocks), forecast,
+# token-wise MLP, dropped branches, a span decided at run time (fbcache: a threshold that reuses on
+# every toy class, random weights change the first block's residual by 0.2-0.4 per step)
+METHODS = (("fora", {}), ("deepcache", {}), ("delta_dit", {}), ("taylorseer", {}), ("toca", {}), ("layer_drop", {}),
+           ("fbcache", {"threshold": 0.3}))
 
 
 @pytest.mark.parametrize("cls", CLASSES)
 def test_methods_run_on_each_class_and_count_the_macs_that_ran(cls, zoo):
+    """The MACs reported for a run (`macs` of its realised schedule and plan) are the MACs of the
+    linear and convolution layer calls the sampling call made, per image and guidance pass, counted
+    as they ran: reused, forecast, token-wise and dropped branches, and reused spans, whose blocks run
+    nothing (their norms, modulation and projections outside the branches included)."""
     model = zoo[cls]
     kw = dict(labels=[1, 2], seeds=[0, 1], steps=6, sampler=SAMPLER[model.family], guidance_scale=1.5)
-    base = generate(model, **kw)
-    full = macs(model, None, nfe=6)
-    for name in ("fora", "deepcache", "taylorseer", "toca", "layer_drop", "fbcache"):
-        result = generate(model, cache=make_cache(name), **kw)
+    images = 2 * len(kw["labels"])  # both guidance halves run as one batch
+    base, full = counted_macs(images, generate, model, **kw)
+    assert full == macs(model, None, nfe=6)
+    for name, params in METHODS:
+        result, ran = counted_macs(images, generate, model, cache=make_cache(name, **params), **kw)
         assert torch.isfinite(result.latents).all(), name
-        ran = macs(model, result.schedule, nfe=6)
-        if name == "fbcache":  # random weights: the first block's residual changes too much to reuse
-            assert ran <= full
-            continue
-        assert result.cached_ratio > 0 and ran < full, name
+        assert result.cached_ratio > 0 and ran < full, name  # something was reused
+        assert macs(model, result.schedule, nfe=6, plan=result.plan) == ran, name
         assert not torch.equal(result.latents, base.latents), name
 
 
-def test_text_classes_use_prompt_embeddings_and_an_empty_prompt_for_guidance(zoo):
-    model = zoo["PixArtTransformer2DModel"]
-    assert model.num_classes == model.null_class == model.bank.prompts
+@pytest.mark.parametrize("cls", ["PixArtTransformer2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel"])
+def test_text_classes_use_prompt_embeddings_and_an_empty_prompt_for_guidance(cls, zoo):
+    """One guided evaluation as the samplers run it (GuidedDenoiser, w = 1.5): the transformer's
+    batch reads the labels' prompt embeddings (and pooled vectors) in its conditional half and the
+    empty prompt's, the bank's last row, in its unconditional half; the guided output is
+    uncond + w (cond - uncond) of the two halves the model returned on the guidance channels, the
+    conditional half's on the rest (PixArt's learned variance)."""
+    model = zoo[cls]
+    bank = model.bank
+    assert model.num_classes == model.null_class == bank.prompts
+    labels = torch.tensor([0, 3])
     x, t, _ = inputs(model)
-    with torch.no_grad():
-        a = model(x, t, torch.tensor([0, 0]))
-        b = model(x, t, torch.tensor([3, 3]))
-    assert not torch.equal(a, b)  # the prompt conditions the output
-    again = build_zoo("PixArtTransformer2DModel")
-    assert torch.equal(again.bank.embeddings, model.bank.embeddings)  # seeded
+    seen, returned = [], []
+    hooks = [model.transformer.register_forward_pre_hook(lambda m, a, kw: seen.append(kw), with_kwargs=True),
+             model.register_forward_hook(lambda m, a, out: returned.append(out))]
+    try:
+        with torch.no_grad():
+            guided = GuidedDenoiser(model, labels, 1.5, model.guidance_channels)(x, t)
+    finally:
+        for h in hooks:
+            h.remove()
+    (given,), (out,) = seen, returned  # one pass over both halves
+    empty = bank.embeddings[bank.prompts]  # the empty prompt: row P (prompts.py)
+    assert not any(torch.equal(empty, bank.embeddings[i]) for i in range(bank.prompts))
+    text = given["encoder_hidden_states"]
+    assert torch.equal(text[:2], bank.embeddings[labels]) and torch.equal(text[2:], empty.expand(2, -1, -1))
+    if "pooled_projections" in given:  # SD3, Flux
+        pooled = given["pooled_projections"]
+        assert torch.equal(pooled[:2], bank.pooled[labels]) and torch.equal(pooled[2:], bank.pooled[[bank.prompts] * 2])
+    cond, uncond = out.chunk(2)
+    assert not torch.equal(cond, uncond)  # the prompt conditions the output
+    c = model.guidance_channels
+    assert torch.equal(guided[:, :c], uncond[:, :c] + 1.5 * (cond[:, :c] - uncond[:, :c]))
+    assert torch.equal(guided[:, c:], cond[:, c:]) and (guided.shape[1] > c) == (cls == "PixArtTransformer2DModel")
+    again = build_zoo(cls)
+    assert torch.equal(again.bank.embeddings, bank.embeddings)  # seeded
 
 
 def test_bad_input_is_a_clear_error(zoo, tmp_path):
@@ -228,28 +343,67 @@ def test_the_configured_toy_dit_is_our_toy_dit_through_diffusers(toy_dit):
         assert diff <= bound if official else diff > 1e-2  # diffusers' own numerics by default
 
 
-def test_flow_router_pairs_reach_the_cache_step_as_the_sampler_does(zoo):
-    """FlowEulerPairs: from data on the straight path at the full step's sigma, the recorded full
-    evaluation and the Euler steps after it land where flow_euler's own steps land."""
+def test_flow_router_pairs_reach_the_cache_step_as_the_sampler_does(zoo, tmp_path):
+    """FlowEulerPairs (interval 3) against flow_euler itself. An L2C plan run by `generate` says
+    which evaluations are cache steps, which router row decides each (a router that recomputes
+    exactly one branch per row) and which full step each reuses (the stored tensor it hands back).
+    Then the sampler is run again, recording every evaluation, with a velocity of noise - x0 up to
+    that full step (which keeps it on the straight path (1 - sigma) x0 + sigma noise) and the model
+    from there: each pair's preparation evaluates where and when the sampler evaluated, the full
+    step's evaluation alone recorded, and reaches the sampler's input of the cache step."""
     from l2c_bench.caching.methods.l2c.learning.pairs import make_pairs
     from l2c_bench.caching.methods.l2c.learning.runners import Recorder
 
     model = zoo["SD3Transformer2DModel"]
-    pairs = make_pairs("flow", "flow_euler", 8, torch.device("cpu"), interval=3, flow_shift=model.flow_shift)
+    nfe, blocks = 8, model.num_blocks
+    pairs = make_pairs("flow", "flow_euler", nfe, torch.device("cpu"), interval=3, flow_shift=model.flow_shift)
+    kw = dict(labels=[1, 2], seeds=[0, 1], steps=nfe, sampler="flow_euler", guidance_scale=1.0)
+    ff = model.blocks[0].ff  # block 0's image MLP: its output per evaluation
+    outputs = []
+    handle = ff.register_forward_hook(lambda m, a, out: outputs.append(out))
+    router = tmp_path / "router.pt"
+    save_router(torch.eye(2 * blocks)[torch.arange(nfe) % (2 * blocks)] * 20 - 10, router)  # row r: entry r % 2B
+    try:
+        l2c = generate(model, cache=make_cache("l2c", router=str(router), interval=3), **kw)
+    finally:
+        handle.remove()
+    schedule = l2c.schedule.view(nfe, 2 * blocks)
+    assert [n for n, _ in pairs.pairs] == list(l2c.plan.cache_steps)
+    full_of = {}  # cache step -> the full step whose tensors it reuses
+    for n, row in pairs.pairs:
+        assert schedule[n].nonzero().flatten().tolist() == [row % (2 * blocks)]  # the row it reads
+        assert row % (2 * blocks) != MLP  # so block 0's MLP is reused: the tensor of which evaluation?
+        full_of[n] = next(k for k in range(n) if outputs[k] is outputs[n])
+        assert schedule[full_of[n]].all()
+    assert sorted({n - full for n, full in full_of.items()}) == [1, 2]  # interval 3: two cache steps per full one
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, model.in_channels, model.input_size, model.input_size, generator=g)
-    noise = torch.randn(x0.shape, generator=g)
-    labels = torch.tensor([1, 2])
-    steps = pairs.steps
-    for n, row in pairs.pairs:
-        cache_step, distance = pairs.evaluation[row]  # the full step is `distance` evaluations before
-        assert cache_step == n and distance in (1, 2)
-        recorder = Recorder()
-        x, t = pairs.prepare(model, x0, labels, noise, row, recorder)
-        sigma = steps.sigmas[n - distance]
-        expected = (1 - sigma) * x0 + sigma * noise
-        with torch.no_grad():
-            for k in range(n - distance, n):
-                expected = expected + steps.deltas[k] * model(expected, steps.timesteps[k].expand(2), labels)
-        assert torch.equal(x, expected) and torch.equal(t, steps.timesteps[n].expand(2))
-        assert len(recorder.store) > 0  # the full evaluation filled the cache
+    labels = torch.tensor(kw["labels"])
+    calls, sampler = [], [True]  # (x, t, runner) of each evaluation; whether the sampler runs
+    for full in sorted(set(full_of.values())):
+
+        def straight(module, args, out, full=full):
+            calls.append((args[0], args[1], args[3]))
+            if sampler[0] and len(calls) <= full:  # the sampler before the full step: the straight path's velocity
+                return calls[0][0] - x0
+            return out
+
+        handle = model.register_forward_hook(straight)
+        try:
+            calls.clear()
+            sampler[0] = True
+            generate(model, **kw)
+            sampled, noise, sampler[0] = calls[:], calls[0][0], False
+            for n, row in pairs.pairs:
+                if full_of[n] != full:
+                    continue
+                calls.clear()
+                recorder = Recorder()
+                x, t = pairs.prepare(model, x0, labels, noise, row, recorder)
+                assert len(calls) == n - full and recorder.store  # the full step, then uncached steps
+                for k, (xk, tk, runner) in enumerate(calls, start=full):
+                    assert torch.equal(tk, sampled[k][1]) and (runner is recorder) == (k == full)
+                    assert torch.allclose(xk, sampled[k][0], atol=1e-5)
+                assert torch.equal(t, sampled[n][1]) and torch.allclose(x, sampled[n][0], atol=1e-5)
+        finally:
+            handle.remove()
