@@ -31,6 +31,7 @@ from .methods.diffusers_hooks import (
     DiffusersPAB,
     DiffusersTaylorSeer,
 )
+from .methods.easycache import EasyCache
 from .methods.faster_diffusion import FasterDiffusion
 from .methods.fbcache import FBCache
 from .methods.fora import Fora
@@ -39,6 +40,7 @@ from .methods.l2c.method import L2C, l2c_plan
 from .methods.l2c.router import load_router, save_router
 from .methods.layer_drop import LayerDrop
 from .methods.none import NoCache
+from .methods.seacache import SeaCache
 from .methods.taylorseer import TaylorSeer
 from .methods.teacache import TeaCache
 from .methods.toca import ToCa
@@ -56,6 +58,8 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "fbcache": FBCache,
     "teacache": TeaCache,
     "toca": ToCa,
+    "easycache": EasyCache,
+    "seacache": SeaCache,
     "diffusers_fbcache": DiffusersFBCache,  # diffusers' own hooks, model=diffusers only
     "diffusers_taylorseer": DiffusersTaylorSeer,
     "diffusers_pab": DiffusersPAB,

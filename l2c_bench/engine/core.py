@@ -165,25 +165,32 @@ class _Runner:
     """Branch runner for one guidance pass of one evaluation (see engine.model.BranchRunner):
     `row` [block][branch] says what is computed, `rule` what is kept and what a reuse returns."""
 
-    __slots__ = ("decide", "evaluation", "reuse_span", "row", "rule", "span", "store")
+    __slots__ = ("decide", "evaluation", "observe", "reuse_span", "row", "rule", "span", "store")
 
     def __init__(self, *, row, store: dict, rule: Reuse = REUSE, evaluation: int = 0,
-                 span: tuple[int, int] | None = None, reuse_span: bool = False, decide=None):
+                 span: tuple[int, int] | None = None, reuse_span: bool = False, decide=None, observe=None):
         self.row, self.store, self.rule, self.evaluation = row, store, rule, evaluation
-        self.span, self.reuse_span, self.decide = span, reuse_span, decide
+        self.span, self.reuse_span, self.decide, self.observe = span, reuse_span, decide, observe
 
     def run_span(self, h, fn, probe=None):
         """Blocks `self.span` as one unit: fn(h) -> (h_out, extras) computed or reused. `probe(kind)`
         (from the model) gives a dynamic policy its indicator: "residual" = the span input minus
         the blocks' input (the first block's residual for span (1, ...)); "modulated" = the first
-        block's timestep-modulated input (DiT; U-ViT: the blocks' input tokens)."""
-        reuse = self.reuse_span if self.decide is None else self.decide(probe, "span" in self.store)
+        block's timestep-modulated input (DiT; U-ViT: the blocks' input tokens); and, from the
+        engine, "input" = the span input h itself. A policy that also reads what a computed span
+        returned (EasyCache's transformation rate) is handed (h, out) through `observe`."""
+        if self.decide is None:
+            reuse = self.reuse_span
+        else:
+            reuse = self.decide(lambda kind: h if kind == "input" else probe(kind), "span" in self.store)
         delta = self.rule.mode == "delta"
         if reuse:
             cached, extras = self.store["span"]
             return (h + cached if delta else cached), extras
         out, extras = fn(h)
         self.store["span"] = (out - h if delta else out, extras)
+        if self.observe is not None:
+            self.observe(h, out)
         return out, extras
 
     def reads_input(self, block: int, branch: int) -> bool:
@@ -227,6 +234,7 @@ class CacheRun:
         self.decisions: list[bool | None] = []
         self.indicators: list[float | None] = []
         self._policy_state = plan.policy.start() if plan.policy is not None else None
+        self._observed: set[int] = set()  # evaluations whose computed span the policy has seen
 
     def _decide(self, n: int, probe, has_cache: bool) -> bool:
         """The first guidance pass of evaluation n decides for all of them (one host sync)."""
@@ -235,6 +243,13 @@ class CacheRun:
             reuse, value = self.plan.policy.decide(self._policy_state, probe, allowed, n, self.plan.nfe)
             self.decisions[n], self.indicators[n] = bool(reuse and allowed), value
         return self.decisions[n]
+
+    def _observe(self, n: int, span_in, span_out) -> None:
+        """What the span computed at evaluation n, handed to the policy once (the first pass, as
+        it decided): span_in and span_out (N, T, D)."""
+        if n not in self._observed:
+            self._observed.add(n)
+            self.plan.policy.observe(self._policy_state, span_in, span_out, n)
 
     def begin_evaluation(self, passes: int) -> list:
         if self.evaluations >= self.plan.nfe:
@@ -255,10 +270,11 @@ class CacheRun:
             self.decisions.append(None)
             self.indicators.append(None)
             decide = partial(self._decide, n)
+        observe = partial(self._observe, n) if hasattr(plan.policy, "observe") else None
         span = plan.rule.span_at(n)
         reuse_span = span is not None and span_reused(plan.compute[n], span)
         return [_Runner(row=plan.compute[n], store=store, rule=plan.rule, evaluation=n, span=span,
-                        reuse_span=reuse_span, decide=decide) for store in self._stores[:passes]]
+                        reuse_span=reuse_span, decide=decide, observe=observe) for store in self._stores[:passes]]
 
     @property
     def cache_bytes(self) -> int:

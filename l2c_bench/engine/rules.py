@@ -138,7 +138,8 @@ class RunTimeSpan(Reuse):
     """Dynamic span reuse (FBCache, TeaCache): `policy.decide` chooses at run time, per evaluation,
     whether `span` adds its cached residual update instead of running; `compute` is then the
     all-computed row, the realised schedule is read from the run (`CacheRun.schedule`) and
-    `cache_steps` are the evaluations allowed to reuse."""
+    `cache_steps` are the evaluations allowed to reuse. A policy with `observe(state, span_in,
+    span_out, n)` is also shown what each computed span returned (EasyCache)."""
 
     span: tuple[int, int]
     policy: object
