@@ -253,9 +253,10 @@ def test_bf16_autocast_run_is_recorded_and_close_to_fp32(tmp_path):
 def test_a_row_says_where_its_time_went_and_the_sweep_adds_it_up(tmp_path):
     """Each row's phases (seconds): the method's samples, its uncached twin, the converged reference
     (off here: 0), timing, scoring and intervals; the sweep summary prints their totals."""
-    from l2c_bench.runs.summary import PHASES, phase_totals
+    from l2c_bench.runs.summary import PHASES, phase_totals, reuse_totals
 
-    row = run_point(config(tmp_path, "tracker=none", "cache=fora", "metrics.timing_repeats=2"))
+    shared = f"reference_dir={tmp_path / 'refs'}"
+    row = run_point(config(tmp_path, "tracker=none", "cache=fora", "metrics.timing_repeats=2", shared))
     assert row["status"] == "ok", row.get("error")
     phases = {name: row[f"metrics.phase_{name}_s"] for name in PHASES}
     assert phases["reference"] < 0.01 and phases["intervals"] == row["metrics.intervals_s"]  # nothing to sample
@@ -263,3 +264,10 @@ def test_a_row_says_where_its_time_went_and_the_sweep_adds_it_up(tmp_path):
     line = phase_totals([row, row])
     assert line.startswith("Time in its points: sampling ") and "twin " in line and "(total " in line
     assert phase_totals([{"run_id": "old"}]) == ""  # rows written before phases: no line
+    # the twin's 4 samples were sampled into the shared store; a run in another folder reads them
+    assert (row["metrics.uncached_samples_read"], row["metrics.uncached_samples_sampled"]) == (0, 4)
+    again = run_point(config(tmp_path / "elsewhere", "tracker=none", "cache=fora", "metrics.timing_repeats=2", shared))
+    assert (again["metrics.uncached_samples_read"], again["metrics.uncached_samples_sampled"]) == (4, 0)
+    assert again["metrics.phase_twin_s"] < row["metrics.phase_twin_s"]
+    assert reuse_totals([row, again]) == "Reference samples: uncached twins 4 read, 4 sampled (shared store: reference_dir)"
+    assert reuse_totals([{"run_id": "old"}]) == ""

@@ -26,6 +26,9 @@ log = logging.getLogger("l2c_bench.run")
 # the method's own samples, the uncached twin's, the converged reference's (read or sampled), and
 # the registered metrics' per-batch work (features, SSIM, LPIPS, CLIP) without the references.
 PART_PHASES = ("sampling", "twin", "reference", "scoring")
+# How many samples of each reference were read from the shared store or shipped with the package,
+# and how many were sampled (the part's `reuse_n`, one row per call: shards add up).
+REUSE = ("uncached_read", "uncached_sampled", "converged_read", "converged_sampled")
 
 
 def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
@@ -37,6 +40,7 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
     for metric in METRICS.values():
         out.update({key: [] for key in metric.part_keys})
     spent = dict.fromkeys(PART_PHASES, 0.0)
+    counts = dict.fromkeys(REUSE, 0)
     size = run.metrics.batch_size
     for idx in tqdm(batch_indices(indices, size), disable=not progress, desc="batches", leave=False):
         kwargs = batch_kwargs(point, idx)
@@ -50,7 +54,7 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
             out["schedule"].append(result.schedule.cpu().unsqueeze(0).expand(len(idx), -1, -1, -1))
         out["grid"].append(images[idx < run.metrics.grid_samples])
         batch = Batch(point, kwargs, idx, result, images,
-                      fetch=lambda kind, kwargs=kwargs: timed_reference(point, kwargs, kind, spent))
+                      fetch=lambda kind, kwargs=kwargs: timed_reference(point, kwargs, kind, spent, counts))
         start_s, fetched_s = time.perf_counter(), spent["twin"] + spent["reference"]
         for metric in METRICS.values():
             for key, value in metric.update(batch).items():
@@ -59,6 +63,7 @@ def sample_part(point: Point, indices: range, progress: bool = True) -> dict:
         out.setdefault("latent_numel", result.latents[0].numel())
         out.setdefault("image_numel", images[0].numel())
     out["phase_s"] = [torch.tensor([[spent[phase] for phase in PART_PHASES]], dtype=torch.float64)]
+    out["reuse_n"] = [torch.tensor([[counts[key] for key in REUSE]], dtype=torch.int64)]
     return {k: (torch.cat(v) if v else None) if isinstance(v, list) else v for k, v in out.items()}
 
 
@@ -74,26 +79,28 @@ def batch_kwargs(point: Point, idx: torch.Tensor) -> dict:
                 decode=True, **point.common)
 
 
-def timed_reference(point: Point, kwargs: dict, kind: str, spent: dict):
-    """`batch_reference`, its seconds added to `spent` (the twin's or the converged reference's)."""
+def timed_reference(point: Point, kwargs: dict, kind: str, spent: dict, counts: dict | None = None):
+    """`batch_reference`, its seconds added to `spent` (the twin's or the converged reference's) and
+    its samples read or sampled to `counts` (`REUSE`)."""
     start_s = time.perf_counter()
     try:
-        return batch_reference(point, kwargs, kind)
+        return batch_reference(point, kwargs, kind, counts)
     finally:
         spent["twin" if kind == "uncached" else "reference"] += time.perf_counter() - start_s
 
 
-def batch_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+def batch_reference(point: Point, kwargs: dict, kind: str,
+                    counts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The batch's uncached twin (`uncached`: cached runs only) or its converged reference
     (`converged`: where metrics.converged_nfe is on and the weights are real), or None."""
     run = point.run
     if kind == "uncached":
-        return None if point.cache is None else stored_reference(point, kwargs, "uncached")
+        return None if point.cache is None else stored_reference(point, kwargs, "uncached", counts)
     if kind == "converged":
         if not (run.metrics.converged_nfe and point.features is not None):
             return None
         return stored_reference(point, reference_kwargs(kwargs, point.model.family, run.metrics.converged_nfe),
-                                "converged")
+                                "converged", counts)
     raise ValueError(f"unknown reference {kind!r}: uncached or converged")
 
 
@@ -147,12 +154,13 @@ def weights_digest(model: torch.nn.Module) -> str:
     return _WEIGHTS_DIGESTS[model]
 
 
-def stored_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def stored_reference(point: Point, kwargs: dict, kind: str,
+                     counts: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Uncached latents and images for one batch sampled with `kwargs` (CPU): the uncached twin of
     a cached run, or its converged reference (metrics/converged.py), read per sample from the shared
     store (records.references) where any earlier run sampled them; the rest are sampled now and
     stored (a twin: its whole batch again, see `sample_identity`). Images are decoded from the
-    latents (cheap next to sampling)."""
+    latents (cheap next to sampling). `counts[f"{kind}_read"/"_sampled"]` add up what was reused."""
     from ..pipeline import to_images
     from ..records.references import ReferenceStore
 
@@ -164,6 +172,9 @@ def stored_reference(point: Point, kwargs: dict, kind: str) -> tuple[torch.Tenso
     missing = [i for i, latents in enumerate(found) if latents is None]
     if kind == "uncached" and missing:
         missing = list(range(len(keys)))
+    if counts is not None:
+        counts[f"{kind}_read"] += len(keys) - len(missing)
+        counts[f"{kind}_sampled"] += len(missing)
     if missing:
         picked = {**kwargs, "seeds": [kwargs["seeds"][i] for i in missing],
                   "labels": torch.as_tensor(kwargs["labels"])[missing]}

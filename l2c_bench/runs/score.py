@@ -18,7 +18,7 @@ from ..system.devices import heap_retained, peak_memory_mb, tf32_enabled
 from ..system.files import atomic_path
 from . import per_sample
 from .prepare import Point
-from .sample import PART_PHASES
+from .sample import PART_PHASES, REUSE
 
 
 def finalize(point: Point, part: dict, run_dir: Path) -> dict:
@@ -59,6 +59,7 @@ def finalize(point: Point, part: dict, run_dir: Path) -> dict:
         metrics["branch_change"] = point.branch_change
     metrics["samples_file"] = per_sample.write(point, part, metrics, replicates, run_dir).name
     metrics.update(phase_fields(part, timing_s=timing_s, scoring_s=scoring_s, intervals_s=metrics.get("intervals_s")))
+    metrics.update(reuse_fields(part))
     return metrics
 
 
@@ -72,6 +73,16 @@ def phase_fields(part: dict, *, timing_s: float, scoring_s: float, intervals_s: 
     if intervals_s is not None:  # intervals off (metrics.interval_resamples=0): no such phase
         spent["intervals"] = intervals_s
     return {f"phase_{name}_s": seconds for name, seconds in spent.items()}
+
+
+def reuse_fields(part: dict) -> dict:
+    """`<reference>_samples_{read,sampled}`: of the uncached twin's and the converged reference's
+    samples, how many the shared store (or the package) held and how many this run sampled (summed
+    over shards; None for shards written before they were counted)."""
+    counts = part.get("reuse_n")
+    values = [None] * len(REUSE) if counts is None else [int(v) for v in counts.sum(0).tolist()]
+    return {f"{key.rsplit('_', 1)[0]}_samples_{key.rsplit('_', 1)[1]}": value
+            for key, value in zip(REUSE, values, strict=True)}
 
 
 def timed(point: Point) -> tuple:

@@ -151,6 +151,8 @@ def sweep_table(rows: Iterable[Mapping], *, results_dir: str, wandb_offline: boo
                                for cells in table]
     if phases := phase_totals(rows, started):
         lines += ["", phases]
+    if reused := reuse_totals(rows, started):
+        lines.append(reused)
     if bad:
         lines += ["", "Not ok:"] + [point_report(r, indent="  ") for r in bad]
     for name in missing:
@@ -182,6 +184,19 @@ def phase_totals(rows: Iterable[Mapping], started: str | None = None) -> str:
         return ""
     parts = ", ".join(f"{name} {_duration(seconds)}" for name, seconds in totals.items())
     return f"Time in its points: {parts} (total {_duration(sum(totals.values()))})"
+
+
+def reuse_totals(rows: Iterable[Mapping], started: str | None = None) -> str:
+    """How many reference samples this sweep's computed rows read from the shared store (or the
+    package) and how many they sampled, per reference; "" where no row counted them."""
+    fresh = [r for r in rows if not _skipped(r, started)]
+    parts = []
+    for kind, label in (("uncached", "uncached twins"), ("converged", "converged references")):
+        read, sampled = (sum(_number(r.get(f"metrics.{kind}_samples_{end}")) or 0 for r in fresh)
+                         for end in ("read", "sampled"))
+        if read or sampled:
+            parts.append(f"{label} {int(read)} read, {int(sampled)} sampled")
+    return f"Reference samples: {'; '.join(parts)} (shared store: reference_dir)" if parts else ""
 
 
 def write_run_id(output_dir: str | Path, run_id: str) -> None:
