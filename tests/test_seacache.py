@@ -93,3 +93,105 @@ def test_seacache_in_the_engine(name, sampler, scale):
     assert always.realised[0]["decisions"] == [False] + [True] * 8 + [False]
     assert not always.schedule[1:9].any() and always.schedule[[0, 9]].all()
     assert not torch.equal(always.latents, plain.latents)
+
+
+# --- diffusers' own SeaCache hook as a peer (`diffusers_seacache`) -------------------------------
+
+def _zoo(cls):
+    from l2c_bench.models.zoo import build_zoo
+
+    torch.manual_seed(0)
+    model = build_zoo(cls).eval()
+    sampler = "ddim" if model.family == "dit" else "flow_euler"
+    return model, dict(labels=[1, 2], seeds=[0, 1], steps=10, sampler=sampler, guidance_scale=1.0)
+
+
+@pytest.mark.parametrize("cls", ["DiTTransformer2DModel", "FluxTransformer2DModel"])
+def test_diffusers_seacache_skips_where_its_gate_says(cls):
+    """diffusers' gate, replayed on the latents its transformer was called with in the same run:
+    per sample the SEA-filtered latent's relative L1 change to the previous call's, averaged over
+    samples, summed; compute at step 0, the last step, after 2 reuses in a row, or once the sum
+    would reach the threshold (then it resets)."""
+    model, kw = _zoo(cls)
+    seen = []  # the latent of every transformer call (N, C, H, W) (Flux: packed tokens)
+    hook = model.transformer.register_forward_pre_hook(lambda m, a, k: seen.append(k.get("hidden_states", a[0] if a
+                                                                                         else None)), with_kwargs=True)
+    try:
+        out = generate(model, cache=make_cache("diffusers_seacache", threshold=0.25), **kw)
+    finally:
+        hook.remove()
+    from l2c_bench.caching.methods.diffusers_hooks import _sea_latents
+
+    sigmas, latents = flow_sigmas(kw["sampler"], 10, model), _sea_latents(model)
+    previous, accumulated, reused_in_row, computed = None, 0.0, 0, []
+    for n, x in enumerate(seen):
+        filtered = [sea_filter(v.movedim(0, -1)[None], sigmas[n], 3.0)[0] for v in latents(None, (x,), {})]
+        forced = n < 1 or n >= 9 or previous is None or reused_in_row >= 2
+        if forced:
+            compute = True
+        else:
+            d = sum(float((a - b).abs().mean() / (b.abs().mean() + 1e-16)) for a, b in zip(filtered, previous,
+                                                                                          strict=True)) / len(filtered)
+            compute = accumulated + d >= 0.25
+            accumulated = 0.0 if compute else accumulated + d
+        if compute:
+            accumulated, reused_in_row = 0.0, 0
+        else:
+            reused_in_row += 1
+        previous = filtered
+        computed.append(compute)
+    assert out.schedule[:, 0, 0].tolist() == computed and out.schedule.all(dim=(1, 2)).eq(out.schedule.any(dim=(1, 2))).all()
+    assert 0 < computed.count(False) and out.plan.hooks.gated_calls == 10
+
+
+def test_diffusers_seacache_that_computes_every_step_is_a_valid_row_and_an_unwired_one_fails(monkeypatch, tmp_path):
+    from test_run import config
+
+    from l2c_bench.caching.methods.diffusers_hooks import PeerHooks, SeaHooks
+    from l2c_bench.run import run_point
+
+    model, kw = _zoo("DiTTransformer2DModel")
+    plain = generate(model, **kw)
+    never = generate(model, cache=make_cache("diffusers_seacache", threshold=0.0), **kw)
+    # its own rule computed every step, with the hook wired at every call: the uncached samples, a valid row
+    assert never.schedule.all() and torch.equal(never.latents, plain.latents) and never.plan.hooks.gated_calls == 10
+    # unwired (the context without sigma, as the other peers pass it): it would silently compute every step
+    monkeypatch.setattr(SeaHooks, "context", PeerHooks.context)
+    with pytest.raises(RuntimeError, match="not wired"):
+        generate(model, cache=make_cache("diffusers_seacache", threshold=0.25), **kw)
+    row = run_point(config(tmp_path, "tracker=none", "model=diffusers", "model.diffusers_class=DiTTransformer2DModel",
+                           "cache=diffusers_seacache", "steps=10"))
+    assert row["status"] == "failed" and "not wired" in row["error"]
+
+
+def test_diffusers_seacache_is_unsupported_off_the_zoo():
+    with pytest.raises(UnsupportedCombination, match="model=diffusers"):
+        generate(perturbed("DiT-toy"), cache=make_cache("diffusers_seacache"), labels=[1], seeds=[0], steps=4, guidance_scale=1.0,
+                 sampler="ddim")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [("model=dit", "cache=seacache"),
+                                       ("model=diffusers", "model.diffusers_class=FluxTransformer2DModel",
+                                        "cache=seacache"),
+                                       ("model=diffusers", "model.diffusers_class=FluxTransformer2DModel",
+                                        "cache=diffusers_seacache")])
+def test_seacache_runs_write_ok_rows(overrides, tmp_path):
+    from test_run import config
+
+    from l2c_bench.run import run_point
+
+    row = run_point(config(tmp_path, "tracker=none", *overrides, "cache.threshold=0.5", "steps=10"))
+    assert row["status"] == "ok", row.get("error")
+    assert 0 < row["metrics.reused_ratio_all"] < 1 and row["metrics.macs_speedup"] > 1
+
+
+@pytest.mark.slow
+def test_seacache_with_dpm_solver_fast_is_an_unsupported_row(tmp_path):
+    from test_run import config
+
+    from l2c_bench.run import run_point
+
+    row = run_point(config(tmp_path, "tracker=none", "model=uvit", "sampler=dpm_solver_fast", "cache=seacache",
+                           "steps=10"))
+    assert row["status"] == "unsupported" and "dpm_solver_fast" in row["error"]

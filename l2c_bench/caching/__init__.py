@@ -29,6 +29,7 @@ from .methods.diffusers_hooks import (
     DiffusersFBCache,
     DiffusersMagCache,
     DiffusersPAB,
+    DiffusersSeaCache,
     DiffusersTaylorSeer,
 )
 from .methods.easycache import EasyCache
@@ -64,6 +65,7 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "diffusers_taylorseer": DiffusersTaylorSeer,
     "diffusers_pab": DiffusersPAB,
     "diffusers_magcache": DiffusersMagCache,
+    "diffusers_seacache": DiffusersSeaCache,
 }
 
 

@@ -1,7 +1,8 @@
 """diffusers' own cache hooks as peers of our methods (model=diffusers only).
 
-`diffusers_fbcache`, `diffusers_taylorseer`, `diffusers_pab` and `diffusers_magcache` apply
-diffusers' FirstBlockCache, TaylorSeerCache, PyramidAttentionBroadcast and MagCache to the
+`diffusers_fbcache`, `diffusers_taylorseer`, `diffusers_pab`, `diffusers_magcache` and
+`diffusers_seacache` apply diffusers' FirstBlockCache, TaylorSeerCache, PyramidAttentionBroadcast,
+MagCache and SeaCache to the
 wrapped transformer, through diffusers' functions, with diffusers' defaults. Their rows sit in
 the same tables as ours: the engine computes whatever the hooks let run and records it
 (the plan's `Hooked` rule), so MACs and cached ratios count what actually ran. FasterCache is not among
@@ -30,6 +31,11 @@ Differences from ours, measured in tests/test_diffusers_hooks.py:
   uncached batch under the run's sampler, NFE and guidance; the ratios diffusers reports are
   read from its log) and records them in the row (`magcache_ratios`). Planned without a run
   (`generate`, the Python API), it calibrates unguided on 4 samples, once per model, sampler and NFE.
+- SeaCache skips the whole block stack while the accumulated relative L1 change of the SEA-filtered
+  latent stays under its threshold (our `seacache` filters block 0's modulated input, as the
+  authors' code does, and reuses the last residual without extrapolating it or capping reuses in a
+  row). Its hooks need the step index, NFE and sigma in every call's cache context; without them
+  they compute every step silently, so `SeaHooks` passes them and fails any call that lacked them.
 """
 
 from __future__ import annotations
@@ -329,3 +335,118 @@ class DiffusersMagCache(CacheMethod):
         plan = hooked_plan(nfe, model.num_blocks, _mag_hooks(model, config))
         retained = int(float(self.retention_ratio) * nfe + 0.5)  # MagCache never skips these first steps
         return Plan(plan.compute, tuple(range(retained, nfe)), rule=plan.rule)
+
+
+class SeaHooks(PeerHooks):
+    """diffusers' SeaCache hooks: their gate needs `cache_context(name, step_index=, sigma=,
+    num_inference_steps=)` on every call and, without them, silently computes every step. So each
+    context carries the evaluation's flow sigma (`noise_levels`), and every transformer call checks
+    that the hook received its step index, sigma and latents (its `forward_metadata`): a call where
+    it did not is an error, so an unwired peer fails its point instead of reporting the uncached
+    model as SeaCache. `latents(args, kwargs)` hands the hook one (C, F, H, W) tensor per sample."""
+
+    def __init__(self, config, sigmas: tuple[float, ...]):
+        from diffusers.hooks.sea_cache import (
+            _SEA_CACHE_BLOCK_HOOK,
+            _SEA_CACHE_LEADER_BLOCK_HOOK,
+            _SEA_CACHE_ROOT_HOOK,
+            apply_sea_cache,
+        )
+
+        super().__init__(self._apply_checked, (_SEA_CACHE_ROOT_HOOK, _SEA_CACHE_LEADER_BLOCK_HOOK, _SEA_CACHE_BLOCK_HOOK),
+                         True)
+        self._apply_sea, self.config, self.sigmas = apply_sea_cache, config, sigmas
+        self.gated_calls = 0  # transformer calls whose hook received step index, sigma and latents
+
+    def _apply_checked(self, transformer) -> None:
+        from diffusers.hooks import HookRegistry
+
+        self._apply_sea(transformer, self.config)
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        root = registry.get_hook(self.names[0])
+        # the registry calls the pre_forward it captured at registration (its function reference)
+        reference = registry._fn_refs[registry._hook_order.index(self.names[0])]
+        pre_forward = reference.pre_forward
+
+        def checked(module, *args, **kwargs):
+            out = pre_forward(module, *args, **kwargs)
+            if root.shared_state.forward_metadata is None:
+                raise RuntimeError("diffusers' SeaCache got no step index, sigma or latents for this call (its "
+                                   "cache_context is not wired): it would compute every step, not SeaCache")
+            self.gated_calls += 1
+            return out
+
+        reference.pre_forward = checked
+
+    @contextmanager
+    def context(self, transformer, pass_index: int, evaluation: int, nfe: int, t):
+        from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+        _set_cache_context(transformer, CacheContext(f"pass{pass_index}", step_index=evaluation, num_inference_steps=nfe,
+                                                     sigma=self.sigmas[evaluation]))
+        try:
+            yield
+        finally:
+            _set_cache_context(transformer, None)
+
+
+def _sea_latents(model):
+    """SeaCache's `raw_vision_callback` for `model`: per sample, the latent the transformer is
+    called on as (C, F, H, W) (images: F = 1; Flux's packed tokens unpacked)."""
+    from ...engine.model import latent_shape
+
+    shape = latent_shape(model)
+
+    def latents(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        if x.ndim == 3:  # Flux: (N, H/2 * W/2, 4C) tokens
+            from ...models.zoo.flux import unpack
+
+            x = unpack(x, shape[-2], shape[-1])
+        if x.ndim == 4:  # (N, C, H, W)
+            x = x.unsqueeze(2)
+        return list(x.unbind(0))  # (N, C, F, H, W) -> N x (C, F, H, W)
+
+    return latents
+
+
+@dataclass
+class DiffusersSeaCache(CacheMethod):
+    threshold: float = 0.25  # diffusers' SeaCacheConfig defaults
+    residual_order: int = 1
+    retention_steps: int = 1
+    cache_end_steps: int = 1
+    max_consecutive_cached: int = 2
+    power: float = 3.0
+    name = "diffusers_seacache"
+    label = "SeaCache (diffusers)"  # in tables and plots (analysis/labels.py)
+    summary = "diffusers' own SeaCache hook, `model=diffusers` only: a peer of `seacache`"
+    description = ("diffusers' own SeaCache hook (diffusers' defaults: `residual_order` 1 extrapolates the last "
+                   "two residuals, at most `max_consecutive_cached` reuses in a row): the whole block stack is "
+                   "skipped while the accumulated relative L1 change of the SEA-filtered *latent* (ours: block 0's "
+                   "modulated input) stays under `threshold`. Each call's cache context carries the step index, "
+                   "NFE and flow sigma it needs; a call where the hook did not get them fails the point (unwired, "
+                   "it would silently compute every step). Dynamic, as fbcache")
+    decides_at_run_time = True
+
+    def __post_init__(self):
+        from diffusers.hooks.sea_cache import SeaCacheConfig
+
+        try:  # diffusers checks its own parameters
+            SeaCacheConfig(threshold=float(self.threshold), residual_order=int(self.residual_order),
+                           retention_steps=int(self.retention_steps), cache_end_steps=int(self.cache_end_steps),
+                           max_consecutive_cached=int(self.max_consecutive_cached), power_exp=float(self.power))
+        except ValueError as error:
+            raise CacheConfigError(f"cache={self.name}: {error}") from None
+
+    def plan(self, *, model, sampler: str, nfe: int) -> Plan:
+        from diffusers.hooks.sea_cache import SeaCacheConfig
+
+        from .noise_levels import flow_sigmas
+
+        model = _registered_blocks(_one_expert(_zoo_model(model, self.name), "SeaCache"), "SeaCache")
+        config = SeaCacheConfig(threshold=float(self.threshold), residual_order=int(self.residual_order),
+                                retention_steps=int(self.retention_steps), cache_end_steps=int(self.cache_end_steps),
+                                max_consecutive_cached=int(self.max_consecutive_cached), power_exp=float(self.power),
+                                raw_vision_callback=_sea_latents(model))
+        return hooked_plan(nfe, model.num_blocks, SeaHooks(config, tuple(flow_sigmas(sampler, nfe, model))))
