@@ -40,6 +40,7 @@ from .methods.heuristic import Heuristic
 from .methods.l2c.method import L2C, l2c_plan
 from .methods.l2c.router import load_router, save_router
 from .methods.layer_drop import LayerDrop
+from .methods.lemica import LeMiCa
 from .methods.none import NoCache
 from .methods.seacache import SeaCache
 from .methods.taylorseer import TaylorSeer
@@ -61,6 +62,7 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "toca": ToCa,
     "easycache": EasyCache,
     "seacache": SeaCache,
+    "lemica": LeMiCa,
     "diffusers_fbcache": DiffusersFBCache,  # diffusers' own hooks, model=diffusers only
     "diffusers_taylorseer": DiffusersTaylorSeer,
     "diffusers_pab": DiffusersPAB,
