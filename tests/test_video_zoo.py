@@ -131,21 +131,25 @@ def test_sampling_is_diffusers_wan_pipeline_with_its_expert_switch(wan22):
     assert not torch.allclose(same, ours, atol=1e-3)
 
 
-@pytest.mark.parametrize("ratio", [0.5, 0.875, 0.9, 0.99])
 @pytest.mark.parametrize("nfe", [4, 10, 20, 50])
-def test_the_switch_step_follows_diffusers_rule(ratio, nfe, wan22):
+def test_the_switch_step_follows_diffusers_rule(nfe, wan22):
     """diffusers' WanPipeline: boundary_timestep = boundary_ratio * num_train_timesteps; a step with
     t >= boundary runs `transformer`, the rest `transformer_2`. Our switch (the plans' restart) is
     the first step of the sampler's own timesteps below it."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    model = build_zoo(WAN, config=None, boundary_ratio=ratio, device="meta")
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     scheduler.set_timesteps(nfe)
-    boundary = ratio * scheduler.config.num_train_timesteps
-    expected = [i for i, t in enumerate(scheduler.timesteps) if not t >= boundary][:1]  # the rule, verbatim
-    assert list(model.expert_switches("flow_euler", nfe)) == expected
     assert torch.equal(FlowEulerSteps(nfe, 3.0, "cpu").timesteps, flow_timesteps("flow_euler", nfe, 3.0))  # generate's
+    model = wan22
+    try:
+        for ratio in (0.5, 0.875, 0.9, 0.99):
+            boundary = ratio * scheduler.config.num_train_timesteps
+            expected = [i for i, t in enumerate(scheduler.timesteps) if not t >= boundary][:1]  # the rule, verbatim
+            model.boundary = ratio * 1000
+            assert list(model.expert_switches("flow_euler", nfe)) == expected, ratio
+    finally:
+        model.boundary = BOUNDARY * 1000
     assert wan22.expert_switches("flow_euler", NFE) == (SWITCH,)
 
 
@@ -218,6 +222,21 @@ def test_no_tensor_of_the_high_noise_expert_is_reused_by_the_low_noise_expert(wa
     assert reused == 3 * model.num_blocks and error > 1e-3
 
 
+def test_an_l2c_router_indexes_the_samplers_steps_and_restarts_at_the_switch(wan22, tmp_path):
+    """A router (one row per sampler step) that reuses every branch at every cache step: its cache
+    steps are 1, 3, 5, 7, 9 on the sampler's steps, and step 3, the low-noise expert's first, computes
+    with nothing of the high-noise expert's read; the other cache steps reuse every branch."""
+    from l2c_bench.caching.methods.l2c.router import save_router
+
+    router = tmp_path / "router.pt"
+    save_router(torch.full((NFE, 2 * wan22.num_blocks), -10.0), router)  # reuse everything
+    l2c = make_cache("l2c", router=str(router), threshold=0.5)
+    result, reused, error = restart_check(wan22, l2c)
+    assert result.plan.cache_steps == (1, 3, 5, 7, 9) and result.plan.restarts == (SWITCH,)
+    assert [bool(result.schedule[n].any()) for n in range(NFE)] == [n % 2 == 0 or n == SWITCH for n in range(NFE)]
+    assert reused == 0 and error == 0.0
+
+
 class StepSpy:
     """A forecast rule recording the step index each branch update (a computation) and forecast sees."""
 
@@ -287,6 +306,16 @@ def test_each_method_runs_on_wan22_and_restarts_at_the_switch(name, params, wan2
     schedule = result.schedule
     assert schedule[SWITCH].all() != (name == "layer_drop")
     assert result.cached_ratio > 0
+
+
+def test_teacache_calibrates_on_steps_of_one_expert(wan22):
+    """TeaCache's calibration fits output change against its indicator over consecutive steps; at
+    the switch the change is of the model, not of the trajectory: that pair is left out."""
+    from l2c_bench.caching.methods.teacache.calibration import calibrate
+
+    content = calibrate(wan22, sampler="flow_euler", nfe=NFE, guidance_scale=2.0, samples=1)
+    assert len(content["x"]) == len(content["y"]) == NFE - 2  # steps 1..9 but the switch
+    assert all(v > 0 for v in content["x"]) and all(math.isfinite(c) for c in content["coefficients"])
 
 
 def test_the_methods_a_video_class_cannot_run_say_why(wan21, wan22):

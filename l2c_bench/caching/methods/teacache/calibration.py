@@ -62,8 +62,11 @@ def calibrate(model, *, sampler: str, nfe: int, guidance_scale: float, guidance_
         hook.remove()
     calls = len(outputs) // nfe  # model calls per evaluation (U-ViT: cond and uncond passes)
     firsts = outputs[::calls]  # the first pass of each evaluation, as the indicator's
-    x = [float(v) for v in recording.runs[0].indicators[1:]]
-    y = [relative_l1(firsts[n], firsts[n - 1]) for n in range(1, nfe)]
+    # (x_n, y_n) for n >= 1; none where the policy restarted (a two-expert model's switch, Wan 2.2:
+    # the change there is of the model, not along one model's trajectory)
+    pairs = [(float(v), relative_l1(firsts[n], firsts[n - 1]))
+             for n, v in enumerate(recording.runs[0].indicators[1:], start=1) if v is not None]
+    x, y = [p[0] for p in pairs], [p[1] for p in pairs]
     degree = min(degree, len(x) - 1)
     coefficients = np.polyfit(np.asarray(x), np.asarray(y), degree)
     rmse = float(np.sqrt(np.mean((np.polyval(coefficients, x) - np.asarray(y)) ** 2)))
