@@ -104,3 +104,13 @@ def test_easycache_run_writes_an_ok_row(tmp_path):
     assert row["status"] == "ok", row.get("error")
     assert row["metrics.host_sync_per_evaluation"] is True
     assert 0 < row["metrics.reused_ratio_all"] < 1 and row["metrics.macs_speedup"] > 1
+
+
+@pytest.mark.slow
+def test_easycache_on_a_diffusers_class_writes_an_ok_row(tmp_path):
+    from test_run import config as run_config
+
+    row = run_point(run_config(tmp_path, "tracker=none", "model=diffusers", "model.diffusers_class=FluxTransformer2DModel",
+                               "cache=easycache", "cache.threshold=0.3", "steps=10"))
+    assert row["status"] == "ok", row.get("error")
+    assert 0 < row["metrics.reused_ratio_all"] < 1 and row["metrics.macs_speedup"] > 1

@@ -77,3 +77,13 @@ def test_lemica_run_writes_an_ok_row(tmp_path):
     schedule = row["metrics.lemica_schedule"]
     assert len(schedule) == 4 and schedule[0] == 0 and schedule[-1] == 7  # half of 8, first and last
     assert row["metrics.reused_ratio_all"] == pytest.approx(0.5) and row["metrics.macs_speedup"] > 1
+
+
+@pytest.mark.slow
+def test_lemica_on_a_diffusers_class_writes_an_ok_row(tmp_path):
+    from test_run import config as run_config
+
+    row = run_point(run_config(tmp_path, "tracker=none", "model=diffusers", "model.diffusers_class=DiTTransformer2DModel",
+                               "cache=lemica", "cache.max_reuse=2", "steps=6"))
+    assert row["status"] == "ok", row.get("error")
+    assert len(row["metrics.lemica_schedule"]) == 3 and row["metrics.reused_ratio_all"] == pytest.approx(0.5)
