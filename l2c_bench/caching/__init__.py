@@ -37,6 +37,7 @@ from .methods.faster_diffusion import FasterDiffusion
 from .methods.fbcache import FBCache
 from .methods.fora import Fora
 from .methods.heuristic import Heuristic
+from .methods.hicache import HiCache
 from .methods.l2c.method import L2C, l2c_plan
 from .methods.l2c.router import load_router, save_router
 from .methods.layer_drop import LayerDrop
@@ -63,6 +64,7 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "easycache": EasyCache,
     "seacache": SeaCache,
     "lemica": LeMiCa,
+    "hicache": HiCache,
     "diffusers_fbcache": DiffusersFBCache,  # diffusers' own hooks, model=diffusers only
     "diffusers_taylorseer": DiffusersTaylorSeer,
     "diffusers_pab": DiffusersPAB,
