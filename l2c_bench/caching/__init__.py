@@ -23,6 +23,7 @@ from ..engine import (
     UnsupportedCombination,
     full_plan,
 )
+from .methods.cachedit import CacheDitDBCache
 from .methods.deepcache import DeepCache
 from .methods.delta_dit import DeltaDiT
 from .methods.diffusers_hooks import (
@@ -70,6 +71,7 @@ CACHE_METHODS: dict[str, type[CacheMethod]] = {
     "diffusers_pab": DiffusersPAB,
     "diffusers_magcache": DiffusersMagCache,
     "diffusers_seacache": DiffusersSeaCache,
+    "cachedit_dbcache": CacheDitDBCache,  # cache-dit's own DBCache, model=diffusers only (extra cachedit)
 }
 
 
