@@ -102,6 +102,9 @@ def test_what_cachedit_cannot_run_is_unsupported_with_the_reason(monkeypatch):
     with pytest.raises(UnsupportedCombination, match=f"exceeds PixArtTransformer2DModel's {model.num_blocks} blocks"):
         make_cache("cachedit_dbcache", Fn_compute_blocks=model.num_blocks, Bn_compute_blocks=1).plan(
             model=model, sampler="flow_euler", nfe=10)
+    wan22 = build_zoo("WanTransformer3DModel", boundary_ratio=0.875, device="meta")  # two experts
+    with pytest.raises(UnsupportedCombination, match="2 experts it would count each expert's calls"):
+        make_cache("cachedit_dbcache").plan(model=wan22, sampler="flow_euler", nfe=10)
     from cache_dit.caching.block_adapters import BlockAdapterRegister
 
     # a family cache-dit has no adapter for (simulated: PixArt's taken out of its registry)
@@ -146,3 +149,12 @@ def test_a_cachedit_run_records_its_cached_steps_and_the_macs_of_what_ran(tmp_pa
     monkeypatch.setitem(sys.modules, "cache_dit", None)  # not installed: the point fails and says how to install it
     failed = run_point(config(tmp_path / "missing", *overrides))
     assert failed["status"] == "failed" and "pip install 'l2c-bench[cachedit]'" in failed["error"]
+
+
+def test_cachedit_on_our_own_model_writes_an_unsupported_row_naming_why(tmp_path):
+    from test_run import config
+
+    from l2c_bench.run import run_point
+
+    row = run_point(config(tmp_path, "tracker=none", "cache=cachedit_dbcache"))  # the toy DiT: ours
+    assert row["status"] == "unsupported" and "runs on model=diffusers" in row["error"], row.get("error")
