@@ -8,7 +8,8 @@ Recorded at commit d3e0424 (the union CacheConfig schema); rerun only for a deli
 change, and say so in the commit. (Table 3's points were renamed to their conf/point/ presets
 with their ids unchanged when the per-method schemas came; the diffusers_zoo sweep's points and the
 diffusers hook methods were added later (PyramidAttentionBroadcast and MagCache after them), and the
-matched_quality sweep's points after those, every id before them unchanged.)
+matched_quality sweep's points after those, then the points of easycache, seacache,
+diffusers_seacache, lemica and hicache, every id before them unchanged.)
 """
 
 import json
