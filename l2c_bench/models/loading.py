@@ -102,7 +102,26 @@ class Diffusers:
             return spec.pretrained
         if spec.checkpoint == "toy" and spec.diffusers_class in cls.CONVERTED_TOY:
             return TOY_ASSETS / cls.CONVERTED_TOY[spec.diffusers_class]
+        if cls.trained_toy(spec):
+            from .zoo.toy_weights import asset_path
+
+            return asset_path(spec.diffusers_class)
         return spec.checkpoint
+
+    @staticmethod
+    def trained_toy(spec: ModelSpec) -> bool:
+        """checkpoint=toy of a text-to-image class with shipped trained weights (zoo/toy_weights.py):
+        their own pixel-space configuration and 10-class prompt bank, not TOY_CONFIGS' seeded ones."""
+        from .zoo.toy_weights import SHIPPED
+
+        if spec.checkpoint != "toy" or spec.diffusers_class not in SHIPPED:
+            return False
+        if spec.scale != "toy":
+            raise RunConfigError("model.checkpoint=toy only exists at scale=toy")
+        if spec.config or spec.prompt_set:
+            raise RunConfigError(f"{spec.diffusers_class}'s trained toy weights fix its configuration and its 10 "
+                                 "class prompts: model.config and model.prompt_set need model.checkpoint=random")
+        return True
 
     @classmethod
     def fingerprint(cls, spec: ModelSpec) -> str | None:
@@ -117,7 +136,7 @@ class Diffusers:
             folder = Path(path)
             parts["weights"] = {str(f.relative_to(folder)): file_sha256(f) for f in sorted(folder.rglob("*"))
                                 if f.suffix in (".safetensors", ".bin", ".json")}
-        elif path != "toy":  # our toy asset, converted
+        elif path != "toy":  # our toy asset, converted, or a class's trained toy weights
             parts["weights"] = file_sha256(path)
         else:
             parts["weights"] = "seeded toy weights"  # seed 0 (build)
@@ -135,7 +154,12 @@ class Diffusers:
                 config = {**TOY_CONFIGS.get(spec.diffusers_class, {}), **spec.config}
             else:
                 config = None
-            args = zoo_args(spec.diffusers_class, config, **cls._settings(spec))
+            settings = cls._settings(spec)
+            if cls.trained_toy(spec):
+                from .zoo.toy_weights import TRAINED_ARGS, TRAINED_CONFIGS
+
+                config, settings = TRAINED_CONFIGS[spec.diffusers_class], {**TRAINED_ARGS, **settings}
+            args = zoo_args(spec.diffusers_class, config, **settings)
         except TypeError as exc:
             raise RunConfigError(f"model.zoo: {exc}; valid keys: the fields of models.zoo.ZooArgs") from None
         except ZooConfigError as exc:
@@ -203,6 +227,8 @@ class Diffusers:
             raise RunConfigError(f"model.checkpoint={spec.checkpoint!r}: model=diffusers takes toy, random or "
                                  "pretrained (with model.pretrained)")
         path = cls.checkpoint_path(spec)
+        if cls.trained_toy(spec):  # shipped trained toy weights (zoo/toy_weights.py), in their configuration
+            return load_checkpoint(cls.build(spec), path)
         if path not in ("toy", "random"):  # our toy asset, converted (DiTTransformer2DModel)
             if spec.scale != "toy":
                 raise RunConfigError("model.checkpoint=toy only exists at scale=toy")

@@ -1,0 +1,45 @@
+"""Trained toy weights of the text-to-image classes (PixArt, SD3, Flux): their configurations.
+
+The seeded toy configurations (TOY_CONFIGS) are latents without a VAE, so a run of them has no
+image metrics, and their random weights make every cached output nearly the uncached one. These
+configurations work in pixel space instead, on the procedural set (toy/data.py: 3 x 32 x 32, 10
+classes): label i is class i through a 10-prompt seeded bank (row 10 the empty prompt, the null
+label), so the toy classifier, image PSNR and the converged reference apply as for the toy DiT.
+`python -m l2c_bench.toy.train_zoo` trains them (docs/diffusers.md gives the commands);
+model.checkpoint=toy loads the shipped file, model.checkpoint=random keeps TOY_CONFIGS' seeded
+random weights (speed studies).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parents[2] / "toy" / "assets"
+
+# width 64 (4 heads of 16) and 64 image tokens where the class allows (patch 4 on 32 x 32): small enough
+# for ~2000 steps of batch 32 in 12 minutes on one shared CPU core
+TRAINED_CONFIGS: dict[str, dict] = {
+    # eps and learned-variance channels (6), DiT's linear schedule (ddim)
+    "PixArtTransformer2DModel": dict(
+        num_attention_heads=4, attention_head_dim=16, in_channels=3, out_channels=6, num_layers=4,
+        cross_attention_dim=64, caption_channels=32, sample_size=32, patch_size=4, use_additional_conditions=False),
+    "SD3Transformer2DModel": dict(
+        sample_size=32, patch_size=4, in_channels=3, out_channels=3, num_layers=4, attention_head_dim=16,
+        num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=64, pooled_projection_dim=32,
+        pos_embed_max_size=8),
+    # Flux packs 2x2 pixel patches (in_channels 4 x 3): 256 tokens on 32 x 32, so fewer, narrower blocks
+    "FluxTransformer2DModel": dict(
+        patch_size=1, in_channels=12, num_layers=1, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=4, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+        axes_dims_rope=[4, 6, 6]),
+}
+TRAINED_ARGS = {"prompts": 10, "prompt_tokens": 8, "sample_size": 32}  # label i = class i; Flux reads sample_size
+
+# class -> its shipped file: only the classes whose weights are in toy/assets
+SHIPPED: dict[str, str] = {"PixArtTransformer2DModel": "pixart_toy.pt", "SD3Transformer2DModel": "sd3_toy.pt",
+                           "FluxTransformer2DModel": "flux_toy.pt"}
+
+
+def asset_path(cls: str) -> Path | None:
+    """The shipped trained toy weights of `cls`, None where it has none."""
+    return ASSETS / SHIPPED[cls] if cls in SHIPPED else None

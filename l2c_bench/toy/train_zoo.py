@@ -1,0 +1,119 @@
+"""Train toy weights of the wrapped text-to-image diffusers classes on the procedural set.
+
+    python -m l2c_bench.toy.train_zoo --model pixart --minutes 10
+    python -m l2c_bench.toy.train_zoo --model sd3 --minutes 10
+    python -m l2c_bench.toy.train_zoo --model flux --minutes 10
+
+The configurations are models/zoo/toy_weights.py's (pixel space, 3 x 32 x 32, 10 prompts = the 10
+classes). Each family's objective, in the time convention its adapter and sampler use:
+PixArt -- eps-MSE on DiT's linear schedule, integer t in 0..999 (ddim reads the first 3 of its 6
+output channels; the variance channels are not trained, as for the toy DiT); SD3 and Flux --
+rectified-flow velocity matching, x_s = (1 - s) x0 + s eps, v = eps - x0, s = the flow sampler's
+shifted schedule shift*u / (1 + (shift - 1) u) at u ~ U(0, 1), model time 1000 s. Labels drop to
+the empty prompt with probability 0.1 (guidance). The loop, EMA and fp16 save are toy/train.py's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..models import save_checkpoint
+from ..models.zoo import build, zoo_args
+from ..models.zoo.toy_weights import ASSETS, TRAINED_ARGS, TRAINED_CONFIGS
+from ..sampling.diffusion import linear_betas
+from .data import make_batch
+from .train import EMA_DECAY, LABEL_DROP
+
+CLASSES = {"pixart": "PixArtTransformer2DModel", "sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel"}
+
+
+def build_trainable(cls: str, seed: int = 0):
+    """The wrapped class in its trained-toy configuration, freshly initialised from `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(zoo_args(cls, TRAINED_CONFIGS[cls], **TRAINED_ARGS))
+
+
+def zoo_loss(model, x0: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """The family's objective on clean images x0 (N, 3, 32, 32) in [-1, 1] with class labels (N,)."""
+    n = x0.shape[0]
+    eps = torch.randn(x0.shape, generator=g)
+    drop = torch.rand(n, generator=g) < LABEL_DROP
+    labels = torch.where(drop, torch.full_like(labels, model.null_class), labels)
+    if model.family == "dit":
+        abar = torch.tensor(np.cumprod(1 - linear_betas()), dtype=torch.float32)
+        t = torch.randint(0, 1000, (n,), generator=g)
+        a = abar[t][:, None, None, None]
+        out = model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, labels)[:, : x0.shape[1]]  # eps channels
+        return F.mse_loss(out, eps)
+    u = torch.rand(n, generator=g)
+    shift = model.flow_shift
+    sigma = shift * u / (1 + (shift - 1) * u)  # (N,) the sampler's shifted sigmas, uniform in its timesteps
+    s = sigma[:, None, None, None]
+    out = model((1 - s) * x0 + s * eps, 1000 * sigma, labels)
+    return F.mse_loss(out, eps - x0)
+
+
+def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int, out: Path | None) -> dict:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = build_trainable(CLASSES[kind], seed).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    start, step, losses = time.time(), 0, []
+    bar = tqdm(total=max_steps, desc=f"train {kind}", mininterval=10)
+    while step < max_steps and time.time() - start < minutes * 60:
+        x0, labels = make_batch(seed, step, batch_size)
+        for group in opt.param_groups:  # linear warm-up
+            group["lr"] = lr * min(1.0, (step + 1) / 200)
+        loss = zoo_loss(model, x0, labels, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+                p_ema.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    bar.close()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(ema, out, half=True)
+    summary = {"kind": kind, "steps": step, "minutes": (time.time() - start) / 60,
+               "final_loss": float(np.mean(losses[-100:])), "batch_size": batch_size, "lr": lr}
+    print(summary, flush=True)
+    return summary
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(CLASSES), required=True)
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget")
+    parser.add_argument("--max-steps", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="default: the shipped asset path")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train(args.model, args.minutes, args.max_steps, args.batch_size, args.lr, args.seed,
+          args.out or ASSETS / f"{args.model}_toy.pt")
+
+
+if __name__ == "__main__":
+    main()
