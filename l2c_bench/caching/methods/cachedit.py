@@ -163,7 +163,12 @@ class CacheDitDBCache(CacheMethod):
             Fn_compute_blocks=int(self.Fn_compute_blocks), Bn_compute_blocks=int(self.Bn_compute_blocks),
             residual_diff_threshold=float(self.residual_diff_threshold), max_warmup_steps=int(self.max_warmup_steps),
             enable_separate_cfg=False, num_inference_steps=nfe)
-        calibrator = (cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=int(self.taylorseer_order))
+        # SD3's last block drops the text stream: cache-dit never stores its residual, and its text-stream
+        # calibrator then fails on a cached step ("State 'transformer_blocks_Bn_residual' not found").
+        # The text stream is not read after the blocks there, so it is not forecast.
+        text_read = not any(getattr(block, "context_pre_only", False) for block in model.blocks)
+        calibrator = (cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=int(self.taylorseer_order),
+                                                           enable_encoder_calibrator=text_read)
                       if self.taylorseer else None)
         plan = hooked_plan(nfe, model.num_blocks, CacheDitHooks(config, calibrator, nfe, self._record))
         # no caching in its warm-up steps nor at the first (nothing to compare with)
