@@ -343,7 +343,8 @@ class SeaHooks(PeerHooks):
     context carries the evaluation's flow sigma (`noise_levels`), and every transformer call checks
     that the hook received its step index, sigma and latents (its `forward_metadata`): a call where
     it did not is an error, so an unwired peer fails its point instead of reporting the uncached
-    model as SeaCache. `latents(args, kwargs)` hands the hook one (C, F, H, W) tensor per sample."""
+    model as SeaCache; so is any call where diffusers' hook "falls open" (its own fallback to a full
+    step, logged once). `latents(args, kwargs)` hands the hook one (C, F, H, W) tensor per sample."""
 
     def __init__(self, config, sigmas: tuple[float, ...]):
         from diffusers.hooks.sea_cache import (
@@ -377,6 +378,11 @@ class SeaHooks(PeerHooks):
             return out
 
         reference.pre_forward = checked
+
+        def fell_open(message: str):  # diffusers would log once and compute the step in full, silently
+            raise RuntimeError(f"diffusers' SeaCache fell open (it would compute every step, not SeaCache): {message}")
+
+        root.shared_state.mark_fail_open = fell_open
 
     @contextmanager
     def context(self, transformer, pass_index: int, evaluation: int, nfe: int, t):
@@ -445,6 +451,9 @@ class DiffusersSeaCache(CacheMethod):
         from .noise_levels import flow_sigmas
 
         model = _registered_blocks(_one_expert(_zoo_model(model, self.name), "SeaCache"), "SeaCache")
+        if any(getattr(block, "context_pre_only", False) for block in model.blocks):
+            raise UnsupportedCombination("diffusers' SeaCache records the text stream's output of the last block, and "
+                                         f"{model.diffusers_class}'s last block drops that stream: it never reuses")
         config = SeaCacheConfig(threshold=float(self.threshold), residual_order=int(self.residual_order),
                                 retention_steps=int(self.retention_steps), cache_end_steps=int(self.cache_end_steps),
                                 max_consecutive_cached=int(self.max_consecutive_cached), power_exp=float(self.power),
