@@ -9,7 +9,8 @@ change, and say so in the commit. (Table 3's points were renamed to their conf/p
 with their ids unchanged when the per-method schemas came; the diffusers_zoo sweep's points and the
 diffusers hook methods were added later (PyramidAttentionBroadcast and MagCache after them), and the
 matched_quality sweep's points after those, then the points of easycache, seacache,
-diffusers_seacache, lemica and hicache, every id before them unchanged.)
+diffusers_seacache, lemica and hicache, then cachedit_dbcache's and the beyond_video sweep's,
+every id before them unchanged.)
 """
 
 import json
