@@ -133,8 +133,12 @@ def test_each_wrapped_class_is_a_cacheable_model_exact_under_a_full_plan(cls, zo
         assert torch.equal(model(x, t, y, Recording()), bare)
         blocks = sorted({c[0] for c in calls})
         assert blocks == list(range(model.num_blocks))
-        for b in blocks:  # every block routes both branches
-            assert {branch for block, branch, _ in calls if block == b} == {ATTENTION, MLP}
+        # every block routes both branches, but FLUX.2's single-stream blocks: their attention and MLP
+        # are one fused module (flux2.py), the attention branch
+        fused = {b for b in blocks if not model.branch_paths()[b][MLP]}
+        assert fused == ({2, 3} if cls == "Flux2Transformer2DModel" else set())
+        for b in blocks:
+            assert {branch for block, branch, _ in calls if block == b} == ({ATTENTION} if b in fused else {ATTENTION, MLP})
         calls.clear()
         span = Recording(span=(1, model.num_blocks))
         assert torch.equal(model(x, t, y, span), bare)
@@ -226,6 +230,8 @@ def test_methods_run_on_each_class_and_count_the_macs_that_ran(cls, zoo):
     base, full = counted_macs(images, generate, model, **kw)
     assert full == macs(model, None, nfe=6)
     for name, params in METHODS:
+        if name == "fbcache" and cls == "Flux2Transformer2DModel":  # its random toy's block-1 change: 0.6-1.2
+            params = {"threshold": 1.0}
         result, ran = counted_macs(images, generate, model, cache=make_cache(name, **params), **kw)
         assert torch.isfinite(result.latents).all(), name
         assert result.cached_ratio > 0 and ran < full, name  # something was reused

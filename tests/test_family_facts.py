@@ -29,6 +29,7 @@ BEFORE = {
     "SD3Transformer2DModel": (4, (1, 4), (1, 3), "delta", None, True),
     "FluxTransformer2DModel": (4, (1, 4), (1, 3), "delta", None, True),
     "WanTransformer3DModel": (4, (1, 4), (1, 3), "delta", None, True),  # added with the class: as Flux's
+    "Flux2Transformer2DModel": (4, (1, 4), (1, 3), "delta", None, True),  # added with the class: as Flux's
 }
 
 
@@ -64,7 +65,7 @@ def test_each_family_and_adapter_declares_its_facts_and_they_match_its_structure
     # dual stream: its blocks carry a text stream with its own feed-forward (SD3's, Flux's joint blocks)
     text_stream = any(attr == "ff_context" for spec in getattr(model, "BRANCHES", {}).values() for attr, *_ in spec)
     assert model.dual_stream == text_stream
-    assert model.dual_stream == (name in ("SD3Transformer2DModel", "FluxTransformer2DModel"))
+    assert model.dual_stream == (name in ("SD3Transformer2DModel", "FluxTransformer2DModel", "Flux2Transformer2DModel"))
     assert model.long_skips == (model.mid_block_index is not None) == (name == "U-ViT-toy")
 
 

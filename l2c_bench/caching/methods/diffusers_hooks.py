@@ -86,6 +86,22 @@ def _registered_blocks(model, hook: str):
     return model
 
 
+def _same_streams(model, hook: str):
+    """`model`, if its first and last blocks return their streams alike. diffusers' FirstBlockCache
+    and SeaCache take the last block's output minus the first's as one residual; FLUX.2's first
+    (double-stream) block returns (text, image) and its last (single-stream) one the two streams
+    concatenated in one tensor (N, L + T, D): FirstBlockCache fails (a tensor minus a list) and
+    SeaCache never records a residual (it falls open). MagCache slices the image tokens: it runs."""
+    from diffusers.hooks._helpers import TransformerBlockRegistry
+
+    first, last = (TransformerBlockRegistry.get(type(b)) for b in (model.blocks[0], model.blocks[-1]))
+    if (first.return_encoder_hidden_states_index is None) != (last.return_encoder_hidden_states_index is None):
+        raise UnsupportedCombination(f"diffusers' {hook} takes the last block's output minus the first's, and "
+                                     f"{model.diffusers_class}'s first block returns (text, image) while its last "
+                                     "returns both streams concatenated in one tensor")
+    return model
+
+
 def hooked_plan(nfe: int, num_blocks: int, hooks) -> Plan:
     compute = tuple(((True, True),) * num_blocks for _ in range(nfe))
     return Plan(compute, tuple(range(1, nfe)), rule=Hooked(hooks))
@@ -147,7 +163,7 @@ class DiffusersFBCache(CacheMethod):
         from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
         from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
 
-        model = _registered_blocks(_zoo_model(model, self.name), "FirstBlockCache")
+        model = _same_streams(_registered_blocks(_zoo_model(model, self.name), "FirstBlockCache"), "FirstBlockCache")
         if any(getattr(block, "context_pre_only", False) for block in model.blocks):
             raise UnsupportedCombination("diffusers' FirstBlockCache takes the text stream's residual over the "
                                          f"blocks, and {model.diffusers_class}'s last block drops that stream")
@@ -450,7 +466,8 @@ class DiffusersSeaCache(CacheMethod):
 
         from .noise_levels import flow_sigmas
 
-        model = _registered_blocks(_one_expert(_zoo_model(model, self.name), "SeaCache"), "SeaCache")
+        model = _same_streams(_registered_blocks(_one_expert(_zoo_model(model, self.name), "SeaCache"), "SeaCache"),
+                              "SeaCache")
         if any(getattr(block, "context_pre_only", False) for block in model.blocks):
             raise UnsupportedCombination("diffusers' SeaCache records the text stream's output of the last block, and "
                                          f"{model.diffusers_class}'s last block drops that stream: it never reuses")

@@ -3,7 +3,7 @@
     model = build_zoo("PixArtTransformer2DModel")             # the toy configuration, random weights
     model = build_zoo("DiTTransformer2DModel", pretrained="/models/DiT-XL-2-256")  # local folder
 
-Each wrapped class has one adapter module (dit, pixart, sd3, flux, wan); `ADAPTERS` maps diffusers'
+Each wrapped class has one adapter module (dit, pixart, sd3, flux, flux2, wan); `ADAPTERS` maps diffusers'
 class name to it, and `TOY_CONFIGS` holds the tiny configurations the tests and the toy sweep use
 (a few blocks, small widths, as diffusers' own tests build them: CPU seconds, no download).
 """
@@ -18,13 +18,14 @@ from pathlib import Path
 from .adapter import ZooArgs, ZooModel
 from .dit import DiTAdapter, from_ours
 from .flux import FluxAdapter
+from .flux2 import Flux2Adapter
 from .pixart import PixArtAdapter
 from .pretrained import load_transformer
 from .sd3 import SD3Adapter
 from .wan import WanAdapter
 
 ADAPTERS: dict[str, type[ZooModel]] = {a.diffusers_class: a for a in (DiTAdapter, PixArtAdapter, SD3Adapter, FluxAdapter,
-                                                                      WanAdapter)}
+                                                                      Flux2Adapter, WanAdapter)}
 
 TOY_CONFIGS: dict[str, dict] = {
     "DiTTransformer2DModel": dict(
@@ -41,6 +42,11 @@ TOY_CONFIGS: dict[str, dict] = {
         patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
         axes_dims_rope=[4, 4, 8]),
+    # diffusers' own tiny FLUX.2 test configuration (4-axis rope, no pooled text), with 2 + 2 blocks as
+    # Flux's toy (DeepCache needs a deep span) and 16 = 4 x 4 packed channels
+    "Flux2Transformer2DModel": dict(
+        patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4]),
     # diffusers' own tiny Wan test configuration with 4 blocks, not 2 (DeepCache needs a deep span, and the
     # other toy classes have 4); one forward on (1, 4, 3, 16, 16) latents: a few ms on a CPU
     "WanTransformer3DModel": dict(
@@ -48,7 +54,7 @@ TOY_CONFIGS: dict[str, dict] = {
         text_dim=16, freq_dim=256, ffn_dim=32, num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32),
 }
-TOY_ARGS = {"prompts": 8, "prompt_tokens": 8, "sample_size": 16}  # text classes; Flux and Wan read sample_size
+TOY_ARGS = {"prompts": 8, "prompt_tokens": 8, "sample_size": 16}  # text classes; Flux, FLUX.2 and Wan read sample_size
 TOY_FRAMES = 3  # Wan's latent frames at toy scale (a 9-frame video through Wan's 4x temporal VAE)
 
 
@@ -79,7 +85,7 @@ def zoo_args(cls: str, config: dict | None = None, **settings) -> ZooArgs:
         settings = {**TOY_ARGS, **settings}
     if adapter is WanAdapter:
         settings = {"frames": TOY_FRAMES, **settings}
-    if adapter not in (FluxAdapter, WanAdapter):  # the others' configs say their latent size
+    if adapter not in (FluxAdapter, Flux2Adapter, WanAdapter):  # the others' configs say their latent size
         settings.pop("sample_size", None)
     return ZooArgs(cls, json.dumps(config, sort_keys=True), **settings)
 
