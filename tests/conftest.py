@@ -48,6 +48,13 @@ def compose_config(results_dir, *overrides):
     return compose([f"results_dir={results_dir}", *overrides])
 
 
+# A point run only to check what its row says of the method (status, reuse, MACs, the method's own
+# records): two samples in one batch, timed once with no warm-up, no intervals, no image-set metrics.
+ROW_ONLY = ["tracker=none", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.timing_batch=2",
+            "metrics.timing_repeats=1", "metrics.timing_warmup=0", "metrics.interval_resamples=0", "metrics.fid=false",
+            "metrics.class_accuracy=false", "metrics.converged_nfe=0", "metrics.grid_samples=2", "calibration.samples=2"]
+
+
 def stored_references(root, kind: str) -> list[tuple]:
     """(identity, latents, file) of every sample in a shared reference store (records.references)
     under `root`, ordered by (nfe, seed)."""

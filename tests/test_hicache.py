@@ -6,10 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ROW_ONLY, compose_config
 from numpy.polynomial import hermite as H
 from test_caching import perturbed
-from test_dynamic_methods import TINY
-from test_router_learning import config
 
 from l2c_bench import generate
 from l2c_bench.caching import CacheConfigError, make_cache
@@ -64,9 +63,8 @@ def test_hicache_forecast_replayed_on_a_recorded_trajectory():
 @pytest.mark.parametrize("name,sampler,scale", [("DiT-toy", "ddim", 1.5), ("U-ViT-toy", "dpm_solver2", 0.4)])
 def test_hicache_in_the_engine(name, sampler, scale):
     model = perturbed(name)
-    kw = dict(labels=[1, 2], seeds=[0, 1], steps=9, sampler=sampler, guidance_scale=scale)
-    if sampler == "dpm_solver2":
-        kw["steps"] = 10
+    # 8 evaluations: interval 3 computes 0, 3, 6; order 1 forecasts from its first derivative at 4, 5, 7
+    kw = dict(labels=[1, 2], seeds=[0, 1], steps=8, sampler=sampler, guidance_scale=scale)
     assert torch.equal(generate(model, cache=make_cache("hicache", interval=1), **kw).latents, generate(model, **kw).latents)
     # order 0 is FORA; order 1 at s = 1/sqrt(2) is TaylorSeer's order 1
     assert torch.equal(generate(model, cache=make_cache("hicache", order=0), **kw).latents,
@@ -82,7 +80,7 @@ def test_hicache_in_the_engine(name, sampler, scale):
 
 @pytest.mark.slow
 def test_hicache_run_writes_an_ok_row(tmp_path):
-    row = run_point(config(tmp_path, *TINY, "cache=hicache"))
+    row = run_point(compose_config(tmp_path, *ROW_ONLY, "steps=8", "cache=hicache"))
     assert row["status"] == "ok", row.get("error")
     assert row["metrics.macs_speedup"] > 1 and row["metrics.cached_ratio"] == pytest.approx(1.0)
     assert np.isfinite(row["metrics.macs_g"])

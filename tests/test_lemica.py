@@ -6,9 +6,8 @@ import random
 
 import pytest
 import torch
+from conftest import ROW_ONLY, compose_config
 from test_caching import perturbed
-from test_dynamic_methods import TINY
-from test_router_learning import config
 
 from l2c_bench import generate
 from l2c_bench.caching import CacheConfigError, make_cache
@@ -71,19 +70,12 @@ def test_lemica_schedule_in_the_engine(name, sampler, scale):
 
 
 @pytest.mark.slow
-def test_lemica_run_writes_an_ok_row(tmp_path):
-    row = run_point(config(tmp_path, *TINY, "cache=lemica", "cache.max_reuse=2"))
+@pytest.mark.parametrize("model", [("model=dit",), ("model=diffusers", "model.diffusers_class=DiTTransformer2DModel")],
+                         ids=["dit-toy", "dit-zoo"])
+def test_lemica_runs_write_ok_rows(model, tmp_path):
+    # 6 evaluations, budget 3 (half), at most 2 reused in a row: 9 calibration segments, paths 0-2-5 and 0-3-5
+    row = run_point(compose_config(tmp_path, *ROW_ONLY, "steps=6", *model, "cache=lemica", "cache.max_reuse=2"))
     assert row["status"] == "ok", row.get("error")
     schedule = row["metrics.lemica_schedule"]
-    assert len(schedule) == 4 and schedule[0] == 0 and schedule[-1] == 7  # half of 8, first and last
+    assert len(schedule) == 3 and schedule[0] == 0 and schedule[-1] == 5  # half of 6, first and last
     assert row["metrics.reused_ratio_all"] == pytest.approx(0.5) and row["metrics.macs_speedup"] > 1
-
-
-@pytest.mark.slow
-def test_lemica_on_a_diffusers_class_writes_an_ok_row(tmp_path):
-    from test_run import config as run_config
-
-    row = run_point(run_config(tmp_path, "tracker=none", "model=diffusers", "model.diffusers_class=DiTTransformer2DModel",
-                               "cache=lemica", "cache.max_reuse=2", "steps=6"))
-    assert row["status"] == "ok", row.get("error")
-    assert len(row["metrics.lemica_schedule"]) == 3 and row["metrics.reused_ratio_all"] == pytest.approx(0.5)

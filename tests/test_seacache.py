@@ -5,6 +5,7 @@ and the method in the engine on both toy families."""
 import numpy as np
 import pytest
 import torch
+from conftest import ROW_ONLY, compose_config
 from test_caching import perturbed
 
 from l2c_bench import generate
@@ -145,8 +146,6 @@ def test_diffusers_seacache_skips_where_its_gate_says(cls):
 
 
 def test_diffusers_seacache_that_computes_every_step_is_a_valid_row_and_an_unwired_one_fails(monkeypatch, tmp_path):
-    from test_run import config
-
     from l2c_bench.caching.methods.diffusers_hooks import PeerHooks, SeaHooks
     from l2c_bench.run import run_point
 
@@ -159,8 +158,8 @@ def test_diffusers_seacache_that_computes_every_step_is_a_valid_row_and_an_unwir
     monkeypatch.setattr(SeaHooks, "context", PeerHooks.context)
     with pytest.raises(RuntimeError, match="cache_context"):  # diffusers' fall-open, made an error
         generate(model, cache=make_cache("diffusers_seacache", threshold=0.25), **kw)
-    row = run_point(config(tmp_path, "tracker=none", "model=diffusers", "model.diffusers_class=DiTTransformer2DModel",
-                           "cache=diffusers_seacache", "steps=10"))
+    row = run_point(compose_config(tmp_path, *ROW_ONLY, "model=diffusers", "model.diffusers_class=DiTTransformer2DModel",
+                                   "cache=diffusers_seacache", "steps=10"))
     assert row["status"] == "failed" and "SeaCache" in row["error"] and "cache_context" in row["error"]
 
 
@@ -177,23 +176,19 @@ def test_diffusers_seacache_is_unsupported_off_the_zoo():
                                        ("model=diffusers", "model.diffusers_class=FluxTransformer2DModel",
                                         "cache=diffusers_seacache")])
 def test_seacache_runs_write_ok_rows(overrides, tmp_path):
-    from test_run import config
-
     from l2c_bench.run import run_point
 
-    row = run_point(config(tmp_path, "tracker=none", *overrides, "cache.threshold=0.5", "steps=10"))
+    row = run_point(compose_config(tmp_path, *ROW_ONLY, *overrides, "cache.threshold=0.5", "steps=8"))
     assert row["status"] == "ok", row.get("error")
     assert 0 < row["metrics.reused_ratio_all"] < 1 and row["metrics.macs_speedup"] > 1
 
 
 @pytest.mark.slow
 def test_seacache_with_dpm_solver_fast_is_an_unsupported_row(tmp_path):
-    from test_run import config
-
     from l2c_bench.run import run_point
 
-    row = run_point(config(tmp_path, "tracker=none", "model=uvit", "sampler=dpm_solver_fast", "cache=seacache",
-                           "steps=10"))
+    row = run_point(compose_config(tmp_path, *ROW_ONLY, "model=uvit", "sampler=dpm_solver_fast", "cache=seacache",
+                                   "steps=10"))
     assert row["status"] == "unsupported" and "dpm_solver_fast" in row["error"]
 
 
