@@ -30,6 +30,7 @@ BEFORE = {
     "FluxTransformer2DModel": (4, (1, 4), (1, 3), "delta", None, True),
     "WanTransformer3DModel": (4, (1, 4), (1, 3), "delta", None, True),  # added with the class: as Flux's
     "Flux2Transformer2DModel": (4, (1, 4), (1, 3), "delta", None, True),  # added with the class: as Flux's
+    "LTXVideoTransformer3DModel": (4, (1, 4), (1, 3), "delta", None, True),  # added with the class: as Wan's
 }
 
 

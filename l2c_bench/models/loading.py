@@ -302,6 +302,9 @@ def pipeline_vae_class(folder: Path):
     if name == "AutoencoderKLFlux2":  # its pipeline patchifies 2x2 and undoes batch-norm statistics first
         raise RunConfigError(f"model.vae=pretrained: {str(folder)!r} is FLUX.2's AutoencoderKLFlux2, whose decoding "
                              "(2x2 patches, the VAE's batch-norm statistics undone) is not implemented; use model.vae=none")
+    if name == "AutoencoderKLLTXVideo":  # LTXPipeline denormalises per channel and may condition the decoder on t
+        raise RunConfigError(f"model.vae=pretrained: {str(folder)!r} is LTX-Video's AutoencoderKLLTXVideo, whose "
+                             "decoding is not implemented; use model.vae=none")
     return diffusers.AutoencoderKLWan if name == "AutoencoderKLWan" else diffusers.AutoencoderKL
 
 

@@ -414,14 +414,16 @@ class SeaHooks(PeerHooks):
 
 def _sea_latents(model):
     """SeaCache's `raw_vision_callback` for `model`: per sample, the latent the transformer is
-    called on as (C, F, H, W) (images: F = 1; Flux's packed tokens unpacked)."""
+    called on as (C, F, H, W) (images: F = 1; Flux's and LTX-Video's packed tokens unpacked)."""
     from ...engine.model import latent_shape
 
     shape = latent_shape(model)
 
     def latents(module, args, kwargs):
         x = args[0] if args else kwargs["hidden_states"]
-        if x.ndim == 3:  # Flux: (N, H/2 * W/2, 4C) tokens
+        if x.ndim == 3 and len(shape) == 4:  # LTX-Video: (N, F*H*W, C) tokens, one per latent pixel
+            x = x.transpose(1, 2).reshape(len(x), *shape)
+        elif x.ndim == 3:  # Flux: (N, H/2 * W/2, 4C) tokens
             from ...models.zoo.flux import unpack
 
             x = unpack(x, shape[-2], shape[-1])

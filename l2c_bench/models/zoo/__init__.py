@@ -3,7 +3,7 @@
     model = build_zoo("PixArtTransformer2DModel")             # the toy configuration, random weights
     model = build_zoo("DiTTransformer2DModel", pretrained="/models/DiT-XL-2-256")  # local folder
 
-Each wrapped class has one adapter module (dit, pixart, sd3, flux, flux2, wan); `ADAPTERS` maps diffusers'
+Each wrapped class has one adapter module (dit, pixart, sd3, flux, flux2, wan, ltx); `ADAPTERS` maps diffusers'
 class name to it, and `TOY_CONFIGS` holds the tiny configurations the tests and the toy sweep use
 (a few blocks, small widths, as diffusers' own tests build them: CPU seconds, no download).
 """
@@ -19,13 +19,14 @@ from .adapter import ZooArgs, ZooModel
 from .dit import DiTAdapter, from_ours
 from .flux import FluxAdapter
 from .flux2 import Flux2Adapter
+from .ltx import LTXAdapter
 from .pixart import PixArtAdapter
 from .pretrained import load_transformer
 from .sd3 import SD3Adapter
 from .wan import WanAdapter
 
 ADAPTERS: dict[str, type[ZooModel]] = {a.diffusers_class: a for a in (DiTAdapter, PixArtAdapter, SD3Adapter, FluxAdapter,
-                                                                      Flux2Adapter, WanAdapter)}
+                                                                      Flux2Adapter, WanAdapter, LTXAdapter)}
 
 TOY_CONFIGS: dict[str, dict] = {
     "DiTTransformer2DModel": dict(
@@ -53,9 +54,13 @@ TOY_CONFIGS: dict[str, dict] = {
         patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
         text_dim=16, freq_dim=256, ffn_dim=32, num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32),
+    # diffusers' own tiny LTX-Video test configuration with 4 blocks, not 1 (as Wan's)
+    "LTXVideoTransformer3DModel": dict(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, num_layers=4, qk_norm="rms_norm_across_heads", caption_channels=16),
 }
 TOY_ARGS = {"prompts": 8, "prompt_tokens": 8, "sample_size": 16}  # text classes; Flux, FLUX.2 and Wan read sample_size
-TOY_FRAMES = 3  # Wan's latent frames at toy scale (a 9-frame video through Wan's 4x temporal VAE)
+TOY_FRAMES = 3  # Wan's and LTX's latent frames at toy scale (Wan: a 9-frame video through its 4x temporal VAE)
 
 
 class ZooConfigError(ValueError):
@@ -83,9 +88,9 @@ def zoo_args(cls: str, config: dict | None = None, **settings) -> ZooArgs:
         raise ZooConfigError(f"model.config: {cls} has no parameter(s) {unknown}; valid: {sorted(accepted)}")
     if adapter is not DiTAdapter:
         settings = {**TOY_ARGS, **settings}
-    if adapter is WanAdapter:
+    if adapter in (WanAdapter, LTXAdapter):
         settings = {"frames": TOY_FRAMES, **settings}
-    if adapter not in (FluxAdapter, Flux2Adapter, WanAdapter):  # the others' configs say their latent size
+    if adapter not in (FluxAdapter, Flux2Adapter, WanAdapter, LTXAdapter):  # the others' configs say their latent size
         settings.pop("sample_size", None)
     return ZooArgs(cls, json.dumps(config, sort_keys=True), **settings)
 
