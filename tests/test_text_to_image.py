@@ -169,7 +169,8 @@ def test_text_to_image_settings_that_cannot_work_fail_before_compute(tmp_path, a
 
     from l2c_bench.runs.prepare import validate
 
-    t2i = ["model=diffusers", "model.diffusers_class=PixArtTransformer2DModel"]
+    # random weights: the trained toy weights fix their 10 class prompts (tests/test_zoo_toy_weights.py)
+    t2i = ["model=diffusers", "model.diffusers_class=PixArtTransformer2DModel", "model.checkpoint=random"]
     cases = [
         ([*t2i, "metrics.clip_model=/no/clip"], "metrics.clip_model='/no/clip': no CLIP there"),
         ([*t2i, f"metrics.clip_model={assets['clip']}"], "set model.prompt_set"),

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..models import save_checkpoint
+from ..models import read_state_dict, save_checkpoint
 from ..models.zoo import build, zoo_args
 from ..models.zoo.toy_weights import ASSETS, TRAINED_ARGS, TRAINED_CONFIGS
 from ..sampling.diffusion import linear_betas
@@ -62,10 +62,13 @@ def zoo_loss(model, x0: torch.Tensor, labels: torch.Tensor, g: torch.Generator) 
     return F.mse_loss(out, eps - x0)
 
 
-def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int, out: Path | None) -> dict:
+def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int, out: Path | None,
+          init: Path | None = None) -> dict:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = build_trainable(CLASSES[kind], seed).train()
+    if init is not None:  # continue from earlier weights (weights only; fresh optimiser and EMA)
+        model.load_state_dict({k: v.float() for k, v in read_state_dict(init).items()})
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     start, step, losses = time.time(), 0, []
@@ -108,11 +111,12 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="default: the shipped asset path")
+    parser.add_argument("--init", type=Path, default=None, help="start from these weights")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     train(args.model, args.minutes, args.max_steps, args.batch_size, args.lr, args.seed,
-          args.out or ASSETS / f"{args.model}_toy.pt")
+          args.out or ASSETS / f"{args.model}_toy.pt", args.init)
 
 
 if __name__ == "__main__":
