@@ -31,7 +31,22 @@ def unpack(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return tokens.view(n, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w)
 
 
-class FluxAdapter(ZooModel):
+class DoubleThenSingleBlocks:
+    """The block order of Flux-like transformers: the dual-stream `transformer_blocks`, then the
+    single-stream `single_transformer_blocks` (Flux, FLUX.2)."""
+
+    @property
+    def blocks(self):
+        return [*self.transformer.transformer_blocks, *self.transformer.single_transformer_blocks]
+
+    @property
+    def block_paths(self):
+        t = self.transformer
+        return ([f"transformer.transformer_blocks.{i}" for i in range(len(t.transformer_blocks))]
+                + [f"transformer.single_transformer_blocks.{i}" for i in range(len(t.single_transformer_blocks))])
+
+
+class FluxAdapter(DoubleThenSingleBlocks, ZooModel):
     family = "flow"
     diffusers_class = "FluxTransformer2DModel"
     BRANCHES = {
@@ -57,15 +72,6 @@ class FluxAdapter(ZooModel):
         self.bank = PromptBank(args.prompts, args.prompt_tokens, config.joint_attention_dim,
                                config.pooled_projection_dim, seed=args.prompt_seed)
 
-    @property
-    def blocks(self):
-        return [*self.transformer.transformer_blocks, *self.transformer.single_transformer_blocks]
-
-    @property
-    def block_paths(self):
-        t = self.transformer
-        return ([f"transformer.transformer_blocks.{i}" for i in range(len(t.transformer_blocks))]
-                + [f"transformer.single_transformer_blocks.{i}" for i in range(len(t.single_transformer_blocks))])
 
     def call(self, x, t, y):
         n, _, h, w = x.shape

@@ -28,11 +28,11 @@ import torch
 
 from ...engine.model import ATTENTION, MLP
 from .adapter import ZooArgs, ZooModel
-from .flux import pack, unpack
+from .flux import DoubleThenSingleBlocks, pack, unpack
 from .prompts import PromptBank
 
 
-class Flux2Adapter(ZooModel):
+class Flux2Adapter(DoubleThenSingleBlocks, ZooModel):
     family = "flow"
     diffusers_class = "Flux2Transformer2DModel"
     BRANCHES = {
@@ -66,15 +66,6 @@ class Flux2Adapter(ZooModel):
             block.register_forward_pre_hook(self._single_inputs, with_kwargs=True)
             block.attn.register_forward_hook(self._mlp_ran(config.num_layers + j))
 
-    @property
-    def blocks(self):
-        return [*self.transformer.transformer_blocks, *self.transformer.single_transformer_blocks]
-
-    @property
-    def block_paths(self):
-        t = self.transformer
-        return ([f"transformer.transformer_blocks.{i}" for i in range(len(t.transformer_blocks))]
-                + [f"transformer.single_transformer_blocks.{i}" for i in range(len(t.single_transformer_blocks))])
 
     def call(self, x, t, y):
         """x (N, C, H, W) latents, t (N,) in [0, 1000], y (N,) prompt indices."""
