@@ -54,3 +54,23 @@ def test_a_sixth_of_every_sweeps_points_keep_their_run_ids():
     check's), a sample across every sweep; all of them: `python tests/data/identity/record.py` and
     a diff of run_ids.json (the suite's time budget does not hold all 237 compositions)."""
     assert not _changed(points()[1::6])
+
+
+def test_the_toy_points_of_a_class_given_trained_weights_name_them():
+    """PixArt/SD3/Flux at toy scale meant seeded random weights before their trained toys shipped:
+    a trained point's id differs from the random one's (DiT's and every other recorded id: unchanged,
+    test_each_method_and_each_sweeps_first_point_keep_their_run_ids)."""
+    from omegaconf import OmegaConf
+
+    from l2c_bench.config import compose
+    from l2c_bench.models.zoo.toy_weights import TRAINED_CONFIGS
+    from l2c_bench.records import run_id_for
+    from l2c_bench.records.store import TRAINED_TOYS
+
+    assert set(TRAINED_TOYS) == set(TRAINED_CONFIGS)
+
+    def run_id(*overrides):
+        return run_id_for(OmegaConf.to_container(compose(["model=diffusers", *overrides]), resolve=True))
+
+    for cls in TRAINED_TOYS:
+        assert run_id(f"model.diffusers_class={cls}") != run_id(f"model.diffusers_class={cls}", "model.checkpoint=random")

@@ -28,6 +28,7 @@ def test_each_shipped_sample_is_named_by_its_identity():
             assert reference_key(identity) == key
             latents = shipped(kind)[key]
             assert latents.dim() == 3 and torch.isfinite(latents).all()
+    assert sum((SHIPPED / f"{kind}.pt").stat().st_size for kind in MANIFEST) <= 11 * 2**20  # 10.1 MB
 
 
 @pytest.fixture(scope="module", params=MODELS)

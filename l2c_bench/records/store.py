@@ -31,6 +31,11 @@ SCHEMA_VERSION = 3
 # How a run's `seed` maps to its samples' noise (sampling.noise.sample_seed), in the identity of
 # runs at seed != 0 only: their samples changed when seeds became disjoint blocks; seed 0's did not.
 SEEDING = "disjoint-blocks-2^20"
+# model=diffusers classes whose `checkpoint: toy` meant seeded random weights until trained toy
+# weights shipped for them (models/zoo/toy_weights.py): their toy rows name the weights, so a
+# store's older random-weight rows are not taken for the trained model's (other classes: unchanged)
+TRAINED_TOYS = {"PixArtTransformer2DModel": "trained-1", "SD3Transformer2DModel": "trained-1",
+                "FluxTransformer2DModel": "trained-1"}
 # Config keys that do not change what a run computes: excluded from its identity.
 NON_IDENTITY_KEYS = ("results_dir", "reference_dir", "force", "tracker", "device", "shard")
 # keys added since rows were first written, left out of a run's identity at these values (what
@@ -61,6 +66,9 @@ def run_key(config: Mapping[str, Any]) -> str:
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
     if identity.get("seed", 0) != 0:  # a nonzero seed draws sampling.noise's disjoint block: not the
         identity["seeding"] = SEEDING  # overlapping seed + i of rows written before it (seed 0: unchanged)
+    model = identity.get("model") if isinstance(identity.get("model"), Mapping) else {}
+    if model.get("checkpoint") == "toy" and model.get("diffusers_class") in TRAINED_TOYS:
+        identity["toy_weights"] = TRAINED_TOYS[model["diffusers_class"]]
     for group, neutral in IDENTITY_NEUTRAL.items():
         if isinstance(identity.get(group), Mapping):
             identity[group] = {k: v for k, v in identity[group].items() if k not in neutral or neutral[k] != v}

@@ -10,7 +10,8 @@ with their ids unchanged when the per-method schemas came; the diffusers_zoo swe
 diffusers hook methods were added later (PyramidAttentionBroadcast and MagCache after them), and the
 matched_quality sweep's points after those, then the points of easycache, seacache,
 diffusers_seacache, lemica and hicache, then cachedit_dbcache's and the beyond_video sweep's,
-then the zoo_2026 sweep's, every id before them unchanged.)
+then the zoo_2026 sweep's, every id before them unchanged; then, deliberately, the toy points of
+PixArt, SD3 and Flux changed when trained toy weights shipped for them: records.store.TRAINED_TOYS.)
 """
 
 import json
