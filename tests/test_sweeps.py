@@ -77,10 +77,10 @@ def test_there_is_a_sweep_per_paper_table():
     tables = sorted(p.stem for p in PAPER_DIR.glob("table*.csv") if p.stem != "table8_hyperparams")
     assert sorted(PAPER_SWEEPS) == tables
     # every sweep file is a paper table's, a paper figure's, the claims checker's, the matched-quality
-    # table's, the diffusers zoo's, or says it goes beyond the paper
+    # table's, the diffusers zoos' (diffusers_zoo, zoo_2026), or says it goes beyond the paper
     swept = {s for names in PAPER_SWEEPS.values() for s in names}
     assert set(SWEEPS) - swept - {"fig4_speed_quality", "fig6_threshold", "claims", "matched_quality",
-                                  "diffusers_zoo"} == {
+                                  "diffusers_zoo", "zoo_2026"} == {
         s for s in SWEEPS if s.startswith("beyond_")}
     points = {name: _points(name) for name in sorted(swept | {"fig4_speed_quality", "fig6_threshold"})}
     specs = {spec.name: spec for spec in TABLES}
