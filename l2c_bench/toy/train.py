@@ -58,23 +58,31 @@ def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float,
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     if kind == "classifier":
-        model = ToyClassifier()
+        model, loss_fn = ToyClassifier(), lambda model, x0, labels: F.cross_entropy(model(x0), labels)
     else:
         model = build_model(TOY_MODELS[kind])
-    if init is not None:  # continue from a shipped/earlier asset (weights only; fresh optimiser)
+        loss_fn = lambda model, x0, labels: diffusion_loss(model, x0, labels, g)
+    return fit(model, loss_fn, kind=kind, minutes=minutes, max_steps=max_steps, batch_size=batch_size, lr=lr,
+               seed=seed, out=out, init=init)
+
+
+def fit(model, loss_fn, *, kind: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int,
+        out: Path | None, init: Path | None = None, mininterval: float = 0.1) -> dict:
+    """The training loop every toy asset shares (this module's models and toy/train_zoo.py's):
+    `loss_fn(model, x0, labels)` on fresh procedural batches, AdamW with a 200-step linear warm-up,
+    gradient clipping at 1 and an EMA of the weights, saved to `out` in fp16 (None: not saved).
+    `init`: start from these weights (weights only; fresh optimiser and EMA)."""
+    if init is not None:
         model.load_state_dict({k: v.float() for k, v in read_state_dict(init).items()})
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     start, step, losses = time.time(), 0, []
-    bar = tqdm(total=max_steps, desc=f"train {kind}")
+    bar = tqdm(total=max_steps, desc=f"train {kind}", mininterval=mininterval)
     while step < max_steps and time.time() - start < minutes * 60:
         x0, labels = make_batch(seed, step, batch_size)
         for group in opt.param_groups:  # linear warm-up
             group["lr"] = lr * min(1.0, (step + 1) / 200)
-        if kind == "classifier":
-            loss = F.cross_entropy(model(x0), labels)
-        else:
-            loss = diffusion_loss(model, x0, labels, g)
+        loss = loss_fn(model, x0, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -89,11 +97,12 @@ def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float,
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     bar.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ema, out, half=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(ema, out, half=True)
     summary = {"kind": kind, "steps": step, "minutes": (time.time() - start) / 60,
                "final_loss": float(np.mean(losses[-100:])), "batch_size": batch_size, "lr": lr}
-    print(summary)
+    print(summary, flush=True)
     return summary
 
 

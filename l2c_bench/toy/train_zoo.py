@@ -16,21 +16,16 @@ the empty prompt with probability 0.1 (guidance). The loop, EMA and fp16 save ar
 from __future__ import annotations
 
 import argparse
-import copy
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..models import read_state_dict, save_checkpoint
 from ..models.zoo import build, zoo_args
 from ..models.zoo.toy_weights import ASSETS, TRAINED_ARGS, TRAINED_CONFIGS
 from ..sampling.diffusion import linear_betas
-from .data import make_batch
-from .train import EMA_DECAY, LABEL_DROP
+from .train import LABEL_DROP, fit
 
 CLASSES = {"pixart": "PixArtTransformer2DModel", "sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel"}
 
@@ -67,38 +62,8 @@ def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float,
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = build_trainable(CLASSES[kind], seed).train()
-    if init is not None:  # continue from earlier weights (weights only; fresh optimiser and EMA)
-        model.load_state_dict({k: v.float() for k, v in read_state_dict(init).items()})
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    start, step, losses = time.time(), 0, []
-    bar = tqdm(total=max_steps, desc=f"train {kind}", mininterval=10)
-    while step < max_steps and time.time() - start < minutes * 60:
-        x0, labels = make_batch(seed, step, batch_size)
-        for group in opt.param_groups:  # linear warm-up
-            group["lr"] = lr * min(1.0, (step + 1) / 200)
-        loss = zoo_loss(model, x0, labels, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(EMA_DECAY, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - decay)
-        losses.append(loss.item())
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-    bar.close()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(ema, out, half=True)
-    summary = {"kind": kind, "steps": step, "minutes": (time.time() - start) / 60,
-               "final_loss": float(np.mean(losses[-100:])), "batch_size": batch_size, "lr": lr}
-    print(summary, flush=True)
-    return summary
+    return fit(model, lambda model, x0, labels: zoo_loss(model, x0, labels, g), kind=kind, minutes=minutes,
+               max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed, out=out, init=init, mininterval=10)
 
 
 def main(argv=None) -> None:
