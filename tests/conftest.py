@@ -55,6 +55,19 @@ ROW_ONLY = ["tracker=none", "metrics.num_samples=2", "metrics.batch_size=2", "me
             "metrics.class_accuracy=false", "metrics.converged_nfe=0", "metrics.grid_samples=2", "calibration.samples=2"]
 
 
+def counted_macs(model, cache, kwargs: dict):
+    """(generate's result, the MACs the call ran per sample and guidance pass) of one guided sampling
+    call, as torch's FLOP counter counts them (on a CPU it counts no attention product: the
+    paper's linear count). CFG runs a batch of 2N."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from l2c_bench import generate
+
+    with FlopCounterMode(display=False) as counter:
+        result = generate(model, cache=cache, **kwargs)
+    return result, sum(counter.get_flop_counts()["Global"].values()) / 2 / (2 * len(kwargs["seeds"]))
+
+
 def stored_references(root, kind: str) -> list[tuple]:
     """(identity, latents, file) of every sample in a shared reference store (records.references)
     under `root`, ordered by (nfe, seed)."""

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from conftest import counted_macs
 
 from l2c_bench import generate
 from l2c_bench.caching import UnsupportedCombination, make_cache
@@ -77,9 +77,7 @@ def test_the_macs_of_a_schedule_that_ran_are_exact(ltx):
     """MACs of FORA's realised schedule are the linear MACs the sampling call ran, per sample and
     guidance pass, as torch's FLOP counter counts them (on a CPU it counts no attention product)."""
     kw = sample_kwargs()
-    with FlopCounterMode(display=False) as counter:
-        result = generate(ltx, cache=make_cache("fora"), **kw)
-    ran = sum(counter.get_flop_counts()["Global"].values()) / 2 / (2 * len(kw["seeds"]))  # CFG: a batch of 2N
+    result, ran = counted_macs(ltx, make_cache("fora"), kw)
     assert result.schedule.sum().item() == 2 * ltx.num_blocks * (NFE // 2)
     assert macs(ltx, result.schedule, nfe=NFE) == ran
     assert macs(ltx, None, nfe=NFE) > ran

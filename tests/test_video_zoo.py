@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from conftest import counted_macs
 
 from l2c_bench import generate
 from l2c_bench.caching import UnsupportedCombination, make_cache
@@ -338,9 +338,7 @@ def test_the_macs_of_a_schedule_that_ran_are_exact(wan22):
     conv MACs the sampling call ran, per sample and guidance pass, as torch's FLOP counter counts
     them (on a CPU it counts no attention product: the paper's linear count)."""
     kw = sample_kwargs()
-    with FlopCounterMode(display=False) as counter:
-        result = generate(wan22, cache=make_cache("fora"), **kw)
-    ran = sum(counter.get_flop_counts()["Global"].values()) / 2 / (2 * len(kw["seeds"]))  # CFG: a batch of 2N
+    result, ran = counted_macs(wan22, make_cache("fora"), kw)
     assert result.schedule.sum().item() == 2 * wan22.num_blocks * (NFE // 2 + 1)  # 6 full steps: 0, 2, 3, 4, 6, 8
     assert macs(wan22, result.schedule, nfe=NFE) == ran
     assert macs(wan22, None, nfe=NFE) > ran
