@@ -36,19 +36,30 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     return v[:, None] - v[:, None] * s[:, None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
-def _masks(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Foreground weight in [0, 1] per pixel: (N,) labels -> (N, 32, 32)."""
+def _mask_draws(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Each image's random pattern parameters, (N,) each, in the set's fixed draw order."""
+    size = IMAGE_SIZE
+    return {"period": 4.0 + 6.0 * torch.rand(n, generator=g),  # stripe period in pixels
+            "phase": 2 * math.pi * torch.rand(n, generator=g),
+            "cx": size / 2 + 4 * (torch.rand(n, generator=g) - 0.5),
+            "cy": size / 2 + 4 * (torch.rand(n, generator=g) - 0.5),
+            "radius": 8.0 + 5.0 * torch.rand(n, generator=g),
+            "split": size / 2 + 8 * (torch.rand(n, generator=g) - 0.5)}
+
+
+def _render(labels: torch.Tensor, draws: dict[str, torch.Tensor], dx: torch.Tensor | float = 0.0,
+            dy: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Foreground weight in [0, 1] per pixel of each pattern moved by (dx, dy) pixels ((N,) or
+    scalars): (N,) labels -> (N, 32, 32). Stripes and rings drift in phase, the disk, the
+    splits and the gradients translate (toy/video_data.py's motion)."""
     n, size = len(labels), IMAGE_SIZE
     coords = torch.arange(size, dtype=torch.float32) + 0.5
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # (32, 32)
-    period = 4.0 + 6.0 * torch.rand(n, generator=g)  # stripe period in pixels
-    phase = 2 * math.pi * torch.rand(n, generator=g)
-    cx = size / 2 + 4 * (torch.rand(n, generator=g) - 0.5)
-    cy = size / 2 + 4 * (torch.rand(n, generator=g) - 0.5)
-    radius = 8.0 + 5.0 * torch.rand(n, generator=g)
-    split = size / 2 + 8 * (torch.rand(n, generator=g) - 0.5)
-    p, ph = period[:, None, None], phase[:, None, None]
-    r = torch.sqrt((xx - cx[:, None, None]) ** 2 + (yy - cy[:, None, None]) ** 2)  # (N, 32, 32)
+    dx, dy = (torch.as_tensor(d, dtype=torch.float32).expand(n)[:, None, None] for d in (dx, dy))
+    xx, yy = xx - dx, yy - dy  # (N, 32, 32)
+    p, ph = draws["period"][:, None, None], draws["phase"][:, None, None]
+    r = torch.sqrt((xx - draws["cx"][:, None, None]) ** 2 + (yy - draws["cy"][:, None, None]) ** 2)  # (N, 32, 32)
+    radius, split = draws["radius"][:, None, None], draws["split"][:, None, None]
     square = lambda z: (torch.sin(z) > 0).float()
     candidates = torch.stack([
         square(2 * math.pi * yy / p + ph),
@@ -57,24 +68,35 @@ def _masks(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         + (1 - square(2 * math.pi * xx / p + ph)) * (1 - square(2 * math.pi * yy / p + ph)),
         square(2 * math.pi * (xx + yy) / (p * 1.41) + ph),
         square(2 * math.pi * r / p + ph),
-        (r < radius[:, None, None]).float(),
-        (xx < split[:, None, None]).float().expand(n, size, size),
-        (yy < split[:, None, None]).float().expand(n, size, size),
-        torch.clamp(1 - r / (1.2 * radius[:, None, None] + 4), 0, 1),
-        (xx / size).expand(n, size, size),
+        (r < radius).float(),
+        (xx < split).float(),
+        (yy < split).float(),
+        torch.clamp(1 - r / (1.2 * radius + 4), 0, 1),
+        torch.clamp(xx / size, 0, 1),
     ], dim=1)  # (N, 10, 32, 32)
     return candidates[torch.arange(n), labels]
+
+
+def _masks(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Foreground weight in [0, 1] per pixel: (N,) labels -> (N, 32, 32)."""
+    return _render(labels, _mask_draws(len(labels), g))
+
+
+def _colours(labels: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3) foreground (near the class's hue) and background colours in [0, 1]."""
+    n = len(labels)
+    hue = (labels.float() / NUM_CLASSES + 0.04 * (torch.rand(n, generator=g) - 0.5)) % 1.0
+    fg = _hsv_to_rgb(hue, 0.65 + 0.35 * torch.rand(n, generator=g), 0.75 + 0.25 * torch.rand(n, generator=g))
+    bg = _hsv_to_rgb(torch.rand(n, generator=g), 0.6 * torch.rand(n, generator=g),
+                     0.05 + 0.3 * torch.rand(n, generator=g))
+    return fg, bg
 
 
 def make_images(labels: torch.Tensor, seed: int) -> torch.Tensor:
     """Images for the given labels, (N,) -> (N, 3, 32, 32) in [-1, 1], deterministic in (seed, labels)."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     g = torch.Generator().manual_seed(int(seed))
-    n = len(labels)
-    hue = (labels.float() / NUM_CLASSES + 0.04 * (torch.rand(n, generator=g) - 0.5)) % 1.0
-    fg = _hsv_to_rgb(hue, 0.65 + 0.35 * torch.rand(n, generator=g), 0.75 + 0.25 * torch.rand(n, generator=g))
-    bg = _hsv_to_rgb(torch.rand(n, generator=g), 0.6 * torch.rand(n, generator=g),
-                     0.05 + 0.3 * torch.rand(n, generator=g))
+    fg, bg = _colours(labels, g)
     mask = _masks(labels, g)[:, None]  # (N, 1, 32, 32)
     images = mask * fg[:, :, None, None] + (1 - mask) * bg[:, :, None, None]  # (N, 3, 32, 32)
     images = images + 0.03 * torch.randn(images.shape, generator=g)

@@ -67,11 +67,12 @@ def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float,
 
 
 def fit(model, loss_fn, *, kind: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int,
-        out: Path | None, init: Path | None = None, mininterval: float = 0.1) -> dict:
+        out: Path | None, init: Path | None = None, mininterval: float = 0.1, batches=make_batch) -> dict:
     """The training loop every toy asset shares (this module's models and toy/train_zoo.py's):
     `loss_fn(model, x0, labels)` on fresh procedural batches, AdamW with a 200-step linear warm-up,
     gradient clipping at 1 and an EMA of the weights, saved to `out` in fp16 (None: not saved).
-    `init`: start from these weights (weights only; fresh optimiser and EMA)."""
+    `init`: start from these weights (weights only; fresh optimiser and EMA); `batches(seed, index,
+    batch_size)`: the stream (default the procedural images; toy/video_data.py's clips for video)."""
     if init is not None:
         model.load_state_dict({k: v.float() for k, v in read_state_dict(init).items()})
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -79,7 +80,7 @@ def fit(model, loss_fn, *, kind: str, minutes: float, max_steps: int, batch_size
     start, step, losses = time.time(), 0, []
     bar = tqdm(total=max_steps, desc=f"train {kind}", mininterval=mininterval)
     while step < max_steps and time.time() - start < minutes * 60:
-        x0, labels = make_batch(seed, step, batch_size)
+        x0, labels = batches(seed, step, batch_size)
         for group in opt.param_groups:  # linear warm-up
             group["lr"] = lr * min(1.0, (step + 1) / 200)
         loss = loss_fn(model, x0, labels)
