@@ -49,11 +49,13 @@ def test_a_default_run_finds_them_and_samples_none(batches):
 
 @pytest.mark.slow
 def test_recomputed_samples_match_the_shipped_ones(batches):
-    """The first two samples of every shipped batch, sampled now with its identity's settings: equal
-    to the shipped latents up to float32 differences (1e-4)."""
+    """The first sample of every shipped batch (each batch starts at its own seed), sampled now with
+    its identity's settings: equal to the shipped latents up to float32 differences (1e-4). One
+    sample, not more: a batch's samples are independent (each its own seed and noise), and this
+    test's cost is the 250-NFE converged batches'."""
     for kind, point, kwargs in batches:
-        keys = [key for key, _ in sample_keys(kind, point, kwargs)[:2]]
+        keys = [key for key, _ in sample_keys(kind, point, kwargs)[:1]]
         stored = torch.stack([shipped(kind)[key] for key in keys])
-        few = {**kwargs, "seeds": kwargs["seeds"][:2], "labels": kwargs["labels"][:2], "decode": False, "vae": None}
+        few = {**kwargs, "seeds": kwargs["seeds"][:1], "labels": kwargs["labels"][:1], "decode": False, "vae": None}
         now = generate(point.model, **few).latents.cpu()
         torch.testing.assert_close(now, stored, rtol=1e-4, atol=1e-4, msg=f"{kind} {keys}")

@@ -136,13 +136,41 @@ def _combos(name: str) -> list[tuple[str, ...]]:
     return sweep_points(name)
 
 
-def _toy_configs(name: str, results_dir) -> list[dict]:
-    """Every point of the sweep at toy scale with a tiny sample count, composed as `run -m` composes it."""
+def _is_group(override: str) -> bool:
+    """Whether an override picks a config group option (`cache=fora`, `+zoo2026=x`) rather than
+    setting a value (`steps=20`, `model.diffusers_class=X`): its key names a folder of conf/."""
+    key = override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+    return (ROOT / "conf" / key).is_dir()
+
+
+def _toy_configs(name: str, results_dir, check_every: int = 0) -> list[dict]:
+    """Every point of the sweep at toy scale with a tiny sample count, composed as `run -m` composes it.
+
+    Hydra's order: the sweeper's params, then the command line (a later appended config's defaults
+    override an earlier one's). Composing is most of this test's time (0.2 s a point; zoo_2026 has
+    180), and Hydra builds the defaults tree from the group overrides only, then applies the value
+    overrides in their order: points with the same group overrides share one composition, and their
+    values are applied to a copy with Hydra's own function. With `check_every` = k, every k-th point
+    is also composed in full and must be equal."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    bases: dict[tuple[str, ...], object] = {}
+    configs = []
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        # Hydra's order: the sweeper's params, then the command line (a later appended config's
-        # defaults override an earlier one's)
-        return [compose("config", overrides=[*combo, f"+sweep={name}", f"results_dir={results_dir}", *TINY])
-                for combo in _combos(name)]
+        for i, combo in enumerate(_combos(name)):
+            overrides = [*combo, f"+sweep={name}", f"results_dir={results_dir}", *TINY]
+            groups = tuple(o for o in overrides if _is_group(o))
+            if groups not in bases:
+                bases[groups] = compose("config", overrides=list(groups))
+            config = bases[groups].copy()
+            ConfigLoaderImpl._apply_overrides_to_config(
+                parser.parse_overrides([o for o in overrides if not _is_group(o)]), config)
+            if check_every and i % check_every == 0:
+                assert config == compose("config", overrides=overrides), combo
+            configs.append(config)
+    return configs
 
 
 def _expected_status(config) -> str:
@@ -163,7 +191,7 @@ def test_every_sweep_point_composes_validates_and_has_its_own_run_id(name, tmp_p
     from l2c_bench.records.store import run_key
     from l2c_bench.runs.prepare import validate
 
-    configs = _toy_configs(name, tmp_path)
+    configs = _toy_configs(name, tmp_path, check_every=25)  # the shared compositions checked against Hydra's
     assert len(configs) == len(_combos(name)) > 0
     ids: dict[str, str] = {}
     for config in configs:
