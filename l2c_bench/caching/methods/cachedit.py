@@ -94,7 +94,16 @@ class CacheDitHooks:
         cache_dit.refresh_context(transformer, num_inference_steps=self.nfe)  # its context: fresh for this batch
 
     def remove(self, transformer) -> None:
-        import_cache_dit().disable_cache(transformer)
+        # disable_cache warns "Acceleration hooks is disabled" each time: at every batch and timed call
+        # here, where removing the hooks is the plan, not news (a sweep's log had one every second)
+        cache_dit = import_cache_dit()  # (sets its loggers' levels: before ours)
+        interface = logging.getLogger("cache_dit.caching.cache_interface")
+        level = interface.level
+        interface.setLevel(logging.ERROR)
+        try:
+            cache_dit.disable_cache(transformer)
+        finally:
+            interface.setLevel(level)
         for module, (attributes, children) in self._saved.pop(transformer, {}).items():
             module._modules.clear()
             module._modules.update(children)
