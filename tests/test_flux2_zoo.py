@@ -175,9 +175,10 @@ def test_a_flux2_run_writes_an_ok_row(tmp_path):
 
     from l2c_bench.run import run_point
 
-    cfg = compose_config(tmp_path, "model=diffusers", f"model.diffusers_class={FLUX2}", "cache=fora", "tracker=none",
-                         f"steps={NFE}", "metrics.num_samples=4", "metrics.batch_size=4", "metrics.timing_batch=1",
-                         "metrics.timing_repeats=6", "metrics.timing_min_repeats=6", "metrics.interval_resamples=100")
+    # the seeded random toy configuration (latents 4 x 16 x 16), not the trained pixel-space toy weights
+    cfg = compose_config(tmp_path, "model=diffusers", f"model.diffusers_class={FLUX2}", "model.checkpoint=random",
+                         "cache=fora", "tracker=none", f"steps={NFE}", "metrics.num_samples=4", "metrics.batch_size=4",
+                         "metrics.timing_batch=1", "metrics.timing_repeats=6", "metrics.timing_min_repeats=6", "metrics.interval_resamples=100")
     row = run_point(cfg)
     assert row["status"] == "ok", row.get("error")
     assert row["metrics.latent_shape"] == [4, 16, 16]

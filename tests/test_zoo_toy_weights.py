@@ -1,7 +1,7 @@
 """Trained toy weights of the text-to-image diffusers classes (models/zoo/toy_weights.py,
 toy/train_zoo.py): the default toy point loads them in their pixel-space configuration, they
 learned the family objective, training lowers it, and model.checkpoint=random keeps the seeded
-random weights."""
+random weights. Each test runs for every shipped class (PixArt, SD3, Flux, FLUX.2)."""
 
 import pytest
 import torch
@@ -28,6 +28,14 @@ def fixed_loss(model, batch: int = 32, seed: int = 1) -> float:
     x0, labels = make_batch(seed, 0, batch)
     with torch.no_grad():
         return zoo_loss(model, x0, labels, torch.Generator().manual_seed(seed)).item()
+
+
+def test_each_shipped_class_has_its_file_its_configuration_and_its_trainer():
+    """The parametrisations below cover every shipped class, and train_zoo trains each of them."""
+    assert {"PixArtTransformer2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel",
+            "Flux2Transformer2DModel"} <= set(SHIPPED)
+    for cls in SHIPPED:
+        assert asset_path(cls).is_file() and cls in TRAINED_CONFIGS and cls in KIND
 
 
 @pytest.mark.parametrize("cls", sorted(SHIPPED))

@@ -3,11 +3,12 @@
     python -m l2c_bench.toy.train_zoo --model pixart --minutes 10
     python -m l2c_bench.toy.train_zoo --model sd3 --minutes 10
     python -m l2c_bench.toy.train_zoo --model flux --minutes 10
+    python -m l2c_bench.toy.train_zoo --model flux2 --minutes 10
 
 The configurations are models/zoo/toy_weights.py's (pixel space, 3 x 32 x 32, 10 prompts = the 10
 classes). Each family's objective, in the time convention its adapter and sampler use:
 PixArt -- eps-MSE on DiT's linear schedule, integer t in 0..999 (ddim reads the first 3 of its 6
-output channels; the variance channels are not trained, as for the toy DiT); SD3 and Flux --
+output channels; the variance channels are not trained, as for the toy DiT); SD3, Flux and FLUX.2 --
 rectified-flow velocity matching, x_s = (1 - s) x0 + s eps, v = eps - x0, s = the flow sampler's
 shifted schedule shift*u / (1 + (shift - 1) u) at u ~ U(0, 1), model time 1000 s. Labels drop to
 the empty prompt with probability 0.1 (guidance). The loop, EMA and fp16 save are toy/train.py's.
@@ -27,7 +28,8 @@ from ..models.zoo.toy_weights import ASSETS, TRAINED_ARGS, TRAINED_CONFIGS
 from ..sampling.diffusion import linear_betas
 from .train import LABEL_DROP, fit
 
-CLASSES = {"pixart": "PixArtTransformer2DModel", "sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel"}
+CLASSES = {"pixart": "PixArtTransformer2DModel", "sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel",
+           "flux2": "Flux2Transformer2DModel"}
 
 
 def build_trainable(cls: str, seed: int = 0):

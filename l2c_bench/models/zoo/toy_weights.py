@@ -1,4 +1,4 @@
-"""Trained toy weights of the text-to-image classes (PixArt, SD3, Flux): their configurations.
+"""Trained toy weights of the text-to-image classes (PixArt, SD3, Flux, FLUX.2): their configurations.
 
 The seeded toy configurations (TOY_CONFIGS) are latents without a VAE, so a run of them has no
 image metrics, and their random weights make every cached output nearly the uncached one. These
@@ -32,12 +32,18 @@ TRAINED_CONFIGS: dict[str, dict] = {
         patch_size=1, in_channels=12, num_layers=1, num_single_layers=2, attention_head_dim=16,
         num_attention_heads=4, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
         axes_dims_rope=[4, 6, 6]),
+    # FLUX.2 packs as Flux (in_channels 4 x 3, 256 tokens) with 4-axis rope (t, h, w, l): image tokens vary
+    # only in h and w, text tokens only in l, so those get most of the 16 dims
+    "Flux2Transformer2DModel": dict(
+        patch_size=1, in_channels=12, num_layers=1, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=4, joint_attention_dim=32, timestep_guidance_channels=256, guidance_embeds=True,
+        axes_dims_rope=[2, 6, 6, 2]),
 }
-TRAINED_ARGS = {"prompts": 10, "prompt_tokens": 8, "sample_size": 32}  # label i = class i; Flux reads sample_size
+TRAINED_ARGS = {"prompts": 10, "prompt_tokens": 8, "sample_size": 32}  # label i = class i; Flux, FLUX.2 read sample_size
 
 # class -> its shipped file: only the classes whose weights are in toy/assets
 SHIPPED: dict[str, str] = {"PixArtTransformer2DModel": "pixart_toy.pt", "SD3Transformer2DModel": "sd3_toy.pt",
-                           "FluxTransformer2DModel": "flux_toy.pt"}
+                           "FluxTransformer2DModel": "flux_toy.pt", "Flux2Transformer2DModel": "flux2_toy.pt"}
 
 
 def asset_path(cls: str) -> Path | None:

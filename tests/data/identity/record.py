@@ -11,7 +11,9 @@ diffusers hook methods were added later (PyramidAttentionBroadcast and MagCache 
 matched_quality sweep's points after those, then the points of easycache, seacache,
 diffusers_seacache, lemica and hicache, then cachedit_dbcache's and the beyond_video sweep's,
 then the zoo_2026 sweep's, every id before them unchanged; then, deliberately, the toy points of
-PixArt, SD3 and Flux changed when trained toy weights shipped for them: records.store.TRAINED_TOYS.)
+PixArt, SD3 and Flux changed when trained toy weights shipped for them: records.store.TRAINED_TOYS.
+FLUX.2's trained toy weights joined TRAINED_TOYS later and changed no recorded id: no recorded
+point is a FLUX.2 toy point.)
 """
 
 import json
