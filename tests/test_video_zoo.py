@@ -394,7 +394,8 @@ def test_a_wan22_run_writes_a_row_with_the_video_fields(tmp_path):
     from l2c_bench.run import run_point
 
     cfg = compose_config(tmp_path, "model=diffusers", f"model.diffusers_class={WAN}", "cache=fora", "tracker=none",
-                         f"+model.zoo.boundary_ratio={BOUNDARY}", "+model.zoo.guidance_2=3.0", f"steps={NFE}",
+                         "model.checkpoint=random", f"+model.zoo.boundary_ratio={BOUNDARY}", "+model.zoo.guidance_2=3.0",
+                         f"steps={NFE}",
                          "metrics.num_samples=4", "metrics.batch_size=4", "metrics.timing_batch=1",
                          "metrics.timing_repeats=6", "metrics.timing_min_repeats=6", "metrics.interval_resamples=100")
     row = run_point(cfg)
@@ -405,6 +406,47 @@ def test_a_wan22_run_writes_a_row_with_the_video_fields(tmp_path):
     assert row["metrics.temporal_change_ratio"] > 0 and "FID" in row["metrics.video_note"]
     assert row.get("metrics.fid") is None and row["metrics.cached_ratio"] == pytest.approx(0.8)
     assert (tmp_path / row["run_id"] / "samples.png").is_file()
+    # random weights: no converged reference, the fidelity to the twin is the headline
+    assert row.get("metrics.converged_frame_psnr_db") is None and row["metrics.converged_nfe"] == 0
+    assert row["metrics.primary_quality"] == "paired_latent_psnr_db"
+
+
+def test_the_converged_frame_psnr_is_per_frame_against_the_converged_video():
+    g = torch.Generator().manual_seed(1)
+    converged = torch.rand(2, 3, 3, 8, 8, generator=g) * 2 - 1
+    video = (converged + 0.1 * torch.randn(converged.shape, generator=g)).clamp(-1, 1)
+    point = SimpleNamespace(device=torch.device("cpu"), model=None, lpips=None)
+    batch = Batch(point=point, kwargs={}, index=torch.arange(2), result=None, images=video,
+                  fetch=lambda kind: (None, converged) if kind == "converged" else None)
+    assert torch.equal(METRICS["converged_frame_psnr_db"].score(batch), frame_psnr(video, converged))
+    assert METRICS["converged_frame_psnr_db"].score(video_batch(video, converged)) is None  # no converged reference
+    images = Batch(point=point, kwargs={}, index=torch.arange(2), result=None, images=video[:, :, 0],
+                   fetch=lambda kind: (None, converged[:, :, 0]))
+    assert METRICS["converged_frame_psnr_db"].score(images) is None  # an image model's batch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("expert_2", [False, True])
+def test_a_trained_wan_run_is_scored_per_frame_against_the_converged_video(tmp_path, expert_2):
+    """The shipped Wan toy (checkpoint=toy, toy/assets/wan_toy.pt; Wan 2.2: both experts from it):
+    pixel-space clips with the converged reference, its per-frame PSNR the headline quality."""
+    from conftest import compose_config
+
+    from l2c_bench.run import run_point
+
+    wan22 = [f"+model.zoo.boundary_ratio={BOUNDARY}"] if expert_2 else []
+    cfg = compose_config(tmp_path, "model=diffusers", f"model.diffusers_class={WAN}", "cache=fora", "tracker=none",
+                         f"steps={NFE}", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.converged_nfe=20",
+                         "metrics.timing_batch=1", "metrics.timing_repeats=2", "metrics.timing_min_repeats=2",
+                         "metrics.interval_resamples=100", *wan22)
+    row = run_point(cfg)
+    assert row["status"] == "ok", row.get("error")
+    assert row["metrics.latent_shape"] == [3, 3, 32, 32]
+    assert row["metrics.primary_quality"] == "converged_frame_psnr_db" and row["metrics.converged_nfe"] == 20
+    low, value, high = (row[f"metrics.converged_frame_psnr_db{k}"] for k in ("_ci_low", "", "_ci_high"))
+    assert 0 < low <= value <= high < math.inf
+    assert row["metrics.converged_image_ssim"] is not None and row.get("metrics.fid_vs_converged") is None
+    assert "converged_frame_psnr_db" in row["metrics.video_note"]
 
 
 def test_a_wan22_two_expert_run_composes_and_dropped_branches_are_zero_tensors(wan22):

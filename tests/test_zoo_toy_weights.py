@@ -1,7 +1,7 @@
 """Trained toy weights of the text-to-image diffusers classes (models/zoo/toy_weights.py,
 toy/train_zoo.py): the default toy point loads them in their pixel-space configuration, they
 learned the family objective, training lowers it, and model.checkpoint=random keeps the seeded
-random weights. Each test runs for every shipped class (PixArt, SD3, Flux, FLUX.2)."""
+random weights. Each test runs for every shipped class (PixArt, SD3, Flux, FLUX.2, Wan: clips)."""
 
 import pytest
 import torch
@@ -12,8 +12,7 @@ from l2c_bench.models.loading import checkpoint_path, file_sha256, load_model, m
 from l2c_bench.models.zoo import TOY_CONFIGS, build_zoo
 from l2c_bench.models.zoo.toy_weights import SHIPPED, TRAINED_CONFIGS, asset_path
 from l2c_bench.runs.prepare import describe
-from l2c_bench.toy.data import make_batch
-from l2c_bench.toy.train_zoo import CLASSES, build_trainable, zoo_loss
+from l2c_bench.toy.train_zoo import CLASSES, batches, build_trainable, zoo_loss
 
 CPU = torch.device("cpu")
 KIND = {cls: kind for kind, cls in CLASSES.items()}
@@ -25,7 +24,7 @@ def spec(tmp_path, cls, *overrides):
 
 def fixed_loss(model, batch: int = 32, seed: int = 1) -> float:
     """The family objective on one fixed batch with fixed noise and times (no gradient)."""
-    x0, labels = make_batch(seed, 0, batch)
+    x0, labels = batches(model)(seed, 0, batch)  # images, or clips for Wan
     with torch.no_grad():
         return zoo_loss(model, x0, labels, torch.Generator().manual_seed(seed)).item()
 
@@ -33,7 +32,7 @@ def fixed_loss(model, batch: int = 32, seed: int = 1) -> float:
 def test_each_shipped_class_has_its_file_its_configuration_and_its_trainer():
     """The parametrisations below cover every shipped class, and train_zoo trains each of them."""
     assert {"PixArtTransformer2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel",
-            "Flux2Transformer2DModel"} <= set(SHIPPED)
+            "Flux2Transformer2DModel", "WanTransformer3DModel"} <= set(SHIPPED)
     for cls in SHIPPED:
         assert asset_path(cls).is_file() and cls in TRAINED_CONFIGS and cls in KIND
 
@@ -87,7 +86,7 @@ def test_training_reduces_the_loss_on_fixed_batches(kind):
     torch.manual_seed(0)
     model = build_trainable(CLASSES[kind], seed=0).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = make_batch(3, 0, 4)
+    x, y = batches(model)(3, 0, 4)
 
     def loss(grad: bool = False):
         with torch.set_grad_enabled(grad):

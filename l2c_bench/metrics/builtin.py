@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from ..engine.model import latent_shape
 from .frames import as_frames, is_video, per_sample_mean
 from .intervals import paired_fields, quality_fields
 from .quality import paired_scores, paired_sums
@@ -30,7 +31,8 @@ class Cost(Metric):
 
 @register
 class Converged(Metric):
-    """Against the converged reference (metrics/converged.py): paired MSE/PSNR, FID/KID vs converged."""
+    """Against the converged reference (metrics/converged.py): paired MSE/PSNR, FID/KID vs converged
+    (images only: a video has no feature network; its per-frame PSNR is metrics/video.py's)."""
 
     name = "converged"
     directions = {"converged_latent_mse": False, "converged_latent_psnr_db": True, "converged_image_mse": False,
@@ -48,7 +50,7 @@ class Converged(Metric):
         from .converged import row_metrics
 
         point = scoring.point
-        return row_metrics(point.run, point.sampler, part, point.features is not None)
+        return row_metrics(point.run, point.sampler, part, point.images, video=len(latent_shape(point.model)) == 4)
 
     SUMS = {"latent": "converged_latent_se", "image": "converged_image_se"}  # part keys of its squared errors
 

@@ -38,6 +38,10 @@ CONVERGED_SAMPLERS = DEFAULT_SAMPLERS
 # not the run's latent range. Stochastic samplers have no paired scores: theirs is FID vs converged.
 TOY_PRIMARY_QUALITY = "converged_image_psnr_db"
 TOY_PRIMARY_QUALITY_STOCHASTIC = "fid_vs_converged"
+# A video's: the mean over its frames of each frame's image PSNR against the converged video's frame
+# (metrics/video.py; no feature network, so no FID): it separates the trained Wan toy's uncached NFE
+# 10, 20 and 50 (docs/diffusers.md, "Trained toy weights").
+TOY_PRIMARY_QUALITY_VIDEO = "converged_frame_psnr_db"
 
 PAIRED_KEYS = ("converged_latent_mse", "converged_latent_psnr_db", "converged_image_mse", "converged_image_psnr_db")
 
@@ -60,7 +64,8 @@ def check_converged(run: RunDescription) -> None:
 
 def enabled(run: RunDescription, has_features: bool) -> bool:
     """Scored against the converged reference: configured, and the weights are real (random
-    weights have no quality metrics and no shared references)."""
+    weights have no quality metrics and no shared references) and give images or frames
+    (`has_features`: runs.prepare.Point.images)."""
     return bool(run.metrics.converged_nfe) and has_features
 
 
@@ -73,11 +78,14 @@ def reference_kwargs(kwargs: dict, family: str, nfe: int) -> dict:
 def batch_statistics(latents: torch.Tensor, images: torch.Tensor, reference_latents: torch.Tensor,
                      reference_images: torch.Tensor, features) -> dict[str, torch.Tensor]:
     """One batch's per-sample statistics against its converged reference (`quality.paired_sums`,
-    the reference latents' range in float64) and the reference's features (n, D)."""
+    the reference latents' range in float64) and the reference's features (n, D; none without a
+    feature network: video)."""
     sums = paired_sums(latents, images, reference_latents.cpu().double(), reference_images)
-    reference_features, _ = features.embed(reference_images)
-    return {"converged_latent_se": sums["latent_se"], "converged_latent_range": sums["latent_range"],
-            "converged_image_se": sums["image_se"], "converged_features": torch.from_numpy(reference_features)}
+    out = {"converged_latent_se": sums["latent_se"], "converged_latent_range": sums["latent_range"],
+           "converged_image_se": sums["image_se"]}
+    if features is not None:
+        out["converged_features"] = torch.from_numpy(features.embed(reference_images)[0])
+    return out
 
 
 def scores(part: dict) -> dict[str, float]:
@@ -88,7 +96,7 @@ def scores(part: dict) -> dict[str, float]:
     out = {**paired_scores("converged", part["converged_latent_se"], part["converged_image_se"],
                            part["converged_latent_range"], part["latent_numel"], part["image_numel"]),
            "fid_vs_converged": None, "kid_vs_converged": None}
-    if len(part["converged_latent_se"]) >= 2:  # statistics need two samples
+    if len(part["converged_latent_se"]) >= 2 and part.get("converged_features") is not None:  # two samples, features
         features, reference = part["features"].numpy(), part["converged_features"].numpy()
         out["fid_vs_converged"] = fid_from_statistics(*feature_statistics(features), *feature_statistics(reference))
         out["kid_vs_converged"] = paired_kid(features, reference)  # rows are pairs: not `kid`
@@ -100,21 +108,25 @@ def stochastic(run: RunDescription, sampler: str) -> bool:
     return SAMPLERS[sampler].stochastic or (sampler == "ddim" and run.sampler.eta != 0)
 
 
-def primary_quality(run: RunDescription, sampler: str, has_features: bool) -> str | None:
+def primary_quality(run: RunDescription, sampler: str, has_features: bool, video: bool = False) -> str | None:
     """The metric (row key without `metrics.`) a row's headline quality is on: at toy scale with
-    the converged reference on, TOY_PRIMARY_QUALITY (stochastic samplers: ..._STOCHASTIC);
-    otherwise FID against the data. Without image metrics (random weights, or latents without a
-    VAE): the fidelity to the uncached twin, which every cached row has."""
+    the converged reference on, TOY_PRIMARY_QUALITY (stochastic samplers: ..._STOCHASTIC; video:
+    ..._VIDEO); otherwise FID against the data. Without image metrics (random weights, or latents
+    without a VAE): the fidelity to the uncached twin, which every cached row has."""
     if not has_features:
         return "paired_latent_psnr_db"
     if run.scale.name == "toy" and enabled(run, has_features):
+        if video:
+            return None if stochastic(run, sampler) else TOY_PRIMARY_QUALITY_VIDEO
         return TOY_PRIMARY_QUALITY_STOCHASTIC if stochastic(run, sampler) else TOY_PRIMARY_QUALITY
+    if video:
+        return "paired_latent_psnr_db"
     return "fid" if run.metrics.fid else None
 
 
-def row_metrics(run: RunDescription, sampler: str, part: dict, has_features: bool) -> dict:
+def row_metrics(run: RunDescription, sampler: str, part: dict, has_features: bool, video: bool = False) -> dict:
     """The row's converged-reference fields (flat, without `metrics.`), from a whole run's part."""
-    out = {"converged_nfe": 0, "primary_quality": primary_quality(run, sampler, has_features)}
+    out = {"converged_nfe": 0, "primary_quality": primary_quality(run, sampler, has_features, video)}
     if not enabled(run, has_features):
         return out
     out.update(converged_nfe=run.metrics.converged_nfe, converged_sampler=CONVERGED_SAMPLERS[run.model.family],

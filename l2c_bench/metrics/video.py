@@ -5,6 +5,11 @@ after the image ones (metrics/registry.py):
   frame by frame: the mean over its frames of each frame's PSNR (images in [-1, 1], peak 2), then
   the run's mean with its jackknife interval. Without a VAE the "images" are the latents clamped
   to [-1, 1], as for the toy image classes' paired image PSNR.
+- `converged_frame_psnr_db`: the same per-frame PSNR against the converged reference video
+  (metrics/converged.py: the family's ODE sampler at metrics.converged_nfe, uncached, same seed),
+  where the weights are trained (the shipped Wan toy; random weights have no reference): the
+  headline quality of a toy video row (converged.TOY_PRIMARY_QUALITY_VIDEO). The converged
+  metric's whole-video MSE/PSNR and SSIM come with it; FID/KID vs converged need a video network.
 - `temporal_change_ratio`: how much the cached video moves between consecutive frames relative to
   its uncached twin: mean |frame f+1 - frame f| of the cached video over the twin's, per sample,
   then the run's mean. 1 = the twin's motion; above 1 the cache adds flicker, below it freezes
@@ -24,9 +29,11 @@ from ..engine.model import latent_shape
 from .frames import frame_psnr, is_video, temporal_change
 from .registry import Batch, Metric, PerSampleMean, Scoring, register
 
-VIDEO_NOTE = ("video: FID, KID, IS, precision/recall, class accuracy and the converged-reference scores are image-set "
-              "metrics (an image network's features), skipped; per frame: paired_frame_psnr_db, SSIM and LPIPS "
-              "(each frame an image, averaged per video), CLIP score (mean over frames); temporal_change_ratio")
+VIDEO_NOTE = ("video: FID, KID, IS, precision/recall, class accuracy, FID/KID vs converged are image-set metrics (an "
+              "image network's features), skipped; per frame: paired_frame_psnr_db, SSIM and LPIPS (each frame an "
+              "image, averaged per video), CLIP score (mean over frames); with trained weights also "
+              "converged_frame_psnr_db and the converged MSE/PSNR/SSIM (random weights: no converged reference); "
+              "temporal_change_ratio")
 
 
 def _paired_videos(batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -48,6 +55,23 @@ class PairedFramePsnr(PerSampleMean):
     def score(self, batch: Batch) -> torch.Tensor | None:
         pair = _paired_videos(batch)
         return None if pair is None else frame_psnr(*pair)
+
+
+@register
+class ConvergedFramePsnr(PerSampleMean):
+    """Per video, the mean over frames of each frame's PSNR against the converged reference's frame
+    (dB); only where the converged reference is on and paired (a deterministic sampler)."""
+
+    name = "converged_frame_psnr_db"
+    part_keys = ("converged_frame_psnr_db",)
+    bounds = (0.0, math.inf)
+    requires = "converged_image_mse"  # None on a stochastic sampler's row: no seed-by-seed pairs
+
+    def score(self, batch: Batch) -> torch.Tensor | None:
+        if not is_video(batch.images):
+            return None
+        converged = batch.reference("converged")
+        return None if converged is None else frame_psnr(batch.images, converged[1])
 
 
 @register

@@ -228,7 +228,9 @@ class Diffusers:
                                  "pretrained (with model.pretrained)")
         path = cls.checkpoint_path(spec)
         if cls.trained_toy(spec):  # shipped trained toy weights (zoo/toy_weights.py), in their configuration
-            return load_checkpoint(cls.build(spec), path)
+            from .zoo.toy_weights import load_trained
+
+            return load_trained(cls.build(spec), path)
         if path not in ("toy", "random"):  # our toy asset, converted (DiTTransformer2DModel)
             if spec.scale != "toy":
                 raise RunConfigError("model.checkpoint=toy only exists at scale=toy")

@@ -156,6 +156,7 @@ class Point:
     artifacts: dict  # the learned router or calibration file the method uses, for the row
     features: object | None = None  # the feature network (metrics.features); None: no quality metrics
     model_sha256: str | None = None  # the weights' content hash (None: random weights)
+    images: bool = False  # trained weights whose samples are images or frames: scored against the converged reference
     graphs: SamplingGraphs | None = None  # cuda_graph=true: the captured sampling loops
     branch_change: list | None = None  # metrics.layer_error: (nfe, blocks, 2), measured in prepare()
     clip: object | None = None  # metrics.clip_model: the CLIP scorer (metrics/clip.py)
@@ -220,7 +221,7 @@ def prepare(cfg: DictConfig) -> Point:
     images = model_sha256 is not None and (vae is not None or model.in_channels == 3)
     video = len(latent_shape(model)) == 4  # (C, F, H, W)
     return Point(run=run, device=device, model=model, vae=vae, cache=cache, shard=shard, artifacts=artifacts,
-                 model_sha256=model_sha256, graphs=graphs, branch_change=change,
+                 model_sha256=model_sha256, images=images, graphs=graphs, branch_change=change,
                  **metric_networks(run, device, images=images, video=video))
 
 

@@ -97,7 +97,7 @@ def batch_reference(point: Point, kwargs: dict, kind: str,
     if kind == "uncached":
         return None if point.cache is None else stored_reference(point, kwargs, "uncached", counts)
     if kind == "converged":
-        if not (run.metrics.converged_nfe and point.features is not None):
+        if not (run.metrics.converged_nfe and point.images):
             return None
         return stored_reference(point, reference_kwargs(kwargs, point.model.family, run.metrics.converged_nfe),
                                 "converged", counts)

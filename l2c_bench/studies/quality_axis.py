@@ -29,6 +29,7 @@ AXES = (
     ("converged_latent_psnr_db", "latent PSNR vs conv (dB)", True),
     ("converged_latent_mse", "latent MSE vs conv", False),
     ("converged_image_psnr_db", "image PSNR vs conv (dB)", True),
+    ("converged_frame_psnr_db", "frame PSNR vs conv (dB)", True),  # video: per frame, mean per video
     ("fid_vs_converged", "FID vs conv", False),
     ("kid_vs_converged", "KID vs conv", False),
 )

@@ -4,11 +4,13 @@
     python -m l2c_bench.toy.train_zoo --model sd3 --minutes 10
     python -m l2c_bench.toy.train_zoo --model flux --minutes 10
     python -m l2c_bench.toy.train_zoo --model flux2 --minutes 10
+    python -m l2c_bench.toy.train_zoo --model wan --minutes 24
 
 The configurations are models/zoo/toy_weights.py's (pixel space, 3 x 32 x 32, 10 prompts = the 10
-classes). Each family's objective, in the time convention its adapter and sampler use:
+classes; Wan: toy/video_data.py's clips of them, 3 x 3 x 32 x 32). Each family's objective, in the
+time convention its adapter and sampler use:
 PixArt -- eps-MSE on DiT's linear schedule, integer t in 0..999 (ddim reads the first 3 of its 6
-output channels; the variance channels are not trained, as for the toy DiT); SD3, Flux and FLUX.2 --
+output channels; the variance channels are not trained, as for the toy DiT); SD3, Flux, FLUX.2 and Wan --
 rectified-flow velocity matching, x_s = (1 - s) x0 + s eps, v = eps - x0, s = the flow sampler's
 shifted schedule shift*u / (1 + (shift - 1) u) at u ~ U(0, 1), model time 1000 s. Labels drop to
 the empty prompt with probability 0.1 (guidance). The loop, EMA and fp16 save are toy/train.py's.
@@ -23,13 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.model import latent_shape
 from ..models.zoo import build, zoo_args
 from ..models.zoo.toy_weights import ASSETS, TRAINED_ARGS, TRAINED_CONFIGS
 from ..sampling.diffusion import linear_betas
+from .data import make_batch
 from .train import LABEL_DROP, fit
+from .video_data import make_clip_batch
 
 CLASSES = {"pixart": "PixArtTransformer2DModel", "sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel",
-           "flux2": "Flux2Transformer2DModel"}
+           "flux2": "Flux2Transformer2DModel", "wan": "WanTransformer3DModel"}
 
 
 def build_trainable(cls: str, seed: int = 0):
@@ -40,7 +45,8 @@ def build_trainable(cls: str, seed: int = 0):
 
 
 def zoo_loss(model, x0: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """The family's objective on clean images x0 (N, 3, 32, 32) in [-1, 1] with class labels (N,)."""
+    """The family's objective on clean images x0 (N, 3, 32, 32) or clips (N, 3, F, 32, 32) in [-1, 1]
+    with class labels (N,)."""
     n = x0.shape[0]
     eps = torch.randn(x0.shape, generator=g)
     drop = torch.rand(n, generator=g) < LABEL_DROP
@@ -54,9 +60,15 @@ def zoo_loss(model, x0: torch.Tensor, labels: torch.Tensor, g: torch.Generator) 
     u = torch.rand(n, generator=g)
     shift = model.flow_shift
     sigma = shift * u / (1 + (shift - 1) * u)  # (N,) the sampler's shifted sigmas, uniform in its timesteps
-    s = sigma[:, None, None, None]
+    s = sigma.reshape(-1, *[1] * (x0.ndim - 1))
     out = model((1 - s) * x0 + s * eps, 1000 * sigma, labels)
     return F.mse_loss(out, eps - x0)
+
+
+def batches(model):
+    """The training stream of `model`: procedural images, or clips of them for a video model
+    (latents (C, F, H, W))."""
+    return make_clip_batch if len(latent_shape(model)) == 4 else make_batch
 
 
 def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int, out: Path | None,
@@ -65,7 +77,8 @@ def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float,
     g = torch.Generator().manual_seed(seed)
     model = build_trainable(CLASSES[kind], seed).train()
     return fit(model, lambda model, x0, labels: zoo_loss(model, x0, labels, g), kind=kind, minutes=minutes,
-               max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed, out=out, init=init, mininterval=10)
+               max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed, out=out, init=init, mininterval=10,
+               batches=batches(model))
 
 
 def main(argv=None) -> None:

@@ -5,6 +5,9 @@ image metrics, and their random weights make every cached output nearly the unca
 configurations work in pixel space instead, on the procedural set (toy/data.py: 3 x 32 x 32, 10
 classes): label i is class i through a 10-prompt seeded bank (row 10 the empty prompt, the null
 label), so the toy classifier, image PSNR and the converged reference apply as for the toy DiT.
+Wan (video) learns toy/video_data.py's clips of those classes (3 x 3 x 32 x 32, the pattern
+moving): its rows score each frame against the converged reference video (metrics/video.py; no
+image-set metrics), and Wan 2.2's two experts both load the one trained file (`load_trained`).
 `python -m l2c_bench.toy.train_zoo` trains them (docs/diffusers.md gives the commands);
 model.checkpoint=toy loads the shipped file, model.checkpoint=random keeps TOY_CONFIGS' seeded
 random weights (speed studies).
@@ -38,14 +41,36 @@ TRAINED_CONFIGS: dict[str, dict] = {
         patch_size=1, in_channels=12, num_layers=1, num_single_layers=2, attention_head_dim=16,
         num_attention_heads=4, joint_attention_dim=32, timestep_guidance_channels=256, guidance_embeds=True,
         axes_dims_rope=[2, 6, 6, 2]),
+    # video: 3 frames of 32 x 32 pixels (toy/video_data.py's clips), patch (1, 4, 4): 192 tokens
+    "WanTransformer3DModel": dict(
+        patch_size=[1, 4, 4], num_attention_heads=4, attention_head_dim=16, in_channels=3, out_channels=3,
+        text_dim=32, freq_dim=64, ffn_dim=256, num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32),
 }
 TRAINED_ARGS = {"prompts": 10, "prompt_tokens": 8, "sample_size": 32}  # label i = class i; Flux, FLUX.2 read sample_size
 
 # class -> its shipped file: only the classes whose weights are in toy/assets
 SHIPPED: dict[str, str] = {"PixArtTransformer2DModel": "pixart_toy.pt", "SD3Transformer2DModel": "sd3_toy.pt",
-                           "FluxTransformer2DModel": "flux_toy.pt", "Flux2Transformer2DModel": "flux2_toy.pt"}
+                           "FluxTransformer2DModel": "flux_toy.pt", "Flux2Transformer2DModel": "flux2_toy.pt",
+                           "WanTransformer3DModel": "wan_toy.pt"}
 
 
 def asset_path(cls: str) -> Path | None:
     """The shipped trained toy weights of `cls`, None where it has none."""
     return ASSETS / SHIPPED[cls] if cls in SHIPPED else None
+
+
+def load_trained(model, path: Path):
+    """`model` (built in its TRAINED_CONFIGS configuration) with the trained weights at `path`,
+    strictly. Wan 2.2's two experts (model.zoo.boundary_ratio) both start from the one trained Wan
+    file: at toy scale they are the same network, switched as the pipeline switches them (the
+    switch still restarts every cache, engine.core.restarted)."""
+    from ..checkpoint import check_state_dict, read_state_dict
+
+    state = read_state_dict(path)
+    if getattr(model, "transformer_2", None) is not None and not any(k.startswith("transformer_2.") for k in state):
+        state.update({"transformer_2." + k.removeprefix("transformer."): v for k, v in list(state.items())
+                      if k.startswith("transformer.")})
+    check_state_dict(model, state, f"trained toy weights {path}")
+    model.load_state_dict(state, strict=True)
+    return model

@@ -13,7 +13,8 @@ diffusers_seacache, lemica and hicache, then cachedit_dbcache's and the beyond_v
 then the zoo_2026 sweep's, every id before them unchanged; then, deliberately, the toy points of
 PixArt, SD3 and Flux changed when trained toy weights shipped for them: records.store.TRAINED_TOYS.
 FLUX.2's trained toy weights joined TRAINED_TOYS later and changed no recorded id: no recorded
-point is a FLUX.2 toy point.)
+point is a FLUX.2 toy point. Then, deliberately, Wan's toy points changed when its trained toy
+weights shipped: the beyond_video sweep's 44 and zoo_2026's 36 Wan points, every other id unchanged.)
 """
 
 import json
