@@ -14,7 +14,9 @@ then the zoo_2026 sweep's, every id before them unchanged; then, deliberately, t
 PixArt, SD3 and Flux changed when trained toy weights shipped for them: records.store.TRAINED_TOYS.
 FLUX.2's trained toy weights joined TRAINED_TOYS later and changed no recorded id: no recorded
 point is a FLUX.2 toy point. Then, deliberately, Wan's toy points changed when its trained toy
-weights shipped: the beyond_video sweep's 44 and zoo_2026's 36 Wan points, every other id unchanged.)
+weights shipped: the beyond_video sweep's 44 and zoo_2026's 36 Wan points, every other id unchanged.
+Then, deliberately, zoo_2026's 180 points changed when its timed calls became 2 samples
+(metrics.timing_batch), and FLUX.2's 36 points joined it, every other id unchanged.)
 """
 
 import json
