@@ -16,6 +16,8 @@ def test_clips_are_a_pure_function_of_seed_and_index():
     assert not torch.equal(a, make_clip_batch(3, 8, 8)[0]) and not torch.equal(a, make_clip_batch(4, 7, 8)[0])
     assert torch.equal(make_clips(labels[:3], 5), make_clips(labels[:3], 5)) and FRAMES == TOY_FRAMES
     assert make_clips(torch.arange(NUM_CLASSES), 0, frames=5).shape[2] == 5
+    pooled = make_clips(labels[:3], 5, size=8)  # LTX-Video's: the 32 x 32 frames average-pooled 4x
+    assert torch.allclose(pooled, make_clips(labels[:3], 5).unflatten(3, (8, 4)).unflatten(5, (8, 4)).mean((4, 6)), atol=1e-6)
 
 
 def test_every_class_moves_more_than_its_pixel_noise():

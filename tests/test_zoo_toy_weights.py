@@ -1,7 +1,7 @@
 """Trained toy weights of the text-to-image diffusers classes (models/zoo/toy_weights.py,
 toy/train_zoo.py): the default toy point loads them in their pixel-space configuration, they
 learned the family objective, training lowers it, and model.checkpoint=random keeps the seeded
-random weights. Each test runs for every shipped class (PixArt, SD3, Flux, FLUX.2, Wan: clips)."""
+random weights. Each test runs for every shipped class (PixArt, SD3, Flux, FLUX.2; Wan, LTX-Video: clips)."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ from conftest import compose_config
 from l2c_bench.models.checkpoint import read_state_dict
 from l2c_bench.models.loading import checkpoint_path, file_sha256, load_model, model_fingerprint
 from l2c_bench.models.zoo import TOY_CONFIGS, build_zoo
-from l2c_bench.models.zoo.toy_weights import SHIPPED, TRAINED_CONFIGS, asset_path
+from l2c_bench.models.zoo.toy_weights import SHIPPED, TRAINED_CONFIGS, asset_path, trained_args
 from l2c_bench.runs.prepare import describe
 from l2c_bench.toy.train_zoo import CLASSES, batches, build_trainable, zoo_loss
 
@@ -32,7 +32,7 @@ def fixed_loss(model, batch: int = 32, seed: int = 1) -> float:
 def test_each_shipped_class_has_its_file_its_configuration_and_its_trainer():
     """The parametrisations below cover every shipped class, and train_zoo trains each of them."""
     assert {"PixArtTransformer2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel",
-            "Flux2Transformer2DModel", "WanTransformer3DModel"} <= set(SHIPPED)
+            "Flux2Transformer2DModel", "WanTransformer3DModel", "LTXVideoTransformer3DModel"} <= set(SHIPPED)
     for cls in SHIPPED:
         assert asset_path(cls).is_file() and cls in TRAINED_CONFIGS and cls in KIND
 
@@ -43,7 +43,8 @@ def test_default_toy_point_loads_the_shipped_weights(tmp_path, cls):
     assert s.checkpoint == "toy" and checkpoint_path(s) == asset_path(cls)
     model, vae = load_model(s, CPU)
     # pixel space, the trained configuration: images without a VAE, label i = class i of the toy set
-    assert vae is None and model.in_channels == 3 and model.input_size == 32 and model.num_classes == 10
+    assert vae is None and model.in_channels == 3 and model.num_classes == 10
+    assert model.input_size == trained_args(cls)["sample_size"]  # 32; LTX-Video 8 (a token per pixel)
     assert {k: v for k, v in model.transformer.config.items() if k in TRAINED_CONFIGS[cls]} == {
         k: list(v) if isinstance(v, list) else v for k, v in TRAINED_CONFIGS[cls].items()}
     state = read_state_dict(asset_path(cls))

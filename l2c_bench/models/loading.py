@@ -156,9 +156,10 @@ class Diffusers:
                 config = None
             settings = cls._settings(spec)
             if cls.trained_toy(spec):
-                from .zoo.toy_weights import TRAINED_ARGS, TRAINED_CONFIGS
+                from .zoo.toy_weights import TRAINED_CONFIGS, trained_args
 
-                config, settings = TRAINED_CONFIGS[spec.diffusers_class], {**TRAINED_ARGS, **settings}
+                config = TRAINED_CONFIGS[spec.diffusers_class]
+                settings = {**trained_args(spec.diffusers_class), **settings}
             args = zoo_args(spec.diffusers_class, config, **settings)
         except TypeError as exc:
             raise RunConfigError(f"model.zoo: {exc}; valid keys: the fields of models.zoo.ZooArgs") from None

@@ -36,7 +36,7 @@ SEEDING = "disjoint-blocks-2^20"
 # store's older random-weight rows are not taken for the trained model's (other classes: unchanged)
 TRAINED_TOYS = {"PixArtTransformer2DModel": "trained-1", "SD3Transformer2DModel": "trained-1",
                 "FluxTransformer2DModel": "trained-1", "Flux2Transformer2DModel": "trained-1",
-                "WanTransformer3DModel": "trained-1"}
+                "WanTransformer3DModel": "trained-1", "LTXVideoTransformer3DModel": "trained-1"}
 # Config keys that do not change what a run computes: excluded from its identity.
 NON_IDENTITY_KEYS = ("results_dir", "reference_dir", "force", "tracker", "device", "shard")
 # keys added since rows were first written, left out of a run's identity at these values (what

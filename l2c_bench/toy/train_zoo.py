@@ -5,12 +5,13 @@
     python -m l2c_bench.toy.train_zoo --model flux --minutes 10
     python -m l2c_bench.toy.train_zoo --model flux2 --minutes 10
     python -m l2c_bench.toy.train_zoo --model wan --minutes 24
+    python -m l2c_bench.toy.train_zoo --model ltx --minutes 22
 
 The configurations are models/zoo/toy_weights.py's (pixel space, 3 x 32 x 32, 10 prompts = the 10
-classes; Wan: toy/video_data.py's clips of them, 3 x 3 x 32 x 32). Each family's objective, in the
-time convention its adapter and sampler use:
+classes; Wan: toy/video_data.py's clips of them, 3 x 3 x 32 x 32; LTX-Video: those 4x pooled,
+3 x 3 x 8 x 8). Each family's objective, in the time convention its adapter and sampler use:
 PixArt -- eps-MSE on DiT's linear schedule, integer t in 0..999 (ddim reads the first 3 of its 6
-output channels; the variance channels are not trained, as for the toy DiT); SD3, Flux, FLUX.2 and Wan --
+output channels; the variance channels are not trained, as for the toy DiT); SD3, Flux, FLUX.2, Wan, LTX --
 rectified-flow velocity matching, x_s = (1 - s) x0 + s eps, v = eps - x0, s = the flow sampler's
 shifted schedule shift*u / (1 + (shift - 1) u) at u ~ U(0, 1), model time 1000 s. Labels drop to
 the empty prompt with probability 0.1 (guidance). The loop, EMA and fp16 save are toy/train.py's.
@@ -19,6 +20,7 @@ the empty prompt with probability 0.1 (guidance). The loop, EMA and fp16 save ar
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +29,21 @@ import torch.nn.functional as F
 
 from ..engine.model import latent_shape
 from ..models.zoo import build, zoo_args
-from ..models.zoo.toy_weights import ASSETS, TRAINED_ARGS, TRAINED_CONFIGS
+from ..models.zoo.toy_weights import ASSETS, TRAINED_CONFIGS, trained_args
 from ..sampling.diffusion import linear_betas
 from .data import make_batch
 from .train import LABEL_DROP, fit
 from .video_data import make_clip_batch
 
 CLASSES = {"pixart": "PixArtTransformer2DModel", "sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel",
-           "flux2": "Flux2Transformer2DModel", "wan": "WanTransformer3DModel"}
+           "flux2": "Flux2Transformer2DModel", "wan": "WanTransformer3DModel", "ltx": "LTXVideoTransformer3DModel"}
 
 
 def build_trainable(cls: str, seed: int = 0):
     """The wrapped class in its trained-toy configuration, freshly initialised from `seed`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build(zoo_args(cls, TRAINED_CONFIGS[cls], **TRAINED_ARGS))
+        return build(zoo_args(cls, TRAINED_CONFIGS[cls], **trained_args(cls)))
 
 
 def zoo_loss(model, x0: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -68,7 +70,8 @@ def zoo_loss(model, x0: torch.Tensor, labels: torch.Tensor, g: torch.Generator) 
 def batches(model):
     """The training stream of `model`: procedural images, or clips of them for a video model
     (latents (C, F, H, W))."""
-    return make_clip_batch if len(latent_shape(model)) == 4 else make_batch
+    shape = latent_shape(model)
+    return partial(make_clip_batch, frames=shape[1], size=shape[2]) if len(shape) == 4 else make_batch
 
 
 def train(kind: str, minutes: float, max_steps: int, batch_size: int, lr: float, seed: int, out: Path | None,

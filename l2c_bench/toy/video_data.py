@@ -13,13 +13,14 @@ import math
 
 import torch
 
-from .data import NUM_CLASSES, _colours, _mask_draws, _render
+from .data import IMAGE_SIZE, NUM_CLASSES, _colours, _mask_draws, _render
 
 FRAMES = 3  # the toy video models' frames (models.zoo.TOY_FRAMES; tests check they agree)
 
 
-def make_clips(labels: torch.Tensor, seed: int, frames: int = FRAMES) -> torch.Tensor:
-    """Clips for the given labels, (N,) -> (N, 3, F, 32, 32) in [-1, 1], deterministic in (seed, labels)."""
+def make_clips(labels: torch.Tensor, seed: int, frames: int = FRAMES, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Clips for the given labels, (N,) -> (N, 3, F, size, size) in [-1, 1], deterministic in (seed,
+    labels); `size` below 32 average-pools the 32 x 32 frames (a divisor of 32: LTX-Video's 8)."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     g = torch.Generator().manual_seed(int(seed))
     n = len(labels)
@@ -32,11 +33,17 @@ def make_clips(labels: torch.Tensor, seed: int, frames: int = FRAMES) -> torch.T
                                  (start + f) * speed * torch.sin(angle)) for f in range(frames)], dim=1)
     clips = masks[:, None] * fg[:, :, None, None, None] + (1 - masks[:, None]) * bg[:, :, None, None, None]
     clips = clips + 0.03 * torch.randn(clips.shape, generator=g)  # (N, 3, F, 32, 32)
-    return (clips * 2 - 1).clamp(-1, 1)
+    clips = (clips * 2 - 1).clamp(-1, 1)
+    if size != IMAGE_SIZE:
+        if IMAGE_SIZE % size:
+            raise ValueError(f"clip size {size} must divide {IMAGE_SIZE}")
+        clips = torch.nn.functional.avg_pool3d(clips, (1, IMAGE_SIZE // size, IMAGE_SIZE // size))
+    return clips
 
 
-def make_clip_batch(seed: int, index: int, batch_size: int, frames: int = FRAMES) -> tuple[torch.Tensor, torch.Tensor]:
+def make_clip_batch(seed: int, index: int, batch_size: int, frames: int = FRAMES,
+                    size: int = IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch `index` of the clip stream with `seed`: balanced random labels and their clips."""
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
     labels = torch.randint(0, NUM_CLASSES, (batch_size,), generator=g)
-    return make_clips(labels, int(seed) * 7_919 + int(index) * 104_729 + 1, frames), labels
+    return make_clips(labels, int(seed) * 7_919 + int(index) * 104_729 + 1, frames, size), labels

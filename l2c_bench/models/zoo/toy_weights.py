@@ -7,7 +7,8 @@ classes): label i is class i through a 10-prompt seeded bank (row 10 the empty p
 label), so the toy classifier, image PSNR and the converged reference apply as for the toy DiT.
 Wan (video) learns toy/video_data.py's clips of those classes (3 x 3 x 32 x 32, the pattern
 moving): its rows score each frame against the converged reference video (metrics/video.py; no
-image-set metrics), and Wan 2.2's two experts both load the one trained file (`load_trained`).
+image-set metrics), and Wan 2.2's two experts both load the one trained file (`load_trained`);
+LTX-Video, a token per pixel, learns the same clips average-pooled to 3 x 3 x 8 x 8.
 `python -m l2c_bench.toy.train_zoo` trains them (docs/diffusers.md gives the commands);
 model.checkpoint=toy loads the shipped file, model.checkpoint=random keeps TOY_CONFIGS' seeded
 random weights (speed studies).
@@ -46,13 +47,26 @@ TRAINED_CONFIGS: dict[str, dict] = {
         patch_size=[1, 4, 4], num_attention_heads=4, attention_head_dim=16, in_channels=3, out_channels=3,
         text_dim=32, freq_dim=64, ffn_dim=256, num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32),
+    # LTX-Video takes a token per latent pixel (patch 1): 3 frames of 8 x 8 pixels (the clips 4x
+    # average-pooled), 192 tokens
+    "LTXVideoTransformer3DModel": dict(
+        in_channels=3, out_channels=3, patch_size=1, patch_size_t=1, num_attention_heads=4, attention_head_dim=16,
+        cross_attention_dim=64, num_layers=4, qk_norm="rms_norm_across_heads", caption_channels=32),
 }
 TRAINED_ARGS = {"prompts": 10, "prompt_tokens": 8, "sample_size": 32}  # label i = class i; Flux, FLUX.2 read sample_size
+
+# per class, over TRAINED_ARGS (`trained_args`)
+TRAINED_SETTINGS: dict[str, dict] = {"LTXVideoTransformer3DModel": {"sample_size": 8}}
 
 # class -> its shipped file: only the classes whose weights are in toy/assets
 SHIPPED: dict[str, str] = {"PixArtTransformer2DModel": "pixart_toy.pt", "SD3Transformer2DModel": "sd3_toy.pt",
                            "FluxTransformer2DModel": "flux_toy.pt", "Flux2Transformer2DModel": "flux2_toy.pt",
-                           "WanTransformer3DModel": "wan_toy.pt"}
+                           "WanTransformer3DModel": "wan_toy.pt", "LTXVideoTransformer3DModel": "ltx_toy.pt"}
+
+
+def trained_args(cls: str) -> dict:
+    """The model.zoo settings of `cls`'s trained configuration."""
+    return {**TRAINED_ARGS, **TRAINED_SETTINGS.get(cls, {})}
 
 
 def asset_path(cls: str) -> Path | None:

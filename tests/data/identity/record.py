@@ -16,7 +16,9 @@ FLUX.2's trained toy weights joined TRAINED_TOYS later and changed no recorded i
 point is a FLUX.2 toy point. Then, deliberately, Wan's toy points changed when its trained toy
 weights shipped: the beyond_video sweep's 44 and zoo_2026's 36 Wan points, every other id unchanged.
 Then, deliberately, zoo_2026's 180 points changed when its timed calls became 2 samples
-(metrics.timing_batch), and FLUX.2's 36 points joined it, every other id unchanged.)
+(metrics.timing_batch), and FLUX.2's 36 points joined it, every other id unchanged.
+LTX-Video's trained toy weights joined TRAINED_TOYS after and changed no recorded id: no recorded
+point is an LTX-Video toy point.)
 """
 
 import json
