@@ -7,7 +7,7 @@ after the image ones (metrics/registry.py):
   to [-1, 1], as for the toy image classes' paired image PSNR.
 - `converged_frame_psnr_db`: the same per-frame PSNR against the converged reference video
   (metrics/converged.py: the family's ODE sampler at metrics.converged_nfe, uncached, same seed),
-  where the weights are trained (the shipped Wan toy; random weights have no reference): the
+  where the weights are trained (the shipped Wan, LTX toys; random weights have no reference): the
   headline quality of a toy video row (converged.TOY_PRIMARY_QUALITY_VIDEO). The converged
   metric's whole-video MSE/PSNR and SSIM come with it; FID/KID vs converged need a video network.
 - `temporal_change_ratio`: how much the cached video moves between consecutive frames relative to
