@@ -1,4 +1,4 @@
-"""Train toy weights of the wrapped text-to-image diffusers classes on the procedural set.
+"""Train toy weights of the wrapped diffusers classes on the procedural images (video: clips of them).
 
     python -m l2c_bench.toy.train_zoo --model pixart --minutes 10
     python -m l2c_bench.toy.train_zoo --model sd3 --minutes 10

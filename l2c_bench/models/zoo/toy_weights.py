@@ -1,4 +1,4 @@
-"""Trained toy weights of the text-to-image classes (PixArt, SD3, Flux, FLUX.2): their configurations.
+"""Trained toy weights of the wrapped diffusers classes (PixArt, SD3, Flux, FLUX.2, Wan, LTX): configurations.
 
 The seeded toy configurations (TOY_CONFIGS) are latents without a VAE, so a run of them has no
 image metrics, and their random weights make every cached output nearly the uncached one. These
