@@ -23,6 +23,8 @@ _COLUMNS: dict[str, tuple[str, float, str]] = {
     "paired_psnr_db": ("metrics.paired_image_psnr_db", 1.0, "Paired PSNR (dB)"),
     # the toy scale's primary quality axis (l2c_bench/metrics/converged.py, docs/metrics.md)
     "converged_psnr_db": ("metrics.converged_image_psnr_db", 1.0, "Image PSNR vs converged (dB)"),
+    # ... a toy video's: per video, the mean over frames of each frame's PSNR (metrics/video.py)
+    "converged_frame_psnr_db": ("metrics.converged_frame_psnr_db", 1.0, "Frame PSNR vs converged (dB)"),
     # rows without image metrics (random weights, latents without a VAE): fidelity to the uncached twin
     "paired_latent_psnr_db": ("metrics.paired_latent_psnr_db", 1.0, "Latent PSNR vs uncached (dB)"),
 }
@@ -36,7 +38,8 @@ METRICS: dict[str, tuple[str, float, bool, str]] = {
 
 # metrics.primary_quality (a row key) -> the METRICS column plotted for it
 PRIMARY_COLUMNS = {"converged_image_psnr_db": "converged_psnr_db", "fid": "fid",
-                   "paired_latent_psnr_db": "paired_latent_psnr_db"}
+                   "paired_latent_psnr_db": "paired_latent_psnr_db",
+                   "converged_frame_psnr_db": "converged_frame_psnr_db"}
 # axes measured against each row's own uncached twin: the uncached row is their reference (no value)
 PAIRED_AXES = {"paired_latent_psnr_db"}
 

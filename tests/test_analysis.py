@@ -294,6 +294,10 @@ def test_toy_pareto_plots_the_primary_quality_axis_and_its_front_prefers_higher_
     assert table[2].endswith("| Image PSNR vs converged (dB) ↑ | Δ Image PSNR vs converged (dB) vs uncached | front |")
     on_front = [line.split("|")[1].strip() for line in table[4:] if line.endswith("| **yes** |")]
     assert on_front == ["L2C"] and any("| 24.00 [23.90, 24.10] | " in line for line in table)
+    # toy video rows (no FID): their frame PSNR against the converged video is the axis
+    video = load_results(tmp_path / "rows").assign(**{"metrics.primary_quality": "converged_frame_psnr_db",
+                                                      "metrics.converged_frame_psnr_db": [27.5, 25.4, 27.8, 24.0]})
+    assert pareto.quality_column(pareto.paper_frame(video)) == "converged_frame_psnr_db"
 
 
 def test_router_heatmaps_for_official_and_learned_routers(tmp_path, monkeypatch):
