@@ -48,6 +48,25 @@ def compose_config(results_dir, *overrides):
     return compose([f"results_dir={results_dir}", *overrides])
 
 
+def trained_video_row(results_dir, cls: str, nfe: int, *overrides) -> dict:
+    """The row of a FORA point of the video class `cls` on its shipped trained toy weights (two
+    samples, converged reference at NFE 20), checked: ok, and its headline quality the per-frame
+    PSNR against the converged video with a finite interval around it."""
+    import math
+
+    from l2c_bench.run import run_point
+
+    row = run_point(compose_config(
+        results_dir, "model=diffusers", f"model.diffusers_class={cls}", "cache=fora", "tracker=none", f"steps={nfe}",
+        "metrics.num_samples=2", "metrics.batch_size=2", "metrics.converged_nfe=20", "metrics.timing_batch=1",
+        "metrics.timing_repeats=2", "metrics.timing_min_repeats=2", "metrics.interval_resamples=100", *overrides))
+    assert row["status"] == "ok", row.get("error")
+    assert row["metrics.primary_quality"] == "converged_frame_psnr_db" and row["metrics.converged_nfe"] == 20
+    low, value, high = (row[f"metrics.converged_frame_psnr_db{k}"] for k in ("_ci_low", "", "_ci_high"))
+    assert 0 < low <= value <= high < math.inf
+    return row
+
+
 # A point run only to check what its row says of the method (status, reuse, MACs, the method's own
 # records): two samples in one batch, timed once with no warm-up, no intervals, no image-set metrics.
 ROW_ONLY = ["tracker=none", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.timing_batch=2",

@@ -124,20 +124,10 @@ def test_an_ltx_run_writes_an_ok_row_with_the_video_fields(tmp_path):
 def test_a_trained_ltx_run_is_scored_per_frame_against_the_converged_video(tmp_path):
     """The shipped LTX toy (checkpoint=toy, toy/assets/ltx_toy.pt): 8 x 8 pixel clips with the
     converged reference, its per-frame PSNR the headline quality."""
-    from conftest import compose_config
+    from conftest import trained_video_row
 
-    from l2c_bench.run import run_point
-
-    cfg = compose_config(tmp_path, "model=diffusers", f"model.diffusers_class={LTX}", "cache=fora", "tracker=none",
-                         f"steps={NFE}", "metrics.num_samples=2", "metrics.batch_size=2", "metrics.converged_nfe=20",
-                         "metrics.timing_batch=1", "metrics.timing_repeats=2", "metrics.timing_min_repeats=2",
-                         "metrics.interval_resamples=100")
-    row = run_point(cfg)
-    assert row["status"] == "ok", row.get("error")
+    row = trained_video_row(tmp_path, LTX, NFE)
     assert row["metrics.latent_shape"] == [3, 3, 8, 8]
-    assert row["metrics.primary_quality"] == "converged_frame_psnr_db" and row["metrics.converged_nfe"] == 20
-    low, value, high = (row[f"metrics.converged_frame_psnr_db{k}"] for k in ("_ci_low", "", "_ci_high"))
-    assert 0 < low <= value <= high < math.inf
 
 
 def test_ltxs_vae_is_refused_not_decoded_as_an_autoencoderkl(tmp_path):
