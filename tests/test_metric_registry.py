@@ -14,7 +14,8 @@ def test_mean_metrics_and_their_ranges():
     assert registry.mean_ranges() == {
         "clip_score": (0.0, 100.0), "converged_image_ssim": (-1.0, 1.0), "paired_image_ssim": (-1.0, 1.0),
         "converged_image_lpips": (0.0, math.inf), "paired_image_lpips": (0.0, math.inf),
-        "paired_frame_psnr_db": (0.0, math.inf), "temporal_change_ratio": (0.0, math.inf)}  # video (metrics/video.py)
+        "paired_frame_psnr_db": (0.0, math.inf), "temporal_change_ratio": (0.0, math.inf),  # video (metrics/video.py)
+        "converged_frame_psnr_db": (0.0, math.inf)}
 
 
 def test_the_analysis_reads_the_registered_directions():
@@ -25,7 +26,8 @@ def test_the_analysis_reads_the_registered_directions():
     assert {name: higher for name, (_, _, higher, _) in METRICS.items()} == {
         "macs_t": False, "latency_s": False, "speedup": True, "is": True, "fid": False, "sfid": False,
         "precision": True, "recall": True, "kid": False, "remove_ratio": True, "cached_branches": True,
-        "paired_psnr_db": True, "converged_psnr_db": True, "paired_latent_psnr_db": True}
+        "paired_psnr_db": True, "converged_psnr_db": True, "paired_latent_psnr_db": True,
+        "converged_frame_psnr_db": True}  # a toy video's primary quality (added after the registry)
     assert QUALITY_AXES == {
         "fid": False, "kid": False, "fid_vs_converged": False, "kid_vs_converged": False,
         "converged_latent_psnr_db": True, "converged_image_psnr_db": True, "converged_latent_mse": False,
