@@ -318,6 +318,31 @@ def test_teacache_calibrates_on_steps_of_one_expert(wan22):
     assert all(v > 0 for v in content["x"]) and all(math.isfinite(c) for c in content["coefficients"])
 
 
+def test_video_settings_that_cannot_work_fail_before_compute(tmp_path):
+    """A video class given a prompt set whose prompts name images (FID's reference set, which no
+    video row scores) fails in validate, naming why; the same prompts without images run. Latents
+    whose frames or sides do not divide by the patch fail where the model is built."""
+    from conftest import compose_config
+    from PIL import Image
+
+    from l2c_bench.models.loading import RunConfigError
+    from l2c_bench.runs.prepare import validate
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "with.jsonl").write_text('{"prompt": "stripes", "image": "a.png"}\n')
+    (tmp_path / "without.jsonl").write_text('{"prompt": "stripes"}\n')
+
+    def config(prompts):
+        return compose_config(tmp_path, "model=diffusers", f"model.diffusers_class={WAN}", "model.checkpoint=random", "cache=none",
+                              f"model.prompt_set={tmp_path / prompts}")
+
+    with pytest.raises(RunConfigError, match="names reference images, and WanTransformer3DModel makes videos"):
+        validate(config("with.jsonl"))
+    validate(config("without.jsonl"))
+    with pytest.raises(ValueError, match=r"must divide by its patch \(1, 2, 2\)"):
+        build_zoo(WAN, sample_size=15)
+
+
 def test_the_methods_a_video_class_cannot_run_say_why(wan21, wan22):
     """faster_diffusion needs an encoder/decoder split, diffusers' TaylorSeerCache finds no attention
     named `transformer_blocks.*attn`; on two experts diffusers' PAB and MagCache would count each

@@ -181,16 +181,21 @@ class Diffusers:
         from .zoo.prompt_sets import PromptSetError, read_prompt_set
 
         try:
-            takes_text = bool(adapter_for(spec.diffusers_class).TEXT_COMPONENTS)
+            adapter = adapter_for(spec.diffusers_class)
         except ZooConfigError as exc:
             raise RunConfigError(str(exc)) from None
-        if not takes_text:
+        if not adapter.TEXT_COMPONENTS:
             raise RunConfigError(f"model.prompt_set: {spec.diffusers_class} is class-conditioned; prompt sets are "
                                  "for the text-to-image classes")
         try:
-            return read_prompt_set(spec.prompt_set)
+            prompts = read_prompt_set(spec.prompt_set)
         except PromptSetError as exc:
             raise RunConfigError(str(exc)) from None
+        if adapter.VIDEO and prompts.images is not None:  # the images would be FID's reference set
+            raise RunConfigError(f"model.prompt_set={spec.prompt_set!r} names reference images, and "
+                                 f"{spec.diffusers_class} makes videos: no image-set metric scores them (its rows "
+                                 "score each frame, docs/diffusers.md 'Video rows'); give a prompt set without images")
+        return prompts
 
     @classmethod
     def _settings(cls, spec: ModelSpec, prompt_tokens: int | None = None) -> dict:

@@ -73,6 +73,7 @@ class ZooModel(nn.Module):
     OPTIONAL_TEXT_COMPONENTS: ClassVar[tuple[str, ...]] = ()
     guidance_channels: int
     prompt_set = None  # the PromptSet it is conditioned on (prompt_sets.py), if any: label i is prompt i
+    VIDEO = False  # samples are videos (N, C, F, H, W): Wan, LTX-Video
 
     def __init__(self, args: ZooArgs, transformer: nn.Module | None = None):
         super().__init__()

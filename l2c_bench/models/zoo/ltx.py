@@ -31,6 +31,7 @@ class LTXAdapter(ZooModel):
     diffusers_class = "LTXVideoTransformer3DModel"
     BRANCHES = {"LTXVideoTransformerBlock": [("attn1", ATTENTION, 0, 1), ("attn2", ATTENTION, 1, 1), ("ff", MLP, 0, 1)]}
     TEXT_COMPONENTS = {"text_encoder": "the T5 encoder", "tokenizer": "its tokenizer"}
+    VIDEO = True
 
     def __init__(self, args: ZooArgs, transformer=None):
         super().__init__(args, transformer)

@@ -55,6 +55,7 @@ class WanAdapter(ZooModel):
     diffusers_class = "WanTransformer3DModel"
     BRANCHES = {"WanTransformerBlock": [("attn1", ATTENTION, 0, 1), ("attn2", ATTENTION, 1, 1), ("ffn", MLP, 0, 1)]}
     CONCATENATING = ("WanTransformerBlock",)  # `ff_output.float()`: a dropped MLP must be a tensor
+    VIDEO = True
     TEXT_COMPONENTS = {"text_encoder": "the UMT5 encoder", "tokenizer": "its tokenizer"}
 
     def __init__(self, args: ZooArgs, transformer=None, transformer_2=None):
