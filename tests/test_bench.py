@@ -94,7 +94,7 @@ def _bench_in_fresh_process(*extra) -> dict:
     history: every large tensor is then mapped and unmapped per call, as at the start of any
     process. The benchmark's own mallopt calls override the tunable."""
     argv = ["--arch", "U-ViT-toy", "--sampler", "dpm_solver2", "--nfe", "10", "--cache", "fora", "--interval", "2",
-            "--batch", "8", "--guidance", "0.4", "--repeats", "3", "--warmup", "0", "--json", *extra]
+            "--batch", "4", "--guidance", "0.4", "--repeats", "2", "--warmup", "0", "--json", *extra]
     env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}
     out = subprocess.run([sys.executable, "-m", "l2c_bench.benchmarks.speed", *argv], capture_output=True, text=True,
                          check=True, env=env)

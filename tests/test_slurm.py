@@ -44,9 +44,10 @@ def test_four_point_sweep_relaunch_and_provenance(slurm_cluster, tmp_path):
 
 def test_hard_killed_job_is_reported_and_leaves_no_row(slurm_cluster, tmp_path):
     """A job SIGKILLed mid-run: the sweep returns (no hang), no partial row; relaunch completes it."""
-    # A slow point (50 steps over 40 samples, ~10 s of sampling in CI after a few seconds of start-up)
-    # so that it is surely running when we kill it 3 s after it starts; the relaunch runs it whole.
-    slow = ["steps=50", "metrics.num_samples=40", "metrics.batch_size=40", "seed=5"]
+    # A point that surely runs when we kill it 3 s after it starts (50 steps over 16 samples: about
+    # 15 s in all here, 3 of them importing); the relaunch runs it whole. Killed after it finished,
+    # the assertions below fail: never a vacuous pass.
+    slow = ["steps=50", "metrics.num_samples=16", "metrics.batch_size=16", "seed=5"]
     cmd = [sys.executable, "-m", "l2c_bench.run", "-m", "hydra/launcher=slurm", f"results_dir={tmp_path}",
            *TINY, *slow]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_cluster)
@@ -85,7 +86,7 @@ def _running_job(env, results_dir, timeout_s=60):
 
 def test_requeued_job_completes_with_one_row(slurm_cluster, tmp_path):
     cmd = [sys.executable, "-m", "l2c_bench.run", "-m", "hydra/launcher=slurm", f"results_dir={tmp_path}",
-           *TINY, "steps=20", "metrics.num_samples=40", "metrics.batch_size=40", "seed=9"]
+           *TINY, "steps=20", "metrics.num_samples=16", "metrics.batch_size=16", "seed=9"]  # ~14 s a run
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_cluster)
     job = _running_job(slurm_cluster, tmp_path)
     assert job, "the job never started"

@@ -40,9 +40,9 @@ def test_toy_classifier_recognises_the_procedural_set():
                                                        ("uvit", "U-ViT-toy", "dpm_solver2", 3.0)])
 def test_toy_models_generate_on_class_samples(family, name, sampler, scale):
     model = load_checkpoint(build_model(name), TOY_ASSETS / f"{family}_toy.pt").eval()
-    labels = torch.arange(100) % NUM_CLASSES  # 10 per class; on these seeds DiT-toy 0.95, U-ViT-toy 0.85
-    result = generate(model, labels=labels, seeds=range(100), steps=20, sampler=sampler,
-                      guidance_scale=scale, decode=True, batch_size=100)
+    labels = torch.arange(50) % NUM_CLASSES  # 5 per class; on these seeds DiT-toy 1.0, U-ViT-toy 0.86 (100: 0.95, 0.85)
+    result = generate(model, labels=labels, seeds=range(50), steps=20, sampler=sampler,
+                      guidance_scale=scale, decode=True, batch_size=50)
     _, logits = toy_features(result.images)
     rate = on_class_rate(logits, labels.numpy())
     print(family, "on-class", rate, [round(r, 2) for r in per_class_rate(logits, labels.numpy(), 10)])
