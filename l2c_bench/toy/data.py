@@ -103,11 +103,18 @@ def make_images(labels: torch.Tensor, seed: int) -> torch.Tensor:
     return (images * 2 - 1).clamp(-1, 1)
 
 
-def make_batch(seed: int, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch `index` of the stream with `seed`: balanced random labels and their images."""
+def batch_draw(seed: int, index: int, batch_size: int) -> tuple[torch.Tensor, int]:
+    """Batch `index` of a stream with `seed`: its random labels (batch_size,) and the seed its samples
+    are drawn with (the image stream's and toy/video_data.py's clip stream's)."""
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
     labels = torch.randint(0, NUM_CLASSES, (batch_size,), generator=g)
-    return make_images(labels, seed=int(seed) * 7_919 + int(index) * 104_729 + 1), labels
+    return labels, int(seed) * 7_919 + int(index) * 104_729 + 1
+
+
+def make_batch(seed: int, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch `index` of the stream with `seed`: balanced random labels and their images."""
+    labels, sample_seed = batch_draw(seed, index, batch_size)
+    return make_images(labels, seed=sample_seed), labels
 
 
 def make_dataset(num_images: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

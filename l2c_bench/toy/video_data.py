@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .data import IMAGE_SIZE, NUM_CLASSES, _colours, _mask_draws, _render
+from .data import IMAGE_SIZE, _colours, _mask_draws, _render, batch_draw
 
 FRAMES = 3  # the toy video models' frames (models.zoo.TOY_FRAMES; tests check they agree)
 
@@ -44,6 +44,5 @@ def make_clips(labels: torch.Tensor, seed: int, frames: int = FRAMES, size: int 
 def make_clip_batch(seed: int, index: int, batch_size: int, frames: int = FRAMES,
                     size: int = IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch `index` of the clip stream with `seed`: balanced random labels and their clips."""
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
-    labels = torch.randint(0, NUM_CLASSES, (batch_size,), generator=g)
-    return make_clips(labels, int(seed) * 7_919 + int(index) * 104_729 + 1, frames, size), labels
+    labels, sample_seed = batch_draw(seed, index, batch_size)
+    return make_clips(labels, sample_seed, frames, size), labels
