@@ -88,9 +88,9 @@ def zoo_args(cls: str, config: dict | None = None, **settings) -> ZooArgs:
         raise ZooConfigError(f"model.config: {cls} has no parameter(s) {unknown}; valid: {sorted(accepted)}")
     if adapter is not DiTAdapter:
         settings = {**TOY_ARGS, **settings}
-    if adapter in (WanAdapter, LTXAdapter):
+    if adapter.VIDEO:
         settings = {"frames": TOY_FRAMES, **settings}
-    if adapter not in (FluxAdapter, Flux2Adapter, WanAdapter, LTXAdapter):  # the others' configs say their latent size
+    if not adapter.VIDEO and adapter not in (FluxAdapter, Flux2Adapter):  # the others' configs say their latent size
         settings.pop("sample_size", None)
     return ZooArgs(cls, json.dumps(config, sort_keys=True), **settings)
 
