@@ -48,6 +48,12 @@ def compose_config(results_dir, *overrides):
     return compose([f"results_dir={results_dir}", *overrides])
 
 
+def flow_kwargs(nfe: int, **over) -> dict:
+    """`generate`'s keywords in the flow-family zoo tests (FLUX.2, Wan, LTX-Video): two samples of
+    prompts 1 and 2, flow Euler at `nfe` steps, guidance 2; `over` replaces any of them."""
+    return {**dict(labels=[1, 2], seeds=[0, 1], steps=nfe, sampler="flow_euler", guidance_scale=2.0), **over}
+
+
 def trained_video_row(results_dir, cls: str, nfe: int, *overrides) -> dict:
     """The row of a FORA point of the video class `cls` on its shipped trained toy weights (two
     samples, converged reference at NFE 20), checked: ok, and its headline quality the per-frame

@@ -4,10 +4,11 @@ the double-stream into the single-stream blocks, reused tensors handed back as t
 exact MACs, what the methods that cannot run on it say, and a run's row."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
-from conftest import counted_macs
+from conftest import counted_macs, flow_kwargs
 
 from l2c_bench import generate
 from l2c_bench.caching import UnsupportedCombination, make_cache
@@ -25,8 +26,7 @@ def flux2():
     return build_zoo(FLUX2).eval()
 
 
-def sample_kwargs(**over):
-    return {**dict(labels=[1, 2], seeds=[0, 1], steps=NFE, sampler="flow_euler", guidance_scale=2.0), **over}
+sample_kwargs = partial(flow_kwargs, NFE)
 
 
 def pipeline_call(model, x, t, y):

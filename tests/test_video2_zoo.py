@@ -3,10 +3,11 @@ exact against the bare transformer fed as diffusers' LTXPipeline feeds it, reuse
 back as they were stored, exact MACs, what the methods that cannot run on it say, and a run's row."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
-from conftest import counted_macs
+from conftest import counted_macs, flow_kwargs
 
 from l2c_bench import generate
 from l2c_bench.caching import UnsupportedCombination, make_cache
@@ -24,8 +25,7 @@ def ltx():
     return build_zoo(LTX).eval()
 
 
-def sample_kwargs(**over):
-    return {**dict(labels=[1, 2], seeds=[0, 1], steps=NFE, sampler="flow_euler", guidance_scale=2.0), **over}
+sample_kwargs = partial(flow_kwargs, NFE)
 
 
 def test_the_adapter_is_the_bare_transformer_as_the_pipeline_calls_it_bit_for_bit(ltx):

@@ -4,11 +4,12 @@ boundary rule, caches restarted at the switch with the sampler's step count, exa
 metrics, and a run's row."""
 
 import math
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import counted_macs
+from conftest import counted_macs, flow_kwargs
 
 from l2c_bench import generate
 from l2c_bench.caching import UnsupportedCombination, make_cache
@@ -39,8 +40,7 @@ def wan22():
     return build_zoo(WAN, boundary_ratio=BOUNDARY, guidance_2=3.0).eval()
 
 
-def sample_kwargs(**over):
-    return {**dict(labels=[1, 2], seeds=[0, 1], steps=NFE, sampler="flow_euler", guidance_scale=2.0), **over}
+sample_kwargs = partial(flow_kwargs, NFE)
 
 
 def record_experts(model):
