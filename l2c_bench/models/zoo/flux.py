@@ -72,7 +72,6 @@ class FluxAdapter(DoubleThenSingleBlocks, ZooModel):
         self.bank = PromptBank(args.prompts, args.prompt_tokens, config.joint_attention_dim,
                                config.pooled_projection_dim, seed=args.prompt_seed)
 
-
     def call(self, x, t, y):
         n, _, h, w = x.shape
         text, pooled = self.bank(y)

@@ -66,7 +66,6 @@ class Flux2Adapter(DoubleThenSingleBlocks, ZooModel):
             block.register_forward_pre_hook(self._single_inputs, with_kwargs=True)
             block.attn.register_forward_hook(self._mlp_ran(config.num_layers + j))
 
-
     def call(self, x, t, y):
         """x (N, C, H, W) latents, t (N,) in [0, 1000], y (N,) prompt indices."""
         n, _, h, w = x.shape
