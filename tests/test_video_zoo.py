@@ -339,7 +339,7 @@ def test_video_settings_that_cannot_work_fail_before_compute(tmp_path):
     with pytest.raises(RunConfigError, match="names reference images, and WanTransformer3DModel makes videos"):
         validate(config("with.jsonl"))
     validate(config("without.jsonl"))
-    with pytest.raises(ValueError, match=r"must divide by its patch \(1, 2, 2\)"):
+    with pytest.raises(ValueError, match=r"must divide by its patch \(1, 2, 2\): set model.zoo.frames, model.zoo.sample_size"):
         build_zoo(WAN, sample_size=15)
 
 

@@ -88,7 +88,8 @@ class WanAdapter(ZooModel):
         self.latent_shape = (config.in_channels, args.frames, args.sample_size, width)  # one sample (C, F, H, W)
         if any(side % p for side, p in zip(self.latent_shape[1:], patch, strict=True)):
             raise ValueError(f"Wan's latents {self.latent_shape[1:]} (frames, height, width) must divide by its "
-                             f"patch {tuple(patch)}")
+                             f"patch {tuple(patch)}: set model.zoo.frames, model.zoo.sample_size (and "
+                             "model.zoo.sample_width) to multiples of it")
         self.input_size = args.sample_size
         self.num_classes = self.null_class = args.prompts
         self.flow_shift = args.flow_shift
